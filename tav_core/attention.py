@@ -1,0 +1,60 @@
+"""The two attention ideas of Tune-A-Video, on batch-folded ``(b f) tokens channels`` tensors."""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def sparse_causal(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Keys/values for sparse-causal attention: frame i sees [frame 0 ‖ frame i-1]; frame 0 sees [0 ‖ 0].
+
+    ``(b f) n c -> (b f) 2n c``; applied to the outputs of ``attn1.to_k`` and ``attn1.to_v``.
+    """
+    x = rearrange(x, "(b f) n c -> b f n c", f=num_frames)
+    previous = (torch.arange(num_frames, device=x.device) - 1).clamp(min=0)
+    first = x[:, :1].expand(-1, num_frames, -1, -1)
+    return rearrange(torch.cat([first, x[:, previous]], dim=2), "b f n c -> (b f) n c")
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over the frame axis of each spatial position, no positional encoding.
+
+    Parameter names follow the reference (``to_q``, ``to_k``, ``to_v``, ``to_out.0``). The output projection
+    starts at zero, weight as in the reference and bias too (the reference leaves a small random bias), so a
+    freshly inflated model computes exactly what the image model did.
+    """
+
+    def __init__(self, dim: int, heads: int, dim_head: int):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(0.0)])
+        nn.init.zeros_(self.to_out[0].weight)
+        nn.init.zeros_(self.to_out[0].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (positions, frames, dim)."""
+        q, k, v = (rearrange(p(x), "b f (h d) -> b h f d", h=self.heads) for p in (self.to_q, self.to_k, self.to_v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out[0](rearrange(out, "b h f d -> b f (h d)"))
+
+
+def temporal_residual(x: torch.Tensor, norm: nn.Module, attn: TemporalAttention, num_frames: int) -> torch.Tensor:
+    """``x + attn(norm(x))`` taken over frames at every token: ``(b f) n c -> (b f) n c``."""
+    tokens = x.shape[1]
+    h = rearrange(x, "(b f) n c -> (b n) f c", f=num_frames)
+    h = h + attn(norm(h))
+    return rearrange(h, "(b n) f c -> (b f) n c", n=tokens)
+
+
+def clip_group_norm_in(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Lay a ``(b f) c h w`` batch out as ``b c (f h) w`` so a GroupNorm takes statistics over the whole clip."""
+    return rearrange(x, "(b f) c h w -> b c (f h) w", f=num_frames)
+
+
+def clip_group_norm_out(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    return rearrange(x, "b c (f h) w -> (b f) c h w", f=num_frames)

@@ -1,0 +1,36 @@
+"""The frame count of the batch the UNet is running on.
+
+Frames are folded into the batch dimension as ``(b f)``. Inflation hooks read the frame count from a
+``FrameContext`` that whoever calls the UNet sets; ``None`` means plain image behaviour.
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .errors import check
+
+
+@dataclass
+class FrameContext:
+    num_frames: int | None = None
+
+    @contextmanager
+    def frames(self, num_frames: int):
+        """Run the UNet on videos of ``num_frames`` frames inside this block."""
+        check(isinstance(num_frames, int) and num_frames >= 1,
+              f"frame count must be a whole number >= 1, got {num_frames!r}; pass at least one frame")
+        previous, self.num_frames = self.num_frames, num_frames
+        try:
+            yield self
+        finally:
+            self.num_frames = previous
+
+    def active(self, batch: int) -> int | None:
+        """Frames per video for a batch of ``batch`` rows, or None when video behaviour is off."""
+        f = self.num_frames
+        if f is None:
+            return None
+        check(batch % f == 0,
+              f"batch of {batch} rows is not a whole number of {f}-frame videos; "
+              f"give latents whose batch is a multiple of the frame count")
+        return f

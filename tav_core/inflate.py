@@ -1,0 +1,106 @@
+"""Turn an image UNet into a video UNet in place, with hooks and two new modules per transformer block.
+
+Works on any SD UNet whose transformer blocks have ``attn1``/``attn2``/``ff`` with ``to_q/to_k/to_v`` linears
+(diffusers' and ComfyUI's alike). Original parameter names stay unchanged; new ones are ``attn_temp.*`` and
+``norm_temp.*`` inside each transformer block, as in the reference implementation.
+"""
+
+from torch import nn
+
+from .attention import (TemporalAttention, clip_group_norm_in, clip_group_norm_out, sparse_causal,
+                        temporal_residual)
+from .errors import check
+from .frames import FrameContext
+
+TEMPORAL_MODULES = ("attn_temp", "norm_temp")
+TRAINABLE = (".attn1.to_q.", ".attn2.to_q.", ".attn_temp.")
+
+
+_STAGES = {"down_blocks": 0, "input_blocks": 0, "mid_block": 1, "middle_block": 1, "up_blocks": 2, "output_blocks": 2}
+
+
+def _stage(name: str) -> int:
+    return next((_STAGES[part] for part in name.split(".") if part in _STAGES), 1)
+
+
+def transformer_blocks(unet: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The UNet's transformer blocks, down -> middle -> up: the same order in diffusers' and ComfyUI's layouts."""
+    blocks = [(name, m) for name, m in unet.named_modules() if all(hasattr(m, a) for a in ("attn1", "attn2", "ff"))]
+    return sorted(blocks, key=lambda item: _stage(item[0]))
+
+
+def clip_norms(unet: nn.Module) -> list[nn.GroupNorm]:
+    """GroupNorms of ResNet blocks and the output norm; a transformer's input norm stays per frame."""
+    transformers = [name + "." for name, m in unet.named_modules() if hasattr(m, "transformer_blocks")]
+    return [m for name, m in unet.named_modules()
+            if isinstance(m, nn.GroupNorm) and not any(name.startswith(p) for p in transformers)]
+
+
+def add_temporal_layers(block: nn.Module) -> None:
+    """Give a transformer block its ``norm_temp`` and zero-output ``attn_temp`` (no-op if it has them)."""
+    if hasattr(block, "attn_temp"):
+        return
+    q = block.attn1.to_q
+    dim, inner, heads = q.in_features, q.out_features, block.attn1.heads
+    like = dict(device=q.weight.device, dtype=q.weight.dtype)
+    block.norm_temp = nn.LayerNorm(dim).to(**like)
+    block.attn_temp = TemporalAttention(dim, heads, inner // heads).to(**like)
+
+
+def is_trainable(name: str) -> bool:
+    """Tune-A-Video tunes the query projections of both attentions and all of the temporal attention."""
+    return any(t in "." + name for t in TRAINABLE)
+
+
+class Inflation:
+    """The hooks that make one UNet a video model; ``remove()`` makes it an image model again."""
+
+    def __init__(self, unet: nn.Module, context: FrameContext):
+        self.context = context
+        self.handles = []
+        blocks = transformer_blocks(unet)
+        check(bool(blocks), f"{type(unet).__name__} has no transformer blocks with attn1/attn2/ff; "
+                            "give a Stable Diffusion 1.x/2.x UNet")
+        for _, block in blocks:
+            add_temporal_layers(block)
+            for proj in (block.attn1.to_k, block.attn1.to_v):
+                self.handles.append(proj.register_forward_hook(self._sparse_causal))
+            self.handles.append(block.register_forward_hook(self._temporal))
+        for norm in clip_norms(unet):
+            self.handles.append(norm.register_forward_pre_hook(self._norm_in))
+            self.handles.append(norm.register_forward_hook(self._norm_out))
+
+    def _sparse_causal(self, module, args, out):
+        f = self.context.active(out.shape[0])
+        return out if f in (None, 1) else sparse_causal(out, f)  # one frame: [f0 ‖ f0] attends like f0 alone
+
+    def _temporal(self, block, args, out):
+        f = self.context.active(out.shape[0])
+        return out if f is None else temporal_residual(out, block.norm_temp, block.attn_temp, f)
+
+    def _norm_in(self, module, args):
+        f = self.context.active(args[0].shape[0])
+        return None if f in (None, 1) else (clip_group_norm_in(args[0], f), *args[1:])
+
+    def _norm_out(self, module, args, out):
+        f = self.context.num_frames
+        return out if f in (None, 1) else clip_group_norm_out(out, f)
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+def inflate(unet: nn.Module, context: FrameContext | None = None) -> Inflation:
+    """Inflate ``unet`` in place (idempotent) and return its ``Inflation``; ``unet.tav_inflation`` holds it too."""
+    existing = getattr(unet, "tav_inflation", None)
+    if existing is not None:
+        return existing
+    inflation = Inflation(unet, context or FrameContext())
+    unet.tav_inflation = inflation
+    return inflation
+
+
+def is_inflated(unet: nn.Module) -> bool:
+    return getattr(unet, "tav_inflation", None) is not None

@@ -1,0 +1,150 @@
+"""Load Stable Diffusion 1.x/2.x components offline: single-file checkpoints, diffusers folders, reference UNets.
+
+Single-file loading is diffusers' own ``from_single_file``, pointed at the small config folders shipped in
+``tav_core/configs`` so nothing is fetched from a hub.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import load_file
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from .errors import TavError, check
+from .inflate import inflate, transformer_blocks
+from .weights import load_video_parameters, video_parameters
+
+CONFIGS = Path(__file__).parent / "configs"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class Components:
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler_config: dict = field(default_factory=dict)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+
+def clip_tokenizer(sd2: bool = False) -> CLIPTokenizer:
+    """CLIP's BPE tokenizer from the shipped vocabulary; SD2 (OpenCLIP) pads with "!"."""
+    return CLIPTokenizer(str(CONFIGS / "clip_tokenizer" / "vocab.json"), str(CONFIGS / "clip_tokenizer" / "merges.txt"),
+                         pad_token="!" if sd2 else "<|endoftext|>", model_max_length=77)
+
+
+def load_components(path: str | Path, prediction_type: str | None = None, allow_pickle: bool = False,
+                    config: str | Path | None = None) -> Components:
+    """Load a single-file checkpoint or a diffusers folder. ``config`` overrides the shipped config folder."""
+    path = Path(path)
+    check(path.exists(), f"checkpoint {path} does not exist; give the path of a .safetensors file or a "
+                         "diffusers model folder")
+    components = _load_folder(path) if path.is_dir() else _load_single_file(path, allow_pickle, config)
+    if prediction_type:
+        components.scheduler_config["prediction_type"] = prediction_type
+    return components
+
+
+def _load_folder(path: Path) -> Components:
+    check((path / "unet" / "config.json").is_file(),
+          f"{path} is not a diffusers model folder (no unet/config.json); give a folder saved by diffusers' "
+          "save_pretrained or a single .safetensors checkpoint")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
+        tokenizer = (CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
+                     if (path / "tokenizer").is_dir() else clip_tokenizer(text_encoder.config.hidden_size == 1024))
+        scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError, RuntimeError) as e:
+        raise TavError(f"could not load diffusers folder {path}: {e}; check that it is complete") from e
+    return Components(unet, vae, text_encoder, tokenizer, scheduler_config)
+
+
+def _single_file_state_keys(path: Path, allow_pickle: bool) -> set[str]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            return set(f.keys())
+    check(allow_pickle, f"{path} is a pickle checkpoint ({path.suffix}), which can run arbitrary code when "
+                        "loaded; convert it to .safetensors, or pass allow_pickle=True (--allow-pickle) if you "
+                        "trust its source")
+    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    return set(sd.get("state_dict", sd).keys())
+
+
+def _load_single_file(path: Path, allow_pickle: bool, config: str | Path | None) -> Components:
+    check(path.suffix in SINGLE_FILE_SUFFIXES,
+          f"{path} has suffix {path.suffix!r}; give a .safetensors checkpoint (or .ckpt with --allow-pickle)")
+    try:
+        keys = _single_file_state_keys(path, allow_pickle)
+    except TavError:
+        raise
+    except Exception as e:
+        raise TavError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); the file may be "
+                       "truncated or corrupt: download or save it again") from e
+    check(any(k.startswith("model.diffusion_model.") for k in keys),
+          f"{path} holds no Stable Diffusion UNet (no model.diffusion_model.* keys); give an SD 1.x/2.x checkpoint")
+    sd2 = any(k.startswith("cond_stage_model.model.") for k in keys)
+    config = Path(config) if config else CONFIGS / ("sd2" if sd2 else "sd1")
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path), config=str(config), local_files_only=True, tokenizer=clip_tokenizer(sd2),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    except Exception as e:
+        raise TavError(f"could not load {path} as a Stable Diffusion checkpoint ({type(e).__name__}: {e}); "
+                       "check it is a complete SD 1.x/2.x file") from e
+    scheduler_config = json.loads((config / "scheduler" / "scheduler_config.json").read_text())
+    return Components(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler_config)
+
+
+_BLOCK_3D_TO_2D = {"CrossAttnDownBlock3D": "CrossAttnDownBlock2D", "DownBlock3D": "DownBlock2D",
+                   "CrossAttnUpBlock3D": "CrossAttnUpBlock2D", "UpBlock3D": "UpBlock2D",
+                   "UNetMidBlock3DCrossAttn": "UNetMidBlock2DCrossAttn"}
+
+
+def load_reference_unet(folder: str | Path) -> UNet2DConditionModel:
+    """Load a UNet tuned and saved by the reference Tune-A-Video repo (``UNet3DConditionModel`` folder).
+
+    Its 3D blocks are the 2D ones with extra ``attn_temp``/``norm_temp`` layers, so the weights go into an
+    inflated diffusers ``UNet2DConditionModel``.
+    """
+    folder = Path(folder)
+    check((folder / "config.json").is_file(), f"{folder} has no config.json; give the reference repo's saved "
+                                              "'unet' folder (config.json + diffusion_pytorch_model.bin/.safetensors)")
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("down_block_types", "up_block_types"):
+        config[key] = [_BLOCK_3D_TO_2D.get(b, b) for b in config[key]]
+    config["mid_block_type"] = _BLOCK_3D_TO_2D.get(config.get("mid_block_type", "UNetMidBlock3DCrossAttn"),
+                                                   "UNetMidBlock2DCrossAttn")
+    config["_class_name"] = "UNet2DConditionModel"
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    if weights.is_file():
+        state = load_file(str(weights))
+    else:
+        weights = folder / "diffusion_pytorch_model.bin"
+        check(weights.is_file(), f"{folder} has no diffusion_pytorch_model.safetensors or .bin")
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    unet = UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_") or k == "_class_name"})
+    temporal = (".attn_temp.", ".norm_temp.")
+    base = {k: v for k, v in state.items() if not any(t in k for t in temporal)}
+    missing, unexpected = unet.load_state_dict(base, strict=False)
+    check(not missing and not unexpected, f"{folder} does not match the SD UNet layout (missing {missing[:3]}, "
+                                          f"unexpected {unexpected[:3]})")
+    inflate(unet)
+    block_names = [name for name, _ in transformer_blocks(unet)]
+    tensors = {}
+    for key in video_parameters(unet):
+        _, i, rest = key.split(".", 2)
+        source = f"{block_names[int(i)]}.{rest}"
+        check(source in state, f"{folder} lacks {source}; it is not a Tune-A-Video UNet")
+        tensors[key] = state[source]
+    load_video_parameters(unet, tensors, str(folder))
+    return unet

@@ -1,0 +1,106 @@
+"""The headless Tune-A-Video pipeline: encode, tune, invert, edit, decode, on diffusers components."""
+
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from .ddim import invert_ddim, sample_ddim
+from .denoiser import DiscreteDenoiser, guided
+from .errors import check
+from .inflate import inflate
+from .models import Components
+from .schedule import alphas_cumprod, ddim_timesteps, inversion_sigmas, sampling_sigmas
+from .tuning import TuneConfig, tune
+from .weights import load_tuned, save_tuned
+
+
+class TuneAVideo:
+    """One inflated model; latents are (frames, 4, height/8, width/8), already scaled by the VAE factor."""
+
+    def __init__(self, components: Components, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False):
+        self.c = components
+        self.device, self.dtype = torch.device(device), dtype
+        self.context = inflate(components.unet).context
+        for m in (components.unet, components.vae, components.text_encoder):
+            if next(m.parameters()).dtype != dtype:  # diffusers warns about any dtype given to .to()
+                m.to(dtype)
+            m.to(self.device).eval().requires_grad_(False)
+        if gradient_checkpointing:
+            components.unet.enable_gradient_checkpointing()
+        self.alphas = alphas_cumprod(components.scheduler_config)
+        self.denoiser = DiscreteDenoiser(self.unet_fn, self.alphas, components.prediction_type)
+        self.scaling = components.vae.config.scaling_factor
+
+    def unet_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.c.unet(x.to(self.dtype), t, encoder_hidden_states=cond.to(self.dtype)).sample.to(x.dtype)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        tokens = self.c.tokenizer(prompt, padding="max_length", max_length=self.c.tokenizer.model_max_length,
+                                  truncation=True, return_tensors="pt").input_ids
+        return self.c.text_encoder(tokens.to(self.device))[0].float()
+
+    @torch.no_grad()
+    def encode_video(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (frames, H, W, 3) -> latents; the VAE posterior mean, so the same video gives the same latents."""
+        frames = np.asarray(frames)
+        check(frames.ndim == 4 and frames.shape[-1] == 3 and len(frames) >= 1,
+              f"video must be (frames >= 1, height, width, 3), got shape {frames.shape}")
+        check(frames.shape[1] % 8 == 0 and frames.shape[2] % 8 == 0,
+              f"video size {frames.shape[2]}x{frames.shape[1]} is not a multiple of 8; resize or crop it "
+              "(read_video does this with width/height)")
+        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).to(self.device, torch.float32) / 127.5 - 1
+        check(bool(torch.isfinite(pixels).all()), "video frames contain NaN or infinity")
+        latents = [self.c.vae.encode(p[None].to(self.dtype)).latent_dist.mode() for p in pixels]
+        return torch.cat(latents).float() * self.scaling
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        images = [self.c.vae.decode((l[None] / self.scaling).to(self.dtype)).sample.float() for l in latents]
+        images = ((torch.cat(images) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return images.permute(0, 2, 3, 1).cpu().numpy()
+
+    def tune(self, latents: torch.Tensor, prompt: str, config: TuneConfig = TuneConfig(), callback=None,
+             progress: bool = True) -> list[float]:
+        self._check_latents(latents)
+        return tune(self.unet_fn, self.c.unet, self.context, latents, self.encode_prompt(prompt),
+                    self.c.scheduler_config, config, callback, progress)
+
+    def _check_latents(self, latents: torch.Tensor, num_frames: int | None = None) -> None:
+        check(latents.ndim == 4 and latents.shape[1] == self.c.unet.config.in_channels,
+              f"latents must be (frames, {self.c.unet.config.in_channels}, h, w), got {tuple(latents.shape)}")
+        check(num_frames is None or latents.shape[0] == num_frames,
+              f"latents hold {latents.shape[0]} frames but {num_frames} were asked for; encode the same clip "
+              "you invert, or set the frame count to match")
+        check(bool(torch.isfinite(latents).all()), "latents contain NaN or infinity; check the input video")
+
+    def _timesteps(self, steps: int) -> torch.Tensor:
+        return ddim_timesteps(self.c.scheduler_config, steps)
+
+    def invert(self, latents: torch.Tensor, steps: int = 50, prompt: str = "") -> torch.Tensor:
+        """DDIM inversion with no guidance (the reference uses the empty prompt): latents -> noise."""
+        self._check_latents(latents)
+        model = guided(self.denoiser, self.encode_prompt(prompt).expand(len(latents), -1, -1), None, 1.0)
+        with self.context.frames(len(latents)):
+            return invert_ddim(model, latents.to(self.device), inversion_sigmas(self.alphas, self._timesteps(steps)))
+
+    def sample(self, noise: torch.Tensor, prompt: str, negative_prompt: str = "", guidance_scale: float = 12.5,
+               steps: int = 50, eta: float = 0.0, seed: int = 0, num_frames: int | None = None) -> torch.Tensor:
+        """DDIM sampling from inverted latents (or any noise at the top sigma) with classifier-free guidance."""
+        self._check_latents(noise, num_frames)
+        frames = len(noise)
+        cond = self.encode_prompt(prompt).expand(frames, -1, -1)
+        uncond = self.encode_prompt(negative_prompt).expand(frames, -1, -1)
+        model = guided(self.denoiser, cond, uncond, guidance_scale)
+        generator = torch.Generator(self.device).manual_seed(seed)
+        with self.context.frames(frames):
+            return sample_ddim(model, noise.to(self.device), sampling_sigmas(self.alphas, self._timesteps(steps)),
+                               eta, generator)
+
+    def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig) -> None:
+        save_tuned(path, self.c.unet, prompt=prompt, frames=frames, width=width, height=height, tuning=asdict(config))
+
+    def load_tuned(self, path) -> dict:
+        return load_tuned(path, self.c.unet)

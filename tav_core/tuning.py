@@ -1,0 +1,132 @@
+"""One-shot tuning on one text-video pair: the query projections and the temporal attention learn the clip."""
+
+import json
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import check
+from .files import atomic_path
+from .frames import FrameContext
+from .weights import video_parameters
+
+
+@dataclass
+class TuneConfig:
+    steps: int = 500
+    learning_rate: float = 3e-5
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    mixed_precision: str = "no"          # "no", "bf16" or "fp16" (autocast; trained tensors stay fp32)
+    checkpoint_every: int = 0            # save a resumable training state every N steps (0: never)
+    checkpoint_path: str | None = None
+    resume: bool = False                 # continue from checkpoint_path if it exists
+
+
+def _autocast(device: torch.device, mixed_precision: str):
+    check(mixed_precision in ("no", "bf16", "fp16"),
+          f"mixed precision {mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
+    if mixed_precision == "no":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
+
+
+def _save_state(path, params, optimizer, generator, step, losses):
+    tensors = {f"param/{k}": p.detach().cpu().contiguous() for k, p in params.items()}
+    for k, p in params.items():
+        for name, v in optimizer.state.get(p, {}).items():
+            tensors[f"opt/{k}/{name}"] = v.detach().cpu().contiguous()
+    tensors["rng"] = generator.get_state()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"step": str(step), "losses": json.dumps(losses)})
+
+
+def _load_state(path, params, optimizer, generator):
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        names = {k.split("/", 1)[1] for k in f.keys() if k.startswith("param/")}
+        check(names == set(params), f"training state {path} belongs to a different model; delete it or "
+                                    "point checkpoint_path elsewhere to start afresh")
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(f.get_tensor(f"param/{k}"))
+                state = {name.rsplit("/", 1)[1]: f.get_tensor(name) for name in f.keys() if name.startswith(f"opt/{k}/")}
+                if state:
+                    optimizer.state[p] = {n: v if n == "step" else v.to(p.device) for n, v in state.items()}
+        generator.set_state(f.get_tensor("rng"))
+    return int(meta["step"]), json.loads(meta["losses"])
+
+
+def tune(unet_fn: Callable, unet: nn.Module, context: FrameContext, latents: torch.Tensor, cond: torch.Tensor,
+         scheduler_config: dict, config: TuneConfig = TuneConfig(), callback: Callable | None = None,
+         progress: bool = True) -> list[float]:
+    """Tune ``unet`` in place on ``latents`` (frames, C, H, W) captioned by ``cond`` (1, tokens, dim).
+
+    ``unet_fn(noisy, timesteps, cond)`` returns the raw prediction; only the parameters of
+    ``video_parameters(unet, trainable_only=True)`` get gradients. ``callback(step, loss)`` runs after
+    every step (raise inside it to stop). Returns the loss of every step done.
+    """
+    check(latents.ndim == 4 and latents.shape[0] >= 1, f"latents must be (frames, channels, height, width), "
+                                                      f"got shape {tuple(latents.shape)}")
+    check(bool(torch.isfinite(latents).all()), "latents contain NaN or infinity; check the input video and VAE")
+    check(bool(torch.isfinite(cond).all()), "prompt embedding contains NaN or infinity; check the text encoder")
+    check(config.steps >= 0, f"steps must be >= 0, got {config.steps}")
+    frames = latents.shape[0]
+    scheduler = DDPMScheduler.from_config(scheduler_config)
+    params = video_parameters(unet, trainable_only=True)
+    was_trainable = {p: p.requires_grad for p in unet.parameters()}
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(latents.device.type, enabled=config.mixed_precision == "fp16")
+    generator = torch.Generator().manual_seed(config.seed)
+    start, losses = 0, []
+    state_path = Path(config.checkpoint_path) if config.checkpoint_path else None
+    if config.resume and state_path and state_path.is_file():
+        start, losses = _load_state(state_path, params, optimizer, generator)
+    cond = cond.expand(frames, *cond.shape[1:])
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="tuning", disable=not progress)
+    try:
+        for step in bar:
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), generator=generator)
+            noise = torch.randn(latents.shape, generator=generator).to(latents)
+            timesteps = t.expand(frames).to(latents.device)
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            target = noise if scheduler.config.prediction_type == "epsilon" else \
+                scheduler.get_velocity(latents, noise, timesteps)
+            with context.frames(frames):  # backward too: gradient checkpointing re-runs the forward there
+                with _autocast(latents.device, config.mixed_precision):
+                    prediction = unet_fn(noisy, timesteps, cond)
+                loss = F.mse_loss(prediction.float(), target.float())
+                check(math.isfinite(loss.item()), f"loss became {loss.item()} at step {step}; lower the learning "
+                                                  "rate or use mixed_precision='no'")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if state_path and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+                _save_state(state_path, params, optimizer, generator, step + 1, losses)
+            if callback is not None:
+                callback(step, losses[-1])
+    finally:
+        bar.close()
+        for p, flag in was_trainable.items():
+            p.requires_grad_(flag)
+    return losses

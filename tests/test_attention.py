@@ -1,0 +1,73 @@
+"""The attention pieces against naive loop implementations of the paper's formulas."""
+
+import torch
+import torch.nn.functional as F
+
+from tav_core.attention import TemporalAttention, clip_group_norm_in, clip_group_norm_out, temporal_residual
+from tav_core.inflate import inflate, transformer_blocks
+
+
+def naive_attention(q, k, v, heads):
+    """softmax(q k^T / sqrt(d)) v, head by head, for (tokens, channels) inputs."""
+    out = []
+    for qh, kh, vh in zip(q.chunk(heads, -1), k.chunk(heads, -1), v.chunk(heads, -1)):
+        w = torch.softmax(qh @ kh.T / qh.shape[-1] ** 0.5, dim=-1)
+        out.append(w @ vh)
+    return torch.cat(out, -1)
+
+
+def test_sparse_causal_attention_matches_loop(tiny):
+    inflation = inflate(tiny.unet)
+    attn = transformer_blocks(tiny.unet)[0][1].attn1
+    frames, tokens, dim = 5, 6, attn.to_q.in_features
+    x = torch.randn(2 * frames, tokens, dim)
+    with torch.no_grad(), inflation.context.frames(frames):
+        got = attn(x)
+    expected = torch.empty_like(got)
+    for b in range(2):
+        for i in range(frames):
+            row = b * frames + i
+            context = torch.cat([x[b * frames], x[b * frames + max(i - 1, 0)]])  # [frame 0 ‖ frame i-1]
+            with torch.no_grad():
+                o = naive_attention(attn.to_q(x[row]), attn.to_k(context), attn.to_v(context), attn.heads)
+                expected[row] = attn.to_out[0](o)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_temporal_attention_matches_per_pixel_loop():
+    torch.manual_seed(0)
+    frames, tokens, dim, heads = 4, 3, 16, 2
+    norm, attn = torch.nn.LayerNorm(dim), TemporalAttention(dim, heads, dim // heads)
+    torch.nn.init.normal_(attn.to_out[0].weight)  # zero at init: give it weights to test
+    x = torch.randn(2 * frames, tokens, dim)
+    with torch.no_grad():
+        got = temporal_residual(x, norm, attn, frames)
+        expected = x.clone()
+        for b in range(2):
+            for n in range(tokens):
+                seq = x[b * frames:(b + 1) * frames, n]  # one pixel through time
+                h = norm(seq)
+                o = naive_attention(attn.to_q(h), attn.to_k(h), attn.to_v(h), heads)
+                expected[b * frames:(b + 1) * frames, n] = seq + attn.to_out[0](o)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_temporal_attention_output_starts_at_zero():
+    attn = TemporalAttention(8, 2, 4)
+    assert torch.count_nonzero(attn.to_out[0].weight) == 0 and torch.count_nonzero(attn.to_out[0].bias) == 0
+    assert torch.count_nonzero(attn.to_q.weight) > 0
+
+
+def test_group_norm_takes_statistics_over_whole_clip():
+    torch.manual_seed(0)
+    frames, groups = 3, 4
+    norm = torch.nn.GroupNorm(groups, 8)
+    x = torch.randn(2 * frames, 8, 5, 6) * torch.arange(1, 2 * frames + 1).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        got = clip_group_norm_out(norm(clip_group_norm_in(x, frames)), frames)
+    clips = x.view(2, frames, groups, 2, 5, 6)
+    mean = clips.mean(dim=(1, 3, 4, 5), keepdim=True)
+    var = clips.var(dim=(1, 3, 4, 5), keepdim=True, unbiased=False)
+    expected = ((clips - mean) / (var + norm.eps).sqrt()).reshape_as(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, norm(x), atol=1e-3)  # per-frame statistics would differ

@@ -1,0 +1,58 @@
+"""Loading models offline: diffusers folders, single-file checkpoints, and clear refusals."""
+
+import pytest
+import safetensors.torch
+import torch
+
+from tav_core import TavError, load_components
+from tav_core.tiny import save_folder
+
+
+def unet_output(components):
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, 8)
+    cond = torch.randn(1, 77, components.unet.config.cross_attention_dim)
+    with torch.no_grad():
+        return components.unet(x, torch.tensor([10]), encoder_hidden_states=cond).sample
+
+
+def test_diffusers_folder_round_trip(tiny, tmp_path):
+    tiny.scheduler_config["prediction_type"] = "v_prediction"
+    loaded = load_components(save_folder(tiny, tmp_path / "model"))
+    assert loaded.prediction_type == "v_prediction"
+    assert torch.equal(unet_output(loaded), unet_output(tiny))
+    assert loaded.tokenizer("a cat").input_ids == tiny.tokenizer("a cat").input_ids
+    assert load_components(tmp_path / "model", prediction_type="epsilon").prediction_type == "epsilon"
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    with pytest.raises(TavError, match="does not exist"):
+        load_components(tmp_path / "missing.safetensors")
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(TavError, match="truncated or corrupt"):
+        load_components(path)
+
+
+def test_checkpoint_without_unet_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file({"first_stage_model.x": torch.zeros(1)}, str(path))
+    with pytest.raises(TavError, match="no model.diffusion_model"):
+        load_components(path)
+
+
+def test_pickle_checkpoint_needs_opt_in(tmp_path):
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}}, path)
+    with pytest.raises(TavError, match="allow_pickle"):
+        load_components(path)
+    with pytest.raises(TavError, match="no model.diffusion_model"):  # with opt-in it is read (safely)
+        load_components(path, allow_pickle=True)
+
+
+def test_folder_that_is_not_a_model_is_refused(tmp_path):
+    with pytest.raises(TavError, match="not a diffusers model folder"):
+        load_components(tmp_path)

@@ -1,0 +1,138 @@
+"""One-shot tuning: which tensors learn, that the loss falls, determinism, resuming, options."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from tav_core import TavError, TuneAVideo, TuneConfig, demo_video, video_parameters
+from tav_core.tiny import tiny_components
+
+
+@pytest.fixture
+def pipe(tiny):
+    return TuneAVideo(tiny)
+
+
+@pytest.fixture
+def latents(pipe):
+    return pipe.encode_video(demo_video(4, 64, 64))
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_exactly_the_specified_parameters_change(pipe, latents):
+    before = snapshot(pipe.c.unet)
+    pipe.tune(latents, "a square", TuneConfig(steps=3, learning_rate=1e-3), progress=False)
+    after = pipe.c.unet.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    trainable = {k for k in before if ".attn1.to_q." in k or ".attn2.to_q." in k or ".attn_temp." in k}
+    assert changed == trainable
+    assert any(".attn_temp.to_out.0.weight" in k for k in changed)
+    assert not any(p.requires_grad for p in pipe.c.unet.parameters())  # flags restored
+
+
+def fixed_loss(pipe, latents, cond, seed=123, n=6):
+    """Noise-prediction loss on fixed (timestep, noise) draws: comparable before and after tuning."""
+    scheduler = DDPMScheduler.from_config(pipe.c.scheduler_config)
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    with torch.no_grad(), pipe.context.frames(len(latents)):
+        for _ in range(n):
+            t = torch.randint(0, 1000, (1,), generator=g).expand(len(latents))
+            noise = torch.randn(latents.shape, generator=g)
+            pred = pipe.unet_fn(scheduler.add_noise(latents, noise, t), t, cond.expand(len(latents), -1, -1))
+            total += F.mse_loss(pred, noise).item() / n
+    return total
+
+
+def test_tuning_lowers_the_loss(pipe, latents):
+    cond = pipe.encode_prompt("a square")
+    before = fixed_loss(pipe, latents, cond)
+    losses = pipe.tune(latents, "a square", TuneConfig(steps=40, learning_rate=1e-3), progress=False)
+    after = fixed_loss(pipe, latents, cond)
+    print(f"fixed-draw loss {before:.4f} -> {after:.4f}; training loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    assert after < before * 0.9
+
+
+def tuned_result(seed, steps=3):
+    pipe = TuneAVideo(tiny_components(seed=0))
+    latents = pipe.encode_video(demo_video(3, 64, 64))
+    pipe.tune(latents, "a square", TuneConfig(steps=steps, learning_rate=1e-3, seed=seed), progress=False)
+    return {k: v.detach().clone() for k, v in video_parameters(pipe.c.unet).items()}
+
+
+def test_same_seed_same_result_different_seed_different_result():
+    a, b, c = tuned_result(1), tuned_result(1), tuned_result(2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_sampling_same_seed_same_result_with_eta(pipe, latents):
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0)) * 14
+    run = lambda seed: pipe.sample(noise, "a cat", guidance_scale=3.0, steps=4, eta=1.0, seed=seed)
+    assert torch.equal(run(7), run(7))
+    assert not torch.allclose(run(7), run(8))
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = tuned_result(3, steps=6)
+    state = tmp_path / "state.safetensors"
+    pipe = TuneAVideo(tiny_components(seed=0))
+    latents = pipe.encode_video(demo_video(3, 64, 64))
+    config = TuneConfig(steps=3, learning_rate=1e-3, seed=3, checkpoint_every=3, checkpoint_path=str(state))
+    pipe.tune(latents, "a square", config, progress=False)
+    assert state.is_file()
+    fresh = TuneAVideo(tiny_components(seed=0))  # a new process would start like this
+    config.steps, config.resume = 6, True
+    losses = fresh.tune(latents, "a square", config, progress=False)
+    assert len(losses) == 6
+    resumed = video_parameters(fresh.c.unet)
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], atol=1e-6, rtol=1e-6)
+
+
+def test_callback_can_stop_tuning(pipe, latents):
+    def stop(step, loss):
+        if step == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        pipe.tune(latents, "x", TuneConfig(steps=10), callback=stop, progress=False)
+    assert not any(p.requires_grad for p in pipe.c.unet.parameters())
+
+
+def test_gradient_checkpointing_gives_the_same_update(latents):
+    results = []
+    for checkpointing in (False, True):
+        pipe = TuneAVideo(tiny_components(seed=0), gradient_checkpointing=checkpointing)
+        pipe.tune(latents, "a square", TuneConfig(steps=2, learning_rate=1e-3), progress=False)
+        results.append(video_parameters(pipe.c.unet))
+    for k in results[0]:
+        torch.testing.assert_close(results[0][k], results[1][k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_bf16_and_v_prediction_train(prediction_type):
+    pipe = TuneAVideo(tiny_components(seed=0, prediction_type=prediction_type))
+    latents = pipe.encode_video(demo_video(2, 64, 64))
+    before = {k: v.clone() for k, v in video_parameters(pipe.c.unet, trainable_only=True).items()}
+    losses = pipe.tune(latents, "x", TuneConfig(steps=2, learning_rate=1e-3, mixed_precision="bf16"), progress=False)
+    assert all(map(torch.isfinite, map(torch.tensor, losses)))
+    after = video_parameters(pipe.c.unet, trainable_only=True)
+    assert all(after[k].dtype == torch.float32 for k in after)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_inputs_are_refused(pipe, latents):
+    bad = latents.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(TavError, match="NaN"):
+        pipe.tune(bad, "x", TuneConfig(steps=1), progress=False)
+    with pytest.raises(TavError, match=r"latents must be \(frames"):
+        pipe.tune(latents[0], "x", TuneConfig(steps=1), progress=False)
+    with pytest.raises(TavError, match="mixed precision"):
+        pipe.tune(latents, "x", TuneConfig(steps=1, mixed_precision="fp8"), progress=False)
+    with pytest.raises(TavError, match="latents hold 4 frames but 5 were asked for"):
+        pipe.sample(latents, "x", steps=2, num_frames=5)
