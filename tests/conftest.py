@@ -1,7 +1,27 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from tav_core.tiny import tiny_components
+
+ROOT = Path(__file__).resolve().parents[1]
+COMFYUI = Path(os.environ.get("TAV_COMFYUI", ROOT / ".cache" / "ComfyUI"))
+TEST_MODELS = ROOT / ".cache" / "test-models"
+
+
+@pytest.fixture(scope="session")
+def test_models() -> Path:
+    """Small SD1.5-format checkpoint + ControlNet (built once with ComfyUI's key map; see comfy/make_models.py)."""
+    if not (TEST_MODELS / "tiny-sd15-config" / "unet" / "config.json").is_file():
+        if not (COMFYUI / "main.py").is_file():
+            pytest.fail(f"ComfyUI not found at {COMFYUI}: run 'bash .ci/install-comfyui' (or set TAV_COMFYUI)")
+        subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "make_models.py"), str(TEST_MODELS),
+                        str(COMFYUI)], check=True)
+    return TEST_MODELS
 
 
 @pytest.fixture

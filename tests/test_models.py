@@ -4,7 +4,9 @@ import pytest
 import safetensors.torch
 import torch
 
-from tav_core import TavError, load_components
+from diffusers import UNet2DConditionModel
+
+from tav_core import TavError, TuneAVideo, demo_video, load_components
 from tav_core.tiny import save_folder
 
 
@@ -56,3 +58,19 @@ def test_pickle_checkpoint_needs_opt_in(tmp_path):
 def test_folder_that_is_not_a_model_is_refused(tmp_path):
     with pytest.raises(TavError, match="not a diffusers model folder"):
         load_components(tmp_path)
+
+
+def test_single_file_checkpoint_loads_offline_and_equals_its_source(test_models):
+    """An original-layout .safetensors (made from a diffusers UNet) loads back to the very same UNet."""
+    loaded = load_components(test_models / "tiny-sd15.safetensors", config=test_models / "tiny-sd15-config")
+    source = UNet2DConditionModel.from_pretrained(test_models / "tiny-sd15-unet-diffusers")
+    assert torch.equal(unet_output(loaded), unet_output(type("C", (), {"unet": source})))
+    assert loaded.prediction_type == "epsilon" and loaded.text_encoder.config.hidden_size == 768
+    pipe = TuneAVideo(loaded)
+    latents = pipe.encode_video(demo_video(2, 64, 64))
+    assert latents.shape == (2, 4, 8, 8) and pipe.decode(latents).shape == (2, 64, 64, 3)
+
+
+def test_single_file_with_wrong_config_is_refused(test_models):
+    with pytest.raises(TavError, match="could not load"):
+        load_components(test_models / "tiny-sd15.safetensors")  # the shipped full-size SD1 config does not fit

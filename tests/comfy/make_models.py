@@ -1,0 +1,87 @@
+"""Build small random-weight SD1.5-format models for the tests: a single-file checkpoint and a ControlNet.
+
+Run with ComfyUI importable (``python make_models.py OUT_DIR COMFYUI_DIR``). The UNet is SD1.5's first level
+only (320 channels, context 768: ComfyUI detects it as SD1.5); VAE and CLIP-L have the real architecture.
+Weights are made with diffusers and renamed to the original (LDM) layout with ComfyUI's own key map, and the
+diffusers UNet is saved beside them, so loaders can be checked against it.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel
+
+ROOT = Path(__file__).resolve().parents[2]
+SD1 = ROOT / "tav_core" / "configs" / "sd1"
+UNET = dict(sample_size=8, block_out_channels=[320], layers_per_block=1, down_block_types=["CrossAttnDownBlock2D"],
+            up_block_types=["CrossAttnUpBlock2D"], cross_attention_dim=768, attention_head_dim=8)
+LDM = dict(num_res_blocks=[1], channel_mult=[1], transformer_depth=[1], transformer_depth_output=[1, 1],
+           transformer_depth_middle=1)
+
+
+def ldm_controlnet_map(key_map: dict, state: dict) -> dict:
+    """diffusers ControlNet names -> original ones (as ComfyUI's own diffusers-ControlNet loader renames them)."""
+    m = dict(key_map)
+    m.update({"controlnet_mid_block.weight": "middle_block_out.0.weight",
+              "controlnet_mid_block.bias": "middle_block_out.0.bias"})
+    for k in state:
+        if k.startswith("controlnet_down_blocks."):
+            i, s = k.split(".")[1], k.rsplit(".", 1)[1]
+            m[k] = f"zero_convs.{i}.0.{s}"
+    blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith("controlnet_cond_embedding.blocks.")})
+    for s in ("weight", "bias"):
+        m[f"controlnet_cond_embedding.conv_in.{s}"] = f"input_hint_block.0.{s}"
+        for b in blocks:
+            m[f"controlnet_cond_embedding.blocks.{b}.{s}"] = f"input_hint_block.{2 * (b + 1)}.{s}"
+        m[f"controlnet_cond_embedding.conv_out.{s}"] = f"input_hint_block.{2 * (len(blocks) + 1)}.{s}"
+    return m
+
+
+def rename(state: dict, key_map: dict, prefix: str) -> dict:
+    missing = [k for k in state if k not in key_map]
+    assert not missing, f"no original name for {missing[:5]}"
+    return {prefix + key_map[k]: v.contiguous() for k, v in state.items()}
+
+
+def main(out: Path) -> None:
+    import comfy.diffusers_convert
+    import comfy.utils
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**UNET)
+    vae = AutoencoderKL.from_config(json.loads((SD1 / "vae" / "config.json").read_text()))
+    clip = CLIPTextModel(CLIPTextConfig(**json.loads((SD1 / "text_encoder" / "config.json").read_text())))
+    key_map = comfy.utils.unet_to_diffusers(LDM)
+    state = rename(unet.state_dict(), key_map, "model.diffusion_model.")
+    vae_state = comfy.diffusers_convert.convert_vae_state_dict(vae.state_dict())
+    state.update({"first_stage_model." + k: v.half().contiguous() for k, v in vae_state.items()})
+    state.update({"cond_stage_model.transformer." + k: v.half().contiguous() for k, v in clip.state_dict().items()
+                  if "position_ids" not in k})
+    save_file(state, str(out / "tiny-sd15.safetensors"))
+    unet.save_pretrained(out / "tiny-sd15-unet-diffusers")
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 96, 256))
+    with torch.no_grad():  # zero convolutions start at zero: give them weights so hints change the output
+        for name, p in controlnet.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
+                p.normal_(0, 0.05)
+    cn_state = controlnet.state_dict()
+    save_file(rename(cn_state, ldm_controlnet_map(key_map, cn_state), ""), str(out / "tiny-sd15-controlnet.safetensors"))
+
+    unet_config = json.loads((SD1 / "unet" / "config.json").read_text()) | UNET  # a config folder for the loader
+    config = out / "tiny-sd15-config"
+    for sub in ("model_index.json", "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json"):
+        (config / sub).parent.mkdir(parents=True, exist_ok=True)
+        (config / sub).write_text((SD1 / sub).read_text())
+    (config / "unet").mkdir(exist_ok=True)
+    (config / "unet" / "config.json").write_text(json.dumps(unet_config))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, sys.argv[2])
+    main(Path(sys.argv[1]))
