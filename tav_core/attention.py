@@ -47,7 +47,7 @@ def temporal_residual(x: torch.Tensor, norm: nn.Module, attn: TemporalAttention,
     """``x + attn(norm(x))`` taken over frames at every token: ``(b f) n c -> (b f) n c``."""
     tokens = x.shape[1]
     h = rearrange(x, "(b f) n c -> (b n) f c", f=num_frames)
-    h = h + attn(norm(h))
+    h = h + attn(norm(h.to(norm.weight.dtype))).to(h.dtype)  # the layers may be kept in higher precision
     return rearrange(h, "(b n) f c -> (b f) n c", n=tokens)
 
 

@@ -5,6 +5,9 @@ Works on any SD UNet whose transformer blocks have ``attn1``/``attn2``/``ff`` wi
 ``norm_temp.*`` inside each transformer block, as in the reference implementation.
 """
 
+from contextlib import contextmanager
+from functools import partial
+
 from torch import nn
 
 from .attention import (TemporalAttention, clip_group_norm_in, clip_group_norm_out, sparse_causal,
@@ -36,15 +39,29 @@ def clip_norms(unet: nn.Module) -> list[nn.GroupNorm]:
             if isinstance(m, nn.GroupNorm) and not any(name.startswith(p) for p in transformers)]
 
 
-def add_temporal_layers(block: nn.Module) -> None:
-    """Give a transformer block its ``norm_temp`` and zero-output ``attn_temp`` (no-op if it has them)."""
-    if hasattr(block, "attn_temp"):
-        return
-    q = block.attn1.to_q
-    dim, inner, heads = q.in_features, q.out_features, block.attn1.heads
-    like = dict(device=q.weight.device, dtype=q.weight.dtype)
-    block.norm_temp = nn.LayerNorm(dim).to(**like)
-    block.attn_temp = TemporalAttention(dim, heads, inner // heads).to(**like)
+def make_temporal_layers(block: nn.Module, holder: nn.Module | None = None) -> nn.Module:
+    """Give ``holder`` (default: the block itself) a ``norm_temp`` and a zero-output ``attn_temp`` sized for
+    ``block``; a holder that has them already is kept as it is."""
+    holder = block if holder is None else holder
+    if not hasattr(holder, "attn_temp"):
+        q = block.attn1.to_q
+        dim, inner, heads = q.in_features, q.out_features, block.attn1.heads
+        like = dict(device=q.weight.device, dtype=q.weight.dtype)
+        holder.norm_temp = nn.LayerNorm(dim).to(**like)
+        holder.attn_temp = TemporalAttention(dim, heads, inner // heads).to(**like)
+    return holder
+
+
+class TemporalLayers(nn.Module):
+    """The temporal layers of a UNet kept outside it (ComfyUI shares one UNet among MODELs); state-dict keys
+    ``blocks.{i}.norm_temp.*`` / ``blocks.{i}.attn_temp.*`` match the tuned-weights files."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.blocks = nn.ModuleList(make_temporal_layers(b, nn.Module()) for _, b in transformer_blocks(unet))
+
+    def pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(b.norm_temp, b.attn_temp) for b in self.blocks]
 
 
 def is_trainable(name: str) -> bool:
@@ -53,30 +70,46 @@ def is_trainable(name: str) -> bool:
 
 
 class Inflation:
-    """The hooks that make one UNet a video model; ``remove()`` makes it an image model again."""
+    """Hooks that make one UNet a video model while a clip runs through it (``video()``), an image model
+    otherwise. ``temporal`` holds each transformer block's (norm_temp, attn_temp); ``remove()`` unhooks."""
 
-    def __init__(self, unet: nn.Module, context: FrameContext):
+    def __init__(self, unet: nn.Module, context: FrameContext,
+                 temporal: list[tuple[nn.Module, nn.Module]] | None = None):
         self.context = context
+        self.temporal = temporal
         self.handles = []
         blocks = transformer_blocks(unet)
         check(bool(blocks), f"{type(unet).__name__} has no transformer blocks with attn1/attn2/ff; "
                             "give a Stable Diffusion 1.x/2.x UNet")
-        for _, block in blocks:
-            add_temporal_layers(block)
+        for i, (_, block) in enumerate(blocks):
             for proj in (block.attn1.to_k, block.attn1.to_v):
                 self.handles.append(proj.register_forward_hook(self._sparse_causal))
-            self.handles.append(block.register_forward_hook(self._temporal))
+            self.handles.append(block.register_forward_hook(partial(self._temporal, i)))
         for norm in clip_norms(unet):
             self.handles.append(norm.register_forward_pre_hook(self._norm_in))
             self.handles.append(norm.register_forward_hook(self._norm_out))
+
+    @contextmanager
+    def video(self, num_frames: int, temporal: list[tuple[nn.Module, nn.Module]] | None = None):
+        """Run clips of ``num_frames`` frames inside this block (with these temporal layers, if given)."""
+        previous = self.temporal
+        self.temporal = self.temporal if temporal is None else temporal
+        try:
+            with self.context.frames(num_frames):
+                yield self
+        finally:
+            self.temporal = previous
 
     def _sparse_causal(self, module, args, out):
         f = self.context.active(out.shape[0])
         return out if f in (None, 1) else sparse_causal(out, f)  # one frame: [f0 ‖ f0] attends like f0 alone
 
-    def _temporal(self, block, args, out):
+    def _temporal(self, index, block, args, out):
         f = self.context.active(out.shape[0])
-        return out if f is None else temporal_residual(out, block.norm_temp, block.attn_temp, f)
+        if f is None or self.temporal is None:
+            return out
+        norm, attn = self.temporal[index]
+        return temporal_residual(out, norm, attn, f)
 
     def _norm_in(self, module, args):
         f = self.context.active(args[0].shape[0])
@@ -93,11 +126,16 @@ class Inflation:
 
 
 def inflate(unet: nn.Module, context: FrameContext | None = None) -> Inflation:
-    """Inflate ``unet`` in place (idempotent) and return its ``Inflation``; ``unet.tav_inflation`` holds it too."""
+    """Inflate ``unet`` in place (idempotent): temporal layers inside its blocks, as in the reference.
+
+    Returns its ``Inflation`` (also ``unet.tav_inflation``).
+    """
     existing = getattr(unet, "tav_inflation", None)
     if existing is not None:
         return existing
-    inflation = Inflation(unet, context or FrameContext())
+    temporal = [(layers.norm_temp, layers.attn_temp)
+                for layers in (make_temporal_layers(block) for _, block in transformer_blocks(unet))]
+    inflation = Inflation(unet, context or FrameContext(), temporal)
     unet.tav_inflation = inflation
     return inflation
 

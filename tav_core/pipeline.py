@@ -12,7 +12,7 @@ from .inflate import inflate
 from .models import Components
 from .schedule import alphas_cumprod, ddim_timesteps, inversion_sigmas, sampling_sigmas
 from .tuning import TuneConfig, tune
-from .weights import load_tuned, save_tuned
+from .weights import load_tuned, save_tuned, video_parameters
 
 
 class TuneAVideo:
@@ -22,7 +22,7 @@ class TuneAVideo:
                  dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False):
         self.c = components
         self.device, self.dtype = torch.device(device), dtype
-        self.context = inflate(components.unet).context
+        self.inflation = inflate(components.unet)
         for m in (components.unet, components.vae, components.text_encoder):
             if next(m.parameters()).dtype != dtype:  # diffusers warns about any dtype given to .to()
                 m.to(dtype)
@@ -65,7 +65,8 @@ class TuneAVideo:
     def tune(self, latents: torch.Tensor, prompt: str, config: TuneConfig = TuneConfig(), callback=None,
              progress: bool = True) -> list[float]:
         self._check_latents(latents)
-        return tune(self.unet_fn, self.c.unet, self.context, latents, self.encode_prompt(prompt),
+        params = video_parameters(self.c.unet, trainable_only=True)
+        return tune(self.unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
                     self.c.scheduler_config, config, callback, progress)
 
     def _check_latents(self, latents: torch.Tensor, num_frames: int | None = None) -> None:
@@ -83,7 +84,7 @@ class TuneAVideo:
         """DDIM inversion with no guidance (the reference uses the empty prompt): latents -> noise."""
         self._check_latents(latents)
         model = guided(self.denoiser, self.encode_prompt(prompt).expand(len(latents), -1, -1), None, 1.0)
-        with self.context.frames(len(latents)):
+        with self.inflation.video(len(latents)):
             return invert_ddim(model, latents.to(self.device), inversion_sigmas(self.alphas, self._timesteps(steps)))
 
     def sample(self, noise: torch.Tensor, prompt: str, negative_prompt: str = "", guidance_scale: float = 12.5,
@@ -95,7 +96,7 @@ class TuneAVideo:
         uncond = self.encode_prompt(negative_prompt).expand(frames, -1, -1)
         model = guided(self.denoiser, cond, uncond, guidance_scale)
         generator = torch.Generator(self.device).manual_seed(seed)
-        with self.context.frames(frames):
+        with self.inflation.video(frames):
             return sample_ddim(model, noise.to(self.device), sampling_sigmas(self.alphas, self._timesteps(steps)),
                                eta, generator)
 

@@ -17,8 +17,6 @@ from tqdm.auto import tqdm
 
 from .errors import check
 from .files import atomic_path
-from .frames import FrameContext
-from .weights import video_parameters
 
 
 @dataclass
@@ -68,14 +66,15 @@ def _load_state(path, params, optimizer, generator):
     return int(meta["step"]), json.loads(meta["losses"])
 
 
-def tune(unet_fn: Callable, unet: nn.Module, context: FrameContext, latents: torch.Tensor, cond: torch.Tensor,
-         scheduler_config: dict, config: TuneConfig = TuneConfig(), callback: Callable | None = None,
-         progress: bool = True) -> list[float]:
-    """Tune ``unet`` in place on ``latents`` (frames, C, H, W) captioned by ``cond`` (1, tokens, dim).
+def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, latents: torch.Tensor,
+         cond: torch.Tensor, scheduler_config: dict, config: TuneConfig = TuneConfig(),
+         callback: Callable | None = None, progress: bool = True) -> list[float]:
+    """Tune ``params`` in place on ``latents`` (frames, C, H, W) captioned by ``cond`` (1, tokens, dim).
 
-    ``unet_fn(noisy, timesteps, cond)`` returns the raw prediction; only the parameters of
-    ``video_parameters(unet, trainable_only=True)`` get gradients. ``callback(step, loss)`` runs after
-    every step (raise inside it to stop). Returns the loss of every step done.
+    ``unet_fn(noisy, timesteps, cond)`` returns the UNet's raw prediction and must use ``params``;
+    ``video(num_frames)`` is the context manager that makes the UNet treat its batch as one clip
+    (``Inflation.video``). ``callback(step, loss)`` runs after every step (raise inside it to stop).
+    Returns the loss of every step done.
     """
     check(latents.ndim == 4 and latents.shape[0] >= 1, f"latents must be (frames, channels, height, width), "
                                                       f"got shape {tuple(latents.shape)}")
@@ -84,10 +83,6 @@ def tune(unet_fn: Callable, unet: nn.Module, context: FrameContext, latents: tor
     check(config.steps >= 0, f"steps must be >= 0, got {config.steps}")
     frames = latents.shape[0]
     scheduler = DDPMScheduler.from_config(scheduler_config)
-    params = video_parameters(unet, trainable_only=True)
-    was_trainable = {p: p.requires_grad for p in unet.parameters()}
-    for p in unet.parameters():
-        p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -107,7 +102,7 @@ def tune(unet_fn: Callable, unet: nn.Module, context: FrameContext, latents: tor
             noisy = scheduler.add_noise(latents, noise, timesteps)
             target = noise if scheduler.config.prediction_type == "epsilon" else \
                 scheduler.get_velocity(latents, noise, timesteps)
-            with context.frames(frames):  # backward too: gradient checkpointing re-runs the forward there
+            with video(frames):  # backward too: gradient checkpointing re-runs the forward there
                 with _autocast(latents.device, config.mixed_precision):
                     prediction = unet_fn(noisy, timesteps, cond)
                 loss = F.mse_loss(prediction.float(), target.float())
@@ -127,6 +122,6 @@ def tune(unet_fn: Callable, unet: nn.Module, context: FrameContext, latents: tor
                 callback(step, losses[-1])
     finally:
         bar.close()
-        for p, flag in was_trainable.items():
-            p.requires_grad_(flag)
+        for p in params.values():
+            p.requires_grad_(False)
     return losses

@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import TavError, check
 from .files import atomic_path
-from .inflate import TEMPORAL_MODULES, add_temporal_layers, is_trainable, transformer_blocks
+from .inflate import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
 
 FORMAT = "tuneavideo-tuned-v1"
 FINGERPRINT_SAMPLES = 32
@@ -32,30 +32,45 @@ def video_parameters(unet: nn.Module, trainable_only: bool = False) -> dict[str,
     return out
 
 
-def fingerprint(unet: nn.Module) -> list[float]:
-    """Evenly spaced samples of two frozen base tensors (input conv, first attn1.to_k), dtype-independent."""
-    conv = next(m for m in unet.modules() if isinstance(m, nn.Conv2d))
+def fingerprint_names(unet: nn.Module) -> list[str]:
+    """Parameters that identify the base model: the input conv and the first block's attn1.to_k."""
+    conv = next(name for name, m in unet.named_modules() if isinstance(m, nn.Conv2d))
     blocks = transformer_blocks(unet)
     check(bool(blocks), "the model has no transformer blocks; give a Stable Diffusion 1.x/2.x UNet")
+    return [f"{conv}.weight", f"{blocks[0][0]}.attn1.to_k.weight"]
+
+
+def fingerprint_of(tensors: list[torch.Tensor]) -> list[float]:
+    """Evenly spaced samples of frozen base tensors: the same for fp32, fp16 and bf16 copies."""
     values = []
-    for w in (conv.weight, blocks[0][1].attn1.to_k.weight):
+    for w in tensors:
         flat = w.detach().flatten().float().cpu()
         values += flat[torch.linspace(0, flat.numel() - 1, FINGERPRINT_SAMPLES).long()].tolist()
     return values
+
+
+def fingerprint(unet: nn.Module) -> list[float]:
+    params = dict(unet.named_parameters())
+    return fingerprint_of([params[n] for n in fingerprint_names(unet)])
 
 
 def same_base(a: list[float], b: list[float]) -> bool:
     return len(a) == len(b) and torch.allclose(torch.tensor(a), torch.tensor(b), rtol=2e-2, atol=1e-3)
 
 
-def save_tuned(path: str | Path, unet: nn.Module, **metadata) -> None:
-    """Save the tuned tensors with metadata (frames, size, steps, prompt, ...) atomically."""
-    tensors = {k: p.detach().to("cpu", torch.float32).contiguous() for k, p in video_parameters(unet).items()}
-    meta = {"format": FORMAT, "fingerprint": json.dumps(fingerprint(unet)),
-            "blocks": str(len(transformer_blocks(unet)))}
+def write_tuned(path: str | Path, tensors: dict[str, torch.Tensor], base_fingerprint: list[float],
+                **metadata) -> None:
+    """Save tuned tensors with metadata (frames, size, steps, prompt, ...) atomically."""
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+    blocks = {int(k.split(".")[1]) for k in tensors}
+    meta = {"format": FORMAT, "fingerprint": json.dumps(base_fingerprint), "blocks": str(len(blocks))}
     meta.update({k: json.dumps(v) for k, v in metadata.items()})
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+
+
+def save_tuned(path: str | Path, unet: nn.Module, **metadata) -> None:
+    write_tuned(path, video_parameters(unet), fingerprint(unet), **metadata)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -69,19 +84,23 @@ def read_metadata(path: str | Path) -> dict:
         raise TavError(f"{path} is not a readable safetensors file ({e}); re-save or re-download it") from e
     check(meta.get("format") == FORMAT, f"{path} is not a Tune-A-Video tuned-weights file (format "
                                         f"{meta.get('format')!r}); for a reference-repo UNet folder use load_reference_unet")
-    out = {k: json.loads(v) for k, v in meta.items() if k not in ("format",)}
-    return out
+    return {k: json.loads(v) for k, v in meta.items() if k != "format"}
+
+
+def read_tuned(path: str | Path, base_fingerprint: list[float]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of a tuned-weights file; refuses one made on another base model."""
+    meta = read_metadata(path)
+    check(same_base(meta["fingerprint"], base_fingerprint),
+          f"{path} was tuned on a different base model than the one given; load the checkpoint it was tuned "
+          f"on (its prompt was {meta.get('prompt')!r}) or tune again on this one")
+    return load_file(str(path)), meta
 
 
 def load_tuned(path: str | Path, unet: nn.Module) -> dict:
-    """Load tuned tensors into an inflated UNet; refuses a file made on another base model. Returns metadata."""
-    meta = read_metadata(path)
-    check(same_base(meta["fingerprint"], fingerprint(unet)),
-          f"{path} was tuned on a different base model than the one given; load the checkpoint it was tuned "
-          f"on (its prompt was {meta.get('prompt')!r}) or tune again on this one")
-    for _, block in transformer_blocks(unet):
-        add_temporal_layers(block)
-    load_video_parameters(unet, load_file(str(path)), str(path))
+    """Load tuned tensors into a UNet (inflating it if needed). Returns the metadata."""
+    tensors, meta = read_tuned(path, fingerprint(unet))
+    inflate(unet)
+    load_video_parameters(unet, tensors, str(path))
     return meta
 
 

@@ -39,7 +39,7 @@ def fixed_loss(pipe, latents, cond, seed=123, n=6):
     scheduler = DDPMScheduler.from_config(pipe.c.scheduler_config)
     g = torch.Generator().manual_seed(seed)
     total = 0.0
-    with torch.no_grad(), pipe.context.frames(len(latents)):
+    with torch.no_grad(), pipe.inflation.video(len(latents)):
         for _ in range(n):
             t = torch.randint(0, 1000, (1,), generator=g).expand(len(latents))
             noise = torch.randn(latents.shape, generator=g)

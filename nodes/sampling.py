@@ -1,0 +1,101 @@
+"""DDIM inversion and video sampling through ComfyUI's sampler API (so ControlNet, area conds etc. apply).
+
+Both use tav_core's DDIM functions as ``KSAMPLER`` sampler functions and ComfyUI's ``ddim_uniform``
+schedule; the inverted LATENT remembers its step count so sampling walks the same sigmas back down.
+"""
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import latent_preview
+
+from ..tav_core.ddim import invert_ddim, sample_ddim
+from ..tav_core.errors import check
+
+INVERSION_STEPS = "tav_inversion_steps"
+CATEGORY = "Tune-A-Video"
+
+
+def ddim_sigmas(model, steps: int) -> torch.Tensor:
+    check(1 <= steps <= 999, f"steps must be from 1 to 999, got {steps}")
+    return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps).cpu()
+
+
+def _progress(callback):
+    """tav_core's callback(i, x, denoised) -> ComfyUI's k-diffusion style callback dict."""
+    if callback is None:
+        return None
+    return lambda i, x, denoised: callback({"i": i, "x": x, "denoised": denoised, "sigma": None, "sigma_hat": None})
+
+
+def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    return invert_ddim(lambda x, s: model(x, s, **(extra_args or {})), x, sigmas, _progress(callback))
+
+
+def _ddim_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0):
+    extra_args = extra_args or {}
+    generator = torch.Generator(x.device).manual_seed(int(extra_args.get("seed", 0)))
+    return sample_ddim(lambda x, s: model(x, s, **extra_args), x, sigmas, eta, generator, _progress(callback))
+
+
+def _run(model, sampler, sigmas, positive, negative, cfg, latent, seed):
+    """Start exactly at the given latents (no noise added: it is already in them) and sample."""
+    samples = latent["samples"]
+    check(samples.ndim == 4 and samples.shape[0] >= 1, f"LATENT must be a batch of frames, got {tuple(samples.shape)}")
+    check(bool(torch.isfinite(samples).all()), "LATENT contains NaN or infinity; check the VAE Encode input")
+    callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+    return comfy.sample.sample_custom(model, torch.zeros_like(samples), cfg, sampler, sigmas, positive, negative,
+                                      samples, noise_mask=latent.get("noise_mask"), callback=callback, seed=seed)
+
+
+class DDIMInvert:
+    DESCRIPTION = ("DDIM inversion: runs the sampler backwards from the video's latents to the noise that "
+                   "regenerates them. Feed the result to Video KSampler with an edited prompt.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("noise",)
+    FUNCTION = "invert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The (tuned) inflated model; the same one you sample with."}),
+            "latent": ("LATENT", {"tooltip": "The source video's latents (VAE Encode of the frames)."}),
+            "conditioning": ("CONDITIONING", {"tooltip": "Prompt used for inversion; the paper uses the empty prompt."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 999, "tooltip": "DDIM steps; Video KSampler reuses this."}),
+        }}
+
+    def invert(self, model, latent, conditioning, steps):
+        sigmas = ddim_sigmas(model, steps).flip(0)  # 0 -> sigma_max
+        sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
+        out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent, 0)
+        return ({**{k: v for k, v in latent.items() if k != "samples"}, "samples": out, INVERSION_STEPS: steps},)
+
+
+class VideoKSampler:
+    DESCRIPTION = ("DDIM sampling of a whole clip from inverted latents with classifier-free guidance. Works "
+                   "with ControlNet Apply (one hint image per frame) and any conditioning.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The (tuned) inflated model."}),
+            "positive": ("CONDITIONING", {"tooltip": "The edited prompt."}),
+            "negative": ("CONDITIONING", {"tooltip": "Negative prompt (empty prompt in the paper)."}),
+            "latent": ("LATENT", {"tooltip": "Output of DDIM Invert (or any latents at the top noise level)."}),
+            "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale (paper: 12.5)."}),
+            "steps": ("INT", {"default": 0, "min": 0, "max": 999, "tooltip": "DDIM steps; 0 = as many as DDIM Invert used (else 50)."}),
+            "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta: 0 is deterministic."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the eta noise."}),
+        }}
+
+    def sample(self, model, positive, negative, latent, cfg, steps, eta, seed):
+        steps = steps or latent.get(INVERSION_STEPS, 50)
+        sampler = comfy.samplers.KSAMPLER(_ddim_sampler, extra_options={"eta": eta})
+        out = _run(model, sampler, ddim_sigmas(model, steps), positive, negative, cfg, latent, seed)
+        return ({**{k: v for k, v in latent.items() if k not in ("samples", INVERSION_STEPS)}, "samples": out},)

@@ -1,0 +1,128 @@
+"""One-shot tuning inside a ComfyUI graph: tav_core.tune on the MODEL's own diffusion model.
+
+Nodes run under torch.inference_mode(); tuning leaves it, loads the MODEL as ComfyUI would, and gives every
+layer a weight function (ComfyUI's own mechanism, as its LoRA trainer does) so frozen weights enter autograd
+as copies and the query projections come from trainable tensors. The MODEL given is never changed.
+"""
+
+import copy
+import re
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import torch
+
+import comfy.model_base
+import comfy.model_management
+import comfy.utils
+import folder_paths
+
+from ..tav_core.errors import check
+from ..tav_core.tuning import TuneConfig, tune
+from .sampling import CATEGORY
+from .video_model import (QUERIES, diffusion_model, file_key, query_keys, require_inflated, patched_weight,
+                          save_tuned_model, tuned_clone, video_hooks)
+
+FOLDER = "tuneavideo"
+PREDICTION = {comfy.model_base.ModelType.EPS: "epsilon", comfy.model_base.ModelType.V_PREDICTION: "v_prediction"}
+
+
+def scheduler_config(model) -> dict:
+    """The MODEL's own noise schedule, as a diffusers config (betas from its sigmas)."""
+    check(model.model.model_type in PREDICTION, f"model type {model.model.model_type.name} is not supported; "
+                                                "Tune-A-Video tunes eps- and v-prediction SD 1.x/2.x models")
+    sigmas = model.get_model_object("model_sampling").sigmas.double().cpu()
+    alphas = 1 / (1 + sigmas ** 2)
+    betas = 1 - alphas / torch.cat([torch.ones(1, dtype=alphas.dtype), alphas[:-1]])
+    return {"num_train_timesteps": len(sigmas), "trained_betas": betas.tolist(),
+            "prediction_type": PREDICTION[model.model.model_type]}
+
+
+@contextmanager
+def trainable_weights(unet: torch.nn.Module, queries: dict[str, torch.nn.Parameter]):
+    """While inside: each query projection computes with its tensor in ``queries`` (keys ``<module>.weight``),
+    and every other layer with a copy of its weight (frozen inference tensors cannot enter autograd)."""
+    saved = {}
+    for name, m in unet.named_modules():
+        if hasattr(m, "weight_function") and getattr(m, "weight", None) is not None:
+            saved[m] = m.__dict__.get("weight_function")
+            q = queries.get(f"{name}.weight")
+            m.weight_function = [lambda w, q=q: q.to(w.dtype)] if q is not None else [lambda w: w]
+    try:
+        yield
+    finally:
+        for m, previous in saved.items():
+            if previous is None:
+                del m.weight_function
+            else:
+                m.weight_function = previous
+
+
+def tuned_weights_path(name: str) -> str:
+    check(bool(re.fullmatch(r"[\w\-. ]+", name)), f"save name {name!r} may use letters, digits, '-', '_', '.' and "
+                                                 "spaces only (it becomes a file in models/tuneavideo)")
+    folder = folder_paths.get_folder_paths(FOLDER)[0]
+    return f"{folder}/{name.removesuffix('.safetensors')}.safetensors"
+
+
+class OneShotTune:
+    DESCRIPTION = ("Tune-A-Video one-shot tuning: learns the video from its caption by training the query "
+                   "projections and the temporal attention (AdamW, paper defaults). Interruptible; saves the "
+                   "tuned weights to models/tuneavideo when a save name is given.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("tuned_model",)
+    FUNCTION = "tune"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "An inflated MODEL (Inflate Model / Load & Inflate Checkpoint)."}),
+            "conditioning": ("CONDITIONING", {"tooltip": "Caption of the source video (CLIP Text Encode)."}),
+            "latent": ("LATENT", {"tooltip": "The source video's latents, one per frame (VAE Encode)."}),
+            "steps": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": "Tuning steps (paper: 500)."}),
+            "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
+                                        "tooltip": "AdamW learning rate (paper: 3e-5)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of timesteps and noise."}),
+            "save_name": ("STRING", {"default": "", "tooltip": "File name in models/tuneavideo for the tuned weights; empty: do not save."}),
+        }}
+
+    def tune(self, model, conditioning, latent, steps, learning_rate, seed, save_name):
+        layers = require_inflated(model, "One-Shot Tune")
+        check(len(conditioning) >= 1, "conditioning is empty; connect a CLIP Text Encode of the video's caption")
+        path = tuned_weights_path(save_name) if save_name.strip() else None
+        samples = latent["samples"]
+        config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed)
+        with torch.inference_mode(False), torch.enable_grad():
+            comfy.model_management.load_models_gpu([model], force_full_load=True)
+            device, dtype = model.load_device, model.model.manual_cast_dtype or model.model.get_dtype()
+            config.mixed_precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "no")
+            layers = copy.deepcopy(layers).to(device, torch.float32)
+            keys = query_keys(model)
+            queries = {k: torch.nn.Parameter(patched_weight(model, k).to(device)) for k in keys}
+            params = {file_key(i // 2, QUERIES[i % 2]): queries[k] for i, k in enumerate(keys)}
+            params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
+            unet, hooks = diffusion_model(model), video_hooks(diffusion_model(model))
+            latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
+            cond = conditioning[0][0].clone().to(device, torch.float32)
+
+            def unet_fn(x, t, c):
+                return unet(x.to(dtype), t.float(), context=c.to(dtype), transformer_options={}).float()
+
+            bar = comfy.utils.ProgressBar(steps)
+
+            def progress(step, loss):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                bar.update_absolute(step + 1, steps)
+
+            with trainable_weights(unet, {k.removeprefix("diffusion_model."): q for k, q in queries.items()}):
+                losses = tune(unet_fn, params, lambda f: hooks.video(f, layers.pairs()), latents, cond,
+                              scheduler_config(model), config, progress)
+        tuned_layers = layers.to("cpu").requires_grad_(False)
+        tuned = tuned_clone(model, tuned_layers, {k: q.detach() for k, q in queries.items()})
+        if path:
+            frames, _, h, w = samples.shape
+            save_tuned_model(path, model, tuned_layers, {k: q.detach() for k, q in queries.items()},
+                             frames=frames, width=w * 8, height=h * 8, tuning=asdict(config),
+                             final_loss=losses[-1] if losses else None)
+        return (tuned,)

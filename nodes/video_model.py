@@ -1,0 +1,156 @@
+"""Tune-A-Video on ComfyUI's own MODEL (a ModelPatcher): inflation, tuned query weights, their files.
+
+The diffusion model is shared by every clone of a MODEL, so nothing here changes what the MODEL it was given
+computes: the video hooks (tav_core.Inflation) are installed once per diffusion model and stay inert unless
+an inflated MODEL's APPLY_MODEL wrapper runs a clip through them; temporal layers live outside the UNet in
+their own ModelPatcher; tuned query projections are ordinary weight patches of the tuned clone.
+"""
+
+import torch
+
+import comfy.lora
+import comfy.model_management
+import comfy.model_patcher
+import comfy.patcher_extension
+import comfy.utils
+
+from ..tav_core.errors import TavError, check
+from ..tav_core.frames import FrameContext
+from ..tav_core.inflate import Inflation, TemporalLayers, transformer_blocks
+from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, write_tuned
+
+KEY = "tuneavideo"
+QUERIES = ("attn1.to_q.weight", "attn2.to_q.weight")
+Wrappers = comfy.patcher_extension.WrappersMP
+
+
+def diffusion_model(model) -> torch.nn.Module:
+    return model.model.diffusion_model
+
+
+def video_hooks(unet: torch.nn.Module) -> Inflation:
+    """The video hooks of a diffusion model (shared by all its MODELs), installed on first use; they do
+    nothing unless ``video()`` is entered, which only an inflated MODEL's wrapper does."""
+    inflation = getattr(unet, "tav_inflation", None)
+    if inflation is None:
+        inflation = Inflation(unet, FrameContext())
+        unet.tav_inflation = inflation
+    return inflation
+
+
+def temporal_layers(model) -> TemporalLayers | None:
+    """The temporal layers of an inflated MODEL, None if it is not inflated."""
+    return model.get_attachment(KEY)
+
+
+def require_inflated(model, node: str) -> TemporalLayers:
+    layers = temporal_layers(model)
+    check(layers is not None, f"{node} needs an inflated MODEL: put 'Tune-A-Video Inflate Model' (or 'Load & "
+                              "Inflate Checkpoint') before it")
+    return layers
+
+
+def query_keys(model) -> list[str]:
+    """ModelPatcher keys of the tuned query projections, in the tuned-weights files' block order."""
+    return [f"diffusion_model.{name}.{q}" for name, _ in transformer_blocks(diffusion_model(model)) for q in QUERIES]
+
+
+def file_key(index: int, query: str) -> str:
+    return f"blocks.{index}.{query}"
+
+
+class VideoWrapper:
+    """APPLY_MODEL wrapper: the batch is len(cond_or_uncond) clips of the latent's frame count."""
+
+    def __init__(self, layers: TemporalLayers):
+        self.layers = layers
+
+    def __call__(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+        chunks = max(1, len(transformer_options.get("cond_or_uncond", [0])))
+        check(x.shape[0] % chunks == 0, f"batch of {x.shape[0]} is not {chunks} equal clips")
+        if next(self.layers.parameters()).device != x.device:  # normally loaded as an additional model
+            self.layers.to(x.device)
+        with video_hooks(executor.class_obj.diffusion_model).video(x.shape[0] // chunks, self.layers.pairs()):
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def check_control_hints(executor, model, conds, x_in, timestep, model_options):
+    """CALC_COND_BATCH wrapper: a ControlNet must get one hint image per frame (or one for all frames)."""
+    frames = x_in.shape[0]
+    for cond_list in conds:
+        for cond in cond_list or []:
+            control = cond.get("control")
+            while control is not None:
+                hint = getattr(control, "cond_hint_original", None)
+                if hint is not None and hint.shape[0] not in (1, frames):
+                    raise TavError(f"ControlNet hint has {hint.shape[0]} images but the video has {frames} frames; "
+                                   "give one hint image per frame (or a single image for all frames)")
+                control = getattr(control, "previous_controlnet", None)
+    return executor(model, conds, x_in, timestep, model_options)
+
+
+def attach(model, layers: TemporalLayers):
+    """Make ``model`` (a clone) an inflated MODEL with these temporal layers."""
+    video_hooks(diffusion_model(model))
+    model.set_attachments(KEY, layers)
+    for kind, wrapper in ((Wrappers.APPLY_MODEL, VideoWrapper(layers)), (Wrappers.CALC_COND_BATCH, check_control_hints)):
+        model.remove_wrappers_with_key(kind, KEY)
+        model.add_wrapper_with_key(kind, KEY, wrapper)
+    model.set_additional_models(KEY, [comfy.model_patcher.ModelPatcher(layers, model.load_device, model.offload_device)])
+    return model
+
+
+def inflate_model(model):
+    """A video clone of ``model`` with fresh (zero-output) temporal layers; an inflated MODEL is returned as is."""
+    if temporal_layers(model) is not None:
+        return model
+    check(bool(transformer_blocks(diffusion_model(model))), "this MODEL has no transformer blocks with attn1/attn2; "
+                                                            "Tune-A-Video needs a Stable Diffusion 1.x/2.x model")
+    with torch.inference_mode(False):
+        layers = TemporalLayers(diffusion_model(model)).to("cpu", torch.float32)
+    return attach(model.clone(), layers)
+
+
+def base_weight(model, key: str) -> torch.Tensor:
+    """A weight as stored, before any clone's patches (ComfyUI keeps originals aside while patched)."""
+    backup = model.backup.get(key)
+    return backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
+
+
+def patched_weight(model, key: str) -> torch.Tensor:
+    """A weight with this MODEL's own patches (LoRA, merges) applied, in float32 on the CPU."""
+    weight = base_weight(model, key).detach().to("cpu", torch.float32, copy=True)
+    return comfy.lora.calculate_weight(model.patches.get(key, []), weight, key)
+
+
+def base_fingerprint(model) -> list[float]:
+    return fingerprint_of([base_weight(model, f"diffusion_model.{n}") for n in fingerprint_names(diffusion_model(model))])
+
+
+def tuned_clone(model, layers: TemporalLayers, queries: dict[str, torch.Tensor]):
+    """A clone of ``model`` whose query projections become ``queries`` (patch key -> tensor) and whose
+    temporal layers are ``layers``; the patches are differences, so LoRAs patched before stay in."""
+    clone = model.clone()
+    clone.add_patches({k: ((q.float().cpu() - patched_weight(model, k)),) for k, q in queries.items()}, 1.0)
+    return attach(clone, layers)
+
+
+def save_tuned_model(path, model, layers: TemporalLayers, queries: dict[str, torch.Tensor], **metadata) -> None:
+    keys = query_keys(model)
+    tensors = {file_key(i // 2, QUERIES[i % 2]): queries[k] for i, k in enumerate(keys)}
+    tensors.update(layers.state_dict())
+    write_tuned(path, tensors, base_fingerprint(model), **metadata)
+
+
+def load_tuned_model(path, model) -> tuple:
+    """(tuned clone, metadata) from a tuned-weights file; refuses files tuned on another base model."""
+    tensors, meta = read_tuned(path, base_fingerprint(model))
+    with torch.inference_mode(False):
+        layers = TemporalLayers(diffusion_model(model)).to("cpu", torch.float32)
+    expected = set(layers.state_dict()) | {file_key(i // 2, QUERIES[i % 2]) for i in range(len(query_keys(model)))}
+    check(set(tensors) == expected, f"{path} does not fit this model's UNet ({len(tensors)} tensors, "
+                                    f"{len(expected)} expected); use the base model it was tuned on")
+    with torch.inference_mode(False):
+        layers.load_state_dict({k: v for k, v in tensors.items() if ".attn_temp." in k or ".norm_temp." in k})
+    queries = {k: tensors[file_key(i // 2, QUERIES[i % 2])] for i, k in enumerate(query_keys(model))}
+    return tuned_clone(model, layers, queries), meta
