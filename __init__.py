@@ -1,6 +1,14 @@
-"""ComfyUI entry point: ComfyUI imports this folder as a custom node pack."""
+"""ComfyUI entry point: ComfyUI imports this folder as a custom node pack.
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+Outside ComfyUI (pytest, tools) there is no ``folder_paths`` and nothing is registered; the headless engine
+is the ``tav_core`` package.
+"""
 
-WEB_DIRECTORY = None
+try:
+    import folder_paths  # noqa: F401  (only inside ComfyUI)
+except ImportError:
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
+else:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -91,7 +91,7 @@ class VideoKSampler:
             "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale (paper: 12.5)."}),
             "steps": ("INT", {"default": 0, "min": 0, "max": 999, "tooltip": "DDIM steps; 0 = as many as DDIM Invert used (else 50)."}),
             "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta: 0 is deterministic."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the eta noise."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the eta noise."}),
         }}
 
     def sample(self, model, positive, negative, latent, cfg, steps, eta, seed):

@@ -16,6 +16,7 @@ import comfy.model_base
 import comfy.model_management
 import comfy.utils
 import folder_paths
+from server import PromptServer
 
 from ..tav_core.errors import check
 from ..tav_core.tuning import TuneConfig, tune
@@ -41,21 +42,24 @@ def scheduler_config(model) -> dict:
 @contextmanager
 def trainable_weights(unet: torch.nn.Module, queries: dict[str, torch.nn.Parameter]):
     """While inside: each query projection computes with its tensor in ``queries`` (keys ``<module>.weight``),
-    and every other layer with a copy of its weight (frozen inference tensors cannot enter autograd)."""
-    saved = {}
+    and every other layer with copies of its weight and bias (frozen inference tensors cannot enter autograd)."""
+    saved = []
     for name, m in unet.named_modules():
-        if hasattr(m, "weight_function") and getattr(m, "weight", None) is not None:
-            saved[m] = m.__dict__.get("weight_function")
-            q = queries.get(f"{name}.weight")
-            m.weight_function = [lambda w, q=q: q.to(w.dtype)] if q is not None else [lambda w: w]
+        if not hasattr(m, "weight_function"):
+            continue
+        saved.append((m, m.__dict__.get("weight_function"), m.__dict__.get("bias_function")))
+        q = queries.get(f"{name}.weight")
+        m.weight_function = [lambda w, q=q: q.to(w.dtype)] if q is not None else [torch.clone]
+        m.bias_function = [torch.clone]
     try:
         yield
     finally:
-        for m, previous in saved.items():
-            if previous is None:
-                del m.weight_function
-            else:
-                m.weight_function = previous
+        for m, weight_function, bias_function in saved:
+            for attr, previous in (("weight_function", weight_function), ("bias_function", bias_function)):
+                if previous is None:
+                    delattr(m, attr)
+                else:
+                    setattr(m, attr, previous)
 
 
 def tuned_weights_path(name: str) -> str:
@@ -83,11 +87,11 @@ class OneShotTune:
             "steps": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": "Tuning steps (paper: 500)."}),
             "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
                                         "tooltip": "AdamW learning rate (paper: 3e-5)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of timesteps and noise."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of timesteps and noise."}),
             "save_name": ("STRING", {"default": "", "tooltip": "File name in models/tuneavideo for the tuned weights; empty: do not save."}),
-        }}
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def tune(self, model, conditioning, latent, steps, learning_rate, seed, save_name):
+    def tune(self, model, conditioning, latent, steps, learning_rate, seed, save_name, unique_id=None):
         layers = require_inflated(model, "One-Shot Tune")
         check(len(conditioning) >= 1, "conditioning is empty; connect a CLIP Text Encode of the video's caption")
         path = tuned_weights_path(save_name) if save_name.strip() else None
@@ -109,11 +113,13 @@ class OneShotTune:
             def unet_fn(x, t, c):
                 return unet(x.to(dtype), t.float(), context=c.to(dtype), transformer_options={}).float()
 
-            bar = comfy.utils.ProgressBar(steps)
+            bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
 
             def progress(step, loss):
-                comfy.model_management.throw_exception_if_processing_interrupted()
+                comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
                 bar.update_absolute(step + 1, steps)
+                if unique_id is not None and PromptServer.instance is not None:
+                    PromptServer.instance.send_progress_text(f"step {step + 1}/{steps}  loss {loss:.4f}", unique_id)
 
             with trainable_weights(unet, {k.removeprefix("diffusion_model."): q for k, q in queries.items()}):
                 losses = tune(unet_fn, params, lambda f: hooks.video(f, layers.pairs()), latents, cond,

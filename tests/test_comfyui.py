@@ -1,0 +1,250 @@
+"""The node pack on a real ComfyUI 0.3.75 server (CPU, loopback): workflows, composition, bad input."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from conftest import COMFYUI, ROOT
+from tav_core import demo_video, read_video, write_video
+from tav_core.weights import read_metadata, write_tuned
+
+sys.path.insert(0, str(ROOT / "tests" / "comfy"))
+from server import ComfyServer, error_message  # noqa: E402
+from workflow_api import ui_to_api  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "workflows"))
+from build_workflows import workflows  # noqa: E402
+
+CKPT, CONTROLNET = "tiny-sd15.safetensors", "tiny-sd15-controlnet.safetensors"
+FRAMES, SIZE = 4, 64
+NODES = ["TuneAVideoLoadInflateCheckpoint", "TuneAVideoInflateModel", "TuneAVideoOneShotTune",
+         "TuneAVideoLoadTunedWeights", "TuneAVideoDDIMInvert", "TuneAVideoVideoKSampler"]
+
+
+@pytest.fixture(scope="module")
+def comfy(test_models, tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy")
+    server = ComfyServer(COMFYUI, base)
+    for name, folder in ((CKPT, "checkpoints"), (CONTROLNET, "controlnet")):
+        (base / "models" / folder / name).symlink_to(test_models / name)
+    write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy):
+    return comfy.get("/object_info")
+
+
+def run_ok(comfy, prompt) -> dict:
+    entry = comfy.run(prompt)
+    assert error_message(entry) is None, f"{error_message(entry)}\n{comfy.log_text()[-3000:]}"
+    return entry
+
+
+def load_latent(comfy, prefix: str) -> torch.Tensor:
+    files = sorted((comfy.base / "output").glob(f"{prefix}_*.latent"))
+    assert files, f"no latent saved under {prefix}"
+    return safetensors.torch.load_file(str(files[-1]))["latent_tensor"]
+
+
+def test_pack_imports_cleanly_and_every_node_is_listed(comfy, object_info):
+    log = comfy.log_text()
+    assert "tuneavideo-comfy" in log and not any("IMPORT FAILED" in l and "tuneavideo" in l for l in log.splitlines())
+    for name in NODES:
+        node = object_info[name]
+        assert node["category"] == "Tune-A-Video" and node["description"]
+        for spec in node["input"]["required"].values():
+            assert spec[1].get("tooltip"), f"{name} has an input without tooltip"
+    assert set(object_info["TuneAVideoVideoKSampler"]["input"]["required"]) == {
+        "model", "positive", "negative", "latent", "cfg", "steps", "eta", "seed"}
+
+
+def test_workflow_files_are_current_and_listed_as_templates(comfy, object_info):
+    for name, workflow in workflows(object_info).items():
+        assert json.loads((ROOT / "workflows" / name).read_text()) == workflow, \
+            f"workflows/{name} is stale: run workflows/build_workflows.py"
+    templates = comfy.get("/workflow_templates")
+    assert sorted(templates["tuneavideo-comfy"]) == sorted(Path(n).stem for n in workflows(object_info))
+    served = comfy.get("/api/workflow_templates/tuneavideo-comfy/tune_invert_edit.json")
+    assert served["nodes"] and served["links"]
+
+
+def small(prompt: dict, name: str) -> dict:
+    """Shrink a shared workflow to test size (inputs, models, steps); the graph itself is unchanged."""
+    overrides = {"LoadVideo": {"file": "skiing.mp4"}, "ImageFromBatch": {"length": FRAMES},
+                 "ImageScale": {"width": SIZE, "height": SIZE},
+                 "TuneAVideoLoadInflateCheckpoint": {"ckpt_name": CKPT}, "CheckpointLoaderSimple": {"ckpt_name": CKPT},
+                 "ControlNetLoader": {"control_net_name": CONTROLNET},
+                 "TuneAVideoOneShotTune": {"steps": 3, "learning_rate": 1e-3, "save_name": "test-skiing"},
+                 "TuneAVideoLoadTunedWeights": {"weights_name": "test-skiing.safetensors"},
+                 "TuneAVideoDDIMInvert": {"steps": 4}, "SaveVideo": {"filename_prefix": f"tav-test/{name}"}}
+    for node in prompt.values():
+        node["inputs"].update(overrides.get(node["class_type"], {}))
+    return prompt
+
+
+@pytest.mark.parametrize("name", ["tune_invert_edit", "tune_invert_edit_controlnet", "zero_shot_edit",
+                                  "reuse_tuned_weights"])
+def test_shared_workflows_run(comfy, object_info, name):
+    workflow = json.loads((ROOT / "workflows" / f"{name}.json").read_text())
+    if name == "reuse_tuned_weights" and not (comfy.base / "models/tuneavideo/test-skiing.safetensors").exists():
+        run_ok(comfy, small(ui_to_api(json.loads((ROOT / "workflows/tune_invert_edit.json").read_text()),
+                                      object_info), "tune_invert_edit"))
+    run_ok(comfy, small(ui_to_api(workflow, object_info), name))
+    videos = sorted((comfy.base / "output" / "tav-test").glob(f"{name}_*.mp4"))
+    assert videos, f"{name} wrote no video"
+    frames = read_video(videos[-1])
+    assert frames.shape == (FRAMES, SIZE, SIZE, 3)
+    if name == "tune_invert_edit":
+        meta = read_metadata(comfy.base / "models" / "tuneavideo" / "test-skiing.safetensors")
+        assert meta["frames"] == FRAMES and meta["width"] == SIZE and meta["tuning"]["steps"] == 3
+
+
+def base_graph(extra: dict) -> dict:
+    """Checkpoint, prompts, source-video latents (nodes 1-9); ``extra`` adds the nodes under test."""
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "LoadVideo", "inputs": {"file": "skiing.mp4"}},
+        "5": {"class_type": "GetVideoComponents", "inputs": {"video": ["4", 0]}},
+        "6": {"class_type": "ImageFromBatch", "inputs": {"image": ["5", 0], "batch_index": 0, "length": FRAMES}},
+        "7": {"class_type": "ImageScale", "inputs": {"image": ["6", 0], "upscale_method": "bicubic", "width": SIZE,
+                                                     "height": SIZE, "crop": "center"}},
+        "8": {"class_type": "VAEEncode", "inputs": {"pixels": ["7", 0], "vae": ["1", 2]}},
+        "9": {"class_type": "TuneAVideoInflateModel", "inputs": {"model": ["1", 0]}},
+    }
+    graph.update(extra)
+    return graph
+
+
+def invert_and_sample(model, positive, negative, prefix, first=20):
+    """Nodes that invert the source latents with ``model`` and sample them back, saving the result."""
+    a, b, c = str(first), str(first + 1), str(first + 2)
+    return {a: {"class_type": "TuneAVideoDDIMInvert", "inputs": {"model": model, "latent": ["8", 0],
+                                                                  "conditioning": ["3", 0], "steps": 3}},
+            b: {"class_type": "TuneAVideoVideoKSampler", "inputs": {"model": model, "positive": positive,
+                "negative": negative, "latent": [a, 0], "cfg": 5.0, "steps": 0, "eta": 0.0, "seed": 0}},
+            c: {"class_type": "SaveLatent", "inputs": {"samples": [b, 0], "filename_prefix": prefix}}}
+
+
+def test_original_model_is_bit_identical_after_an_inflated_branch_ran(comfy):
+    sampler = {"seed": 7, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+               "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0]}
+    graph = base_graph({
+        "10": {"class_type": "KSampler", "inputs": {**sampler, "latent_image": ["8", 0]}},
+        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "tav-test/before"}},
+        # the inflated branch starts from latents that depend on the first KSampler (x + 0 * y): it runs after it
+        "12": {"class_type": "LatentMultiply", "inputs": {"samples": ["10", 0], "multiplier": 0.0}},
+        "13": {"class_type": "LatentAdd", "inputs": {"samples1": ["8", 0], "samples2": ["12", 0]}},
+        "14": {"class_type": "TuneAVideoOneShotTune", "inputs": {"model": ["9", 0], "conditioning": ["2", 0],
+               "latent": ["13", 0], "steps": 2, "learning_rate": 1e-3, "seed": 0, "save_name": ""}},
+        **invert_and_sample(["14", 0], ["2", 0], ["3", 0], "tav-test/inflated"),
+        # ... and the second KSampler on the original MODEL runs after the inflated branch
+        "30": {"class_type": "LatentMultiply", "inputs": {"samples": ["21", 0], "multiplier": 0.0}},
+        "31": {"class_type": "LatentAdd", "inputs": {"samples1": ["8", 0], "samples2": ["30", 0]}},
+        "32": {"class_type": "KSampler", "inputs": {**sampler, "latent_image": ["31", 0]}},
+        "33": {"class_type": "SaveLatent", "inputs": {"samples": ["32", 0], "filename_prefix": "tav-test/after"}},
+        "34": {"class_type": "KSampler", "inputs": {**sampler, "model": ["14", 0], "latent_image": ["31", 0]}},
+        "35": {"class_type": "SaveLatent", "inputs": {"samples": ["34", 0], "filename_prefix": "tav-test/stock-on-tuned"}},
+    })
+    run_ok(comfy, graph)
+    before, after = load_latent(comfy, "tav-test/before"), load_latent(comfy, "tav-test/after")
+    assert torch.equal(before, after)
+    stock_on_tuned = load_latent(comfy, "tav-test/stock-on-tuned")  # the stock KSampler takes the video model too
+    assert stock_on_tuned.shape == before.shape and not torch.equal(stock_on_tuned, before)
+
+
+def test_lora_before_inflate_equals_lora_after_and_changes_the_output(comfy):
+    unet_keys = safetensors.torch.load_file(str(comfy.base / "models/checkpoints" / CKPT))
+    lora = {}
+    g = torch.Generator().manual_seed(0)
+    for key, w in unet_keys.items():
+        if key.startswith("model.diffusion_model.") and key.endswith((".attn1.to_k.weight", ".attn2.to_v.weight")):
+            base = key.removeprefix("model.").removesuffix(".weight")
+            lora[f"{base}.lora_up.weight"] = torch.randn(w.shape[0], 4, generator=g) * 0.3
+            lora[f"{base}.lora_down.weight"] = torch.randn(4, w.shape[1], generator=g) * 0.3
+    safetensors.torch.save_file(lora, str(comfy.base / "models/loras/tav-test-lora.safetensors"))
+    lora_node = lambda model: {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": model, "lora_name": "tav-test-lora.safetensors", "strength_model": 1.0}}
+    graph = base_graph({
+        "10": lora_node(["1", 0]),
+        "11": {"class_type": "TuneAVideoInflateModel", "inputs": {"model": ["10", 0]}},
+        "12": lora_node(["9", 0]),
+        **invert_and_sample(["11", 0], ["2", 0], ["3", 0], "tav-test/lora-then-inflate", 20),
+        **invert_and_sample(["12", 0], ["2", 0], ["3", 0], "tav-test/inflate-then-lora", 30),
+        **invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/no-lora", 40),
+    })
+    run_ok(comfy, graph)
+    first, second = load_latent(comfy, "tav-test/lora-then-inflate"), load_latent(comfy, "tav-test/inflate-then-lora")
+    assert torch.equal(first, second)
+    assert (first - load_latent(comfy, "tav-test/no-lora")).abs().max() > 1e-3
+
+
+def controlnet_nodes(hint_frames: int, strength: float, first: int) -> dict:
+    a, b, c = str(first), str(first + 1), str(first + 2)
+    return {a: {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}},
+            b: {"class_type": "ImageFromBatch", "inputs": {"image": ["7", 0], "batch_index": 0, "length": hint_frames}},
+            c: {"class_type": "ControlNetApplyAdvanced", "inputs": {"positive": ["2", 0], "negative": ["3", 0],
+                "control_net": [a, 0], "image": [b, 0], "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}}
+
+
+def test_controlnet_hints_change_the_output(comfy):
+    graph = base_graph({**controlnet_nodes(FRAMES, 1.0, 10), **controlnet_nodes(FRAMES, 0.0, 13),
+                        **invert_and_sample(["9", 0], ["12", 0], ["12", 1], "tav-test/cn-on", 20),
+                        **invert_and_sample(["9", 0], ["15", 0], ["15", 1], "tav-test/cn-off", 30),
+                        **invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/cn-none", 40)})
+    run_ok(comfy, graph)
+    on, off = load_latent(comfy, "tav-test/cn-on"), load_latent(comfy, "tav-test/cn-off")
+    assert (on - off).abs().max() > 1e-3
+    assert torch.allclose(off, load_latent(comfy, "tav-test/cn-none"), atol=1e-5)
+
+
+def expect_error(comfy, graph, message):
+    entry = comfy.run(graph)
+    error = error_message(entry)
+    assert error is not None and message in error, error
+
+
+def test_bad_input_stops_the_prompt_with_a_clear_message_and_the_server_goes_on(comfy):
+    expect_error(comfy, base_graph({**controlnet_nodes(FRAMES - 1, 1.0, 10),
+                                    **invert_and_sample(["9", 0], ["12", 0], ["12", 1], "tav-test/bad", 20)}),
+                 f"ControlNet hint has {FRAMES - 1} images but the video has {FRAMES} frames")
+    expect_error(comfy, base_graph({"10": {"class_type": "TuneAVideoOneShotTune", "inputs": {
+        "model": ["1", 0], "conditioning": ["2", 0], "latent": ["8", 0], "steps": 1, "learning_rate": 1e-4,
+        "seed": 0, "save_name": ""}}, **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/untuned", 20)}),
+        "needs an inflated MODEL")
+    blocks = 3  # the tiny UNet: down, middle, up
+    tensors = {f"blocks.{i}.attn1.to_q.weight": torch.zeros(1) for i in range(blocks)}
+    write_tuned(comfy.base / "models/tuneavideo/other-base.safetensors", tensors, [0.5] * 64, prompt="elsewhere")
+    expect_error(comfy, base_graph({"10": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {
+        "model": ["1", 0], "weights_name": "other-base.safetensors"}},
+        **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/other", 20)}), "different base model")
+    run_ok(comfy, base_graph(invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/still-serving")))
+    assert load_latent(comfy, "tav-test/still-serving").shape[0] == FRAMES
+
+
+def test_cancel_stops_tuning_and_leaves_no_file(comfy):
+    graph = base_graph({"10": {"class_type": "TuneAVideoOneShotTune", "inputs": {
+        "model": ["9", 0], "conditioning": ["2", 0], "latent": ["8", 0], "steps": 100000, "learning_rate": 1e-4,
+        "seed": 0, "save_name": "cancelled"}}, **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/cancelled", 20)})
+    prompt_id = comfy.queue(graph)
+    deadline = time.time() + 120
+    while "/100000" not in comfy.log_text() and time.time() < deadline:  # the tuning bar is in the log
+        time.sleep(0.2)
+    time.sleep(2)
+    comfy.post("/interrupt", {})
+    entry = comfy.wait(prompt_id, 120)
+    messages = [kind for kind, _ in entry["status"]["messages"]]
+    assert "execution_interrupted" in messages
+    assert list((comfy.base / "models" / "tuneavideo").glob("cancelled*")) == []
+    assert list((comfy.base / "models" / "tuneavideo").glob(".*")) == []  # no temporary file either
+    run_ok(comfy, base_graph(invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/after-cancel")))
