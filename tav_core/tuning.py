@@ -30,6 +30,7 @@ class TuneConfig:
     checkpoint_every: int = 0            # save a resumable training state every N steps (0: never)
     checkpoint_path: str | None = None
     resume: bool = False                 # continue from checkpoint_path if it exists
+    frame_window: int | None = None      # tune each step on a random run of this many consecutive frames
 
 
 def _autocast(device: torch.device, mixed_precision: str):
@@ -81,7 +82,9 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     check(bool(torch.isfinite(latents).all()), "latents contain NaN or infinity; check the input video and VAE")
     check(bool(torch.isfinite(cond).all()), "prompt embedding contains NaN or infinity; check the text encoder")
     check(config.steps >= 0, f"steps must be >= 0, got {config.steps}")
-    frames = latents.shape[0]
+    check(config.frame_window is None or config.frame_window >= 1,
+          f"frame window must be at least 1 frame, got {config.frame_window}")
+    frames = min(latents.shape[0], config.frame_window or latents.shape[0])
     scheduler = DDPMScheduler.from_config(scheduler_config)
     for p in params.values():
         p.requires_grad_(True)
@@ -97,11 +100,15 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     try:
         for step in bar:
             t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), generator=generator)
-            noise = torch.randn(latents.shape, generator=generator).to(latents)
-            timesteps = t.expand(frames).to(latents.device)
-            noisy = scheduler.add_noise(latents, noise, timesteps)
+            window = latents
+            if frames < len(latents):  # a random run of consecutive frames; frame 0 of the run is the anchor
+                first = int(torch.randint(0, len(latents) - frames + 1, (1,), generator=generator))
+                window = latents[first:first + frames]
+            noise = torch.randn(window.shape, generator=generator).to(window)
+            timesteps = t.expand(frames).to(window.device)
+            noisy = scheduler.add_noise(window, noise, timesteps)
             target = noise if scheduler.config.prediction_type == "epsilon" else \
-                scheduler.get_velocity(latents, noise, timesteps)
+                scheduler.get_velocity(window, noise, timesteps)
             with video(frames):  # backward too: gradient checkpointing re-runs the forward there
                 with _autocast(latents.device, config.mixed_precision):
                     prediction = unet_fn(noisy, timesteps, cond)

@@ -248,3 +248,18 @@ def test_cancel_stops_tuning_and_leaves_no_file(comfy):
     assert list((comfy.base / "models" / "tuneavideo").glob("cancelled*")) == []
     assert list((comfy.base / "models" / "tuneavideo").glob(".*")) == []  # no temporary file either
     run_ok(comfy, base_graph(invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/after-cancel")))
+
+
+def test_weights_tuned_headless_load_in_comfyui(comfy, test_models):
+    """The engine's files key tensors by transformer-block order, the same in diffusers' and ComfyUI's UNets."""
+    from tav_core import TuneAVideo, TuneConfig, load_components
+    pipe = TuneAVideo(load_components(test_models / CKPT, config=test_models / "tiny-sd15-config"))
+    latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
+    pipe.tune(latents, "a red square", TuneConfig(steps=2, learning_rate=1e-2), progress=False)
+    pipe.save_tuned(comfy.base / "models/tuneavideo/headless.safetensors", "a red square", FRAMES, SIZE, SIZE,
+                    TuneConfig(steps=2))
+    run_ok(comfy, base_graph({"10": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {
+        "model": ["1", 0], "weights_name": "headless.safetensors"}},
+        **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/headless", 20),
+        **invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/untuned", 30)}))
+    assert (load_latent(comfy, "tav-test/headless") - load_latent(comfy, "tav-test/untuned")).abs().max() > 1e-4

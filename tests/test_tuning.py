@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from tav_core import TavError, TuneAVideo, TuneConfig, demo_video, video_parameters
+from tav_core import TavError, TuneAVideo, TuneConfig, demo_video, tune, video_parameters
 from tav_core.tiny import tiny_components
 
 
@@ -136,3 +136,19 @@ def test_bad_inputs_are_refused(pipe, latents):
         pipe.tune(latents, "x", TuneConfig(steps=1, mixed_precision="fp8"), progress=False)
     with pytest.raises(TavError, match="latents hold 4 frames but 5 were asked for"):
         pipe.sample(latents, "x", steps=2, num_frames=5)
+
+
+def test_frame_window_tunes_on_runs_of_consecutive_frames(pipe, latents):
+    batches = []
+
+    def spy(x, t, cond):
+        batches.append(x.shape[0])
+        return pipe.unet_fn(x, t, cond)
+    params = video_parameters(pipe.c.unet, trainable_only=True)
+    before = {k: p.clone() for k, p in params.items()}
+    tune(spy, params, pipe.inflation.video, latents, pipe.encode_prompt("x"), pipe.c.scheduler_config,
+         TuneConfig(steps=3, learning_rate=1e-3, frame_window=2), progress=False)
+    assert batches == [2, 2, 2]
+    assert any(not torch.equal(before[k], params[k]) for k in params)
+    with pytest.raises(TavError, match="frame window"):
+        pipe.tune(latents, "x", TuneConfig(steps=1, frame_window=0), progress=False)

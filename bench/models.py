@@ -1,0 +1,38 @@
+"""Random-weight models for benchmarks: a small one for CPUs, and the real SD1.5 architecture for GPUs."""
+
+import json
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from tav_core.models import CONFIGS, Components, clip_tokenizer
+
+SMALL = dict(
+    unet=dict(sample_size=16, block_out_channels=(64, 128, 128), layers_per_block=1, norm_num_groups=16,
+              down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+              cross_attention_dim=128, attention_head_dim=8),
+    vae=dict(block_out_channels=(32, 64, 64, 64), norm_num_groups=16, latent_channels=4, layers_per_block=1,
+             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4),
+    text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4),
+)
+
+
+def _sd1(part: str) -> dict:
+    return json.loads((CONFIGS / "sd1" / part).read_text())
+
+
+def bench_components(size: str, seed: int = 0) -> Components:
+    """``small``: about 20 M parameters in all; ``sd15``: SD1.5's UNet, VAE and CLIP-L with random weights."""
+    torch.manual_seed(seed)
+    if size == "small":
+        unet, vae = UNet2DConditionModel(**SMALL["unet"]), AutoencoderKL(**SMALL["vae"])
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **SMALL["text"]))
+    elif size == "sd15":
+        unet = UNet2DConditionModel.from_config(_sd1("unet/config.json"))
+        vae = AutoencoderKL.from_config(_sd1("vae/config.json"))
+        text = CLIPTextModel(CLIPTextConfig(**_sd1("text_encoder/config.json")))
+    else:
+        raise ValueError(f"model size {size!r}: use 'small' or 'sd15'")
+    return Components(unet.eval(), vae.eval(), text.eval(), clip_tokenizer(), _sd1("scheduler/scheduler_config.json"))

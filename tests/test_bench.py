@@ -1,0 +1,22 @@
+"""The benchmark command runs and reports every number it promises (timings themselves are not tested)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_compare_writes_json_with_all_measurements(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench.run", "--frames", "2", "--size", "64", "--steps", "1",
+                          "--ddim-steps", "2", "--compare", "--name", "pytest-smoke"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path = ROOT / "bench" / "results" / "pytest-smoke.json"
+    report = json.loads(path.read_text())
+    path.unlink()
+    assert [r["variant"] for r in report["rows"]] == ["baseline", "engine"]
+    for row in report["rows"]:
+        assert row["step_s"] > 0 and row["tune_peak_mb"] > 0 and row["inversion_s"] > 0 and row["sampling_s"] > 0
+    assert set(report["ratios"]) == {"step_speedup", "memory_ratio", "inversion_speedup", "sampling_speedup"}
+    assert "step s" in out.stdout and "step_speedup" in out.stdout
