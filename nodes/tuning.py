@@ -7,10 +7,12 @@ as copies and the query projections come from trainable tensors. The MODEL given
 
 import copy
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
+from functools import partial
 
 import torch
+import torch.utils.checkpoint
 
 import comfy.model_base
 import comfy.model_management
@@ -21,8 +23,8 @@ from server import PromptServer
 from ..tav_core.errors import check
 from ..tav_core.tuning import TuneConfig, tune
 from .sampling import CATEGORY
-from .video_model import (QUERIES, diffusion_model, file_key, query_keys, require_inflated, patched_weight,
-                          save_tuned_model, tuned_clone, video_hooks)
+from .video_model import (diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
+                          tuned_clone, video_hooks)
 
 FOLDER = "tuneavideo"
 PREDICTION = {comfy.model_base.ModelType.EPS: "epsilon", comfy.model_base.ModelType.V_PREDICTION: "v_prediction"}
@@ -69,6 +71,45 @@ def tuned_weights_path(name: str) -> str:
     return f"{folder}/{name.removesuffix('.safetensors')}.safetensors"
 
 
+@contextmanager
+def checkpointed(unet: torch.nn.Module):
+    """Gradient checkpointing of every UNet block while inside (activations recomputed in backward)."""
+    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
+    for block in blocks:
+        block.forward = partial(torch.utils.checkpoint.checkpoint, type(block).forward.__get__(block), use_reentrant=False)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward
+
+
+def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config: TuneConfig,
+               gradient_checkpointing: bool = False, callback=None):
+    """Train copies of the MODEL's temporal layers and query projections; returns (layers, queries, losses)
+    with queries keyed by ModelPatcher key. The MODEL itself is left as it was."""
+    with torch.inference_mode(False), torch.enable_grad():
+        comfy.model_management.load_models_gpu([model], force_full_load=True)
+        device, dtype = model.load_device, model.model.manual_cast_dtype or model.model.get_dtype()
+        config.mixed_precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "no")
+        layers = copy.deepcopy(layers).to(device, torch.float32)
+        names = query_names(model)
+        queries = {k: torch.nn.Parameter(patched_weight(model, k).to(device)) for k in names}
+        params = {names[k]: q for k, q in queries.items()}
+        params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
+        unet, hooks = diffusion_model(model), video_hooks(diffusion_model(model))
+        latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
+
+        def unet_fn(x, t, c):
+            return unet(x.to(dtype), t.float(), context=c.to(dtype), transformer_options={}).float()
+
+        with trainable_weights(unet, {k.removeprefix("diffusion_model."): q for k, q in queries.items()}), \
+                (checkpointed(unet) if gradient_checkpointing else nullcontext()):
+            losses = tune(unet_fn, params, lambda f: hooks.video(f, layers.pairs()), latents,
+                          cond.clone().to(device, torch.float32), scheduler_config(model), config, callback)
+    return layers.to("cpu").requires_grad_(False), {k: q.detach().cpu() for k, q in queries.items()}, losses
+
+
 class OneShotTune:
     DESCRIPTION = ("Tune-A-Video one-shot tuning: learns the video from its caption by training the query "
                    "projections and the temporal attention (AdamW, paper defaults). Interruptible; saves the "
@@ -87,48 +128,32 @@ class OneShotTune:
             "steps": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": "Tuning steps (paper: 500)."}),
             "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
                                         "tooltip": "AdamW learning rate (paper: 3e-5)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of timesteps and noise."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Seed of timesteps and noise."}),
             "save_name": ("STRING", {"default": "", "tooltip": "File name in models/tuneavideo for the tuned weights; empty: do not save."}),
+        }, "optional": {
+            "frame_window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Tune each step on a random run of this many consecutive frames (0: all). Lets long videos fit in memory."}),
+            "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: less memory, about a third slower."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def tune(self, model, conditioning, latent, steps, learning_rate, seed, save_name, unique_id=None):
+    def tune(self, model, conditioning, latent, steps, learning_rate, seed, save_name, frame_window=0,
+             gradient_checkpointing=False, unique_id=None):
         layers = require_inflated(model, "One-Shot Tune")
         check(len(conditioning) >= 1, "conditioning is empty; connect a CLIP Text Encode of the video's caption")
         path = tuned_weights_path(save_name) if save_name.strip() else None
-        samples = latent["samples"]
-        config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed)
-        with torch.inference_mode(False), torch.enable_grad():
-            comfy.model_management.load_models_gpu([model], force_full_load=True)
-            device, dtype = model.load_device, model.model.manual_cast_dtype or model.model.get_dtype()
-            config.mixed_precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "no")
-            layers = copy.deepcopy(layers).to(device, torch.float32)
-            keys = query_keys(model)
-            queries = {k: torch.nn.Parameter(patched_weight(model, k).to(device)) for k in keys}
-            params = {file_key(i // 2, QUERIES[i % 2]): queries[k] for i, k in enumerate(keys)}
-            params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
-            unet, hooks = diffusion_model(model), video_hooks(diffusion_model(model))
-            latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
-            cond = conditioning[0][0].clone().to(device, torch.float32)
+        config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed, frame_window=frame_window or None)
+        bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
 
-            def unet_fn(x, t, c):
-                return unet(x.to(dtype), t.float(), context=c.to(dtype), transformer_options={}).float()
+        def progress(step, loss):
+            comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
+            bar.update_absolute(step + 1, steps)
+            if unique_id is not None and PromptServer.instance is not None:
+                PromptServer.instance.send_progress_text(f"step {step + 1}/{steps}  loss {loss:.4f}", unique_id)
 
-            bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
-
-            def progress(step, loss):
-                comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
-                bar.update_absolute(step + 1, steps)
-                if unique_id is not None and PromptServer.instance is not None:
-                    PromptServer.instance.send_progress_text(f"step {step + 1}/{steps}  loss {loss:.4f}", unique_id)
-
-            with trainable_weights(unet, {k.removeprefix("diffusion_model."): q for k, q in queries.items()}):
-                losses = tune(unet_fn, params, lambda f: hooks.video(f, layers.pairs()), latents, cond,
-                              scheduler_config(model), config, progress)
-        tuned_layers = layers.to("cpu").requires_grad_(False)
-        tuned = tuned_clone(model, tuned_layers, {k: q.detach() for k, q in queries.items()})
+        layers, queries, losses = tune_model(model, layers, conditioning[0][0], latent["samples"], config,
+                                             gradient_checkpointing, progress)
         if path:
-            frames, _, h, w = samples.shape
-            save_tuned_model(path, model, tuned_layers, {k: q.detach() for k, q in queries.items()},
-                             frames=frames, width=w * 8, height=h * 8, tuning=asdict(config),
-                             final_loss=losses[-1] if losses else None)
-        return (tuned,)
+            frames, _, h, w = latent["samples"].shape
+            save_tuned_model(path, model, layers, queries, frames=frames, width=w * 8, height=h * 8,
+                             tuning=asdict(config), final_loss=losses[-1] if losses else None)
+        return (tuned_clone(model, layers, queries),)

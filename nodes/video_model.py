@@ -9,7 +9,6 @@ their own ModelPatcher; tuned query projections are ordinary weight patches of t
 import torch
 
 import comfy.lora
-import comfy.model_management
 import comfy.model_patcher
 import comfy.patcher_extension
 import comfy.utils
@@ -21,7 +20,6 @@ from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, wr
 
 KEY = "tuneavideo"
 QUERIES = ("attn1.to_q.weight", "attn2.to_q.weight")
-Wrappers = comfy.patcher_extension.WrappersMP
 
 
 def diffusion_model(model) -> torch.nn.Module:
@@ -50,13 +48,10 @@ def require_inflated(model, node: str) -> TemporalLayers:
     return layers
 
 
-def query_keys(model) -> list[str]:
-    """ModelPatcher keys of the tuned query projections, in the tuned-weights files' block order."""
-    return [f"diffusion_model.{name}.{q}" for name, _ in transformer_blocks(diffusion_model(model)) for q in QUERIES]
-
-
-def file_key(index: int, query: str) -> str:
-    return f"blocks.{index}.{query}"
+def query_names(model) -> dict[str, str]:
+    """ModelPatcher key -> tuned-weights file key (``blocks.{i}...``) of every tuned query projection."""
+    return {f"diffusion_model.{name}.{q}": f"blocks.{i}.{q}"
+            for i, (name, _) in enumerate(transformer_blocks(diffusion_model(model))) for q in QUERIES}
 
 
 class VideoWrapper:
@@ -93,7 +88,8 @@ def attach(model, layers: TemporalLayers):
     """Make ``model`` (a clone) an inflated MODEL with these temporal layers."""
     video_hooks(diffusion_model(model))
     model.set_attachments(KEY, layers)
-    for kind, wrapper in ((Wrappers.APPLY_MODEL, VideoWrapper(layers)), (Wrappers.CALC_COND_BATCH, check_control_hints)):
+    wrappers = comfy.patcher_extension.WrappersMP
+    for kind, wrapper in ((wrappers.APPLY_MODEL, VideoWrapper(layers)), (wrappers.CALC_COND_BATCH, check_control_hints)):
         model.remove_wrappers_with_key(kind, KEY)
         model.add_wrapper_with_key(kind, KEY, wrapper)
     model.set_additional_models(KEY, [comfy.model_patcher.ModelPatcher(layers, model.load_device, model.offload_device)])
@@ -136,9 +132,8 @@ def tuned_clone(model, layers: TemporalLayers, queries: dict[str, torch.Tensor])
 
 
 def save_tuned_model(path, model, layers: TemporalLayers, queries: dict[str, torch.Tensor], **metadata) -> None:
-    keys = query_keys(model)
-    tensors = {file_key(i // 2, QUERIES[i % 2]): queries[k] for i, k in enumerate(keys)}
-    tensors.update(layers.state_dict())
+    names = query_names(model)
+    tensors = {names[k]: q for k, q in queries.items()} | layers.state_dict()
     write_tuned(path, tensors, base_fingerprint(model), **metadata)
 
 
@@ -147,10 +142,11 @@ def load_tuned_model(path, model) -> tuple:
     tensors, meta = read_tuned(path, base_fingerprint(model))
     with torch.inference_mode(False):
         layers = TemporalLayers(diffusion_model(model)).to("cpu", torch.float32)
-    expected = set(layers.state_dict()) | {file_key(i // 2, QUERIES[i % 2]) for i in range(len(query_keys(model)))}
+    names = query_names(model)
+    expected = set(layers.state_dict()) | set(names.values())
     check(set(tensors) == expected, f"{path} does not fit this model's UNet ({len(tensors)} tensors, "
                                     f"{len(expected)} expected); use the base model it was tuned on")
     with torch.inference_mode(False):
         layers.load_state_dict({k: v for k, v in tensors.items() if ".attn_temp." in k or ".norm_temp." in k})
-    queries = {k: tensors[file_key(i // 2, QUERIES[i % 2])] for i, k in enumerate(query_keys(model))}
+    queries = {k: tensors[name] for k, name in names.items()}
     return tuned_clone(model, layers, queries), meta

@@ -146,7 +146,8 @@ def test_original_model_is_bit_identical_after_an_inflated_branch_ran(comfy):
         "12": {"class_type": "LatentMultiply", "inputs": {"samples": ["10", 0], "multiplier": 0.0}},
         "13": {"class_type": "LatentAdd", "inputs": {"samples1": ["8", 0], "samples2": ["12", 0]}},
         "14": {"class_type": "TuneAVideoOneShotTune", "inputs": {"model": ["9", 0], "conditioning": ["2", 0],
-               "latent": ["13", 0], "steps": 2, "learning_rate": 1e-3, "seed": 0, "save_name": ""}},
+               "latent": ["13", 0], "steps": 2, "learning_rate": 1e-3, "seed": 0, "save_name": "",
+               "frame_window": 3, "gradient_checkpointing": True}},
         **invert_and_sample(["14", 0], ["2", 0], ["3", 0], "tav-test/inflated"),
         # ... and the second KSampler on the original MODEL runs after the inflated branch
         "30": {"class_type": "LatentMultiply", "inputs": {"samples": ["21", 0], "multiplier": 0.0}},

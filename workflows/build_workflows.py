@@ -76,7 +76,7 @@ def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     latent = g.node("VAEEncode", at=(800, 0), pixels=(frames, 0), vae=(ckpt, 2))
     model = (ckpt, 0)
     if tune:
-        model = (g.node("TuneAVideoOneShotTune", 500, 3e-5, 0, "fixed", "skiing", at=(800, 150),
+        model = (g.node("TuneAVideoOneShotTune", 500, 3e-5, 0, "fixed", "skiing", 0, False, at=(800, 150),
                         model=model, conditioning=(source, 0), latent=(latent, 0)), 0)
     noise = g.node("TuneAVideoDDIMInvert", 50, at=(1200, 0), model=model, latent=(latent, 0), conditioning=(empty, 0))
     positive, negative = (edit, 0), (empty, 0)
