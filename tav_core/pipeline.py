@@ -1,6 +1,6 @@
 """The headless Tune-A-Video pipeline: encode, tune, invert, edit, decode, on diffusers components."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ class TuneAVideo:
             if next(m.parameters()).dtype != dtype:  # diffusers warns about any dtype given to .to()
                 m.to(dtype)
             m.to(self.device).eval().requires_grad_(False)
+        for p in video_parameters(components.unet).values():  # tuned tensors stay fp32 for AdamW
+            p.data = p.data.float()
         if gradient_checkpointing:
             components.unet.enable_gradient_checkpointing()
         self.alphas = alphas_cumprod(components.scheduler_config)
@@ -34,7 +36,9 @@ class TuneAVideo:
         self.scaling = components.vae.config.scaling_factor
 
     def unet_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.c.unet(x.to(self.dtype), t, encoder_hidden_states=cond.to(self.dtype)).sample.to(x.dtype)
+        """Raw UNet prediction; with half-precision weights it runs under autocast (tuned tensors are fp32)."""
+        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
+            return self.c.unet(x, t, encoder_hidden_states=cond).sample.to(x.dtype)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -65,6 +69,8 @@ class TuneAVideo:
     def tune(self, latents: torch.Tensor, prompt: str, config: TuneConfig = TuneConfig(), callback=None,
              progress: bool = True) -> list[float]:
         self._check_latents(latents)
+        if self.dtype == torch.float16 and config.mixed_precision == "no":
+            config = replace(config, mixed_precision="fp16")  # fp16 weights need the gradient scaler
         params = video_parameters(self.c.unet, trainable_only=True)
         return tune(self.unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
                     self.c.scheduler_config, config, callback, progress)

@@ -42,3 +42,18 @@ def test_edit_matches_the_library(tmp_path):
 def test_bad_input_gives_a_clear_error(args, message, capsys, tmp_path):
     assert main([*args, "--out", str(tmp_path / "x.mp4")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_readme_demo_command_writes_a_video(tmp_path):
+    """The README's demo, as a user types it (the installed console script, built-in clip, tiny model)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = shutil.which("tuneavideo", path=str(Path(sys.executable).parent))
+    assert script, "the tuneavideo console script is not installed (pip install -e .)"
+    out = subprocess.run([script, "run", "--out", str(tmp_path / "demo.mp4"), "--weights", str(tmp_path / "w.safetensors")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_video(tmp_path / "demo.mp4").shape == (8, 64, 64, 3)
+    assert "edited video:" in out.stdout

@@ -152,3 +152,16 @@ def test_frame_window_tunes_on_runs_of_consecutive_frames(pipe, latents):
     assert any(not torch.equal(before[k], params[k]) for k in params)
     with pytest.raises(TavError, match="frame window"):
         pipe.tune(latents, "x", TuneConfig(steps=1, frame_window=0), progress=False)
+
+
+def test_half_precision_weights_tune_fp32_tensors():
+    pipe = TuneAVideo(tiny_components(seed=0), dtype=torch.bfloat16)
+    assert pipe.c.unet.conv_in.weight.dtype == torch.bfloat16
+    params = video_parameters(pipe.c.unet, trainable_only=True)
+    assert all(p.dtype == torch.float32 for p in params.values())
+    before = {k: p.clone() for k, p in params.items()}
+    latents = pipe.encode_video(demo_video(2, 64, 64))
+    pipe.tune(latents, "x", TuneConfig(steps=2, learning_rate=1e-3), progress=False)
+    assert any(not torch.equal(before[k], params[k]) for k in params)
+    out = pipe.sample(pipe.invert(latents, 2), "y", steps=2)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
