@@ -264,3 +264,35 @@ def test_weights_tuned_headless_load_in_comfyui(comfy, test_models):
         **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/headless", 20),
         **invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/untuned", 30)}))
     assert (load_latent(comfy, "tav-test/headless") - load_latent(comfy, "tav-test/untuned")).abs().max() > 1e-4
+
+
+def test_nodes_compute_what_the_engine_computes(comfy, test_models):
+    """Same checkpoint, same tuned weights, same latents: ComfyUI's DDIM Invert and Video KSampler (ComfyUI's
+    UNet, CLIP and sampler with the pack's hooks) agree with the headless engine on diffusers' modules."""
+    from tav_core import TuneAVideo, TuneConfig, load_components
+    pipe = TuneAVideo(load_components(test_models / CKPT, config=test_models / "tiny-sd15-config"))
+    latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
+    pipe.tune(latents, "a red square", TuneConfig(steps=3, learning_rate=1e-2), progress=False)  # non-zero temporal layers
+    pipe.save_tuned(comfy.base / "models/tuneavideo/equivalence.safetensors", "a red square", FRAMES, SIZE, SIZE,
+                    TuneConfig(steps=3))
+    safetensors.torch.save_file({"latent_tensor": latents / pipe.scaling, "latent_format_version_0": torch.tensor([])},
+                                str(comfy.base / "input" / "equivalence.latent"))
+    run_ok(comfy, {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "LoadLatent", "inputs": {"latent": "equivalence.latent"}},
+        "5": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {"model": ["1", 0], "weights_name": "equivalence.safetensors"}},
+        "6": {"class_type": "TuneAVideoDDIMInvert", "inputs": {"model": ["5", 0], "latent": ["4", 0], "conditioning": ["3", 0], "steps": 3}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "tav-test/eq-noise"}},
+        "8": {"class_type": "TuneAVideoVideoKSampler", "inputs": {"model": ["5", 0], "positive": ["2", 0], "negative": ["3", 0],
+              "latent": ["6", 0], "cfg": 5.0, "steps": 0, "eta": 0.0, "seed": 0}},
+        "9": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "tav-test/eq-edit"}},
+    })
+    noise = pipe.invert(latents, 3)
+    edit = pipe.sample(noise, "a yellow square", "", guidance_scale=5.0, steps=3)
+    for ours, theirs in ((noise, load_latent(comfy, "tav-test/eq-noise")), (edit, load_latent(comfy, "tav-test/eq-edit"))):
+        theirs = theirs * pipe.scaling
+        error = ((ours - theirs).abs().max() / ours.abs().max()).item()
+        print(f"ComfyUI vs engine: max relative difference {error:.2e}")
+        assert error < 1e-3
