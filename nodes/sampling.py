@@ -40,14 +40,14 @@ def _ddim_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None
     return sample_ddim(lambda x, s: model(x, s, **extra_args), x, sigmas, eta, generator, _progress(callback))
 
 
-def _run(model, sampler, sigmas, positive, negative, cfg, latent, seed):
+def _run(model, sampler, sigmas, positive, negative, cfg, latent, seed, noise_mask=None):
     """Start exactly at the given latents (no noise added: it is already in them) and sample."""
     samples = latent["samples"]
     check(samples.ndim == 4 and samples.shape[0] >= 1, f"LATENT must be a batch of frames, got {tuple(samples.shape)}")
     check(bool(torch.isfinite(samples).all()), "LATENT contains NaN or infinity; check the VAE Encode input")
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
     return comfy.sample.sample_custom(model, torch.zeros_like(samples), cfg, sampler, sigmas, positive, negative,
-                                      samples, noise_mask=latent.get("noise_mask"), callback=callback, seed=seed)
+                                      samples, noise_mask=noise_mask, callback=callback, seed=seed)
 
 
 class DDIMInvert:
@@ -97,5 +97,6 @@ class VideoKSampler:
     def sample(self, model, positive, negative, latent, cfg, steps, eta, seed):
         steps = steps or latent.get(INVERSION_STEPS, 50)
         sampler = comfy.samplers.KSAMPLER(_ddim_sampler, extra_options={"eta": eta})
-        out = _run(model, sampler, ddim_sigmas(model, steps), positive, negative, cfg, latent, seed)
+        out = _run(model, sampler, ddim_sigmas(model, steps), positive, negative, cfg, latent, seed,
+                   latent.get("noise_mask"))  # inpainting masks apply while sampling, never while inverting
         return ({**{k: v for k, v in latent.items() if k not in ("samples", INVERSION_STEPS)}, "samples": out},)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -68,25 +69,22 @@ def _load_folder(path: Path) -> Components:
     return Components(unet, vae, text_encoder, tokenizer, scheduler_config)
 
 
-def _single_file_state_keys(path: Path, allow_pickle: bool) -> set[str]:
+def _state_keys(path: Path) -> set[str]:
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
         with safe_open(str(path), "pt") as f:
             return set(f.keys())
-    check(allow_pickle, f"{path} is a pickle checkpoint ({path.suffix}), which can run arbitrary code when "
-                        "loaded; convert it to .safetensors, or pass allow_pickle=True (--allow-pickle) if you "
-                        "trust its source")
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    return set(sd.get("state_dict", sd).keys())
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return set(state.get("state_dict", state).keys())
 
 
 def _load_single_file(path: Path, allow_pickle: bool, config: str | Path | None) -> Components:
     check(path.suffix in SINGLE_FILE_SUFFIXES,
           f"{path} has suffix {path.suffix!r}; give a .safetensors checkpoint (or .ckpt with --allow-pickle)")
+    check(path.suffix == ".safetensors" or allow_pickle,
+          f"{path} is a pickle checkpoint ({path.suffix}), which can run arbitrary code when loaded; convert it "
+          "to .safetensors, or pass allow_pickle=True (--allow-pickle) if you trust its source")
     try:
-        keys = _single_file_state_keys(path, allow_pickle)
-    except TavError:
-        raise
+        keys = _state_keys(path)
     except Exception as e:
         raise TavError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); the file may be "
                        "truncated or corrupt: download or save it again") from e
