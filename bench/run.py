@@ -35,6 +35,7 @@ class Case:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     frame_window: int = 0
+    channels_last: bool = False
 
 
 def _memory_reset(device) -> int:
@@ -98,6 +99,8 @@ def measure(case: Case) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     engine = case.variant == "engine"
     pipe = TuneAVideo(bench_components(case.model), device, gradient_checkpointing=engine and case.gradient_checkpointing)
+    if case.channels_last:
+        pipe.c.unet.to(memory_format=torch.channels_last)
     attention = nullcontext if engine else (lambda: reference_attention(pipe.c.unet))
     video = demo_video(case.frames, case.size, case.size)
     prompt = "a red square moving over a gradient"
@@ -147,6 +150,7 @@ def main(argv=None) -> int:
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--frame-window", type=int, default=0, help="tune on random windows of this many frames")
+    p.add_argument("--channels-last", action="store_true", help="UNet weights in channels-last memory format")
     p.add_argument("--compare", action="store_true", help="also time the reference-recipe baseline")
     p.add_argument("--sweep", action="store_true", help="frames 8/16/24/32 and three resolutions")
     p.add_argument("--name", help="results file name (default from the options)")
@@ -157,11 +161,12 @@ def main(argv=None) -> int:
         return 0
     base = Case(model=args.model, frames=args.frames, size=args.size, steps=args.steps, ddim_steps=args.ddim_steps,
                 device=args.device, mixed_precision=args.mixed_precision,
-                gradient_checkpointing=args.gradient_checkpointing, frame_window=args.frame_window)
+                gradient_checkpointing=args.gradient_checkpointing, frame_window=args.frame_window,
+                channels_last=args.channels_last)
     cases = [base]
     if args.compare:
         cases.insert(0, Case(**{**asdict(base), "variant": "baseline", "mixed_precision": "no",
-                                "gradient_checkpointing": False, "frame_window": 0}))
+                                "gradient_checkpointing": False, "frame_window": 0, "channels_last": False}))
     if args.sweep:
         sizes = [args.size // 2, args.size, args.size * 2]
         cases = [Case(**{**asdict(base), "frames": f}) for f in (8, 16, 24, 32)] + \
