@@ -1,7 +1,6 @@
 """The attention pieces against naive loop implementations of the paper's formulas."""
 
 import torch
-import torch.nn.functional as F
 
 from tav_core.attention import TemporalAttention, clip_group_norm_in, clip_group_norm_out, temporal_residual
 from tav_core.inflate import inflate, transformer_blocks
