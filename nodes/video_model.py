@@ -96,15 +96,19 @@ def attach(model, layers: TemporalLayers):
     return model
 
 
+def new_temporal_layers(model) -> TemporalLayers:
+    """Fresh (zero-output) temporal layers for this MODEL's UNet, as ordinary (non-inference) fp32 tensors."""
+    with torch.inference_mode(False):
+        return TemporalLayers(diffusion_model(model)).to("cpu", torch.float32)
+
+
 def inflate_model(model):
     """A video clone of ``model`` with fresh (zero-output) temporal layers; an inflated MODEL is returned as is."""
     if temporal_layers(model) is not None:
         return model
     check(bool(transformer_blocks(diffusion_model(model))), "this MODEL has no transformer blocks with attn1/attn2; "
                                                             "Tune-A-Video needs a Stable Diffusion 1.x/2.x model")
-    with torch.inference_mode(False):
-        layers = TemporalLayers(diffusion_model(model)).to("cpu", torch.float32)
-    return attach(model.clone(), layers)
+    return attach(model.clone(), new_temporal_layers(model))
 
 
 def base_weight(model, key: str) -> torch.Tensor:
@@ -140,8 +144,7 @@ def save_tuned_model(path, model, layers: TemporalLayers, queries: dict[str, tor
 def load_tuned_model(path, model) -> tuple:
     """(tuned clone, metadata) from a tuned-weights file; refuses files tuned on another base model."""
     tensors, meta = read_tuned(path, base_fingerprint(model))
-    with torch.inference_mode(False):
-        layers = TemporalLayers(diffusion_model(model)).to("cpu", torch.float32)
+    layers = new_temporal_layers(model)
     names = query_names(model)
     expected = set(layers.state_dict()) | set(names.values())
     check(set(tensors) == expected, f"{path} does not fit this model's UNet ({len(tensors)} tensors, "

@@ -61,7 +61,12 @@ class TemporalLayers(nn.Module):
         self.blocks = nn.ModuleList(make_temporal_layers(b, nn.Module()) for _, b in transformer_blocks(unet))
 
     def pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        return [(b.norm_temp, b.attn_temp) for b in self.blocks]
+        return temporal_pairs(self.blocks)
+
+
+def temporal_pairs(holders) -> list[tuple[nn.Module, nn.Module]]:
+    """(norm_temp, attn_temp) of each holder, the form ``Inflation`` takes."""
+    return [(h.norm_temp, h.attn_temp) for h in holders]
 
 
 def is_trainable(name: str) -> bool:
@@ -133,8 +138,7 @@ def inflate(unet: nn.Module, context: FrameContext | None = None) -> Inflation:
     existing = getattr(unet, "tav_inflation", None)
     if existing is not None:
         return existing
-    temporal = [(layers.norm_temp, layers.attn_temp)
-                for layers in (make_temporal_layers(block) for _, block in transformer_blocks(unet))]
+    temporal = temporal_pairs(make_temporal_layers(block) for _, block in transformer_blocks(unet))
     inflation = Inflation(unet, context or FrameContext(), temporal)
     unet.tav_inflation = inflation
     return inflation
