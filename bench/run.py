@@ -64,10 +64,11 @@ def _status_kb(field: str) -> int:
 def _tune_engine(pipe, video, prompt, case, sync):
     from tav_core import TuneConfig
     stamps = [time.perf_counter()]
-    latents = pipe.encode_video(video)  # once: counted in the first (warm-up) step
+    latents, latent_std = pipe.encode_posterior(video)  # once: counted in the first (warm-up) step
     config = TuneConfig(steps=case.steps + 1, mixed_precision=case.mixed_precision,
                         frame_window=case.frame_window or None)
-    pipe.tune(latents, prompt, config, callback=lambda *_: (sync(), stamps.append(time.perf_counter())), progress=False)
+    pipe.tune(latents, prompt, config, callback=lambda *_: (sync(), stamps.append(time.perf_counter())),
+              progress=False, latent_std=latent_std)
     return latents, stamps
 
 

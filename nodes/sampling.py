@@ -1,7 +1,8 @@
 """DDIM inversion and video sampling through ComfyUI's sampler API (so ControlNet, area conds etc. apply).
 
-Both use tav_core's DDIM functions as ``KSAMPLER`` sampler functions and ComfyUI's ``ddim_uniform``
-schedule; the inverted LATENT remembers its step count so sampling walks the same sigmas back down.
+Both use tav_core's DDIM functions as ``KSAMPLER`` sampler functions on the reference's DDIM sigmas (taken
+from the MODEL's own schedule; conventions in ``tav_core.ddim``); the inverted LATENT remembers its step count
+so sampling walks the same sigmas back down.
 """
 
 import torch
@@ -11,16 +12,21 @@ import comfy.sample
 import comfy.samplers
 import latent_preview
 
+from ..tav_core import schedule
 from ..tav_core.ddim import invert_ddim, sample_ddim
 from ..tav_core.errors import check
+from ..tav_core.models import sd_scheduler_config
 
 INVERSION_STEPS = "tav_inversion_steps"
 CATEGORY = "Tune-A-Video"
 
 
 def ddim_sigmas(model, steps: int) -> torch.Tensor:
-    check(1 <= steps <= 999, f"steps must be from 1 to 999, got {steps}")
-    return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", steps).cpu()
+    """The reference's DDIM sigmas on this MODEL's noise schedule (SD's spacing, ending at alpha_bar[0])."""
+    table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
+    config = {**sd_scheduler_config(), "num_train_timesteps": len(table)}
+    timesteps = schedule.ddim_timesteps(config, steps)
+    return schedule.ddim_sigmas(table, timesteps, schedule.final_sigma(config, table))
 
 
 def _progress(callback):
@@ -68,7 +74,7 @@ class DDIMInvert:
         }}
 
     def invert(self, model, latent, conditioning, steps):
-        sigmas = ddim_sigmas(model, steps).flip(0)  # 0 -> sigma_max
+        sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
         sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
         out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent, 0)
         return ({**{k: v for k, v in latent.items() if k != "samples"}, "samples": out, INVERSION_STEPS: steps},)

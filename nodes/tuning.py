@@ -124,7 +124,9 @@ class OneShotTune:
         return {"required": {
             "model": ("MODEL", {"tooltip": "An inflated MODEL (Inflate Model / Load & Inflate Checkpoint)."}),
             "conditioning": ("CONDITIONING", {"tooltip": "Caption of the source video (CLIP Text Encode)."}),
-            "latent": ("LATENT", {"tooltip": "The source video's latents, one per frame (VAE Encode)."}),
+            "latent": ("LATENT", {"tooltip": "The source video's latents, one per frame (VAE Encode). VAE Encode gives the "
+                                  "posterior mean, and every step tunes on it; the reference (and 'tuneavideo tune') "
+                                  "draws a fresh posterior sample each step instead."}),
             "steps": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": "Tuning steps (paper: 500)."}),
             "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
                                         "tooltip": "AdamW learning rate (paper: 3e-5)."}),
@@ -141,7 +143,8 @@ class OneShotTune:
         layers = require_inflated(model, "One-Shot Tune")
         check(len(conditioning) >= 1, "conditioning is empty; connect a CLIP Text Encode of the video's caption")
         path = tuned_weights_path(save_name) if save_name.strip() else None
-        config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed, frame_window=frame_window or None)
+        config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed, frame_window=frame_window or None,
+                            posterior="mean")  # a LATENT holds the posterior mean only
         bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
 
         def progress(step, loss):

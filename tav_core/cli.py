@@ -85,12 +85,13 @@ def _video(args, defaults):
     return demo_video(args.frames, width, height)
 
 
-def _tune(args, pipe, defaults, latents, video):
+def _tune(args, pipe, defaults, latents, latent_std, video):
     weights = Path(args.weights or "out/tuned.safetensors")
     config = TuneConfig(steps=args.tune_steps or defaults["tune_steps"], learning_rate=args.lr, seed=args.seed,
                         mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every,
                         checkpoint_path=str(weights.with_suffix(".state.safetensors")), resume=args.resume)
-    losses = pipe.tune(latents, args.prompt, config)
+    config = pipe.tuned_config(config, latent_std)
+    losses = pipe.tune(latents, args.prompt, config, latent_std=latent_std)
     if losses:
         print(f"tuned {len(losses)} steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     pipe.save_tuned(weights, args.prompt, len(video), video.shape[2], video.shape[1], config)
@@ -111,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipe, defaults = _load(args)
         video = _video(args, defaults)
-        latents = pipe.encode_video(video)
+        latents, latent_std = pipe.encode_posterior(video)
         if args.command in ("run", "tune"):
-            _tune(args, pipe, defaults, latents, video)
+            _tune(args, pipe, defaults, latents, latent_std, video)
         if args.command == "edit":
             if not args.weights:
                 raise TavError("edit needs --weights, the file written by 'tuneavideo tune'")

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import torch
 
 from .errors import check
+from .schedule import sigma_table
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -17,11 +18,12 @@ class DiscreteDenoiser:
               f"prediction type {prediction_type!r} is not supported; use one of {PREDICTION_TYPES}")
         self.unet_fn = unet_fn
         self.prediction_type = prediction_type
-        self.log_sigmas = ((1 - alphas) / alphas).sqrt().log()
+        self.alphas = alphas
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Fractional timestep whose sigma is ``sigma`` (linear in log sigma, exact at the training timesteps)."""
-        log_sigmas = self.log_sigmas.to(sigma.device)
+        """Fractional timestep whose sigma is ``sigma`` (linear in log sigma; exact at the training timesteps,
+        whose sigmas ``schedule.sigma_table`` computes the same way in the same dtype)."""
+        log_sigmas = sigma_table(self.alphas.to(sigma.device, sigma.dtype)).log()
         log_sigma = sigma.log().clamp(log_sigmas[0], log_sigmas[-1])
         high = torch.searchsorted(log_sigmas, log_sigma).clamp(1, len(log_sigmas) - 1)
         low = high - 1
@@ -31,7 +33,7 @@ class DiscreteDenoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         s = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         c_in = (s ** 2 + 1).rsqrt()
-        out = self.unet_fn(x * c_in, self.sigma_to_t(sigma.float()), cond)
+        out = self.unet_fn(x * c_in, self.sigma_to_t(sigma.to(x.dtype)), cond)
         if self.prediction_type == "epsilon":
             return x - s * out
         return x * c_in ** 2 - out * s * c_in

@@ -35,6 +35,11 @@ class Components:
         return self.scheduler_config.get("prediction_type", "epsilon")
 
 
+def sd_scheduler_config(sd2: bool = False) -> dict:
+    """Stable Diffusion's own DDIM scheduler config (shipped): the schedule, spacing and prediction type."""
+    return json.loads((CONFIGS / ("sd2" if sd2 else "sd1") / "scheduler" / "scheduler_config.json").read_text())
+
+
 def clip_tokenizer(sd2: bool = False) -> CLIPTokenizer:
     """CLIP's BPE tokenizer from the shipped vocabulary; SD2 (OpenCLIP) pads with "!"."""
     return CLIPTokenizer(str(CONFIGS / "clip_tokenizer" / "vocab.json"), str(CONFIGS / "clip_tokenizer" / "merges.txt"),

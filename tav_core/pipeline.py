@@ -10,7 +10,7 @@ from .denoiser import DiscreteDenoiser, guided
 from .errors import check
 from .inflate import inflate
 from .models import Components
-from .schedule import alphas_cumprod, ddim_timesteps, inversion_sigmas, sampling_sigmas
+from .schedule import alphas_cumprod, ddim_sigmas, ddim_timesteps, final_sigma, sigma_table
 from .tuning import TuneConfig, tune
 from .weights import load_tuned, save_tuned, video_parameters
 
@@ -27,8 +27,10 @@ class TuneAVideo:
             if next(m.parameters()).dtype != dtype:  # diffusers warns about any dtype given to .to()
                 m.to(dtype)
             m.to(self.device).eval().requires_grad_(False)
+        self.half = dtype in (torch.float16, torch.bfloat16)
         for p in video_parameters(components.unet).values():  # tuned tensors stay fp32 for AdamW
-            p.data = p.data.float()
+            if self.half:
+                p.data = p.data.float()
         if gradient_checkpointing:
             components.unet.enable_gradient_checkpointing()
         self.alphas = alphas_cumprod(components.scheduler_config)
@@ -37,8 +39,8 @@ class TuneAVideo:
 
     def unet_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Raw UNet prediction; with half-precision weights it runs under autocast (tuned tensors are fp32)."""
-        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
-            return self.c.unet(x, t, encoder_hidden_states=cond).sample.to(x.dtype)
+        with torch.autocast(self.device.type, self.dtype, enabled=self.half):
+            return self.c.unet(x, t, encoder_hidden_states=cond.to(x.dtype)).sample.to(x.dtype)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -46,9 +48,14 @@ class TuneAVideo:
                                   truncation=True, return_tensors="pt").input_ids
         return self.c.text_encoder(tokens.to(self.device))[0].float()
 
-    @torch.no_grad()
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (frames, H, W, 3) -> latents; the VAE posterior mean, so the same video gives the same latents."""
+        """uint8 (frames, H, W, 3) -> latents: the VAE posterior mean, so the same video gives the same latents."""
+        return self.encode_posterior(frames)[0]
+
+    @torch.no_grad()
+    def encode_posterior(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (frames, H, W, 3) -> (mean, std) of the VAE posterior, both scaled like latents: tuning draws
+        a fresh sample from it every step, as the reference does."""
         frames = np.asarray(frames)
         check(frames.ndim == 4 and frames.shape[-1] == 3 and len(frames) >= 1,
               f"video must be (frames >= 1, height, width, 3), got shape {frames.shape}")
@@ -57,8 +64,10 @@ class TuneAVideo:
               "(read_video does this with width/height)")
         pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).to(self.device, torch.float32) / 127.5 - 1
         check(bool(torch.isfinite(pixels).all()), "video frames contain NaN or infinity")
-        latents = [self.c.vae.encode(p[None].to(self.dtype)).latent_dist.mode() for p in pixels]
-        return torch.cat(latents).float() * self.scaling
+        posteriors = [self.c.vae.encode(p[None].to(self.dtype)).latent_dist for p in pixels]
+        mean = torch.cat([d.mean for d in posteriors]).float() * self.scaling
+        std = torch.cat([d.std for d in posteriors]).float() * self.scaling
+        return mean, std
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -67,13 +76,23 @@ class TuneAVideo:
         return images.permute(0, 2, 3, 1).cpu().numpy()
 
     def tune(self, latents: torch.Tensor, prompt: str, config: TuneConfig = TuneConfig(), callback=None,
-             progress: bool = True) -> list[float]:
+             progress: bool = True, latent_std: torch.Tensor | None = None) -> list[float]:
+        """Tune on the clip. ``latents`` is the posterior mean; give ``latent_std`` (``encode_posterior``) to draw a
+        posterior sample every step as the reference does; without it the mean is used (``config.posterior``
+        then reads "mean" in what ``tuned_config`` reports)."""
         self._check_latents(latents)
-        if self.dtype == torch.float16 and config.mixed_precision == "no":
-            config = replace(config, mixed_precision="fp16")  # fp16 weights need the gradient scaler
+        config = self.tuned_config(config, latent_std)
         params = video_parameters(self.c.unet, trainable_only=True)
         return tune(self.unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
-                    self.c.scheduler_config, config, callback, progress)
+                    self.c.scheduler_config, config, callback, progress, latent_std)
+
+    def tuned_config(self, config: TuneConfig, latent_std: torch.Tensor | None = None) -> TuneConfig:
+        """The settings tuning actually runs with (what the saved weights should record)."""
+        if self.dtype == torch.float16 and config.mixed_precision == "no":
+            config = replace(config, mixed_precision="fp16")  # fp16 weights need the gradient scaler
+        if latent_std is None and config.posterior == "sample":
+            config = replace(config, posterior="mean")
+        return config
 
     def _check_latents(self, latents: torch.Tensor, num_frames: int | None = None) -> None:
         check(latents.ndim == 4 and latents.shape[1] == self.c.unet.config.in_channels,
@@ -83,15 +102,19 @@ class TuneAVideo:
               "you invert, or set the frame count to match")
         check(bool(torch.isfinite(latents).all()), "latents contain NaN or infinity; check the input video")
 
-    def _timesteps(self, steps: int) -> torch.Tensor:
-        return ddim_timesteps(self.c.scheduler_config, steps)
+    def ddim_sigmas(self, steps: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Descending DDIM sigmas as the reference's scheduler visits them (see ``tav_core.ddim``), computed in
+        the latents' dtype (float64 latents give a float64 chain end to end)."""
+        config, table = self.c.scheduler_config, sigma_table(self.alphas.to(dtype))
+        return ddim_sigmas(table, ddim_timesteps(config, steps), final_sigma(config, table))
 
     def invert(self, latents: torch.Tensor, steps: int = 50, prompt: str = "") -> torch.Tensor:
-        """DDIM inversion with no guidance (the reference uses the empty prompt): latents -> noise."""
+        """DDIM inversion with no guidance (the reference uses the empty prompt): clean latents -> noise in
+        k-diffusion scaling (``tav_core.ddim``)."""
         self._check_latents(latents)
         model = guided(self.denoiser, self.encode_prompt(prompt).expand(len(latents), -1, -1), None, 1.0)
         with self.inflation.video(len(latents)):
-            return invert_ddim(model, latents.to(self.device), inversion_sigmas(self.alphas, self._timesteps(steps)))
+            return invert_ddim(model, latents.to(self.device), self.ddim_sigmas(steps, latents.dtype).flip(0))
 
     def sample(self, noise: torch.Tensor, prompt: str, negative_prompt: str = "", guidance_scale: float = 12.5,
                steps: int = 50, eta: float = 0.0, seed: int = 0, num_frames: int | None = None) -> torch.Tensor:
@@ -103,8 +126,7 @@ class TuneAVideo:
         model = guided(self.denoiser, cond, uncond, guidance_scale)
         generator = torch.Generator(self.device).manual_seed(seed)
         with self.inflation.video(frames):
-            return sample_ddim(model, noise.to(self.device), sampling_sigmas(self.alphas, self._timesteps(steps)),
-                               eta, generator)
+            return sample_ddim(model, noise.to(self.device), self.ddim_sigmas(steps, noise.dtype), eta, generator)
 
     def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig) -> None:
         save_tuned(path, self.c.unet, prompt=prompt, frames=frames, width=width, height=height, tuning=asdict(config))

@@ -7,7 +7,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from .models import CONFIGS, Components, clip_tokenizer
+from .models import Components, clip_tokenizer, sd_scheduler_config
 
 
 def tiny_components(seed: int = 0, prediction_type: str = "epsilon", sd2: bool = False) -> Components:
@@ -24,8 +24,7 @@ def tiny_components(seed: int = 0, prediction_type: str = "epsilon", sd2: bool =
     text_encoder = CLIPTextModel(CLIPTextConfig(
         hidden_size=context, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         vocab_size=49408, max_position_embeddings=77, projection_dim=context))
-    scheduler_config = json.loads((CONFIGS / "sd1" / "scheduler" / "scheduler_config.json").read_text())
-    scheduler_config["prediction_type"] = prediction_type
+    scheduler_config = sd_scheduler_config() | {"prediction_type": prediction_type}
     for m in (unet, vae, text_encoder):
         m.eval()
     return Components(unet, vae, text_encoder, clip_tokenizer(sd2), scheduler_config)

@@ -31,6 +31,8 @@ class TuneConfig:
     checkpoint_path: str | None = None
     resume: bool = False                 # continue from checkpoint_path if it exists
     frame_window: int | None = None      # tune each step on a random run of this many consecutive frames
+    posterior: str = "sample"            # "sample": a fresh VAE posterior sample every step, as the reference;
+                                         # "mean": the posterior mean (mode) every step
 
 
 def _autocast(device: torch.device, mixed_precision: str):
@@ -69,8 +71,12 @@ def _load_state(path, params, optimizer, generator):
 
 def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, latents: torch.Tensor,
          cond: torch.Tensor, scheduler_config: dict, config: TuneConfig = TuneConfig(),
-         callback: Callable | None = None, progress: bool = True) -> list[float]:
+         callback: Callable | None = None, progress: bool = True,
+         latent_std: torch.Tensor | None = None) -> list[float]:
     """Tune ``params`` in place on ``latents`` (frames, C, H, W) captioned by ``cond`` (1, tokens, dim).
+
+    ``latents`` is the VAE posterior mean (scaled); with ``config.posterior == "sample"`` every step draws
+    ``latents + latent_std * n`` (``latent_std``: the posterior std, scaled the same way) from the seeded generator.
 
     ``unet_fn(noisy, timesteps, cond)`` returns the UNet's raw prediction and must use ``params``;
     ``video(num_frames)`` is the context manager that makes the UNet treat its batch as one clip
@@ -84,6 +90,10 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     check(config.steps >= 0, f"steps must be >= 0, got {config.steps}")
     check(config.frame_window is None or config.frame_window >= 1,
           f"frame window must be at least 1 frame, got {config.frame_window}")
+    check(config.posterior in ("sample", "mean"), f"posterior must be 'sample' or 'mean', got {config.posterior!r}")
+    check(config.posterior == "mean" or (latent_std is not None and latent_std.shape == latents.shape),
+          "posterior 'sample' needs the VAE posterior std of every latent (latent_std, from encode_posterior); "
+          "give it, or tune on the posterior mean with posterior='mean'")
     frames = min(latents.shape[0], config.frame_window or latents.shape[0])
     scheduler = DDPMScheduler.from_config(scheduler_config)
     for p in params.values():
@@ -100,10 +110,13 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     try:
         for step in bar:
             t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), generator=generator)
-            window = latents
+            first = 0
             if frames < len(latents):  # a random run of consecutive frames; frame 0 of the run is the anchor
                 first = int(torch.randint(0, len(latents) - frames + 1, (1,), generator=generator))
-                window = latents[first:first + frames]
+            window = latents[first:first + frames]
+            if config.posterior == "sample":  # the reference re-encodes the clip every step: latent_dist.sample()
+                draw = torch.randn(window.shape, generator=generator).to(window)
+                window = window + latent_std[first:first + frames] * draw
             noise = torch.randn(window.shape, generator=generator).to(window)
             timesteps = t.expand(frames).to(window.device)
             noisy = scheduler.add_noise(window, noise, timesteps)

@@ -1,19 +1,37 @@
-"""DDIM sampling and inversion: against closed forms, against diffusers' DDIMScheduler, and round trips."""
-
-import json
+"""DDIM sampling and inversion: against the reference's formulas, diffusers' DDIMScheduler, closed forms."""
 
 import pytest
 import torch
 from diffusers import DDIMScheduler
 
+from conftest import randomize_temporal
 from tav_core import TavError, TuneAVideo, demo_video
-from tav_core.ddim import invert_ddim, sample_ddim
+from tav_core.ddim import invert_ddim, sample_ddim, vp_scale
 from tav_core.denoiser import DiscreteDenoiser
-from tav_core.models import CONFIGS
-from tav_core.schedule import alphas_cumprod, ddim_timesteps, inversion_sigmas, sampling_sigmas
+from tav_core.models import sd_scheduler_config
+from tav_core.schedule import alphas_cumprod, ddim_sigmas, ddim_timesteps, final_sigma, sigma_table
+from tav_core.tiny import tiny_components
 
-CONFIG = json.loads((CONFIGS / "sd1" / "scheduler" / "scheduler_config.json").read_text())
+CONFIG = sd_scheduler_config()
 ALPHAS = alphas_cumprod(CONFIG)
+TABLE = sigma_table(ALPHAS)
+
+
+def sigmas(steps, config=CONFIG):
+    return ddim_sigmas(TABLE, ddim_timesteps(config, steps), final_sigma(config, TABLE))
+
+
+def relative(ours, theirs) -> float:
+    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
+
+
+def test_schedule_is_the_references():
+    """50 steps: timesteps 981 ... 21, 1, then alpha_bar[0] (set_alpha_to_one false): sigma ~0.029, not 0."""
+    ts = ddim_timesteps(CONFIG, 50)
+    assert ts[0] == 981 and ts[-2] == 21 and ts[-1] == 1 and len(ts) == 50
+    s = sigmas(50)
+    assert s[-1] == TABLE[0] and 0.028 < s[-1] < 0.03
+    assert final_sigma({**CONFIG, "set_alpha_to_one": True}, TABLE) == 0.0
 
 
 def gaussian_denoiser(mu, s):
@@ -24,28 +42,28 @@ def gaussian_denoiser(mu, s):
 @pytest.mark.parametrize("steps", [50, 400])
 def test_inversion_follows_the_exact_ode_and_round_trip_converges(steps):
     mu, s = 0.3, 0.5
-    x0 = mu + s * torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    z0 = mu + s * torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
     model = gaussian_denoiser(mu, s)
-    ts = ddim_timesteps(CONFIG, steps)
-    up = inversion_sigmas(ALPHAS, ts)
-    noise = invert_ddim(model, x0, up)
-    exact = mu + (x0 - mu) * ((s ** 2 + up[-1] ** 2) / s ** 2).sqrt()  # x(sigma) along the ODE
-    back = sample_ddim(model, noise, sampling_sigmas(ALPHAS, ts))
-    inv_err, rec_err = (noise - exact).abs().max().item(), (back - x0).abs().max().item()
+    down = sigmas(steps)
+    noise = invert_ddim(model, z0, down.flip(0))
+    start = z0 / vp_scale(down[-1])  # the clean latents, taken at the lowest level
+    exact = mu + (start - mu) * ((s ** 2 + down[0] ** 2) / (s ** 2 + down[-1] ** 2)).sqrt()  # x(sigma) on the ODE
+    back = sample_ddim(model, noise, down)
+    inv_err, rec_err = (noise - exact).abs().max().item(), (back - z0).abs().max().item()
     print(f"steps={steps}: inversion error {inv_err:.4f}, round-trip error {rec_err:.4f}")
     bound = 0.2 * 50 / steps  # first-order method: the error shrinks in proportion to the step size
-    assert rec_err < bound and inv_err < 0.5 * up[-1].item() * 50 / steps
+    assert rec_err < bound and inv_err < 0.5 * down[0].item() * 50 / steps
 
 
 def test_round_trip_is_exact_for_a_constant_noise_field():
     """With eps independent of x and sigma every inversion step is undone exactly by a sampling step."""
     eps = torch.randn(3, 8)
     model = lambda x, sigma: x - sigma.view(-1, 1) * eps
-    ts = ddim_timesteps(CONFIG, 25)
-    x0 = torch.randn(3, 8)
-    noise = invert_ddim(model, x0, inversion_sigmas(ALPHAS, ts))
-    torch.testing.assert_close(noise, x0 + sampling_sigmas(ALPHAS, ts)[0] * eps, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(sample_ddim(model, noise, sampling_sigmas(ALPHAS, ts)), x0, atol=1e-4, rtol=1e-5)
+    down = sigmas(25)
+    z0 = torch.randn(3, 8)
+    noise = invert_ddim(model, z0, down.flip(0))
+    torch.testing.assert_close(noise, z0 / vp_scale(down[-1]) + (down[0] - down[-1]) * eps, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(sample_ddim(model, noise, down), z0, atol=1e-4, rtol=1e-5)
 
 
 def eps_net(x, t, cond):
@@ -55,26 +73,88 @@ def eps_net(x, t, cond):
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("eta", [0.0, 0.7])
-def test_sampling_matches_diffusers_ddim_scheduler(prediction_type, eta):
+def test_sampling_equals_diffusers_ddim_scheduler_steps(prediction_type, eta):
     config = dict(CONFIG, prediction_type=prediction_type)
     scheduler = DDIMScheduler.from_config(config)
     scheduler.set_timesteps(20)
     cond = torch.tensor([0.3, -0.2])
-    x_vp = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(5)
-    x = x_vp.clone()
+    theirs = z.clone()
     for t in scheduler.timesteps:
-        out = scheduler.step(eps_net(x, t.expand(2).float(), cond), t, x, eta=eta, generator=g)
-        x = out.prev_sample
-    final_x0 = out.pred_original_sample  # diffusers' last step goes to alpha_bar[0]; ours returns this x0
+        theirs = scheduler.step(eps_net(theirs, t.expand(2).float(), cond), t, theirs, eta=eta, generator=g).prev_sample
 
+    down = sigmas(20, config)
     denoiser = DiscreteDenoiser(eps_net, ALPHAS, prediction_type)
-    sigmas = sampling_sigmas(ALPHAS, ddim_timesteps(config, 20))
-    start = x_vp * (1 + sigmas[0] ** 2).sqrt()  # VP sample at the top timestep, in k-diffusion's scale
     # both draw the step noise after the model call, in the same order, so one seed gives one path
-    ours = sample_ddim(lambda x, s: denoiser(x, s, cond), start, sigmas, eta, torch.Generator().manual_seed(5))
-    torch.testing.assert_close(ours, final_x0, atol=1e-4, rtol=1e-4)
+    ours = sample_ddim(lambda x, s: denoiser(x, s, cond), z / vp_scale(down[0]), down, eta, torch.Generator().manual_seed(5))
+    assert relative(ours, theirs) < 1e-5
+
+
+def reference_inversion(unet, scheduler, latents, cond, steps, prediction_type):
+    """tuneavideo/util.py (ddim_loop + next_step) restated loop by loop, in DDPM space. For v-prediction the
+    model's output is turned into eps first (the reference, written for eps models, would use v as eps)."""
+    scheduler.set_timesteps(steps)
+    z = latents.clone()
+    for i in range(steps):
+        t = scheduler.timesteps[len(scheduler.timesteps) - i - 1]
+        prev_t = t - scheduler.config.num_train_timesteps // steps
+        a_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
+        a_t = scheduler.alphas_cumprod[t]
+        out = unet(z, t.expand(len(z)), cond)
+        eps = out if prediction_type == "epsilon" else (1 - a_t).sqrt() * z + a_t.sqrt() * out
+        x0 = (z - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
+        z = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
+    return z
+
+
+def reference_sampling(unet, scheduler, z, cond, uncond, scale, steps):
+    """pipeline_tuneavideo.py's denoising loop: CFG over [uncond, cond], then DDIMScheduler.step."""
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        u, c = unet(torch.cat([z, z]), t.expand(2 * len(z)), torch.cat([uncond, cond])).chunk(2)
+        z = scheduler.step(u + scale * (c - u), t, z).prev_sample
+    return z
+
+
+def reference_edit(pipe, latents, steps, prediction_type, perturb=0.0):
+    """The reference's inversion and CFG-12.5 edit of ``latents`` with ``pipe``'s UNet (input optionally moved
+    by a relative ``perturb``, to see how far float rounding alone carries)."""
+    frames = len(latents)
+    scheduler = DDIMScheduler.from_config(pipe.c.scheduler_config)
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(latents.dtype)  # its arithmetic in the latents' dtype
+    scheduler.final_alpha_cumprod = scheduler.final_alpha_cumprod.to(latents.dtype)
+    empty = pipe.encode_prompt("").expand(frames, -1, -1)
+    edit = pipe.encode_prompt("a yellow square").expand(frames, -1, -1)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad(), pipe.inflation.video(frames):
+        noise = reference_inversion(pipe.unet_fn, scheduler, latents, empty, steps, prediction_type)
+        noise = noise * (1 + perturb * torch.randn(noise.shape, generator=g, dtype=noise.dtype))
+        return noise, reference_sampling(pipe.unet_fn, scheduler, noise, edit, empty, 12.5, steps)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_inversion_and_cfg_sampling_equal_the_reference_on_an_inflated_model(prediction_type):
+    """The engine against the reference's formulas on one tiny inflated UNet with non-zero temporal layers.
+
+    In float64 the two agree to rounding (the maths is the same); in float32 CFG 12.5 amplifies rounding, so the
+    float32 difference is held to the reference's own change when its noise moves by one float32 ulp."""
+    frames, steps, errors = 4, 10, {}
+    for dtype in (torch.float64, torch.float32):
+        pipe = TuneAVideo(tiny_components(seed=0, prediction_type=prediction_type))
+        pipe.c.unet.to(dtype)  # the text encoder stays float32: prompts are cast to the latents' dtype
+        randomize_temporal(pipe.c.unet)
+        latents = pipe.encode_video(demo_video(frames, 64, 64)).to(dtype)
+        theirs_noise, theirs_edit = reference_edit(pipe, latents, steps, prediction_type)
+        noise = pipe.invert(latents, steps)
+        edited = pipe.sample(noise, "a yellow square", "", guidance_scale=12.5, steps=steps)
+        errors[dtype] = relative(noise * vp_scale(pipe.ddim_sigmas(steps, dtype)[0]), theirs_noise), \
+            relative(edited, theirs_edit)
+    floor = relative(reference_edit(pipe, latents, steps, prediction_type, perturb=2 ** -24)[1], theirs_edit)
+    print(f"{prediction_type}: inversion / CFG-12.5 edit, max relative: float64 {errors[torch.float64]}, "
+          f"float32 {errors[torch.float32]} (float32 floor {floor:.1e})")
+    assert max(errors[torch.float64]) <= 1e-12
+    assert errors[torch.float32][0] <= 1e-5 and errors[torch.float32][1] <= max(1e-5, 2 * floor)
 
 
 def test_denoiser_recovers_x0_from_exact_predictions():
@@ -103,7 +183,7 @@ def test_pipeline_round_trip_on_tiny_unet(tiny):
 
 
 def test_bad_step_counts_are_refused():
-    for steps in (0, 1000, 2.5):
+    for steps in (0, 1000, 2.5, True):
         with pytest.raises(TavError, match="steps must be"):
             ddim_timesteps(CONFIG, steps)
     with pytest.raises(TavError, match="prediction type"):

@@ -57,10 +57,11 @@ def test_tuning_lowers_the_loss(pipe, latents):
     assert after < before * 0.9
 
 
-def tuned_result(seed, steps=3):
+def tuned_result(seed, steps=3, posterior="sample"):
     pipe = TuneAVideo(tiny_components(seed=0))
-    latents = pipe.encode_video(demo_video(3, 64, 64))
-    pipe.tune(latents, "a square", TuneConfig(steps=steps, learning_rate=1e-3, seed=seed), progress=False)
+    mean, std = pipe.encode_posterior(demo_video(3, 64, 64))
+    pipe.tune(mean, "a square", TuneConfig(steps=steps, learning_rate=1e-3, seed=seed, posterior=posterior),
+              progress=False, latent_std=std)
     return {k: v.detach().clone() for k, v in video_parameters(pipe.c.unet).items()}
 
 
@@ -78,16 +79,17 @@ def test_sampling_same_seed_same_result_with_eta(pipe, latents):
 
 
 def test_resume_continues_exactly(tmp_path):
+    """With posterior sampling on: the generator state saved with the step makes the draws continue exactly."""
     straight = tuned_result(3, steps=6)
     state = tmp_path / "state.safetensors"
     pipe = TuneAVideo(tiny_components(seed=0))
-    latents = pipe.encode_video(demo_video(3, 64, 64))
+    mean, std = pipe.encode_posterior(demo_video(3, 64, 64))
     config = TuneConfig(steps=3, learning_rate=1e-3, seed=3, checkpoint_every=3, checkpoint_path=str(state))
-    pipe.tune(latents, "a square", config, progress=False)
+    pipe.tune(mean, "a square", config, progress=False, latent_std=std)
     assert state.is_file()
     fresh = TuneAVideo(tiny_components(seed=0))  # a new process would start like this
     config.steps, config.resume = 6, True
-    losses = fresh.tune(latents, "a square", config, progress=False)
+    losses = fresh.tune(mean, "a square", config, progress=False, latent_std=std)
     assert len(losses) == 6
     resumed = video_parameters(fresh.c.unet)
     for k in straight:
@@ -147,7 +149,7 @@ def test_frame_window_tunes_on_runs_of_consecutive_frames(pipe, latents):
     params = video_parameters(pipe.c.unet, trainable_only=True)
     before = {k: p.clone() for k, p in params.items()}
     tune(spy, params, pipe.inflation.video, latents, pipe.encode_prompt("x"), pipe.c.scheduler_config,
-         TuneConfig(steps=3, learning_rate=1e-3, frame_window=2), progress=False)
+         TuneConfig(steps=3, learning_rate=1e-3, frame_window=2, posterior="mean"), progress=False)
     assert batches == [2, 2, 2]
     assert any(not torch.equal(before[k], params[k]) for k in params)
     with pytest.raises(TavError, match="frame window"):
@@ -165,3 +167,52 @@ def test_half_precision_weights_tune_fp32_tensors():
     assert any(not torch.equal(before[k], params[k]) for k in params)
     out = pipe.sample(pipe.invert(latents, 2), "y", steps=2)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_posterior_is_the_vaes(pipe):
+    video = demo_video(2, 64, 64)
+    mean, std = pipe.encode_posterior(video)
+    pixels = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        moments = pipe.c.vae.quant_conv(pipe.c.vae.encoder(pixels))
+    mu, logvar = moments.chunk(2, dim=1)
+    scale = pipe.c.vae.config.scaling_factor
+    torch.testing.assert_close(mean, mu * scale)
+    torch.testing.assert_close(std, (0.5 * logvar.clamp(-30, 20)).exp() * scale)
+    assert torch.equal(pipe.encode_video(video), mean)
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_each_step_tunes_on_a_fresh_posterior_sample(pipe, monkeypatch, window):
+    """Restated: per step t, the window's first frame, a posterior draw, then the noise, all from one generator
+    seeded by the config."""
+    mean, std = pipe.encode_posterior(demo_video(3, 64, 64))
+    std = std + 0.3  # large enough to see
+    seen = []
+    original = DDPMScheduler.add_noise
+    monkeypatch.setattr(DDPMScheduler, "add_noise", lambda self, x, n, t: (seen.append(x.clone()), original(self, x, n, t))[1])
+    pipe.tune(mean, "x", TuneConfig(steps=3, seed=11, frame_window=window), progress=False, latent_std=std)
+    g = torch.Generator().manual_seed(11)
+    for x in seen:
+        torch.randint(0, 1000, (1,), generator=g)
+        first = int(torch.randint(0, 2, (1,), generator=g)) if window else 0
+        frames = slice(first, first + (window or 3))
+        expected = mean[frames] + std[frames] * torch.randn(mean[frames].shape, generator=g)
+        torch.testing.assert_close(x, expected, rtol=0, atol=1e-6)
+        torch.randn(mean[frames].shape, generator=g)
+    assert len(seen) == 3 and not torch.equal(seen[0], seen[1])
+
+
+def test_posterior_mean_option_and_missing_std():
+    a, b = tuned_result(4, posterior="mean"), tuned_result(4)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # sampling changes what is learnt
+    assert all(torch.equal(a[k], v) for k, v in tuned_result(4, posterior="mean").items())
+    pipe = TuneAVideo(tiny_components(seed=0))
+    latents = pipe.encode_video(demo_video(2, 64, 64))
+    params = video_parameters(pipe.c.unet, trainable_only=True)
+    with pytest.raises(TavError, match="needs the VAE posterior std"):
+        tune(pipe.unet_fn, params, pipe.inflation.video, latents, pipe.encode_prompt("x"), pipe.c.scheduler_config,
+             TuneConfig(steps=1), progress=False)
+    with pytest.raises(TavError, match="posterior must be"):
+        pipe.tune(latents, "x", TuneConfig(steps=1, posterior="mode"), progress=False)
+    assert pipe.tuned_config(TuneConfig()).posterior == "mean"  # no std given: what ran is recorded
