@@ -16,6 +16,7 @@ from ..tav_core import schedule
 from ..tav_core.ddim import invert_ddim, sample_ddim
 from ..tav_core.errors import check
 from ..tav_core.models import sd_scheduler_config
+from .video_model import require_sd
 
 INVERSION_STEPS = "tav_inversion_steps"
 CATEGORY = "Tune-A-Video"
@@ -74,6 +75,7 @@ class DDIMInvert:
         }}
 
     def invert(self, model, latent, conditioning, steps):
+        require_sd(model, "DDIM Invert")
         sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
         sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
         out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent, 0)
@@ -101,7 +103,12 @@ class VideoKSampler:
         }}
 
     def sample(self, model, positive, negative, latent, cfg, steps, eta, seed):
-        steps = steps or latent.get(INVERSION_STEPS, 50)
+        require_sd(model, "Video KSampler")
+        inverted = latent.get(INVERSION_STEPS)
+        check(not (steps and inverted and steps != inverted),
+              f"this LATENT was inverted with {inverted} steps; sampling it with {steps} starts at another noise "
+              f"level and does not reproduce the video: set steps to 0 (the inversion's) or invert with {steps}")
+        steps = steps or inverted or 50
         sampler = comfy.samplers.KSAMPLER(_ddim_sampler, extra_options={"eta": eta})
         out = _run(model, sampler, ddim_sigmas(model, steps), positive, negative, cfg, latent, seed,
                    latent.get("noise_mask"))  # inpainting masks apply while sampling, never while inverting

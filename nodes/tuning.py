@@ -6,9 +6,9 @@ as copies and the query projections come from trainable tensors. The MODEL given
 """
 
 import copy
+import os
 import re
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
 from functools import partial
 
 import torch
@@ -21,7 +21,8 @@ import folder_paths
 from server import PromptServer
 
 from ..tav_core.errors import check
-from ..tav_core.tuning import TuneConfig, tune
+from ..tav_core.files import NAME_MAX
+from ..tav_core.tuning import TuneConfig, recorded, tune
 from .sampling import CATEGORY
 from .video_model import (diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
@@ -64,11 +65,22 @@ def trainable_weights(unet: torch.nn.Module, queries: dict[str, torch.nn.Paramet
                     setattr(m, attr, previous)
 
 
-def tuned_weights_path(name: str) -> str:
-    check(bool(re.fullmatch(r"[\w\-. ]+", name)), f"save name {name!r} may use letters, digits, '-', '_', '.' and "
-                                                 "spaces only (it becomes a file in models/tuneavideo)")
-    folder = folder_paths.get_folder_paths(FOLDER)[0]
-    return f"{folder}/{name.removesuffix('.safetensors')}.safetensors"
+def check_save_name(name: str) -> str:
+    """A save name that will become a file in models/tuneavideo: checked before any tuning is done."""
+    name = name.strip().removesuffix(".safetensors")
+    check(bool(re.fullmatch(r"[\w\-. ]+", name)) and not name.startswith("."),
+          f"save name {name!r} may use letters, digits, '-', '_', '.' and spaces, and may not start with a dot "
+          "(it becomes a file in models/tuneavideo)")
+    longest = f"{name}_{0:05}_.safetensors"
+    check(len(longest.encode()) <= NAME_MAX, f"save name {name[:40]!r}... is too long: with the number and "
+                                             f"'.safetensors' it must fit in {NAME_MAX} bytes")
+    return name
+
+
+def numbered_path(name: str) -> str:
+    """models/tuneavideo/<name>_00001_.safetensors, the next free number: as ComfyUI's own savers, never overwriting."""
+    folder, filename, counter, _, _ = folder_paths.get_save_image_path(name, folder_paths.get_folder_paths(FOLDER)[0])
+    return os.path.join(folder, f"{filename}_{counter:05}_.safetensors")
 
 
 @contextmanager
@@ -118,6 +130,7 @@ class OneShotTune:
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("tuned_model",)
     FUNCTION = "tune"
+    OUTPUT_NODE = True  # a graph that only tunes and saves is complete: the saved file is its output
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -132,7 +145,7 @@ class OneShotTune:
                                         "tooltip": "AdamW learning rate (paper: 3e-5)."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                              "tooltip": "Seed of timesteps and noise."}),
-            "save_name": ("STRING", {"default": "", "tooltip": "File name in models/tuneavideo for the tuned weights; empty: do not save."}),
+            "save_name": ("STRING", {"default": "", "tooltip": "Saves the tuned weights as models/tuneavideo/<name>_00001_.safetensors (numbered like ComfyUI's savers, never overwriting); empty: do not save."}),
         }, "optional": {
             "frame_window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Tune each step on a random run of this many consecutive frames (0: all). Lets long videos fit in memory."}),
             "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: less memory, about a third slower."}),
@@ -142,7 +155,7 @@ class OneShotTune:
              gradient_checkpointing=False, unique_id=None):
         layers = require_inflated(model, "One-Shot Tune")
         check(len(conditioning) >= 1, "conditioning is empty; connect a CLIP Text Encode of the video's caption")
-        path = tuned_weights_path(save_name) if save_name.strip() else None
+        name = check_save_name(save_name) if save_name.strip() else None
         config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed, frame_window=frame_window or None,
                             posterior="mean")  # a LATENT holds the posterior mean only
         bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
@@ -155,8 +168,11 @@ class OneShotTune:
 
         layers, queries, losses = tune_model(model, layers, conditioning[0][0], latent["samples"], config,
                                              gradient_checkpointing, progress)
-        if path:
+        if name:
             frames, _, h, w = latent["samples"].shape
+            path = numbered_path(name)
             save_tuned_model(path, model, layers, queries, frames=frames, width=w * 8, height=h * 8,
-                             tuning=asdict(config), final_loss=losses[-1] if losses else None)
+                             tuning=recorded(config), final_loss=losses[-1] if losses else None)
+            if unique_id is not None and PromptServer.instance is not None:
+                PromptServer.instance.send_progress_text(f"saved models/{FOLDER}/{os.path.basename(path)}", unique_id)
         return (tuned_clone(model, layers, queries),)

@@ -9,13 +9,14 @@ their own ModelPatcher; tuned query projections are ordinary weight patches of t
 import torch
 
 import comfy.lora
+import comfy.model_base
 import comfy.model_patcher
 import comfy.patcher_extension
 import comfy.utils
 
-from ..tav_core.errors import TavError, check
+from ..tav_core.errors import TavError, check, plural
 from ..tav_core.frames import FrameContext
-from ..tav_core.inflate import Inflation, TemporalLayers, transformer_blocks
+from ..tav_core.inflation import Inflation, TemporalLayers, transformer_blocks
 from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, write_tuned
 
 KEY = "tuneavideo"
@@ -41,10 +42,22 @@ def temporal_layers(model) -> TemporalLayers | None:
     return model.get_attachment(KEY)
 
 
+def require_sd(model, node: str) -> None:
+    """Tune-A-Video inflates SD 1.x/2.x text-to-image UNets; refuse anything else at once, not inside the UNet."""
+    base = model.model
+    check(type(base) is comfy.model_base.BaseModel,
+          f"{node} got a {type(base).__name__} MODEL ({type(base.model_config).__name__}); Tune-A-Video works on "
+          "Stable Diffusion 1.x/2.x models: load an SD 1.x/2.x checkpoint")
+    channels = base.diffusion_model.in_channels
+    check(channels == 4, f"{node} got a UNet with {channels} input channels (an inpainting or instruct model); "
+                         "Tune-A-Video needs a plain text-to-image SD 1.x/2.x checkpoint (4 latent channels)")
+
+
 def require_inflated(model, node: str) -> TemporalLayers:
+    require_sd(model, node)
     layers = temporal_layers(model)
-    check(layers is not None, f"{node} needs an inflated MODEL: put 'Tune-A-Video Inflate Model' (or 'Load & "
-                              "Inflate Checkpoint') before it")
+    check(layers is not None, f"{node} needs an inflated MODEL: put 'Inflate Model' (or 'Load & Inflate "
+                              "Checkpoint') before it")
     return layers
 
 
@@ -78,7 +91,8 @@ def check_control_hints(executor, model, conds, x_in, timestep, model_options):
             while control is not None:
                 hint = getattr(control, "cond_hint_original", None)
                 if hint is not None and hint.shape[0] not in (1, frames):
-                    raise TavError(f"ControlNet hint has {hint.shape[0]} images but the video has {frames} frames; "
+                    raise TavError(f"ControlNet hint has {plural(hint.shape[0], 'image')} but the video has "
+                                   f"{plural(frames, 'frame')}; "
                                    "give one hint image per frame (or a single image for all frames)")
                 control = getattr(control, "previous_controlnet", None)
     return executor(model, conds, x_in, timestep, model_options)
@@ -104,10 +118,9 @@ def new_temporal_layers(model) -> TemporalLayers:
 
 def inflate_model(model):
     """A video clone of ``model`` with fresh (zero-output) temporal layers; an inflated MODEL is returned as is."""
+    require_sd(model, "Inflate Model")
     if temporal_layers(model) is not None:
         return model
-    check(bool(transformer_blocks(diffusion_model(model))), "this MODEL has no transformer blocks with attn1/attn2; "
-                                                            "Tune-A-Video needs a Stable Diffusion 1.x/2.x model")
     return attach(model.clone(), new_temporal_layers(model))
 
 
@@ -143,6 +156,7 @@ def save_tuned_model(path, model, layers: TemporalLayers, queries: dict[str, tor
 
 def load_tuned_model(path, model) -> tuple:
     """(tuned clone, metadata) from a tuned-weights file; refuses files tuned on another base model."""
+    require_sd(model, "Load Tuned Weights")
     tensors, meta = read_tuned(path, base_fingerprint(model))
     layers = new_temporal_layers(model)
     names = query_names(model)

@@ -1,17 +1,27 @@
-"""Tune-A-Video engine: inflate an SD UNet to video, tune it on one clip, invert and edit (no ComfyUI import)."""
+"""Tune-A-Video engine: inflate an SD UNet to video, tune it on one clip, invert and edit (no ComfyUI import).
 
-from .ddim import invert_ddim, sample_ddim
-from .denoiser import DiscreteDenoiser, guided
-from .errors import TavError
-from .frames import FrameContext
-from .inflate import inflate, is_inflated, transformer_blocks
-from .models import Components, load_components, load_reference_unet
-from .pipeline import TuneAVideo
-from .tuning import TuneConfig, tune
-from .video import demo_video, read_video, write_video
-from .weights import load_tuned, save_tuned, video_parameters
+Names are imported on first use, so ``tuneavideo --help`` and the error paths start without torch.
+"""
 
-__all__ = ["invert_ddim", "sample_ddim", "DiscreteDenoiser", "guided", "TavError", "FrameContext", "inflate",
-           "is_inflated", "transformer_blocks", "Components", "load_components", "load_reference_unet",
-           "TuneAVideo", "TuneConfig", "tune", "demo_video", "read_video", "write_video", "load_tuned",
-           "save_tuned", "video_parameters"]
+from importlib import import_module
+
+_EXPORTS = {
+    "ddim": ["invert_ddim", "sample_ddim"],
+    "denoiser": ["DiscreteDenoiser", "guided"],
+    "errors": ["TavError"],
+    "frames": ["FrameContext"],
+    "inflation": ["inflate", "is_inflated", "transformer_blocks"],
+    "models": ["Components", "load_components", "load_reference_unet"],
+    "pipeline": ["TuneAVideo"],
+    "tuning": ["TuneConfig", "tune"],
+    "video": ["demo_video", "read_video", "write_video"],
+    "weights": ["load_tuned", "save_tuned", "video_parameters"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'tav_core' has no attribute {name!r}")
+    return getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)

@@ -1,104 +1,187 @@
-"""``tuneavideo``: the paper's workflow from the shell. ``run`` = tune + edit; ``tune`` and ``edit`` apart.
+"""``tuneavideo``: the paper's workflow from the shell.
 
-With no ``--model`` a tiny random model is built (a demo of the machinery: its output is not a real edit);
-with no ``--video`` a built-in clip is used.
+Everything that can be checked (numbers, paths, output names, the video, the weights file) is checked before
+the model loads, so a mistake costs seconds, not a tuning run; failures end in one line, never a traceback.
+torch is imported only after the arguments are read (``--help`` is instant).
 """
 
 import argparse
+import errno
 import sys
+import warnings
 from pathlib import Path
 
-import torch
-
-from .errors import TavError
-from .pipeline import TuneAVideo
-from .tuning import TuneConfig
-from .video import demo_video, read_video, write_video
+from .errors import TavError, TavWarning, check
 
 PAPER = dict(size=512, tune_steps=500, steps=50)
 TINY = dict(size=64, tune_steps=30, steps=20)
+OUT_SUFFIXES = (".mp4", ".gif", "")
+
+DESCRIPTION = """Tune-A-Video (one-shot video editing with an image diffusion model) from the shell.
+
+  tuneavideo run    tune on a video, then edit it
+  tuneavideo tune   tune on a video and save the tuned weights
+  tuneavideo edit   edit a video with saved tuned weights
+
+With no --model a tiny random model is built (a demo of the machinery: its output is not a real edit);
+with no --video a built-in clip is used. 'tuneavideo run --help' lists the options."""
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("input")
     g.add_argument("--model", help="SD 1.x/2.x .safetensors checkpoint or diffusers folder (default: tiny random model)")
-    g.add_argument("--video", help="mp4/gif/webp file or folder of frames (default: built-in clip)")
+    g.add_argument("--config", help="diffusers config folder for a single-file checkpoint of an unusual shape "
+                                    "(default: the shipped SD1/SD2 configs)")
+    g.add_argument("--video", help="mp4/webm/mov/gif/webp file or folder of frames (default: built-in clip)")
     g.add_argument("--prompt", default="a red square moving over a gradient", help="caption of the source video")
-    g.add_argument("--frames", type=int, default=8, help="number of frames to use")
-    g.add_argument("--stride", type=int, default=1, help="take every N-th frame")
-    g.add_argument("--start", type=int, default=0, help="first frame to take")
+    g.add_argument("--frames", type=int, default=8, help="number of frames to use (default 8; the paper: 24)")
+    g.add_argument("--stride", type=int, default=1, help="take every N-th frame (default 1)")
+    g.add_argument("--start", type=int, default=0, help="first frame to take (default 0)")
     g.add_argument("--width", type=int, help="frame width, a multiple of 8 (default 512; 64 with the tiny model)")
     g.add_argument("--height", type=int, help="frame height, a multiple of 8 (default 512; 64 with the tiny model)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    g.add_argument("--fp16", action="store_true", help="run frozen weights in half precision (GPU)")
-    g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], help="override the model's")
-    g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt checkpoints (can run code: trust it)")
-    g.add_argument("--weights", help="tuned weights .safetensors: written by tune/run, read by edit")
+    g.add_argument("--seed", type=int, default=0, help="seed of tuning's random draws and of the eta noise (default 0)")
+    g.add_argument("--device", help="torch device: cuda, cuda:1, cpu, ... (default: cuda if available, else cpu)")
+    g.add_argument("--fp16", action="store_true", help="keep frozen weights in half precision (GPU; tuned tensors stay fp32)")
+    g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
+                   help="override the model's (SD2 checkpoints default to v_prediction; SD2-base needs epsilon)")
+    g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt checkpoints (they can run code: trust the source)")
+    g.add_argument("--weights", default="out/tuned.safetensors",
+                   help="tuned weights .safetensors: written by tune/run, read by edit (default out/tuned.safetensors)")
 
     tuning = argparse.ArgumentParser(add_help=False)
     g = tuning.add_argument_group("tuning")
-    g.add_argument("--tune-steps", type=int, help="tuning steps (default 500; 30 with the tiny model)")
-    g.add_argument("--lr", type=float, default=3e-5)
-    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
-    g.add_argument("--gradient-checkpointing", action="store_true")
-    g.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable state every N steps")
-    g.add_argument("--resume", action="store_true", help="continue from the state saved beside --weights")
+    g.add_argument("--tune-steps", type=int, help="tuning steps (default 500, the paper's; 30 with the tiny model)")
+    g.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (default 3e-5, the paper's)")
+    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
+                   help="autocast precision of the tuning passes (default no: fp32)")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass: about half the memory, ~1.7x the step time")
+    g.add_argument("--frame-window", type=int, help="tune each step on a random run of this many consecutive frames "
+                                                    "(bounds memory for long videos; default: all frames)")
+    g.add_argument("--posterior", choices=["sample", "mean"], default="sample",
+                   help="latents of each step: a fresh VAE posterior sample (default, as the paper) or the mean")
+    g.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save a resumable training state beside --weights every N steps (default 0: never)")
+    g.add_argument("--resume", action="store_true", help="continue from the training state saved beside --weights")
 
     editing = argparse.ArgumentParser(add_help=False)
     g = editing.add_argument_group("editing")
     g.add_argument("--edit-prompt", default="a yellow square moving over a gradient", help="prompt of the edit")
-    g.add_argument("--negative-prompt", default="")
-    g.add_argument("--steps", type=int, help="DDIM steps for inversion and sampling (default 50; 20 tiny)")
-    g.add_argument("--cfg", type=float, default=12.5, help="classifier-free guidance scale")
-    g.add_argument("--eta", type=float, default=0.0)
-    g.add_argument("--out", default="out/edit.mp4", help="output video, .mp4 or .gif")
-    g.add_argument("--fps", type=int, default=8)
+    g.add_argument("--negative-prompt", default="", help="negative prompt of the guidance (default empty, as the paper)")
+    g.add_argument("--steps", type=int, help="DDIM steps of inversion and sampling (default 50; 20 with the tiny model)")
+    g.add_argument("--cfg", type=float, default=12.5, help="classifier-free guidance scale (default 12.5, the paper's)")
+    g.add_argument("--eta", type=float, default=0.0, help="DDIM eta from 0 (deterministic, the paper) to 1; noise from --seed")
+    g.add_argument("--out", default="out/edit.mp4",
+                   help="output: .mp4, .gif, or a path without suffix for a folder of PNG frames (default out/edit.mp4)")
+    g.add_argument("--fps", type=int, default=8, help="frames per second of the output video (default 8)")
 
-    parser = argparse.ArgumentParser(prog="tuneavideo", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="tuneavideo", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,tune,edit}")
     sub.add_parser("run", parents=[common, tuning, editing], help="tune on the video, then edit it")
     sub.add_parser("tune", parents=[common, tuning], help="tune on the video and save --weights")
     sub.add_parser("edit", parents=[common, editing], help="edit the video with tuned --weights")
     return parser
 
 
-def _load(args) -> tuple[TuneAVideo, dict]:
-    dtype = torch.float16 if args.fp16 else torch.float32
-    if args.model:
-        from .models import load_components
-        components, defaults = load_components(args.model, args.prediction_type, args.allow_pickle), PAPER
+def _tunes(args) -> bool:
+    return args.command in ("run", "tune")
+
+
+def _edits(args) -> bool:
+    return args.command in ("run", "edit")
+
+
+def _state_path(args) -> Path:
+    return Path(args.weights).with_suffix(".state.safetensors")
+
+
+def _check_args(args) -> None:
+    """Every check that needs no model, before anything is loaded."""
+    from .files import check_writable
+    from .weights import read_metadata
+
+    check(args.frames >= 1, f"--frames must be at least 1, got {args.frames}")
+    check(args.stride >= 1 and args.start >= 0, f"--stride must be >= 1 and --start >= 0, got {args.stride}, {args.start}")
+    for name in ("width", "height"):
+        v = getattr(args, name)
+        check(v is None or (v > 0 and v % 8 == 0), f"--{name} {v} is not a positive multiple of 8 (the VAE works on "
+                                                   f"8x8 pixel cells); use e.g. {max(8, abs(v or 0) // 8 * 8)}")
+    weights = Path(args.weights)
+    check(weights.suffix == ".safetensors", f"--weights {weights} must end in .safetensors")
+    if _tunes(args):
+        check(args.tune_steps is None or args.tune_steps >= 1, f"--tune-steps must be at least 1, got {args.tune_steps}")
+        check(args.lr > 0, f"--lr must be positive, got {args.lr}")
+        check(args.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+        check(args.frame_window is None or args.frame_window >= 1, f"--frame-window must be at least 1, got {args.frame_window}")
+        check_writable(weights, "tuned weights")
+        check_writable(_state_path(args), "training state")
     else:
-        from .tiny import tiny_components
-        print("no --model given: using a tiny random model (shows the machinery; the output is not a real edit)")
-        components, defaults = tiny_components(args.seed, args.prediction_type or "epsilon"), TINY
-    return TuneAVideo(components, args.device, dtype, getattr(args, "gradient_checkpointing", False)), defaults
+        read_metadata(weights)  # exists and is a tuned-weights file
+    if _edits(args):
+        check(args.steps is None or 1 <= args.steps <= 999, f"--steps must be from 1 to 999, got {args.steps}")
+        check(args.cfg >= 0, f"--cfg must be >= 0, got {args.cfg}")
+        check(0 <= args.eta <= 1, f"--eta must be from 0 to 1, got {args.eta}")
+        check(args.fps >= 1, f"--fps must be at least 1, got {args.fps}")
+        suffix = Path(args.out).suffix.lower()
+        check(suffix in OUT_SUFFIXES, f"--out {args.out}: cannot write {suffix!r} videos; name it .mp4 or .gif, or "
+                                      "give a path without suffix for a folder of PNG frames")
+        check_writable(args.out, "output video", folder=not suffix)
 
 
 def _video(args, defaults):
+    from .video import demo_video, read_video
     width, height = args.width or defaults["size"], args.height or defaults["size"]
     if args.video:
         return read_video(args.video, args.frames, args.stride, args.start, width, height)
-    if args.frames < 1:
-        raise TavError(f"frame count must be at least 1, got {args.frames}")
-    return demo_video(args.frames, width, height)
+    return demo_video(args.start + args.frames * args.stride, width, height)[args.start::args.stride][:args.frames]
 
 
-def _tune(args, pipe, defaults, latents, latent_std, video):
-    weights = Path(args.weights or "out/tuned.safetensors")
+def _load(args, defaults):
+    import torch
+
+    from .pipeline import TuneAVideo
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if args.fp16 else torch.float32
+    if args.model:
+        from .models import load_components
+        components = load_components(args.model, args.prediction_type, args.allow_pickle, args.config)
+    else:
+        from .tiny import tiny_components
+        print("no --model given: using a tiny random model (shows the machinery; the output is not a real edit)")
+        components = tiny_components(args.seed, args.prediction_type or "epsilon")
+    return TuneAVideo(components, device, dtype, getattr(args, "gradient_checkpointing", False))
+
+
+def _tune(args, pipe, defaults, latents, latent_std, video) -> None:
+    from .files import check_free_space
+    from .training_state import remove_state
+    from .tuning import TuneConfig
+    from .weights import video_parameters
+
+    weights, state = Path(args.weights), _state_path(args)
     config = TuneConfig(steps=args.tune_steps or defaults["tune_steps"], learning_rate=args.lr, seed=args.seed,
-                        mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every,
-                        checkpoint_path=str(weights.with_suffix(".state.safetensors")), resume=args.resume)
+                        mixed_precision=args.mixed_precision, frame_window=args.frame_window,
+                        posterior=args.posterior, checkpoint_every=args.checkpoint_every,
+                        checkpoint_path=str(state), resume=args.resume)
     config = pipe.tuned_config(config, latent_std)
+    size = sum(p.numel() * 4 for p in video_parameters(pipe.c.unet).values())
+    check_free_space(weights, size * (4 if args.checkpoint_every else 1) + 2 ** 20, "saving the tuned weights")
+    if args.resume and not state.is_file():
+        print(f"no training state at {state}: starting afresh")
     losses = pipe.tune(latents, args.prompt, config, latent_std=latent_std)
     if losses:
-        print(f"tuned {len(losses)} steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+        print(f"tuned {config.steps} steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     pipe.save_tuned(weights, args.prompt, len(video), video.shape[2], video.shape[1], config)
     print(f"tuned weights: {weights}")
+    if state.is_file():
+        remove_state(state)
+        print(f"removed the training state {state} (the run is complete)")
 
 
-def _edit(args, pipe, defaults, latents):
+def _edit(args, pipe, defaults, latents) -> None:
+    from .video import write_video
     steps = args.steps or defaults["steps"]
     noise = pipe.invert(latents, steps)
     edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, args.cfg, steps, args.eta, args.seed,
@@ -107,23 +190,53 @@ def _edit(args, pipe, defaults, latents):
     print(f"edited video: {out}")
 
 
+def _os_message(e: OSError) -> str:
+    fixes = {errno.ENOSPC: "free disk space or choose another place", errno.EACCES: "choose a writable place",
+             errno.EROFS: "choose a writable place", errno.ENOTDIR: "a part of the path is a file: choose another path",
+             errno.ENAMETOOLONG: "choose a shorter name", errno.ENOENT: "check the path"}
+    where = f" ({e.filename})" if e.filename else ""
+    return f"{e.strerror or e}{where}; {fixes.get(e.errno, 'check the path and the disk')}"
+
+
+def _interrupted(args) -> str:
+    if not _tunes(args):
+        return "interrupted"
+    state = _state_path(args)
+    if state.is_file():
+        return f"interrupted; the training state is saved in {state}: run the same command with --resume to continue"
+    return "interrupted; nothing was saved (--checkpoint-every N makes a tuning run resumable)"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        pipe, defaults = _load(args)
-        video = _video(args, defaults)
-        latents, latent_std = pipe.encode_posterior(video)
-        if args.command in ("run", "tune"):
-            _tune(args, pipe, defaults, latents, latent_std, video)
-        if args.command == "edit":
-            if not args.weights:
-                raise TavError("edit needs --weights, the file written by 'tuneavideo tune'")
-            pipe.load_tuned(args.weights)
-        if args.command in ("run", "edit"):
-            _edit(args, pipe, defaults, latents)
-    except TavError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    defaults = PAPER if args.model else TINY
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TavWarning)  # each one says something about this run
+        warnings.showwarning = _show_warning
+        try:
+            _check_args(args)
+            video = _video(args, defaults)
+            pipe = _load(args, defaults)
+            latents, latent_std = pipe.encode_posterior(video)
+            if _tunes(args):
+                _tune(args, pipe, defaults, latents, latent_std, video)
+            else:
+                pipe.load_tuned(args.weights)
+            if _edits(args):
+                _edit(args, pipe, defaults, latents)
+        except TavError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"error: {_os_message(e)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(_interrupted(args), file=sys.stderr)
+            return 130
     return 0
 
 

@@ -1,17 +1,24 @@
-"""Write files so that an interrupted save never leaves a half-written file where a good one was."""
+"""Writing files: refuse an unwritable output before any work, and never leave a half-written file behind."""
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import check
+
+NAME_MAX = 255  # bytes in one file name on the usual file systems (ext4, APFS, NTFS)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename, else it is deleted."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename, else it is deleted.
+
+    The temporary name is short (a long final name must not fail only at the end of the work)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=".tmp" + path.suffix[:20], dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -22,3 +29,34 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """Refuse an output that cannot be written, before the work that produces it: a folder where a file goes (or
+    the reverse), a path under a file, a read-only place, a name too long."""
+    path = Path(path)
+    if path.exists():
+        check(path.is_dir() == folder, f"{what} {path} is {'a file' if folder else 'a folder'}; give "
+                                       f"{'a folder path' if folder else 'a file name'} or another path")
+    check(len(path.name.encode()) <= NAME_MAX,
+          f"{what} name {path.name[:40]}... is {len(path.name.encode())} bytes, over the {NAME_MAX} a file name may "
+          "have; choose a shorter name")
+    place = _existing_ancestor(path.parent)
+    check(place.is_dir(), f"cannot write {what} {path}: {place} is a file, not a folder; choose another path")
+    check(os.access(place, os.W_OK | os.X_OK), f"cannot write {what} {path}: {place} is not writable; choose "
+                                               "a writable folder")
+    return path
+
+
+def check_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse before the work when the disk that ``path`` goes to cannot hold ``needed`` bytes."""
+    free = shutil.disk_usage(_existing_ancestor(Path(path).parent)).free
+    check(free >= needed, f"{what} needs about {needed / 2**20:.0f} MB at {path}, but only {free / 2**20:.0f} MB "
+                          "are free there; free disk space or choose another place")

@@ -5,6 +5,7 @@ Single-file loading is diffusers' own ``from_single_file``, pointed at the small
 """
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .errors import TavError, check
-from .inflate import inflate, transformer_blocks
+from .errors import TavError, check, summary
+from .inflation import inflate, transformer_blocks
 from .weights import load_video_parameters, video_parameters
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -63,23 +64,44 @@ def _load_folder(path: Path) -> Components:
           f"{path} is not a diffusers model folder (no unet/config.json); give a folder saved by diffusers' "
           "save_pretrained or a single .safetensors checkpoint")
     try:
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
+        quiet = dict(local_files_only=True, low_cpu_mem_usage=False)  # no "accelerate not found" warning
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **quiet)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **quiet)
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
         tokenizer = (CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
                      if (path / "tokenizer").is_dir() else clip_tokenizer(text_encoder.config.hidden_size == 1024))
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     except (OSError, ValueError, RuntimeError) as e:
-        raise TavError(f"could not load diffusers folder {path}: {e}; check that it is complete") from e
+        raise TavError(f"could not load diffusers folder {path} ({summary(e)}); check that it is complete") from e
     return Components(unet, vae, text_encoder, tokenizer, scheduler_config)
 
 
-def _state_keys(path: Path) -> set[str]:
+def _state_shapes(path: Path) -> dict[str, tuple]:
+    """Tensor names and shapes of a checkpoint, without loading its tensors (safetensors) or code (pickles)."""
     if path.suffix == ".safetensors":
         with safe_open(str(path), "pt") as f:
-            return set(f.keys())
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     state = torch.load(str(path), map_location="cpu", weights_only=True)
-    return set(state.get("state_dict", state).keys())
+    state = state.get("state_dict", state)
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+# key prefixes of model families that are not SD 1.x/2.x, with their names
+OTHER_FAMILIES = {"conditioner.embedders.": "SDXL", "model.diffusion_model.label_emb.": "SDXL",
+                  "model.diffusion_model.joint_blocks.": "SD3", "model.diffusion_model.double_blocks.": "Flux",
+                  "double_blocks.": "Flux"}
+
+
+def _check_family(path: Path, shapes: dict[str, tuple]) -> None:
+    family = next((name for prefix, name in OTHER_FAMILIES.items() if any(k.startswith(prefix) for k in shapes)), None)
+    check(family is None, f"{path} is a {family} checkpoint; Tune-A-Video here inflates Stable Diffusion 1.x/2.x "
+                          "UNets only: give an SD 1.x/2.x checkpoint")
+    check(any(k.startswith("model.diffusion_model.") for k in shapes),
+          f"{path} holds no Stable Diffusion UNet (no model.diffusion_model.* keys); give an SD 1.x/2.x checkpoint")
+    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
+    check(conv_in is None or conv_in[1] == 4,
+          f"{path} is a UNet with {conv_in and conv_in[1]} input channels (an inpainting or instruct model); "
+          "Tune-A-Video needs a plain text-to-image SD 1.x/2.x checkpoint (4 latent channels)")
 
 
 def _load_single_file(path: Path, allow_pickle: bool, config: str | Path | None) -> Components:
@@ -89,21 +111,26 @@ def _load_single_file(path: Path, allow_pickle: bool, config: str | Path | None)
           f"{path} is a pickle checkpoint ({path.suffix}), which can run arbitrary code when loaded; convert it "
           "to .safetensors, or pass allow_pickle=True (--allow-pickle) if you trust its source")
     try:
-        keys = _state_keys(path)
+        shapes = _state_shapes(path)
+    except pickle.UnpicklingError as e:
+        raise TavError(f"{path} holds Python objects besides tensors, which cannot be loaded safely; convert it to "
+                       ".safetensors with a tool you trust") from e
     except Exception as e:
-        raise TavError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); the file may be "
-                       "truncated or corrupt: download or save it again") from e
-    check(any(k.startswith("model.diffusion_model.") for k in keys),
-          f"{path} holds no Stable Diffusion UNet (no model.diffusion_model.* keys); give an SD 1.x/2.x checkpoint")
-    sd2 = any(k.startswith("cond_stage_model.model.") for k in keys)
+        raise TavError(f"{path} is not a readable checkpoint ({summary(e)}); the file may be truncated or "
+                       "corrupt: download or save it again") from e
+    _check_family(path, shapes)
+    sd2 = any(k.startswith("cond_stage_model.model.") for k in shapes)
     config = Path(config) if config else CONFIGS / ("sd2" if sd2 else "sd1")
+    check((config / "unet" / "config.json").is_file() and (config / "scheduler" / "scheduler_config.json").is_file(),
+          f"config folder {config} lacks unet/config.json or scheduler/scheduler_config.json; give a diffusers "
+          "model folder's configs (model_index.json, unet/, vae/, text_encoder/, scheduler/)")
     try:
         pipe = StableDiffusionPipeline.from_single_file(
             str(path), config=str(config), local_files_only=True, tokenizer=clip_tokenizer(sd2),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     except Exception as e:
-        raise TavError(f"could not load {path} as a Stable Diffusion checkpoint ({type(e).__name__}: {e}); "
-                       "check it is a complete SD 1.x/2.x file") from e
+        raise TavError(f"could not load {path} with the {config.name} config ({summary(e)}); if it is an SD "
+                       "1.x/2.x model of another shape, give its diffusers config folder (--config)") from e
     scheduler_config = json.loads((config / "scheduler" / "scheduler_config.json").read_text())
     return Components(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler_config)
 

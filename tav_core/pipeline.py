@@ -1,17 +1,18 @@
 """The headless Tune-A-Video pipeline: encode, tune, invert, edit, decode, on diffusers components."""
 
-from dataclasses import asdict, replace
+import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from .ddim import invert_ddim, sample_ddim
 from .denoiser import DiscreteDenoiser, guided
-from .errors import check
-from .inflate import inflate
+from .errors import TavWarning, check, plural
+from .inflation import inflate
 from .models import Components
 from .schedule import alphas_cumprod, ddim_sigmas, ddim_timesteps, final_sigma, sigma_table
-from .tuning import TuneConfig, tune
+from .tuning import TuneConfig, recorded, tune
 from .weights import load_tuned, save_tuned, video_parameters
 
 
@@ -42,8 +43,17 @@ class TuneAVideo:
         with torch.autocast(self.device.type, self.dtype, enabled=self.half):
             return self.c.unet(x, t, encoder_hidden_states=cond.to(x.dtype)).sample.to(x.dtype)
 
+    def prompt_used(self, prompt: str) -> str:
+        """The part of ``prompt`` the text encoder reads: CLIP takes 77 tokens (75 and start/end), as the reference."""
+        ids = self.c.tokenizer(prompt, truncation=False, verbose=False).input_ids
+        limit = self.c.tokenizer.model_max_length
+        return prompt if len(ids) <= limit else self.c.tokenizer.decode(ids[1:limit - 1])
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
+        used = self.prompt_used(prompt)
+        if used != prompt:
+            warnings.warn(f"the prompt is longer than CLIP's 77 tokens; only {used!r} is used", TavWarning, stacklevel=2)
         tokens = self.c.tokenizer(prompt, padding="max_length", max_length=self.c.tokenizer.model_max_length,
                                   truncation=True, return_tensors="pt").input_ids
         return self.c.text_encoder(tokens.to(self.device))[0].float()
@@ -98,7 +108,7 @@ class TuneAVideo:
         check(latents.ndim == 4 and latents.shape[1] == self.c.unet.config.in_channels,
               f"latents must be (frames, {self.c.unet.config.in_channels}, h, w), got {tuple(latents.shape)}")
         check(num_frames is None or latents.shape[0] == num_frames,
-              f"latents hold {latents.shape[0]} frames but {num_frames} were asked for; encode the same clip "
+              f"latents hold {plural(latents.shape[0], 'frame')} but {num_frames} were asked for; encode the same clip "
               "you invert, or set the frame count to match")
         check(bool(torch.isfinite(latents).all()), "latents contain NaN or infinity; check the input video")
 
@@ -129,7 +139,8 @@ class TuneAVideo:
             return sample_ddim(model, noise.to(self.device), self.ddim_sigmas(steps, noise.dtype), eta, generator)
 
     def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig) -> None:
-        save_tuned(path, self.c.unet, prompt=prompt, frames=frames, width=width, height=height, tuning=asdict(config))
+        save_tuned(path, self.c.unet, prompt=self.prompt_used(prompt), frames=frames, width=width, height=height,
+                   tuning=recorded(config))
 
     def load_tuned(self, path) -> dict:
         return load_tuned(path, self.c.unet)

@@ -1,22 +1,20 @@
 """One-shot tuning on one text-video pair: the query projections and the temporal attention learn the clip."""
 
-import json
 import math
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import check
-from .files import atomic_path
+from .errors import TavWarning, check
+from .training_state import load_state, run_identity, save_state
 
 
 @dataclass
@@ -35,38 +33,20 @@ class TuneConfig:
                                          # "mean": the posterior mean (mode) every step
 
 
+MACHINE_FIELDS = ("checkpoint_every", "checkpoint_path", "resume")  # how a run was kept, not what it learnt
+
+
+def recorded(config: TuneConfig) -> dict:
+    """The settings a tuned-weights file records: what shaped the weights, nothing of the machine it ran on."""
+    return {k: v for k, v in asdict(config).items() if k not in MACHINE_FIELDS}
+
+
 def _autocast(device: torch.device, mixed_precision: str):
     check(mixed_precision in ("no", "bf16", "fp16"),
           f"mixed precision {mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
     if mixed_precision == "no":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
-
-
-def _save_state(path, params, optimizer, generator, step, losses):
-    tensors = {f"param/{k}": p.detach().cpu().contiguous() for k, p in params.items()}
-    for k, p in params.items():
-        for name, v in optimizer.state.get(p, {}).items():
-            tensors[f"opt/{k}/{name}"] = v.detach().cpu().contiguous()
-    tensors["rng"] = generator.get_state()
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"step": str(step), "losses": json.dumps(losses)})
-
-
-def _load_state(path, params, optimizer, generator):
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-        names = {k.split("/", 1)[1] for k in f.keys() if k.startswith("param/")}
-        check(names == set(params), f"training state {path} belongs to a different model; delete it or "
-                                    "point checkpoint_path elsewhere to start afresh")
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(f.get_tensor(f"param/{k}"))
-                state = {name.rsplit("/", 1)[1]: f.get_tensor(name) for name in f.keys() if name.startswith(f"opt/{k}/")}
-                if state:
-                    optimizer.state[p] = {n: v if n == "step" else v.to(p.device) for n, v in state.items()}
-        generator.set_state(f.get_tensor("rng"))
-    return int(meta["step"]), json.loads(meta["losses"])
 
 
 def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, latents: torch.Tensor,
@@ -103,8 +83,11 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     generator = torch.Generator().manual_seed(config.seed)
     start, losses = 0, []
     state_path = Path(config.checkpoint_path) if config.checkpoint_path else None
+    identity = run_identity(params, latents, latent_std, cond, config) if state_path else None
     if config.resume and state_path and state_path.is_file():
-        start, losses = _load_state(state_path, params, optimizer, generator)
+        start, losses = load_state(state_path, params, optimizer, scaler, generator, identity)
+        check(start <= config.steps, f"training state {state_path} is at step {start}, past the {config.steps} steps "
+                                     f"asked for; ask for at least {start} steps, or delete it to start afresh")
     cond = cond.expand(frames, *cond.shape[1:])
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="tuning", disable=not progress)
     try:
@@ -137,7 +120,11 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if state_path and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-                _save_state(state_path, params, optimizer, generator, step + 1, losses)
+                try:
+                    save_state(state_path, params, optimizer, scaler, generator, step + 1, losses, identity)
+                except OSError as e:  # a full disk must not end a long run: only resuming is lost
+                    warnings.warn(f"could not save the training state {state_path} at step {step + 1} "
+                                  f"({e.strerror or e}); tuning goes on", TavWarning, stacklevel=2)
             if callback is not None:
                 callback(step, losses[-1])
     finally:

@@ -6,7 +6,7 @@ import av
 import numpy as np
 from PIL import Image, ImageSequence
 
-from .errors import TavError, check
+from .errors import TavError, check, plural
 from .files import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -56,10 +56,10 @@ def read_video(path: str | Path, num_frames: int | None = None, stride: int = 1,
     picked = frames[start::stride]
     if num_frames is not None:
         check(len(picked) >= num_frames,
-              f"video {path} has {len(frames)} frames; from frame {start} with stride {stride} that gives "
-              f"{len(picked)}, fewer than the {num_frames} asked for: lower the frame count or the stride")
+              f"video {path} has {plural(len(frames), 'frame')}; from frame {start} with stride {stride} that "
+              f"gives {len(picked)}, fewer than the {num_frames} asked for: lower the frame count or the stride")
         picked = picked[:num_frames]
-    check(len(picked) >= 1, f"video {path} has {len(frames)} frames, none at or after start {start}")
+    check(len(picked) >= 1, f"video {path} has {plural(len(frames), 'frame')}, none at or after start {start}")
     w = width or picked[0].width // 8 * 8
     h = height or picked[0].height // 8 * 8
     return np.stack([np.asarray(resize_center_crop(f, w, h)) for f in picked])

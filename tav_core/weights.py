@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import TavError, check
 from .files import atomic_path
-from .inflate import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
+from .inflation import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
 
 FORMAT = "tuneavideo-tuned-v1"
 FINGERPRINT_SAMPLES = 32
@@ -83,7 +83,7 @@ def read_metadata(path: str | Path) -> dict:
     except Exception as e:
         raise TavError(f"{path} is not a readable safetensors file ({e}); re-save or re-download it") from e
     check(meta.get("format") == FORMAT, f"{path} is not a Tune-A-Video tuned-weights file (format "
-                                        f"{meta.get('format')!r}); for a reference-repo UNet folder use load_reference_unet")
+                                        f"{meta.get('format')!r}); give a file saved by 'tuneavideo tune' or One-Shot Tune")
     return {k: json.loads(v) for k, v in meta.items() if k != "format"}
 
 
@@ -93,7 +93,15 @@ def read_tuned(path: str | Path, base_fingerprint: list[float]) -> tuple[dict[st
     check(same_base(meta["fingerprint"], base_fingerprint),
           f"{path} was tuned on a different base model than the one given; load the checkpoint it was tuned "
           f"on (its prompt was {meta.get('prompt')!r}) or tune again on this one")
-    return load_file(str(path)), meta
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise TavError(f"{path} cannot be read ({type(e).__name__}); it may be truncated: restore a copy or tune "
+                       "again") from e
+    damaged = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
+    check(not damaged, f"{path} holds NaN or infinite values in {len(damaged)} tensor(s) (e.g. {damaged[:1]}): the "
+                       "file is damaged; restore a copy or tune again")
+    return tensors, meta
 
 
 def load_tuned(path: str | Path, unet: nn.Module) -> dict:

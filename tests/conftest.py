@@ -15,8 +15,9 @@ TEST_MODELS = ROOT / ".cache" / "test-models"
 
 @pytest.fixture(scope="session")
 def test_models() -> Path:
-    """Small SD1.5-format checkpoint + ControlNet (built once with ComfyUI's key map; see comfy/make_models.py)."""
-    if not (TEST_MODELS / "tiny-sd15-config" / "unet" / "config.json").is_file():
+    """Small SD1.5-format checkpoint, ControlNet, refusal UNet (built once with ComfyUI's key map; see
+    comfy/make_models.py, which writes the instruct-pix2pix UNet last)."""
+    if not (TEST_MODELS / "tiny-ip2p-unet.safetensors").is_file():
         if not (COMFYUI / "main.py").is_file():
             pytest.fail(f"ComfyUI not found at {COMFYUI}: run 'bash .ci/install-comfyui' (or set TAV_COMFYUI)")
         subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "make_models.py"), str(TEST_MODELS),

@@ -3,7 +3,7 @@
 import torch
 
 from tav_core.attention import TemporalAttention, clip_group_norm_in, clip_group_norm_out, temporal_residual
-from tav_core.inflate import inflate, transformer_blocks
+from tav_core.inflation import inflate, transformer_blocks
 
 
 def naive_attention(q, k, v, heads):

@@ -33,10 +33,9 @@ def test_edit_matches_the_library(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["edit"], "needs --weights"),
     (["run", "--video", "missing.mp4"], "does not exist"),
     (["run", "--frames", "0"], "at least 1"),
-    (["run", "--width", "60"], "not a multiple of 8"),
+    (["run", "--width", "60"], "not a positive multiple of 8"),
     (["run", "--model", "missing.safetensors"], "does not exist"),
 ])
 def test_bad_input_gives_a_clear_error(args, message, capsys, tmp_path):

@@ -20,7 +20,8 @@ from workflow_api import ui_to_api  # noqa: E402
 sys.path.insert(0, str(ROOT / "workflows"))
 from build_workflows import workflows  # noqa: E402
 
-CKPT, CONTROLNET = "tiny-sd15.safetensors", "tiny-sd15-controlnet.safetensors"
+CKPT, CONTROLNET, IP2P = "tiny-sd15.safetensors", "tiny-sd15-controlnet.safetensors", "tiny-ip2p-unet.safetensors"
+TUNED = "test-skiing_00001_.safetensors"  # the first file One-Shot Tune saves under the name "test-skiing"
 FRAMES, SIZE = 4, 64
 NODES = ["TuneAVideoLoadInflateCheckpoint", "TuneAVideoInflateModel", "TuneAVideoOneShotTune",
          "TuneAVideoLoadTunedWeights", "TuneAVideoDDIMInvert", "TuneAVideoVideoKSampler"]
@@ -30,7 +31,7 @@ NODES = ["TuneAVideoLoadInflateCheckpoint", "TuneAVideoInflateModel", "TuneAVide
 def comfy(test_models, tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy")
     server = ComfyServer(COMFYUI, base)
-    for name, folder in ((CKPT, "checkpoints"), (CONTROLNET, "controlnet")):
+    for name, folder in ((CKPT, "checkpoints"), (CONTROLNET, "controlnet"), (IP2P, "diffusion_models")):
         (base / "models" / folder / name).symlink_to(test_models / name)
     write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))
     yield server
@@ -83,7 +84,7 @@ def small(prompt: dict, name: str) -> dict:
                  "TuneAVideoLoadInflateCheckpoint": {"ckpt_name": CKPT}, "CheckpointLoaderSimple": {"ckpt_name": CKPT},
                  "ControlNetLoader": {"control_net_name": CONTROLNET},
                  "TuneAVideoOneShotTune": {"steps": 3, "learning_rate": 1e-3, "save_name": "test-skiing"},
-                 "TuneAVideoLoadTunedWeights": {"weights_name": "test-skiing.safetensors"},
+                 "TuneAVideoLoadTunedWeights": {"weights_name": TUNED},
                  "TuneAVideoDDIMInvert": {"steps": 4}, "SaveVideo": {"filename_prefix": f"tav-test/{name}"}}
     for node in prompt.values():
         node["inputs"].update(overrides.get(node["class_type"], {}))
@@ -94,7 +95,7 @@ def small(prompt: dict, name: str) -> dict:
                                   "reuse_tuned_weights"])
 def test_shared_workflows_run(comfy, object_info, name):
     workflow = json.loads((ROOT / "workflows" / f"{name}.json").read_text())
-    if name == "reuse_tuned_weights" and not (comfy.base / "models/tuneavideo/test-skiing.safetensors").exists():
+    if name == "reuse_tuned_weights" and not (comfy.base / "models/tuneavideo" / TUNED).exists():
         run_ok(comfy, small(ui_to_api(json.loads((ROOT / "workflows/tune_invert_edit.json").read_text()),
                                       object_info), "tune_invert_edit"))
     run_ok(comfy, small(ui_to_api(workflow, object_info), name))
@@ -103,7 +104,7 @@ def test_shared_workflows_run(comfy, object_info, name):
     frames = read_video(videos[-1])
     assert frames.shape == (FRAMES, SIZE, SIZE, 3)
     if name == "tune_invert_edit":
-        meta = read_metadata(comfy.base / "models" / "tuneavideo" / "test-skiing.safetensors")
+        meta = read_metadata(comfy.base / "models" / "tuneavideo" / TUNED)
         assert meta["frames"] == FRAMES and meta["width"] == SIZE and meta["tuning"]["steps"] == 3
 
 
@@ -296,3 +297,45 @@ def test_nodes_compute_what_the_engine_computes(comfy, test_models):
         error = ((ours - theirs).abs().max() / ours.abs().max()).item()
         print(f"ComfyUI vs engine: max relative difference {error:.2e}")
         assert error < 1e-4
+
+
+def tune_node(model, save_name="", steps=1, seed=0, conditioning=("2", 0)) -> dict:
+    return {"class_type": "TuneAVideoOneShotTune", "inputs": {"model": model, "conditioning": list(conditioning),
+            "latent": ["8", 0], "steps": steps, "learning_rate": 1e-4, "seed": seed, "save_name": save_name}}
+
+
+def test_save_names_are_checked_before_tuning_and_never_overwrite(comfy):
+    folder = comfy.base / "models" / "tuneavideo"
+    for name, message in (("..", "may not start with a dot"), (".hidden", "may not start with a dot"),
+                          ("x" * 240, "is too long"), ("a/b", "may use letters")):
+        started = time.time()
+        expect_error(comfy, base_graph({"10": tune_node(["9", 0], name, steps=100000)}), message)
+        assert time.time() - started < 60  # refused at once, not after 100000 steps
+    for seed in (0, 1):
+        run_ok(comfy, base_graph({"10": tune_node(["9", 0], "numbered", seed=seed)}))
+    assert sorted(p.name for p in folder.glob("numbered*")) == ["numbered_00001_.safetensors", "numbered_00002_.safetensors"]
+    assert not list(folder.glob(".*"))
+
+
+def test_sampling_steps_other_than_the_inversions_are_refused(comfy):
+    graph = base_graph(invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/steps"))
+    graph["21"]["inputs"]["steps"] = 5  # DDIM Invert used 3
+    expect_error(comfy, graph, "this LATENT was inverted with 3 steps; sampling it with 5")
+
+
+def test_models_that_are_not_plain_sd_are_refused_at_once(comfy):
+    unet = {"99": {"class_type": "UNETLoader", "inputs": {"unet_name": IP2P, "weight_dtype": "default"}}}
+    expect_error(comfy, base_graph({**unet, "10": {"class_type": "TuneAVideoInflateModel", "inputs": {"model": ["99", 0]}},
+                                    **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/ip2p")}),
+                 "Inflate Model got a SD15_instructpix2pix MODEL")
+    expect_error(comfy, base_graph({**unet, **invert_and_sample(["99", 0], ["2", 0], ["3", 0], "tav-test/ip2p")}),
+                 "DDIM Invert got a SD15_instructpix2pix MODEL")
+
+
+def test_a_caption_longer_than_77_tokens_is_tuned_on_whole(comfy):
+    """CLIP Text Encode encodes long prompts in 77-token chunks; nothing is cut, and tuning takes all of them."""
+    long = {"40": {"class_type": "CLIPTextEncode", "inputs": {"text": " ".join(["a red square on a gradient"] * 20),
+                                                               "clip": ["1", 1]}}}
+    run_ok(comfy, base_graph({**long, "10": tune_node(["9", 0], conditioning=("40", 0)),
+                              **invert_and_sample(["10", 0], ["40", 0], ["3", 0], "tav-test/long")}))
+    assert load_latent(comfy, "tav-test/long").shape[0] == FRAMES

@@ -8,7 +8,7 @@ from diffusers.models.resnet import ResnetBlock2D
 
 from conftest import randomize_temporal
 from tav_core import TavError, inflate
-from tav_core.inflate import clip_norms, transformer_blocks
+from tav_core.inflation import clip_norms, transformer_blocks
 
 
 def run(unet, x, t, cond, frames=None):

@@ -65,8 +65,9 @@ def test_missing_corrupt_and_foreign_files_are_refused(tmp_path):
         load_tuned(corrupt, unet)
     foreign = tmp_path / "foreign.safetensors"
     safetensors.torch.save_file({"x": torch.zeros(1)}, str(foreign))
-    with pytest.raises(TavError, match="not a Tune-A-Video"):
+    with pytest.raises(TavError, match="not a Tune-A-Video") as refused:
         load_tuned(foreign, unet)
+    assert "load_reference_unet" not in str(refused.value)  # no Python advice in a message ComfyUI users see too
 
 
 def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):

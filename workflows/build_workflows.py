@@ -96,7 +96,7 @@ def reuse_workflow(info) -> dict:
     g = Graph(info)
     frames = video_in(g)
     ckpt = g.node("CheckpointLoaderSimple", CHECKPOINT, at=(400, 0))
-    tuned = g.node("TuneAVideoLoadTunedWeights", "skiing.safetensors", at=(800, 150), model=(ckpt, 0))
+    tuned = g.node("TuneAVideoLoadTunedWeights", "skiing_00001_.safetensors", at=(800, 150), model=(ckpt, 0))
     _, empty, edit = prompts(g, ckpt)
     latent = g.node("VAEEncode", at=(800, 0), pixels=(frames, 0), vae=(ckpt, 2))
     noise = g.node("TuneAVideoDDIMInvert", 50, at=(1200, 0), model=(tuned, 0), latent=(latent, 0), conditioning=(empty, 0))

@@ -3,7 +3,8 @@
 Run with ComfyUI importable (``python make_models.py OUT_DIR COMFYUI_DIR``). The UNet is SD1.5's first level
 only (320 channels, context 768: ComfyUI detects it as SD1.5); VAE and CLIP-L have the real architecture.
 Weights are made with diffusers and renamed to the original (LDM) layout with ComfyUI's own key map, and the
-diffusers UNet is saved beside them, so loaders can be checked against it.
+diffusers UNet is saved beside them, so loaders can be checked against it. A UNet-only instruct-pix2pix variant
+(8 input channels) is there to be refused.
 """
 
 import json
@@ -80,6 +81,10 @@ def main(out: Path) -> None:
         (config / sub).write_text((SD1 / sub).read_text())
     (config / "unet").mkdir(exist_ok=True)
     (config / "unet" / "config.json").write_text(json.dumps(unet_config))
+
+    ip2p = UNet2DConditionModel(**UNET, in_channels=8)  # instruct-pix2pix: not a plain SD UNet (for refusals)
+    save_file({k: v.half() for k, v in rename(ip2p.state_dict(), key_map, "").items()},  # written last: the
+              str(out / "tiny-ip2p-unet.safetensors"))                                  # set is complete
 
 
 if __name__ == "__main__":
