@@ -4,6 +4,7 @@ import os
 
 import folder_paths
 
+from .legacy import LEGACY_NODES
 from .loaders import InflateModel, LoadInflateCheckpoint, LoadTunedWeights
 from .sampling import DDIMInvert, VideoKSampler
 from .tuning import FOLDER, OneShotTune
@@ -15,16 +16,11 @@ os.makedirs(folder_paths.get_folder_paths(FOLDER)[0], exist_ok=True)
 NODE_CLASS_MAPPINGS = {
     "TuneAVideoLoadInflateCheckpoint": LoadInflateCheckpoint,
     "TuneAVideoInflateModel": InflateModel,
-    "TuneAVideoOneShotTune": OneShotTune,
+    "TuneAVideoTune": OneShotTune,
     "TuneAVideoLoadTunedWeights": LoadTunedWeights,
-    "TuneAVideoDDIMInvert": DDIMInvert,
-    "TuneAVideoVideoKSampler": VideoKSampler,
+    "TuneAVideoInvert": DDIMInvert,
+    "TuneAVideoSampler": VideoKSampler,
+    **LEGACY_NODES,
 }
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "TuneAVideoLoadInflateCheckpoint": "Load & Inflate Checkpoint (Tune-A-Video)",
-    "TuneAVideoInflateModel": "Inflate Model (Tune-A-Video)",
-    "TuneAVideoOneShotTune": "One-Shot Tune (Tune-A-Video)",
-    "TuneAVideoLoadTunedWeights": "Load Tuned Weights (Tune-A-Video)",
-    "TuneAVideoDDIMInvert": "DDIM Invert (Tune-A-Video)",
-    "TuneAVideoVideoKSampler": "Video KSampler (Tune-A-Video)",
-}
+# names as the menus show them (the category already says Tune-A-Video); messages use the same TITLEs
+NODE_DISPLAY_NAME_MAPPINGS = {node_id: node.TITLE for node_id, node in NODE_CLASS_MAPPINGS.items()}

@@ -9,9 +9,13 @@ from .video_model import inflate_model, load_tuned_model
 
 
 class LoadInflateCheckpoint:
+    TITLE = "Load & Inflate Checkpoint"
     DESCRIPTION = "Loads an SD 1.x/2.x checkpoint like Load Checkpoint and inflates its MODEL to video."
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    OUTPUT_TOOLTIPS = ("The inflated (video) MODEL: One-Shot Tune, DDIM Invert and Video KSampler take it.",
+                       "The CLIP model, for CLIP Text Encode of the prompts.",
+                       "The VAE, for VAE Encode of the frames and VAE Decode of the edit.")
     FUNCTION = "load"
 
     @classmethod
@@ -25,11 +29,13 @@ class LoadInflateCheckpoint:
 
 
 class InflateModel:
+    TITLE = "Inflate Model"
     DESCRIPTION = ("Makes a video model of any SD 1.x/2.x MODEL (after LoRA loaders, merges...): sparse-causal "
                    "self-attention, temporal attention (starting at zero) and clip-wide GroupNorm. The MODEL "
                    "given is not changed. Frames are the latent batch.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The inflated (video) MODEL; before tuning it edits like the image model, frame by frame.",)
     FUNCTION = "inflate"
 
     @classmethod
@@ -41,18 +47,28 @@ class InflateModel:
 
 
 class LoadTunedWeights:
+    TITLE = "Load Tuned Weights"
     DESCRIPTION = ("Applies tuned weights saved by One-Shot Tune (or 'tuneavideo tune') to a MODEL, inflating "
                    "it. Refuses weights tuned on a different base model.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The MODEL, inflated, with the tuned weights: DDIM Invert and Video KSampler take it.",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL", {"tooltip": "The base MODEL the weights were tuned on."}),
-            "weights_name": (folder_paths.get_filename_list(FOLDER), {"tooltip": "File in models/tuneavideo."}),
+            "weights_name": (folder_paths.get_filename_list(FOLDER),
+                             {"tooltip": "File in models/tuneavideo, saved by One-Shot Tune's save name."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, weights_name):
+        if weights_name in folder_paths.get_filename_list(FOLDER):
+            return True
+        return (f"no tuned weights named '{weights_name}' in models/{FOLDER}; tune first (One-Shot Tune with a save "
+                "name, e.g. the 'Tune and save weights' template) or pick a file from the list")
 
     def load(self, model, weights_name):
         return (load_tuned_model(folder_paths.get_full_path_or_raise(FOLDER, weights_name), model)[0],)

@@ -58,52 +58,58 @@ def _run(model, sampler, sigmas, positive, negative, cfg, latent, seed, noise_ma
 
 
 class DDIMInvert:
-    DESCRIPTION = ("DDIM inversion: runs the sampler backwards from the video's latents to the noise that "
-                   "regenerates them. Feed the result to Video KSampler with an edited prompt.")
+    TITLE = "DDIM Invert"
+    DESCRIPTION = ("DDIM inversion as in Tune-A-Video: runs the sampler backwards from the video's latents to the "
+                   "noise that regenerates them. Feed the result to Video KSampler with an edited prompt.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("noise",)
+    OUTPUT_TOOLTIPS = ("The inverted noise (it remembers its step count for Video KSampler).",)
     FUNCTION = "invert"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL", {"tooltip": "The (tuned) inflated model; the same one you sample with."}),
-            "latent": ("LATENT", {"tooltip": "The source video's latents (VAE Encode of the frames)."}),
-            "conditioning": ("CONDITIONING", {"tooltip": "Prompt used for inversion; the paper uses the empty prompt."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 999, "tooltip": "DDIM steps; Video KSampler reuses this."}),
+            "conditioning": ("CONDITIONING", {"tooltip": "Prompt of the inversion; the paper uses the empty prompt."}),
+            "latent_image": ("LATENT", {"tooltip": "The source video's latents (VAE Encode of the frames)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 999, "tooltip": "DDIM steps (paper: 50); Video KSampler reuses this."}),
         }}
 
-    def invert(self, model, latent, conditioning, steps):
-        require_sd(model, "DDIM Invert")
+    def invert(self, model, conditioning, latent_image, steps):
+        require_sd(model, self.TITLE)
         sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
         sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
-        out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent, 0)
-        return ({**{k: v for k, v in latent.items() if k != "samples"}, "samples": out, INVERSION_STEPS: steps},)
+        out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent_image, 0)
+        return ({**{k: v for k, v in latent_image.items() if k != "samples"}, "samples": out, INVERSION_STEPS: steps},)
 
 
 class VideoKSampler:
+    TITLE = "Video KSampler"
     DESCRIPTION = ("DDIM sampling of a whole clip from inverted latents with classifier-free guidance. Works "
                    "with ControlNet Apply (one hint image per frame) and any conditioning.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The edited video's latents, one per frame: VAE Decode them.",)
     FUNCTION = "sample"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL", {"tooltip": "The (tuned) inflated model."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
+                             "tooltip": "Seed of the eta noise (unused at eta 0); stays as set."}),
+            "steps": ("INT", {"default": 0, "min": 0, "max": 999, "tooltip": "DDIM steps; 0 = as many as DDIM Invert used (else 50)."}),
+            "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale (paper: 12.5)."}),
+            "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta: 0 is deterministic (paper)."}),
             "positive": ("CONDITIONING", {"tooltip": "The edited prompt."}),
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt (empty prompt in the paper)."}),
-            "latent": ("LATENT", {"tooltip": "Output of DDIM Invert (or any latents at the top noise level)."}),
-            "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale (paper: 12.5)."}),
-            "steps": ("INT", {"default": 0, "min": 0, "max": 999, "tooltip": "DDIM steps; 0 = as many as DDIM Invert used (else 50)."}),
-            "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta: 0 is deterministic."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the eta noise."}),
+            "latent_image": ("LATENT", {"tooltip": "Output of DDIM Invert (or any latents at the top noise level)."}),
         }}
 
-    def sample(self, model, positive, negative, latent, cfg, steps, eta, seed):
-        require_sd(model, "Video KSampler")
+    def sample(self, model, seed, steps, cfg, eta, positive, negative, latent_image):
+        require_sd(model, self.TITLE)
+        latent = latent_image
         inverted = latent.get(INVERSION_STEPS)
         check(not (steps and inverted and steps != inverted),
               f"this LATENT was inverted with {inverted} steps; sampling it with {steps} starts at another noise "

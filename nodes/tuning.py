@@ -122,13 +122,21 @@ def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config:
     return layers.to("cpu").requires_grad_(False), {k: q.detach().cpu() for k, q in queries.items()}, losses
 
 
+SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
+                "tooltip": "Seed of the tuning draws (timesteps, noise): stays as set, so an unchanged graph is not tuned again."})
+
+
 class OneShotTune:
+    TITLE = "One-Shot Tune"
     DESCRIPTION = ("Tune-A-Video one-shot tuning: learns the video from its caption by training the query "
-                   "projections and the temporal attention (AdamW, paper defaults). Interruptible; saves the "
-                   "tuned weights to models/tuneavideo when a save name is given.")
+                   "projections and the temporal attention (AdamW, paper defaults; 500 steps take minutes on a "
+                   "GPU). Interruptible. An output node: with a save name it saves the tuned weights to "
+                   "models/tuneavideo, so a graph may only tune.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("tuned_model",)
+    OUTPUT_TOOLTIPS = ("The MODEL with the tuned query projections and temporal attention (the input MODEL is not "
+                       "changed): feed it to DDIM Invert and Video KSampler.",)
     FUNCTION = "tune"
     OUTPUT_NODE = True  # a graph that only tunes and saves is complete: the saved file is its output
 
@@ -136,43 +144,45 @@ class OneShotTune:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL", {"tooltip": "An inflated MODEL (Inflate Model / Load & Inflate Checkpoint)."}),
-            "conditioning": ("CONDITIONING", {"tooltip": "Caption of the source video (CLIP Text Encode)."}),
-            "latent": ("LATENT", {"tooltip": "The source video's latents, one per frame (VAE Encode). VAE Encode gives the "
-                                  "posterior mean, and every step tunes on it; the reference (and 'tuneavideo tune') "
-                                  "draws a fresh posterior sample each step instead."}),
+            "positive": ("CONDITIONING", {"tooltip": "Caption of the source video (CLIP Text Encode)."}),
+            "latent_image": ("LATENT", {"tooltip": "The source video's latents, one per frame (VAE Encode). VAE Encode "
+                                        "gives the posterior mean, and every step tunes on it; the reference (and "
+                                        "'tuneavideo tune') draws a fresh posterior sample each step instead."}),
+            "seed": SEED,
             "steps": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": "Tuning steps (paper: 500)."}),
             "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
                                         "tooltip": "AdamW learning rate (paper: 3e-5)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "Seed of timesteps and noise."}),
             "save_name": ("STRING", {"default": "", "tooltip": "Saves the tuned weights as models/tuneavideo/<name>_00001_.safetensors (numbered like ComfyUI's savers, never overwriting); empty: do not save."}),
         }, "optional": {
             "frame_window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Tune each step on a random run of this many consecutive frames (0: all). Lets long videos fit in memory."}),
-            "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: less memory, about a third slower."}),
+            "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: about half the memory, ~1.7x the step time."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def tune(self, model, conditioning, latent, steps, learning_rate, seed, save_name, frame_window=0,
+    def tune(self, model, positive, latent_image, seed, steps, learning_rate, save_name, frame_window=0,
              gradient_checkpointing=False, unique_id=None):
-        layers = require_inflated(model, "One-Shot Tune")
-        check(len(conditioning) >= 1, "conditioning is empty; connect a CLIP Text Encode of the video's caption")
+        layers = require_inflated(model, self.TITLE)
+        check(len(positive) >= 1, "positive is empty; connect a CLIP Text Encode of the video's caption")
         name = check_save_name(save_name) if save_name.strip() else None
         config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed, frame_window=frame_window or None,
                             posterior="mean")  # a LATENT holds the posterior mean only
         bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
 
+        def show(text):
+            if unique_id is not None and PromptServer.instance is not None:
+                PromptServer.instance.send_progress_text(text, unique_id)
+
         def progress(step, loss):
             comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
             bar.update_absolute(step + 1, steps)
-            if unique_id is not None and PromptServer.instance is not None:
-                PromptServer.instance.send_progress_text(f"step {step + 1}/{steps}  loss {loss:.4f}", unique_id)
+            show(f"step {step + 1}/{steps}  loss {loss:.4f}")
 
-        layers, queries, losses = tune_model(model, layers, conditioning[0][0], latent["samples"], config,
-                                             gradient_checkpointing, progress)
+        samples = latent_image["samples"]
+        layers, queries, losses = tune_model(model, layers, positive[0][0], samples, config, gradient_checkpointing,
+                                             progress)
         if name:
-            frames, _, h, w = latent["samples"].shape
+            frames, _, h, w = samples.shape
             path = numbered_path(name)
             save_tuned_model(path, model, layers, queries, frames=frames, width=w * 8, height=h * 8,
                              tuning=recorded(config), final_loss=losses[-1] if losses else None)
-            if unique_id is not None and PromptServer.instance is not None:
-                PromptServer.instance.send_progress_text(f"saved models/{FOLDER}/{os.path.basename(path)}", unique_id)
+            show(f"saved models/{FOLDER}/{os.path.basename(path)}")
         return (tuned_clone(model, layers, queries),)

@@ -11,6 +11,11 @@ from tav_core.tiny import tiny_components
 ROOT = Path(__file__).resolve().parents[1]
 COMFYUI = Path(os.environ.get("TAV_COMFYUI", ROOT / ".cache" / "ComfyUI"))
 TEST_MODELS = ROOT / ".cache" / "test-models"
+sys.path.insert(0, str(ROOT / "tests" / "comfy"))
+
+CKPT, CONTROLNET, IP2P = "tiny-sd15.safetensors", "tiny-sd15-controlnet.safetensors", "tiny-ip2p-unet.safetensors"
+TUNED = "test-skiing_00001_.safetensors"  # the first file One-Shot Tune saves under the name "test-skiing"
+FRAMES, SIZE = 4, 64  # what the server tests shrink the shared workflows to
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +28,26 @@ def test_models() -> Path:
         subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "make_models.py"), str(TEST_MODELS),
                         str(COMFYUI)], check=True)
     return TEST_MODELS
+
+
+@pytest.fixture(scope="session")
+def comfy(test_models, tmp_path_factory):
+    """One real ComfyUI server for all server and browser tests: tiny models, an 8-frame clip in input/."""
+    from server import ComfyServer
+
+    from tav_core import demo_video, write_video
+    base = tmp_path_factory.mktemp("comfy")
+    server = ComfyServer(COMFYUI, base)
+    for name, folder in ((CKPT, "checkpoints"), (CONTROLNET, "controlnet"), (IP2P, "diffusion_models")):
+        (base / "models" / folder / name).symlink_to(test_models / name)
+    write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy):
+    return comfy.get("/object_info")
 
 
 @pytest.fixture
@@ -45,3 +70,11 @@ def randomize_temporal(unet, seed=1):
         for name, p in unet.named_parameters():
             if "attn_temp" in name or "norm_temp" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if name.endswith("norm_temp.weight") else 0))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (the browser tests screenshot their failures)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

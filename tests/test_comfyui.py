@@ -1,46 +1,31 @@
 """The node pack on a real ComfyUI 0.3.75 server (CPU, loopback): workflows, composition, bad input."""
 
+import io
 import json
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import safetensors.torch
 import torch
+from PIL import Image
 
-from conftest import COMFYUI, ROOT
-from tav_core import demo_video, read_video, write_video
+from conftest import CKPT, CONTROLNET, FRAMES, IP2P, ROOT, SIZE, TUNED
+from tav_core import demo_video, read_video
 from tav_core.weights import read_metadata, write_tuned
 
-sys.path.insert(0, str(ROOT / "tests" / "comfy"))
-from server import ComfyServer, error_message  # noqa: E402
+from server import error_message  # noqa: E402  (tests/comfy is on the path: conftest)
 from workflow_api import ui_to_api  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "workflows"))
 from build_workflows import workflows  # noqa: E402
 
-CKPT, CONTROLNET, IP2P = "tiny-sd15.safetensors", "tiny-sd15-controlnet.safetensors", "tiny-ip2p-unet.safetensors"
-TUNED = "test-skiing_00001_.safetensors"  # the first file One-Shot Tune saves under the name "test-skiing"
-FRAMES, SIZE = 4, 64
-NODES = ["TuneAVideoLoadInflateCheckpoint", "TuneAVideoInflateModel", "TuneAVideoOneShotTune",
-         "TuneAVideoLoadTunedWeights", "TuneAVideoDDIMInvert", "TuneAVideoVideoKSampler"]
-
-
-@pytest.fixture(scope="module")
-def comfy(test_models, tmp_path_factory):
-    base = tmp_path_factory.mktemp("comfy")
-    server = ComfyServer(COMFYUI, base)
-    for name, folder in ((CKPT, "checkpoints"), (CONTROLNET, "controlnet"), (IP2P, "diffusion_models")):
-        (base / "models" / folder / name).symlink_to(test_models / name)
-    write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def object_info(comfy):
-    return comfy.get("/object_info")
+NODES = ["TuneAVideoLoadInflateCheckpoint", "TuneAVideoInflateModel", "TuneAVideoTune", "TuneAVideoLoadTunedWeights",
+         "TuneAVideoInvert", "TuneAVideoSampler"]
+LEGACY = ["TuneAVideoOneShotTune", "TuneAVideoDDIMInvert", "TuneAVideoVideoKSampler"]
 
 
 def run_ok(comfy, prompt) -> dict:
@@ -60,21 +45,32 @@ def test_pack_imports_cleanly_and_every_node_is_listed(comfy, object_info):
     assert "tuneavideo-comfy" in log and not any("IMPORT FAILED" in l and "tuneavideo" in l for l in log.splitlines())
     for name in NODES:
         node = object_info[name]
-        assert node["category"] == "Tune-A-Video" and node["description"]
-        for spec in node["input"]["required"].values():
+        assert node["category"] == "Tune-A-Video" and node["description"] and not node.get("deprecated")
+        assert "Tune-A-Video" not in node["display_name"]  # the category says it already
+        for spec in [*node["input"]["required"].values(), *node["input"].get("optional", {}).values()]:
             assert spec[1].get("tooltip"), f"{name} has an input without tooltip"
-    assert set(object_info["TuneAVideoVideoKSampler"]["input"]["required"]) == {
-        "model", "positive", "negative", "latent", "cfg", "steps", "eta", "seed"}
+        tooltips = node.get("output_tooltips") or []
+        assert len(tooltips) == len(node["output"]) and all(tooltips), f"{name} lacks output tooltips"
+        for seed in ("seed", "noise_seed"):  # the editor randomises a seed after every run unless told not to
+            spec = node["input"]["required"].get(seed)
+            assert spec is None or spec[1].get("control_after_generate") is False, f"{name}'s seed would randomise"
+    assert set(object_info["TuneAVideoSampler"]["input"]["required"]) == {
+        "model", "positive", "negative", "latent_image", "cfg", "steps", "eta", "seed"}
 
 
-def test_workflow_files_are_current_and_listed_as_templates(comfy, object_info):
+def test_workflow_files_are_current_and_listed_as_templates_with_thumbnails(comfy, object_info):
     for name, workflow in workflows(object_info).items():
         assert json.loads((ROOT / "workflows" / name).read_text()) == workflow, \
             f"workflows/{name} is stale: run workflows/build_workflows.py"
     templates = comfy.get("/workflow_templates")
-    assert sorted(templates["tuneavideo-comfy"]) == sorted(Path(n).stem for n in workflows(object_info))
-    served = comfy.get("/api/workflow_templates/tuneavideo-comfy/tune_invert_edit.json")
-    assert served["nodes"] and served["links"]
+    stems = [Path(n).stem for n in workflows(object_info)]
+    assert sorted(templates["tuneavideo-comfy"]) == sorted(stems)
+    for stem in stems:
+        served = comfy.get(f"/api/workflow_templates/tuneavideo-comfy/{quote(stem)}.json")
+        assert served["nodes"] and served["links"]
+        with urllib.request.urlopen(f"{comfy.url}/api/workflow_templates/tuneavideo-comfy/{quote(stem)}.jpg") as r:
+            thumbnail = Image.open(io.BytesIO(r.read()))
+        assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 256, f"{stem}.jpg is not a usable thumbnail"
 
 
 def small(prompt: dict, name: str) -> dict:
@@ -83,29 +79,46 @@ def small(prompt: dict, name: str) -> dict:
                  "ImageScale": {"width": SIZE, "height": SIZE},
                  "TuneAVideoLoadInflateCheckpoint": {"ckpt_name": CKPT}, "CheckpointLoaderSimple": {"ckpt_name": CKPT},
                  "ControlNetLoader": {"control_net_name": CONTROLNET},
+                 "TuneAVideoTune": {"steps": 3, "learning_rate": 1e-3, "save_name": "test-skiing"},
                  "TuneAVideoOneShotTune": {"steps": 3, "learning_rate": 1e-3, "save_name": "test-skiing"},
                  "TuneAVideoLoadTunedWeights": {"weights_name": TUNED},
-                 "TuneAVideoDDIMInvert": {"steps": 4}, "SaveVideo": {"filename_prefix": f"tav-test/{name}"}}
+                 "TuneAVideoInvert": {"steps": 4}, "TuneAVideoDDIMInvert": {"steps": 4},
+                 "SaveVideo": {"filename_prefix": f"tav-test/{name}"}}
     for node in prompt.values():
         node["inputs"].update(overrides.get(node["class_type"], {}))
     return prompt
 
 
-@pytest.mark.parametrize("name", ["tune_invert_edit", "tune_invert_edit_controlnet", "zero_shot_edit",
-                                  "reuse_tuned_weights"])
+def run_workflow(comfy, object_info, path: Path, name: str) -> dict:
+    return run_ok(comfy, small(ui_to_api(json.loads(path.read_text()), object_info), name))
+
+
+@pytest.mark.parametrize("name", ["Tune and save weights", "Tune and edit a video", "Edit with saved weights",
+                                  "Tune and edit with ControlNet", "Zero-shot edit (no tuning)"])
 def test_shared_workflows_run(comfy, object_info, name):
-    workflow = json.loads((ROOT / "workflows" / f"{name}.json").read_text())
-    if name == "reuse_tuned_weights" and not (comfy.base / "models/tuneavideo" / TUNED).exists():
-        run_ok(comfy, small(ui_to_api(json.loads((ROOT / "workflows/tune_invert_edit.json").read_text()),
-                                      object_info), "tune_invert_edit"))
-    run_ok(comfy, small(ui_to_api(workflow, object_info), name))
+    folder = comfy.base / "models" / "tuneavideo"
+    if name == "Edit with saved weights" and not (folder / TUNED).exists():
+        run_workflow(comfy, object_info, ROOT / "workflows" / "Tune and save weights.json", "tune-first")
+    saved_before = set(folder.glob("test-skiing_*"))
+    run_workflow(comfy, object_info, ROOT / "workflows" / f"{name}.json", name)
+    if name == "Tune and save weights":  # a graph that only tunes: its output is the saved file
+        new = set(folder.glob("test-skiing_*")) - saved_before
+        assert len(new) == 1
+        meta = read_metadata(new.pop())
+        assert meta["frames"] == FRAMES and meta["width"] == SIZE and meta["tuning"]["steps"] == 3
+        return
     videos = sorted((comfy.base / "output" / "tav-test").glob(f"{name}_*.mp4"))
     assert videos, f"{name} wrote no video"
-    frames = read_video(videos[-1])
-    assert frames.shape == (FRAMES, SIZE, SIZE, 3)
-    if name == "tune_invert_edit":
-        meta = read_metadata(comfy.base / "models" / "tuneavideo" / TUNED)
-        assert meta["frames"] == FRAMES and meta["width"] == SIZE and meta["tuning"]["steps"] == 3
+    assert read_video(videos[-1]).shape == (FRAMES, SIZE, SIZE, 3)
+
+
+def test_first_release_workflows_still_load_and_run(comfy, object_info):
+    """Its node IDs stay registered (deprecated: hidden from search) with their old inputs and widget order."""
+    for legacy in LEGACY:
+        assert object_info[legacy]["deprecated"] is True
+    path = ROOT / "tests" / "comfy" / "legacy" / "tune_invert_edit-0.1.json"
+    run_workflow(comfy, object_info, path, "legacy")
+    assert read_video(sorted((comfy.base / "output" / "tav-test").glob("legacy_*.mp4"))[-1]).shape[0] == FRAMES
 
 
 def base_graph(extra: dict) -> dict:
@@ -129,10 +142,10 @@ def base_graph(extra: dict) -> dict:
 def invert_and_sample(model, positive, negative, prefix, first=20):
     """Nodes that invert the source latents with ``model`` and sample them back, saving the result."""
     a, b, c = str(first), str(first + 1), str(first + 2)
-    return {a: {"class_type": "TuneAVideoDDIMInvert", "inputs": {"model": model, "latent": ["8", 0],
-                                                                  "conditioning": ["3", 0], "steps": 3}},
-            b: {"class_type": "TuneAVideoVideoKSampler", "inputs": {"model": model, "positive": positive,
-                "negative": negative, "latent": [a, 0], "cfg": 5.0, "steps": 0, "eta": 0.0, "seed": 0}},
+    return {a: {"class_type": "TuneAVideoInvert", "inputs": {"model": model, "latent_image": ["8", 0],
+                                                              "conditioning": ["3", 0], "steps": 3}},
+            b: {"class_type": "TuneAVideoSampler", "inputs": {"model": model, "positive": positive,
+                "negative": negative, "latent_image": [a, 0], "cfg": 5.0, "steps": 0, "eta": 0.0, "seed": 0}},
             c: {"class_type": "SaveLatent", "inputs": {"samples": [b, 0], "filename_prefix": prefix}}}
 
 
@@ -145,8 +158,8 @@ def test_original_model_is_bit_identical_after_an_inflated_branch_ran(comfy):
         # the inflated branch starts from latents that depend on the first KSampler (x + 0 * y): it runs after it
         "12": {"class_type": "LatentMultiply", "inputs": {"samples": ["10", 0], "multiplier": 0.0}},
         "13": {"class_type": "LatentAdd", "inputs": {"samples1": ["8", 0], "samples2": ["12", 0]}},
-        "14": {"class_type": "TuneAVideoOneShotTune", "inputs": {"model": ["9", 0], "conditioning": ["2", 0],
-               "latent": ["13", 0], "steps": 2, "learning_rate": 1e-3, "seed": 0, "save_name": "",
+        "14": {"class_type": "TuneAVideoTune", "inputs": {"model": ["9", 0], "positive": ["2", 0],
+               "latent_image": ["13", 0], "steps": 2, "learning_rate": 1e-3, "seed": 0, "save_name": "",
                "frame_window": 3, "gradient_checkpointing": True}},
         **invert_and_sample(["14", 0], ["2", 0], ["3", 0], "tav-test/inflated"),
         # ... and the second KSampler on the original MODEL runs after the inflated branch
@@ -209,6 +222,11 @@ def test_controlnet_hints_change_the_output(comfy):
     assert torch.allclose(off, load_latent(comfy, "tav-test/cn-none"), atol=1e-5)
 
 
+def tune_node(model, save_name="", steps=1, seed=0, conditioning=("2", 0)) -> dict:
+    return {"class_type": "TuneAVideoTune", "inputs": {"model": model, "positive": list(conditioning),
+            "latent_image": ["8", 0], "steps": steps, "learning_rate": 1e-4, "seed": seed, "save_name": save_name}}
+
+
 def expect_error(comfy, graph, message):
     entry = comfy.run(graph)
     error = error_message(entry)
@@ -219,10 +237,9 @@ def test_bad_input_stops_the_prompt_with_a_clear_message_and_the_server_goes_on(
     expect_error(comfy, base_graph({**controlnet_nodes(FRAMES - 1, 1.0, 10),
                                     **invert_and_sample(["9", 0], ["12", 0], ["12", 1], "tav-test/bad", 20)}),
                  f"ControlNet hint has {FRAMES - 1} images but the video has {FRAMES} frames")
-    expect_error(comfy, base_graph({"10": {"class_type": "TuneAVideoOneShotTune", "inputs": {
-        "model": ["1", 0], "conditioning": ["2", 0], "latent": ["8", 0], "steps": 1, "learning_rate": 1e-4,
-        "seed": 0, "save_name": ""}}, **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/untuned", 20)}),
-        "needs an inflated MODEL")
+    expect_error(comfy, base_graph({"10": tune_node(["1", 0]), **invert_and_sample(["10", 0], ["2", 0], ["3", 0],
+                                                                                  "tav-test/untuned", 20)}),
+                 "One-Shot Tune needs an inflated MODEL: put 'Inflate Model' (or 'Load & Inflate Checkpoint') before it")
     blocks = 3  # the tiny UNet: down, middle, up
     tensors = {f"blocks.{i}.attn1.to_q.weight": torch.zeros(1) for i in range(blocks)}
     write_tuned(comfy.base / "models/tuneavideo/other-base.safetensors", tensors, [0.5] * 64, prompt="elsewhere")
@@ -234,9 +251,8 @@ def test_bad_input_stops_the_prompt_with_a_clear_message_and_the_server_goes_on(
 
 
 def test_cancel_stops_tuning_and_leaves_no_file(comfy):
-    graph = base_graph({"10": {"class_type": "TuneAVideoOneShotTune", "inputs": {
-        "model": ["9", 0], "conditioning": ["2", 0], "latent": ["8", 0], "steps": 100000, "learning_rate": 1e-4,
-        "seed": 0, "save_name": "cancelled"}}, **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/cancelled", 20)})
+    graph = base_graph({"10": tune_node(["9", 0], "cancelled", steps=100000),
+                        **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/cancelled", 20)})
     prompt_id = comfy.queue(graph)
     deadline = time.time() + 120
     while "/100000" not in comfy.log_text() and time.time() < deadline:  # the tuning bar is in the log
@@ -284,10 +300,10 @@ def test_nodes_compute_what_the_engine_computes(comfy, test_models):
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
         "4": {"class_type": "LoadLatent", "inputs": {"latent": "equivalence.latent"}},
         "5": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {"model": ["1", 0], "weights_name": "equivalence.safetensors"}},
-        "6": {"class_type": "TuneAVideoDDIMInvert", "inputs": {"model": ["5", 0], "latent": ["4", 0], "conditioning": ["3", 0], "steps": 7}},
+        "6": {"class_type": "TuneAVideoInvert", "inputs": {"model": ["5", 0], "latent_image": ["4", 0], "conditioning": ["3", 0], "steps": 7}},
         "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "tav-test/eq-noise"}},
-        "8": {"class_type": "TuneAVideoVideoKSampler", "inputs": {"model": ["5", 0], "positive": ["2", 0], "negative": ["3", 0],
-              "latent": ["6", 0], "cfg": 5.0, "steps": 0, "eta": 0.0, "seed": 0}},
+        "8": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["5", 0], "positive": ["2", 0], "negative": ["3", 0],
+              "latent_image": ["6", 0], "cfg": 5.0, "steps": 0, "eta": 0.0, "seed": 0}},
         "9": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "tav-test/eq-edit"}},
     })
     noise = pipe.invert(latents, 7)
@@ -299,9 +315,6 @@ def test_nodes_compute_what_the_engine_computes(comfy, test_models):
         assert error < 1e-4
 
 
-def tune_node(model, save_name="", steps=1, seed=0, conditioning=("2", 0)) -> dict:
-    return {"class_type": "TuneAVideoOneShotTune", "inputs": {"model": model, "conditioning": list(conditioning),
-            "latent": ["8", 0], "steps": steps, "learning_rate": 1e-4, "seed": seed, "save_name": save_name}}
 
 
 def test_save_names_are_checked_before_tuning_and_never_overwrite(comfy):
@@ -339,3 +352,12 @@ def test_a_caption_longer_than_77_tokens_is_tuned_on_whole(comfy):
     run_ok(comfy, base_graph({**long, "10": tune_node(["9", 0], conditioning=("40", 0)),
                               **invert_and_sample(["10", 0], ["40", 0], ["3", 0], "tav-test/long")}))
     assert load_latent(comfy, "tav-test/long").shape[0] == FRAMES
+
+
+def test_missing_tuned_weights_are_explained_before_anything_runs(comfy):
+    graph = base_graph({"10": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {
+        "model": ["1", 0], "weights_name": "skiing_00001_.safetensors"}},
+        **invert_and_sample(["10", 0], ["2", 0], ["3", 0], "tav-test/no-weights")})
+    with pytest.raises(AssertionError, match="no tuned weights named 'skiing_00001_.safetensors' in models/tuneavideo; "
+                                             "tune first"):
+        comfy.queue(graph)

@@ -3,7 +3,10 @@
 Run with the object_info JSON of a ComfyUI that has the pack installed:
     curl -s http://127.0.0.1:8188/object_info > object_info.json
     python workflows/build_workflows.py object_info.json
-Widget values are listed in each node's input order, as ComfyUI's editor stores them.
+Widget values are listed in each node's input order, as ComfyUI's editor stores them. Each file's name is its
+title in the template browser. The graphs run left to right in the order of the work, one group per stage; the
+files carry a view (``extra.ds``) that shows the whole graph, with readable text, in a 1600x900 window. Thumbnails
+(``<name>.jpg``) are screenshots of the graphs, made by ``workflows/make_thumbnails.py``.
 """
 
 import json
@@ -11,23 +14,96 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+CHECKPOINT = {"name": "v1-5-pruned-emaonly-fp16.safetensors", "directory": "checkpoints",
+              "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+                     "v1-5-pruned-emaonly-fp16.safetensors?download=true"}
+CANNY = {"name": "control_v11p_sd15_canny_fp16.safetensors", "directory": "controlnet",
+         "url": "https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
+                "control_v11p_sd15_canny_fp16.safetensors"}
+VIDEO = "skiing.mp4"
+SAVE_NAME = "skiing"
 SOURCE = "a man is skiing"
 EDIT = "spider man is skiing on the beach, cartoon style"
+# layout, in canvas units: columns of nodes, one group per stage of the work
+WIDTH, COLUMN_GAP, ROW_GAP, TITLE, GROUP_TOP = 340, 60, 20, 30, 50
+SLOT, WIDGET = 20, 26
+HEIGHT = {"LoadVideo": 400, "CLIPTextEncode": 110, "SaveVideo": 440}  # room for a square preview or a text box
+STAGE_COLORS = ["#3f789e", "#8a6b3f", "#5e8a3f", "#7a3f8a", "#3f8a7a"]
+# the view stored in the files: a 1600x900 window, less the editor's bars and overlays (measured in frontend
+# 1.32.9 with its first-run banner showing): sidebar on the left, tabs and floating menus on top, the minimap
+# and zoom buttons in the bottom-right corner; at zoom below 0.6 the editor draws nodes without their text
+WINDOW = dict(left=65, top=135, right=1590, bottom=890, corner_left=1335, corner_top=635)
+MIN_ZOOM = 0.62
+
+NOTE_START = """**Start here**
+
+1. **Load Video**: your clip (put it in ComfyUI/input).
+2. **Frames to edit**: which frames (the paper: 24, every 2nd frame); **Resize**: 512x512 for SD 1.5.
+3. **Checkpoint**: an SD 1.x/2.x checkpoint.
+4. **Prompts**: the source prompt describes the clip as it is; the edited prompt says what it should become.
+
+Then press Run."""
+NOTE_TUNE = """**One-Shot Tune** learns this clip (paper: 500 steps, lr 3e-5). It is the slow part: minutes on a GPU,
+hours on a CPU. Memory grows with frames x size: turn on *gradient_checkpointing* (about half the memory) or set
+a *frame_window* when it does not fit.
+
+With a *save name* the tuned weights go to models/tuneavideo/<name>_00001_.safetensors: tune once, then edit
+as often as you like with the **Edit with saved weights** template. The seed stays fixed, so running the graph
+again with the same settings does not tune again."""
+NOTE_REUSE = """**Edit with saved weights**
+
+No tuning here: **Load Tuned Weights** takes a file that One-Shot Tune saved (run **Tune and save weights**
+first; the list is empty until then). Use the checkpoint and the frames (count, size) it was tuned on.
+
+Change the edited prompt and run: inversion and sampling take a fraction of the tuning time."""
+NOTE_SAVE = """**Tune and save weights**
+
+Only tunes: One-Shot Tune saves models/tuneavideo/skiing_00001_.safetensors (the next number if it exists).
+Then open **Edit with saved weights** to edit the clip as often as you like."""
+NOTE_ZERO = """**Zero-shot edit**
+
+No tuning: the inflated model edits the clip with sparse-causal attention only (the temporal layers start at
+zero). Quick, but less faithful to the motion than a tuned model."""
+NOTE_CONTROLNET = """**ControlNet**: one Canny hint per frame keeps the edit on the source's outlines. Raise
+*strength* for a closer structure, lower it for freer edits."""
 
 
 class Graph:
     def __init__(self, info: dict):
-        self.info, self.nodes, self.links = info, [], []
+        self.info, self.nodes, self.links, self.groups = info, [], [], []
+        self.columns = []  # [x, y of the next node] per column
 
-    def node(self, kind: str, *widgets, at=(0, 0), title=None, **connections):
-        """Add a node; ``connections`` map input names to (node, output slot) pairs."""
+    def stage(self, title: str):
+        """Start a new group (one stage of the work) to the right of the last one."""
+        self.groups.append({"title": title, "bounding": [0, 0, 0, 0], "color": STAGE_COLORS[len(self.groups) % 5],
+                            "font_size": 24, "flags": {}, "columns": []})
+        self.column()
+
+    def column(self):
+        """Continue the current stage in a new column."""
+        x = self.columns[-1][0] + WIDTH + COLUMN_GAP if self.columns else 0
+        self.columns.append([x, GROUP_TOP])
+        self.groups[-1]["columns"].append(len(self.columns) - 1)
+
+    def _place(self, height: int) -> tuple[list, list]:
+        column = self.columns[-1]
+        at, size = [column[0], column[1] + TITLE], [WIDTH, height]  # a node's title bar sits above its position
+        column[1] += TITLE + height + ROW_GAP
+        return at, size
+
+    def node(self, kind: str, *widgets, title=None, models=None, **connections):
+        """Add a node below the last one of this column; ``connections`` map input names to (node, slot)."""
         spec = self.info[kind]
-        node = {"id": len(self.nodes) + 1, "type": kind, "pos": list(at), "size": [320, 60 + 26 * len(widgets)],
-                "flags": {}, "order": len(self.nodes), "mode": 0, "inputs": [],
-                "outputs": [{"name": n, "type": t, "links": [], "slot_index": i}
-                            for i, (n, t) in enumerate(zip(spec["output_name"], spec["output"]))],
+        outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
+                   for i, (n, t) in enumerate(zip(spec["output_name"], spec["output"]))]
+        sockets = max(len(spec["input_order"]["required"]) + len(spec["input_order"].get("optional", [])) - len(widgets),
+                      len(outputs))
+        at, size = self._place(HEIGHT.get(kind, SLOT * sockets + WIDGET * len(widgets) + 12))
+        node = {"id": len(self.nodes) + 1, "type": kind, "pos": at, "size": size, "flags": {},
+                "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": outputs,
                 "properties": {"Node name for S&R": kind}, "widgets_values": list(widgets)}
+        if models:
+            node["properties"]["models"] = models  # the editor offers downloads when the file is missing
         if title:
             node["title"] = title
         self.nodes.append(node)
@@ -42,79 +118,139 @@ class Graph:
         assert not connections, f"{kind} has no inputs {list(connections)}"
         return node
 
+    def note(self, text: str):
+        lines = sum(1 + len(line) // 60 for line in text.splitlines())  # wrapped at the note's width
+        at, size = self._place(36 + 12 * lines)  # the editor's markdown: about 12 units a line
+        self.nodes.append({"id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": at, "size": size, "flags": {},
+                           "order": len(self.nodes), "mode": 0, "properties": {}, "widgets_values": [text],
+                           "color": "#432", "bgcolor": "#653"})
+
+    def _view(self, height: int) -> dict:
+        """Zoom and offset that show the whole graph in the free part of a 1600x900 editor window."""
+        width = self.columns[-1][0] + WIDTH + COLUMN_GAP / 2
+        zoom = min(1.0, (WINDOW["right"] - WINDOW["left"]) / width, (WINDOW["bottom"] - WINDOW["top"]) / height)
+        for x, bottom in self.columns:  # columns reaching the bottom-right corner must end above its overlays
+            if WINDOW["left"] + (x + WIDTH) * zoom > WINDOW["corner_left"]:
+                zoom = min(zoom, (WINDOW["corner_top"] - WINDOW["top"]) / bottom)
+        assert zoom >= MIN_ZOOM, f"the graph is too large to show with its text at 1600x900 (zoom {zoom:.2f})"
+        left = -COLUMN_GAP / 2
+        return {"scale": round(zoom, 4), "offset": [round(WINDOW["left"] / zoom - left, 1), round(WINDOW["top"] / zoom, 1)]}
+
     def json(self) -> dict:
+        for group in self.groups:
+            cols = [self.columns[i] for i in group.pop("columns")]
+            group["bounding"] = [cols[0][0] - COLUMN_GAP / 2 + 6, 0, cols[-1][0] - cols[0][0] + WIDTH + COLUMN_GAP - 12,
+                                 max(y for _, y in cols)]
+        height = max(y for _, y in self.columns)
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+                "links": self.links, "groups": self.groups, "config": {}, "extra": {"ds": self._view(height)},
                 "version": 0.4}
 
 
-def video_in(g: Graph):
-    video = g.node("LoadVideo", "skiing.mp4", "image", at=(0, 0))
-    parts = g.node("GetVideoComponents", at=(0, 420), video=(video, 0))
-    clip = g.node("ImageFromBatch", 0, 8, at=(0, 560), title="Frames (first 8)", image=(parts, 0))
-    return g.node("ImageScale", "bicubic", 512, 512, "center", at=(0, 720), image=(clip, 0))
+def video_in(g: Graph, note: str):
+    g.stage("1. Source video")
+    g.note(note)
+    video = g.node("LoadVideo", VIDEO, "image", title="Load Video (your clip)")
+    parts = g.node("GetVideoComponents", video=(video, 0))
+    frames = g.node("ImageFromBatch", 0, 8, title="Frames to edit", image=(parts, 0))
+    return g.node("ImageScale", "bicubic", 512, 512, "center", title="Resize (SD 1.5: 512x512)", image=(frames, 0))
+
+
+def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", source=True, edit=True):
+    g.stage("2. Model and prompts")
+    ckpt = g.node(loader, CHECKPOINT["name"], title="Checkpoint (SD 1.x/2.x)", models=[CHECKPOINT])
+    prompts = {}
+    if source:
+        prompts["source"] = g.node("CLIPTextEncode", SOURCE, title="Source prompt (the clip as it is)", clip=(ckpt, 1))
+    prompts["empty"] = g.node("CLIPTextEncode", "", title="Empty prompt", clip=(ckpt, 1))
+    if edit:
+        prompts["edit"] = g.node("CLIPTextEncode", EDIT, title="Edited prompt (what it should become)", clip=(ckpt, 1))
+    return ckpt, prompts
+
+
+def invert_and_sample(g: Graph, model, latent, prompts, controlnet_frames=None):
+    g.stage("4. Invert and edit")
+    noise = g.node("TuneAVideoInvert", 50, model=model, conditioning=(prompts["empty"], 0), latent_image=(latent, 0))
+    positive, negative = (prompts["edit"], 0), (prompts["empty"], 0)
+    if controlnet_frames is not None:
+        hints = g.node("Canny", 0.4, 0.8, title="Canny hint per frame", image=(controlnet_frames, 0))
+        net = g.node("ControlNetLoader", CANNY["name"], models=[CANNY])
+        g.note(NOTE_CONTROLNET)
+        g.column()
+        apply = g.node("ControlNetApplyAdvanced", 1.0, 0.0, 1.0, positive=positive, negative=negative,
+                       control_net=(net, 0), image=(hints, 0))
+        positive, negative = (apply, 0), (apply, 1)
+    return g.node("TuneAVideoSampler", 0, 0, 12.5, 0.0, model=model, positive=positive, negative=negative,
+                  latent_image=(noise, 0))
 
 
 def video_out(g: Graph, vae, latent, name: str):
-    images = g.node("VAEDecode", at=(1760, 300), samples=(latent, 0), vae=(vae, 2))
-    video = g.node("CreateVideo", 8.0, at=(1760, 420), images=(images, 0))
-    g.node("SaveVideo", f"tuneavideo/{name}", "auto", "auto", at=(1760, 560), video=(video, 0))
+    g.stage("5. Edited video")
+    images = g.node("VAEDecode", samples=(latent, 0), vae=(vae, 2))
+    video = g.node("CreateVideo", 8.0, images=(images, 0))
+    g.node("SaveVideo", f"tuneavideo/{name}", "auto", "auto", video=(video, 0))
 
 
-def prompts(g: Graph, clip):
-    source = g.node("CLIPTextEncode", SOURCE, at=(400, 300), title="Source prompt (caption of the video)", clip=(clip, 1))
-    empty = g.node("CLIPTextEncode", "", at=(400, 520), title="Empty prompt", clip=(clip, 1))
-    edit = g.node("CLIPTextEncode", EDIT, at=(400, 700), title="Edited prompt", clip=(clip, 1))
-    return source, empty, edit
+def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str):
+    g.stage("3. Encode and tune")
+    latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
+    tuned = g.node("TuneAVideoTune", 0, 500, 3e-5, save_name, 0, False, model=(ckpt, 0),
+                   positive=(prompts["source"], 0), latent_image=(latent, 0))
+    g.note(note)
+    return latent, tuned
 
 
 def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     g = Graph(info)
-    frames = video_in(g)
-    ckpt = g.node("TuneAVideoLoadInflateCheckpoint", CHECKPOINT, at=(400, 0))
-    source, empty, edit = prompts(g, ckpt)
-    latent = g.node("VAEEncode", at=(800, 0), pixels=(frames, 0), vae=(ckpt, 2))
+    frames = video_in(g, NOTE_START)
+    ckpt, prompts = checkpoint_and_prompts(g, source=tune)
     model = (ckpt, 0)
     if tune:
-        model = (g.node("TuneAVideoOneShotTune", 500, 3e-5, 0, "fixed", "skiing", 0, False, at=(800, 150),
-                        model=model, conditioning=(source, 0), latent=(latent, 0)), 0)
-    noise = g.node("TuneAVideoDDIMInvert", 50, at=(1200, 0), model=model, latent=(latent, 0), conditioning=(empty, 0))
-    positive, negative = (edit, 0), (empty, 0)
-    if controlnet:
-        net = g.node("ControlNetLoader", "control_v11p_sd15_canny.safetensors", at=(800, 600))
-        hints = g.node("Canny", 0.4, 0.8, at=(400, 900), title="Canny hint per frame", image=(frames, 0))
-        apply = g.node("ControlNetApplyAdvanced", 1.0, 0.0, 1.0, at=(1200, 500), positive=positive,
-                       negative=negative, control_net=(net, 0), image=(hints, 0))
-        positive, negative = (apply, 0), (apply, 1)
-    out = g.node("TuneAVideoVideoKSampler", 12.5, 0, 0.0, 0, "fixed", at=(1200, 250), model=model,
-                 positive=positive, negative=negative, latent=(noise, 0))
-    video_out(g, ckpt, out, name)
+        latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_TUNE, SAVE_NAME)
+        model = (tuned, 0)
+    else:
+        g.stage("3. Encode")
+        latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
+        g.note(NOTE_ZERO)
+    video_out(g, ckpt, invert_and_sample(g, model, latent, prompts, frames if controlnet else None), name)
+    return g.json()
+
+
+def tune_and_save_workflow(info) -> dict:
+    g = Graph(info)
+    frames = video_in(g, NOTE_START.replace("4. **Prompts**: the source prompt describes the clip as it is; the edited "
+                                            "prompt says what it should become.", "4. **Source prompt**: describe "
+                                            "the clip as it is."))
+    ckpt, prompts = checkpoint_and_prompts(g, edit=False)
+    tune_stage(g, ckpt, frames, prompts, NOTE_SAVE, SAVE_NAME)
     return g.json()
 
 
 def reuse_workflow(info) -> dict:
     g = Graph(info)
-    frames = video_in(g)
-    ckpt = g.node("CheckpointLoaderSimple", CHECKPOINT, at=(400, 0))
-    tuned = g.node("TuneAVideoLoadTunedWeights", "skiing_00001_.safetensors", at=(800, 150), model=(ckpt, 0))
-    _, empty, edit = prompts(g, ckpt)
-    latent = g.node("VAEEncode", at=(800, 0), pixels=(frames, 0), vae=(ckpt, 2))
-    noise = g.node("TuneAVideoDDIMInvert", 50, at=(1200, 0), model=(tuned, 0), latent=(latent, 0), conditioning=(empty, 0))
-    out = g.node("TuneAVideoVideoKSampler", 12.5, 0, 0.0, 0, "fixed", at=(1200, 250), model=(tuned, 0),
-                 positive=(edit, 0), negative=(empty, 0), latent=(noise, 0))
-    video_out(g, ckpt, out, "reuse")
+    frames = video_in(g, NOTE_REUSE)
+    ckpt, prompts = checkpoint_and_prompts(g, loader="CheckpointLoaderSimple", source=False)
+    g.stage("3. Tuned weights")
+    tuned = g.node("TuneAVideoLoadTunedWeights", f"{SAVE_NAME}_00001_.safetensors", model=(ckpt, 0))
+    latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
+    video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "reuse")
     return g.json()
 
 
 def workflows(info: dict) -> dict[str, dict]:
-    return {"tune_invert_edit.json": edit_workflow(info, name="edit"),
-            "tune_invert_edit_controlnet.json": edit_workflow(info, controlnet=True, name="edit-controlnet"),
-            "zero_shot_edit.json": edit_workflow(info, tune=False, name="zero-shot"),
-            "reuse_tuned_weights.json": reuse_workflow(info)}
+    """File name (the template's title) -> workflow."""
+    return {"Tune and edit a video.json": edit_workflow(info, name="edit"),
+            "Tune and save weights.json": tune_and_save_workflow(info),
+            "Edit with saved weights.json": reuse_workflow(info),
+            "Tune and edit with ControlNet.json": edit_workflow(info, controlnet=True, name="edit-controlnet"),
+            "Zero-shot edit (no tuning).json": edit_workflow(info, tune=False, name="zero-shot")}
 
 
 if __name__ == "__main__":
     info = json.loads(Path(sys.argv[1]).read_text())
+    for old in HERE.glob("*.json"):
+        if old.name not in workflows(info):
+            old.unlink()
     for name, workflow in workflows(info).items():
         (HERE / name).write_text(json.dumps(workflow, indent=1) + "\n")
         print("wrote", HERE / name)
