@@ -7,6 +7,7 @@ import folder_paths
 from .legacy import LEGACY_NODES
 from .loaders import InflateModel, LoadInflateCheckpoint, LoadTunedWeights
 from .sampling import DDIMInvert, VideoKSampler
+from .scoring import ScoreVideo
 from .tuning import FOLDER, OneShotTune
 
 if FOLDER not in folder_paths.folder_names_and_paths:
@@ -20,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "TuneAVideoLoadTunedWeights": LoadTunedWeights,
     "TuneAVideoInvert": DDIMInvert,
     "TuneAVideoSampler": VideoKSampler,
+    "TuneAVideoScoreVideo": ScoreVideo,
     **LEGACY_NODES,
 }
 # names as the menus show them (the category already says Tune-A-Video); messages use the same TITLEs

@@ -18,8 +18,10 @@ import comfy.model_base
 import comfy.model_management
 import comfy.utils
 import folder_paths
+import nodes
 from server import PromptServer
 
+from ..tav_core.charts import loss_chart
 from ..tav_core.errors import check
 from ..tav_core.files import NAME_MAX
 from ..tav_core.tuning import TuneConfig, recorded, tune
@@ -133,10 +135,12 @@ class OneShotTune:
                    "GPU). Interruptible. An output node: with a save name it saves the tuned weights to "
                    "models/tuneavideo, so a graph may only tune.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("tuned_model",)
+    RETURN_TYPES = ("MODEL", "IMAGE")
+    RETURN_NAMES = ("tuned_model", "loss_curve")
     OUTPUT_TOOLTIPS = ("The MODEL with the tuned query projections and temporal attention (the input MODEL is not "
-                       "changed): feed it to DDIM Invert and Video KSampler.",)
+                       "changed): feed it to DDIM Invert and Video KSampler.",
+                       "The loss of every step and its moving average (also shown on the node): a falling, "
+                       "flattening curve means tuning converged.")
     FUNCTION = "tune"
     OUTPUT_NODE = True  # a graph that only tunes and saves is complete: the saved file is its output
 
@@ -185,4 +189,5 @@ class OneShotTune:
             save_tuned_model(path, model, layers, queries, frames=frames, width=w * 8, height=h * 8,
                              tuning=recorded(config), final_loss=losses[-1] if losses else None)
             show(f"saved models/{FOLDER}/{os.path.basename(path)}")
-        return (tuned_clone(model, layers, queries),)
+        curve = torch.from_numpy(loss_chart(losses)).float()[None] / 255
+        return {"ui": nodes.PreviewImage().save_images(curve)["ui"], "result": (tuned_clone(model, layers, queries), curve)}

@@ -22,6 +22,7 @@ DESCRIPTION = """Tune-A-Video (one-shot video editing with an image diffusion mo
   tuneavideo run    tune on a video, then edit it
   tuneavideo tune   tune on a video and save the tuned weights
   tuneavideo edit   edit a video with saved tuned weights
+  tuneavideo score  measure an edit: CLIP frame consistency and text alignment, PSNR/SSIM to the source
 
 With no --model a tiny random model is built (a demo of the machinery: its output is not a real edit);
 with no --video a built-in clip is used. 'tuneavideo run --help' lists the options."""
@@ -75,13 +76,30 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out/edit.mp4",
                    help="output: .mp4, .gif, or a path without suffix for a folder of PNG frames (default out/edit.mp4)")
     g.add_argument("--fps", type=int, default=8, help="frames per second of the output video (default 8)")
+    g.add_argument("--clip", help="local CLIP model folder: also measure the edit (writes <out>.score.json/.png)")
+
+    scoring = argparse.ArgumentParser(add_help=False)
+    g = scoring.add_argument_group("scoring")
+    g.add_argument("--clip", required=True, help="local CLIP model folder (transformers CLIPModel, e.g. "
+                                                 "openai/clip-vit-large-patch14 as downloaded)")
+    g.add_argument("--video", required=True, help="the edited video (mp4/gif/webp or a folder of frames)")
+    g.add_argument("--prompt", help="the edit prompt: measures text alignment (CLIP score)")
+    g.add_argument("--source", help="the source video: measures PSNR/SSIM of the edit to it (read with --stride and "
+                                    "--start, as many frames as the edit, resized to the edit's size)")
+    g.add_argument("--stride", type=int, default=1, help="the source's frame stride used for the edit (default 1)")
+    g.add_argument("--start", type=int, default=0, help="the source's first frame used for the edit (default 0)")
+    g.add_argument("--mask", help="image (all frames) or folder/video (one per frame) of the edited region: PSNR/SSIM "
+                                  "also inside and outside it (white = inside)")
+    g.add_argument("--out", help="report JSON (default <video>.score.json; the chart goes beside it as .png)")
+    g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 
     parser = argparse.ArgumentParser(prog="tuneavideo", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,tune,edit}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,tune,edit,score}")
     sub.add_parser("run", parents=[common, tuning, editing], help="tune on the video, then edit it")
     sub.add_parser("tune", parents=[common, tuning], help="tune on the video and save --weights")
     sub.add_parser("edit", parents=[common, editing], help="edit the video with tuned --weights")
+    sub.add_parser("score", parents=[scoring], help="measure an edited video")
     return parser
 
 
@@ -95,6 +113,22 @@ def _edits(args) -> bool:
 
 def _state_path(args) -> Path:
     return Path(args.weights).with_suffix(".state.safetensors")
+
+
+def _loss_path(args) -> Path:
+    return Path(args.weights).with_suffix(".loss.png")
+
+
+def _score_paths(out) -> tuple[Path, Path]:
+    """Report JSON and chart PNG beside an output (``edit.mp4`` -> ``edit.score.json``, ``edit.score.png``)."""
+    base = Path(out)
+    base = base.with_suffix("") if base.suffix else base
+    return base.with_name(base.name + ".score.json"), base.with_name(base.name + ".score.png")
+
+
+def _check_clip(folder) -> None:
+    check(Path(folder).is_dir() and (Path(folder) / "config.json").is_file(),
+          f"--clip {folder} is not a CLIP model folder (no config.json); give a local transformers CLIPModel folder")
 
 
 def _check_args(args) -> None:
@@ -117,6 +151,7 @@ def _check_args(args) -> None:
         check(args.frame_window is None or args.frame_window >= 1, f"--frame-window must be at least 1, got {args.frame_window}")
         check_writable(weights, "tuned weights")
         check_writable(_state_path(args), "training state")
+        check_writable(_loss_path(args), "loss curve")
     else:
         read_metadata(weights)  # exists and is a tuned-weights file
     if _edits(args):
@@ -128,6 +163,10 @@ def _check_args(args) -> None:
         check(suffix in OUT_SUFFIXES, f"--out {args.out}: cannot write {suffix!r} videos; name it .mp4 or .gif, or "
                                       "give a path without suffix for a folder of PNG frames")
         check_writable(args.out, "output video", folder=not suffix)
+        if args.clip:
+            _check_clip(args.clip)
+            for path in _score_paths(args.out):
+                check_writable(path, "score report")
 
 
 def _video(args, defaults):
@@ -175,6 +214,10 @@ def _tune(args, pipe, defaults, latents, latent_std, video) -> None:
         print(f"tuned {config.steps} steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     pipe.save_tuned(weights, args.prompt, len(video), video.shape[2], video.shape[1], config)
     print(f"tuned weights: {weights}")
+    if losses:
+        from .charts import loss_chart
+        _write_png(_loss_path(args), loss_chart(losses))
+        print(f"loss curve: {_loss_path(args)}")
     if state.is_file():
         remove_state(state)
         print(f"removed the training state {state} (the run is complete)")
@@ -186,8 +229,74 @@ def _edit(args, pipe, defaults, latents) -> None:
     noise = pipe.invert(latents, steps)
     edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, args.cfg, steps, args.eta, args.seed,
                          num_frames=len(latents))
-    out = write_video(args.out, pipe.decode(edited), args.fps)
+    frames = pipe.decode(edited)
+    out = write_video(args.out, frames, args.fps)
     print(f"edited video: {out}")
+    return frames
+
+
+def _write_png(path: Path, image) -> None:
+    from PIL import Image
+
+    from .files import atomic_path
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def _report(embedder, frames, prompt, source, mask, out_json: Path, out_png: Path) -> None:
+    """Score frames with a ClipEmbedder; print the table, write the JSON and the chart."""
+    from .files import atomic_path
+    from .scoring import chart, score, table, to_json
+    text = embedder.text(prompt) if prompt else None
+    report = score(embedder.images(frames), text, source, frames if source is not None else None, mask)
+    print(table(report))
+    with atomic_path(out_json) as tmp:
+        tmp.write_text(to_json(report))
+    _write_png(out_png, chart(report))
+    print(f"score: {out_json}, chart: {out_png}")
+
+
+def _mask(path, frames):
+    """White = inside: one image for all frames, or a video/folder with one mask frame per edited frame."""
+    from .video import read_video
+    count, height, width = frames.shape[:3]
+    masks = read_video(path, width=width, height=height).mean(-1) > 127
+    check(len(masks) == 1 or len(masks) >= count, f"--mask {path} has {len(masks)} frames, the edit {count}; give "
+                                                  "one image for all frames or one per frame")
+    return masks[0] if len(masks) == 1 else masks[:count]
+
+
+def _report_paths(args) -> tuple[Path, Path]:
+    return (Path(args.out), Path(args.out).with_suffix(".png")) if args.out else _score_paths(args.video)
+
+
+def _score(args) -> None:
+    import torch
+
+    from .clip_embedder import ClipEmbedder
+    from .video import read_video
+    frames = read_video(args.video)
+    source = None
+    if args.source:
+        source = read_video(args.source, len(frames), args.stride, args.start, frames.shape[2], frames.shape[1])
+    mask = _mask(args.mask, frames) if args.mask else None
+    embedder = ClipEmbedder(args.clip, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _report(embedder, frames, args.prompt, source, mask, *_report_paths(args))
+
+
+def _check_score_args(args) -> None:
+    from .files import check_writable
+    _check_clip(args.clip)
+    for name in ("video", "source", "mask"):
+        path = getattr(args, name)
+        check(path is None or Path(path).exists(), f"--{name} {path} does not exist")
+    check(args.stride >= 1 and args.start >= 0, f"--stride must be >= 1 and --start >= 0, got {args.stride}, {args.start}")
+    check(args.mask is None or args.source is not None, "--mask compares the edit with the source inside and outside "
+                                                        "the mask: give --source too")
+    out_json, out_png = _report_paths(args)
+    check(out_json.suffix == ".json", f"--out {args.out} must end in .json")
+    check_writable(out_json, "score report")
+    check_writable(out_png, "score chart")
 
 
 def _os_message(e: OSError) -> str:
@@ -213,11 +322,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    defaults = PAPER if args.model else TINY
+    defaults = PAPER if getattr(args, "model", None) else TINY
     with warnings.catch_warnings():
         warnings.simplefilter("always", TavWarning)  # each one says something about this run
         warnings.showwarning = _show_warning
         try:
+            if args.command == "score":
+                _check_score_args(args)
+                _score(args)
+                return 0
             _check_args(args)
             video = _video(args, defaults)
             pipe = _load(args, defaults)
@@ -227,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 pipe.load_tuned(args.weights)
             if _edits(args):
-                _edit(args, pipe, defaults, latents)
+                frames = _edit(args, pipe, defaults, latents)
+                if args.clip:
+                    from .clip_embedder import ClipEmbedder
+                    _report(ClipEmbedder(args.clip, pipe.device), frames, args.edit_prompt, video, None,
+                            *_score_paths(args.out))
         except TavError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -14,15 +14,17 @@ TEST_MODELS = ROOT / ".cache" / "test-models"
 sys.path.insert(0, str(ROOT / "tests" / "comfy"))
 
 CKPT, CONTROLNET, IP2P = "tiny-sd15.safetensors", "tiny-sd15-controlnet.safetensors", "tiny-ip2p-unet.safetensors"
+CLIP_VISION, CLIP_TEXT = "test-clip-vit-l.safetensors", "test-clip-l.safetensors"
 TUNED = "test-skiing_00001_.safetensors"  # the first file One-Shot Tune saves under the name "test-skiing"
 FRAMES, SIZE = 4, 64  # what the server tests shrink the shared workflows to
 
 
 @pytest.fixture(scope="session")
 def test_models() -> Path:
-    """Small SD1.5-format checkpoint, ControlNet, refusal UNet (built once with ComfyUI's key map; see
-    comfy/make_models.py, which writes the instruct-pix2pix UNet last)."""
-    if not (TEST_MODELS / "tiny-ip2p-unet.safetensors").is_file():
+    """Small SD1.5-format checkpoint, ControlNet, refusal UNet, CLIP pair for scoring (built once with ComfyUI's
+    key map; see comfy/make_models.py, which writes its stamp last)."""
+    from make_models import STAMP
+    if not (TEST_MODELS / STAMP).is_file():
         if not (COMFYUI / "main.py").is_file():
             pytest.fail(f"ComfyUI not found at {COMFYUI}: run 'bash .ci/install-comfyui' (or set TAV_COMFYUI)")
         subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "make_models.py"), str(TEST_MODELS),
@@ -38,7 +40,8 @@ def comfy(test_models, tmp_path_factory):
     from tav_core import demo_video, write_video
     base = tmp_path_factory.mktemp("comfy")
     server = ComfyServer(COMFYUI, base)
-    for name, folder in ((CKPT, "checkpoints"), (CONTROLNET, "controlnet"), (IP2P, "diffusion_models")):
+    for name, folder in ((CKPT, "checkpoints"), (CONTROLNET, "controlnet"), (IP2P, "diffusion_models"),
+                         (CLIP_VISION, "clip_vision"), (CLIP_TEXT, "text_encoders")):
         (base / "models" / folder / name).symlink_to(test_models / name)
     write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))
     yield server

@@ -8,12 +8,13 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
 from PIL import Image
 
-from conftest import CKPT, CONTROLNET, FRAMES, IP2P, ROOT, SIZE, TUNED
+from conftest import CKPT, CLIP_TEXT, CLIP_VISION, CONTROLNET, FRAMES, IP2P, ROOT, SIZE, TUNED
 from tav_core import demo_video, read_video
 from tav_core.weights import read_metadata, write_tuned
 
@@ -83,6 +84,7 @@ def small(prompt: dict, name: str) -> dict:
                  "TuneAVideoOneShotTune": {"steps": 3, "learning_rate": 1e-3, "save_name": "test-skiing"},
                  "TuneAVideoLoadTunedWeights": {"weights_name": TUNED},
                  "TuneAVideoInvert": {"steps": 4}, "TuneAVideoDDIMInvert": {"steps": 4},
+                 "CLIPVisionLoader": {"clip_name": CLIP_VISION}, "CLIPLoader": {"clip_name": CLIP_TEXT},
                  "SaveVideo": {"filename_prefix": f"tav-test/{name}"}}
     for node in prompt.values():
         node["inputs"].update(overrides.get(node["class_type"], {}))
@@ -110,6 +112,20 @@ def test_shared_workflows_run(comfy, object_info, name):
     videos = sorted((comfy.base / "output" / "tav-test").glob(f"{name}_*.mp4"))
     assert videos, f"{name} wrote no video"
     assert read_video(videos[-1]).shape == (FRAMES, SIZE, SIZE, 3)
+
+
+def test_the_measuring_stage_of_a_shipped_workflow_scores_the_edit(comfy, object_info):
+    """Shipped bypassed; turned on (Ctrl+B in the editor), Score Video measures the edit against its source."""
+    workflow = json.loads((ROOT / "workflows" / "Tune and edit a video.json").read_text())
+    bypassed = [n for n in workflow["nodes"] if n.get("mode") == 4]
+    assert {n["type"] for n in bypassed} == {"CLIPVisionLoader", "CLIPLoader", "TuneAVideoScoreVideo"}
+    for node in bypassed:
+        node["mode"] = 0
+    prompt = small(ui_to_api(workflow, object_info), "measured")
+    outputs = run_ok(comfy, prompt)["outputs"]
+    score_id = next(k for k, n in prompt.items() if n["class_type"] == "TuneAVideoScoreVideo")
+    report = json.loads(outputs[score_id]["report"][0])
+    assert report["frames"] == FRAMES and {"frame_consistency", "text_alignment", "psnr", "ssim"} <= set(report)
 
 
 def test_first_release_workflows_still_load_and_run(comfy, object_info):
@@ -361,3 +377,67 @@ def test_missing_tuned_weights_are_explained_before_anything_runs(comfy):
     with pytest.raises(AssertionError, match="no tuned weights named 'skiing_00001_.safetensors' in models/tuneavideo; "
                                              "tune first"):
         comfy.queue(graph)
+
+
+def score_nodes(images, source, mask, clip, prompt: str) -> dict:
+    return {"50": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}},
+            "51": {"class_type": "CLIPLoader", "inputs": {"clip_name": CLIP_TEXT, "type": "stable_diffusion"}},
+            "54": {"class_type": "TuneAVideoScoreVideo", "inputs": {
+                "images": images, "clip_vision": ["50", 0], "clip": clip, "prompt": prompt, "source_images": source,
+                "mask": mask}}}
+
+
+def test_score_video_measures_what_the_engine_measures(comfy, test_models):
+    """The edit here is the inverted source; the mask is the red square of each frame (its red channel)."""
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    from tav_core import metrics
+    from tav_core.clip_embedder import clip_pixels
+    graph = base_graph({"52": {"class_type": "ImageInvert", "inputs": {"image": ["7", 0]}},
+                        "53": {"class_type": "ImageToMask", "inputs": {"image": ["7", 0], "channel": "red"}},
+                        "55": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "tav-test/src"}},
+                        "56": {"class_type": "SaveImage", "inputs": {"images": ["52", 0], "filename_prefix": "tav-test/inv"}},
+                        **score_nodes(["52", 0], ["7", 0], ["53", 0], ["51", 0], "a red square")})
+    outputs = run_ok(comfy, graph)["outputs"]
+    report = json.loads(outputs["54"]["report"][0])
+    assert outputs["54"]["images"]  # the chart is shown on the node
+    read = lambda prefix: np.stack([np.asarray(Image.open(p).convert("RGB"))
+                                    for p in sorted((comfy.base / "output" / "tav-test").glob(f"{prefix}_*.png"))[-FRAMES:]])
+    source, edit = read("src"), read("inv")
+    mask = source[..., 0] > 127
+    for name, fn in (("psnr", metrics.psnr), ("ssim", metrics.ssim)):
+        assert report[name] == pytest.approx(float(fn(source, edit).double().mean()), rel=1e-5)
+        assert report[f"{name}_inside"] == pytest.approx(float(fn(source, edit, mask).double().mean()), rel=1e-5)
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPVisionConfig
+
+    from make_models import SD1, VIT_L
+    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**VIT_L))
+    vision.load_state_dict({k: v.float() for k, v in load_file(str(test_models / CLIP_VISION)).items()}, strict=False)
+    text = CLIPTextModelWithProjection(CLIPTextConfig(**json.loads((SD1 / "text_encoder" / "config.json").read_text())))
+    text.load_state_dict({k: v.float() for k, v in load_file(str(test_models / CLIP_TEXT)).items()}, strict=False)
+    from tav_core.models import clip_tokenizer
+    with torch.no_grad():
+        image_embeds = vision(pixel_values=clip_pixels(edit, 224)).image_embeds
+        ids = clip_tokenizer()("a red square", padding="max_length", max_length=77, return_tensors="pt").input_ids
+        text_embed = text(input_ids=ids).text_embeds
+    print(f"Score Video vs transformers: consistency {report['frame_consistency']:.3f} vs "
+          f"{metrics.frame_consistency(image_embeds):.3f}, alignment {report['text_alignment']:.3f} vs "
+          f"{metrics.text_alignment(image_embeds, text_embed):.3f}")
+    assert report["frame_consistency"] == pytest.approx(metrics.frame_consistency(image_embeds), abs=0.1)
+    assert report["text_alignment"] == pytest.approx(metrics.text_alignment(image_embeds, text_embed), abs=0.1)
+
+
+def test_score_video_refuses_a_text_encoder_without_clip_projection(comfy):
+    graph = base_graph(score_nodes(["7", 0], None, None, ["1", 1], "a red square"))
+    del graph["54"]["inputs"]["source_images"], graph["54"]["inputs"]["mask"]
+    expect_error(comfy, graph, "this CLIP has no text projection (SD 1.x checkpoints do not store it)")
+
+
+def test_one_shot_tune_shows_and_returns_its_loss_curve(comfy):
+    graph = base_graph({"10": tune_node(["9", 0], steps=3),
+                        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 1], "filename_prefix": "tav-test/loss"}}})
+    outputs = run_ok(comfy, graph)["outputs"]
+    assert outputs["10"]["images"]  # previewed on the node itself
+    saved = sorted((comfy.base / "output" / "tav-test").glob("loss_*.png"))[-1]
+    assert Image.open(saved).size == (800, 308)

@@ -20,6 +20,10 @@ CHECKPOINT = {"name": "v1-5-pruned-emaonly-fp16.safetensors", "directory": "chec
 CANNY = {"name": "control_v11p_sd15_canny_fp16.safetensors", "directory": "controlnet",
          "url": "https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
                 "control_v11p_sd15_canny_fp16.safetensors"}
+CLIP_VISION = {"name": "clip-vit-large-patch14.safetensors", "directory": "clip_vision",
+               "url": "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors"}
+CLIP_TEXT = {"name": "clip_l.safetensors", "directory": "text_encoders",
+             "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"}
 VIDEO = "skiing.mp4"
 SAVE_NAME = "skiing"
 SOURCE = "a man is skiing"
@@ -27,13 +31,17 @@ EDIT = "spider man is skiing on the beach, cartoon style"
 # layout, in canvas units: columns of nodes, one group per stage of the work
 WIDTH, COLUMN_GAP, ROW_GAP, TITLE, GROUP_TOP = 340, 60, 20, 30, 50
 SLOT, WIDGET = 20, 26
-HEIGHT = {"LoadVideo": 400, "CLIPTextEncode": 110, "SaveVideo": 440}  # room for a square preview or a text box
+# room for a square preview, a text box, the loss curve or the score chart shown on the node after a run
+HEIGHT = {"LoadVideo": 400, "CLIPTextEncode": 110, "PrimitiveStringMultiline": 110, "SaveVideo": 440,
+          "TuneAVideoTune": 380, "TuneAVideoScoreVideo": 400}
+BYPASSED = 4  # a node's mode when it is skipped on Run (Ctrl+B in the editor)
 STAGE_COLORS = ["#3f789e", "#8a6b3f", "#5e8a3f", "#7a3f8a", "#3f8a7a"]
 # the view stored in the files: a 1600x900 window, less the editor's bars and overlays (measured in frontend
 # 1.32.9 with its first-run banner showing): sidebar on the left, tabs and floating menus on top, the minimap
 # and zoom buttons in the bottom-right corner; at zoom below 0.6 the editor draws nodes without their text
 WINDOW = dict(left=65, top=135, right=1590, bottom=890, corner_left=1335, corner_top=635)
 MIN_ZOOM = 0.62
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 NOTE_START = """**Start here**
 
@@ -42,7 +50,8 @@ NOTE_START = """**Start here**
 3. **Checkpoint**: an SD 1.x/2.x checkpoint.
 4. **Prompts**: the source prompt describes the clip as it is; the edited prompt says what it should become.
 
-Then press Run."""
+Then press Run. Optional, **6. Measure**: select the group and press Ctrl+B to score the edit as the paper
+does (needs CLIP ViT-L/14 vision and clip_l, offered for download on opening)."""
 NOTE_TUNE = """**One-Shot Tune** learns this clip (paper: 500 steps, lr 3e-5). It is the slow part: minutes on a GPU,
 hours on a CPU. Memory grows with frames x size: turn on *gradient_checkpointing* (about half the memory) or set
 a *frame_window* when it does not fit.
@@ -55,7 +64,8 @@ NOTE_REUSE = """**Edit with saved weights**
 No tuning here: **Load Tuned Weights** takes a file that One-Shot Tune saved (run **Tune and save weights**
 first; the list is empty until then). Use the checkpoint and the frames (count, size) it was tuned on.
 
-Change the edited prompt and run: inversion and sampling take a fraction of the tuning time."""
+Change the edited prompt and run: inversion and sampling take a fraction of the tuning time. Optional,
+**6. Measure**: select the group and press Ctrl+B to score the edit."""
 NOTE_SAVE = """**Tune and save weights**
 
 Only tunes: One-Shot Tune saves models/tuneavideo/skiing_00001_.safetensors (the next number if it exists).
@@ -65,28 +75,43 @@ NOTE_ZERO = """**Zero-shot edit**
 No tuning: the inflated model edits the clip with sparse-causal attention only (the temporal layers start at
 zero). Quick, but less faithful to the motion than a tuned model."""
 NOTE_CONTROLNET = """**ControlNet**: one Canny hint per frame keeps the edit on the source's outlines. Raise
-*strength* for a closer structure, lower it for freer edits."""
+*strength* in Apply ControlNet for a closer structure, lower it for freer edits."""
 
 
 class Graph:
     def __init__(self, info: dict):
         self.info, self.nodes, self.links, self.groups = info, [], [], []
         self.columns = []  # [x, y of the next node] per column
+        self.current = None  # the column nodes go into
+        self.mode = 0  # the mode given to new nodes (BYPASSED for optional stages)
 
-    def stage(self, title: str):
-        """Start a new group (one stage of the work) to the right of the last one."""
-        self.groups.append({"title": title, "bounding": [0, 0, 0, 0], "color": STAGE_COLORS[len(self.groups) % 5],
-                            "font_size": 24, "flags": {}, "columns": []})
+    def stage(self, title: str, under: tuple[int, int] | None = None, mode: int = 0):
+        """Start a new group (one stage of the work): to the right of the last column, or ``under`` the nodes of
+        existing columns (first, last) where they leave room."""
+        group = {"title": title, "bounding": [0, 0, 0, 0], "color": STAGE_COLORS[len(self.groups) % 5],
+                 "font_size": 24, "flags": {}, "columns": [], "top": 0}
+        self.groups.append(group)
+        self.mode = mode
+        if under:
+            group["span"] = list(range(under[0], under[1] + 1))
+            group["top"] = max(self.columns[i][1] for i in group["span"]) + ROW_GAP
+            for i in group["span"]:
+                self.columns[i][1] = group["top"] + GROUP_TOP
         self.column()
 
     def column(self):
-        """Continue the current stage in a new column."""
-        x = self.columns[-1][0] + WIDTH + COLUMN_GAP if self.columns else 0
-        self.columns.append([x, GROUP_TOP])
-        self.groups[-1]["columns"].append(len(self.columns) - 1)
+        """Continue the current stage in its next column."""
+        group = self.groups[-1]
+        if "span" in group:
+            self.current = group["span"][len(group["columns"])]
+        else:
+            x = max(c[0] for c in self.columns) + WIDTH + COLUMN_GAP if self.columns else 0
+            self.columns.append([x, GROUP_TOP])
+            self.current = len(self.columns) - 1
+        group["columns"].append(self.current)
 
     def _place(self, height: int) -> tuple[list, list]:
-        column = self.columns[-1]
+        column = self.columns[self.current]
         at, size = [column[0], column[1] + TITLE], [WIDTH, height]  # a node's title bar sits above its position
         column[1] += TITLE + height + ROW_GAP
         return at, size
@@ -100,19 +125,22 @@ class Graph:
                       len(outputs))
         at, size = self._place(HEIGHT.get(kind, SLOT * sockets + WIDGET * len(widgets) + 12))
         node = {"id": len(self.nodes) + 1, "type": kind, "pos": at, "size": size, "flags": {},
-                "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": outputs,
+                "order": len(self.nodes), "mode": self.mode, "inputs": [], "outputs": outputs,
                 "properties": {"Node name for S&R": kind}, "widgets_values": list(widgets)}
         if models:
             node["properties"]["models"] = models  # the editor offers downloads when the file is missing
         if title:
             node["title"] = title
         self.nodes.append(node)
+        specs = {**spec["input"]["required"], **spec["input"].get("optional", {})}
         for name in spec["input_order"]["required"] + spec["input_order"].get("optional", []):
             if name in connections:
                 source, slot = connections.pop(name)
                 link = len(self.links) + 1
                 kind_of = source["outputs"][slot]["type"]
                 node["inputs"].append({"name": name, "type": kind_of, "link": link})
+                if isinstance(specs[name][0], list) or specs[name][0] in WIDGET_TYPES:
+                    node["inputs"][-1]["widget"] = {"name": name}  # a widget fed by a link
                 source["outputs"][slot]["links"].append(link)
                 self.links.append([link, source["id"], slot, node["id"], len(node["inputs"]) - 1, kind_of])
         assert not connections, f"{kind} has no inputs {list(connections)}"
@@ -122,7 +150,7 @@ class Graph:
         lines = sum(1 + len(line) // 60 for line in text.splitlines())  # wrapped at the note's width
         at, size = self._place(36 + 12 * lines)  # the editor's markdown: about 12 units a line
         self.nodes.append({"id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": at, "size": size, "flags": {},
-                           "order": len(self.nodes), "mode": 0, "properties": {}, "widgets_values": [text],
+                           "order": len(self.nodes), "mode": self.mode, "properties": {}, "widgets_values": [text],
                            "color": "#432", "bgcolor": "#653"})
 
     def _view(self, height: int) -> dict:
@@ -139,8 +167,10 @@ class Graph:
     def json(self) -> dict:
         for group in self.groups:
             cols = [self.columns[i] for i in group.pop("columns")]
-            group["bounding"] = [cols[0][0] - COLUMN_GAP / 2 + 6, 0, cols[-1][0] - cols[0][0] + WIDTH + COLUMN_GAP - 12,
-                                 max(y for _, y in cols)]
+            top = group.pop("top")
+            group.pop("span", None)
+            group["bounding"] = [cols[0][0] - COLUMN_GAP / 2 + 6, top, cols[-1][0] - cols[0][0] + WIDTH + COLUMN_GAP - 12,
+                                 max(y for _, y in cols) - top]
         height = max(y for _, y in self.columns)
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": self.groups, "config": {}, "extra": {"ds": self._view(height)},
@@ -157,6 +187,7 @@ def video_in(g: Graph, note: str):
 
 
 def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", source=True, edit=True):
+    """The model and the prompts; the edited prompt is one text (a String node) for encoding and for scoring."""
     g.stage("2. Model and prompts")
     ckpt = g.node(loader, CHECKPOINT["name"], title="Checkpoint (SD 1.x/2.x)", models=[CHECKPOINT])
     prompts = {}
@@ -164,22 +195,30 @@ def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", s
         prompts["source"] = g.node("CLIPTextEncode", SOURCE, title="Source prompt (the clip as it is)", clip=(ckpt, 1))
     prompts["empty"] = g.node("CLIPTextEncode", "", title="Empty prompt", clip=(ckpt, 1))
     if edit:
-        prompts["edit"] = g.node("CLIPTextEncode", EDIT, title="Edited prompt (what it should become)", clip=(ckpt, 1))
+        prompts["edit_text"] = g.node("PrimitiveStringMultiline", EDIT, title="Edited prompt (what it should become)")
+        prompts["edit"] = g.node("CLIPTextEncode", EDIT, title="Edited prompt, encoded", clip=(ckpt, 1),
+                                 text=(prompts["edit_text"], 0))
     return ckpt, prompts
 
 
-def invert_and_sample(g: Graph, model, latent, prompts, controlnet_frames=None):
+def controlnet_hints(g: Graph, frames):
+    """Canny hints and the ControlNet, in the room under the model and prompts."""
+    g.stage("ControlNet hints", under=(1, 1))
+    hints = g.node("Canny", 0.4, 0.8, title="Canny hint per frame", image=(frames, 0))
+    net = g.node("ControlNetLoader", CANNY["name"], models=[CANNY])
+    return hints, net
+
+
+def invert_and_sample(g: Graph, model, latent, prompts, controlnet=None):
     g.stage("4. Invert and edit")
     noise = g.node("TuneAVideoInvert", 50, model=model, conditioning=(prompts["empty"], 0), latent_image=(latent, 0))
     positive, negative = (prompts["edit"], 0), (prompts["empty"], 0)
-    if controlnet_frames is not None:
-        hints = g.node("Canny", 0.4, 0.8, title="Canny hint per frame", image=(controlnet_frames, 0))
-        net = g.node("ControlNetLoader", CANNY["name"], models=[CANNY])
-        g.note(NOTE_CONTROLNET)
-        g.column()
+    if controlnet is not None:
+        hints, net = controlnet
         apply = g.node("ControlNetApplyAdvanced", 1.0, 0.0, 1.0, positive=positive, negative=negative,
                        control_net=(net, 0), image=(hints, 0))
         positive, negative = (apply, 0), (apply, 1)
+        g.note(NOTE_CONTROLNET)
     return g.node("TuneAVideoSampler", 0, 0, 12.5, 0.0, model=model, positive=positive, negative=negative,
                   latent_image=(noise, 0))
 
@@ -189,6 +228,16 @@ def video_out(g: Graph, vae, latent, name: str):
     images = g.node("VAEDecode", samples=(latent, 0), vae=(vae, 2))
     video = g.node("CreateVideo", 8.0, images=(images, 0))
     g.node("SaveVideo", f"tuneavideo/{name}", "auto", "auto", video=(video, 0))
+    return images
+
+
+def measure(g: Graph, edited, source, prompts):
+    """Score Video on the edit: shipped bypassed, as it needs two CLIP files that not everyone has."""
+    g.stage("6. Measure (Ctrl+B: on)", mode=BYPASSED)
+    vision = g.node("CLIPVisionLoader", CLIP_VISION["name"], models=[CLIP_VISION])
+    clip = g.node("CLIPLoader", CLIP_TEXT["name"], "stable_diffusion", "default", models=[CLIP_TEXT])
+    g.node("TuneAVideoScoreVideo", EDIT, images=(edited, 0), clip_vision=(vision, 0), clip=(clip, 0),
+           prompt=(prompts["edit_text"], 0), source_images=(source, 0))
 
 
 def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str):
@@ -204,6 +253,7 @@ def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     g = Graph(info)
     frames = video_in(g, NOTE_START)
     ckpt, prompts = checkpoint_and_prompts(g, source=tune)
+    hints = controlnet_hints(g, frames) if controlnet else None
     model = (ckpt, 0)
     if tune:
         latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_TUNE, SAVE_NAME)
@@ -212,7 +262,8 @@ def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
         g.stage("3. Encode")
         latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
         g.note(NOTE_ZERO)
-    video_out(g, ckpt, invert_and_sample(g, model, latent, prompts, frames if controlnet else None), name)
+    edited = video_out(g, ckpt, invert_and_sample(g, model, latent, prompts, hints), name)
+    measure(g, edited, frames, prompts)
     return g.json()
 
 
@@ -233,7 +284,8 @@ def reuse_workflow(info) -> dict:
     g.stage("3. Tuned weights")
     tuned = g.node("TuneAVideoLoadTunedWeights", f"{SAVE_NAME}_00001_.safetensors", model=(ckpt, 0))
     latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
-    video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "reuse")
+    edited = video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "reuse")
+    measure(g, edited, frames, prompts)
     return g.json()
 
 

@@ -4,7 +4,10 @@ Run with ComfyUI importable (``python make_models.py OUT_DIR COMFYUI_DIR``). The
 only (320 channels, context 768: ComfyUI detects it as SD1.5); VAE and CLIP-L have the real architecture.
 Weights are made with diffusers and renamed to the original (LDM) layout with ComfyUI's own key map, and the
 diffusers UNet is saved beside them, so loaders can be checked against it. A UNet-only instruct-pix2pix variant
-(8 input channels) is there to be refused.
+(8 input channels) is there to be refused. For Score Video: CLIP ViT-L/14's vision tower (ComfyUI 0.3.75 loads
+CLIP Vision only in its real sizes; random weights stored in fp8 to halve the file) and the same CLIP-L text
+encoder with a random text projection (what clip_l.safetensors holds). ``STAMP`` is written last: a complete,
+current set.
 """
 
 import json
@@ -14,7 +17,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 ROOT = Path(__file__).resolve().parents[2]
 SD1 = ROOT / "tav_core" / "configs" / "sd1"
@@ -22,6 +25,9 @@ UNET = dict(sample_size=8, block_out_channels=[320], layers_per_block=1, down_bl
             up_block_types=["CrossAttnUpBlock2D"], cross_attention_dim=768, attention_head_dim=8)
 LDM = dict(num_res_blocks=[1], channel_mult=[1], transformer_depth=[1], transformer_depth_output=[1, 1],
            transformer_depth_middle=1)
+VIT_L = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
+             patch_size=14, projection_dim=768)
+STAMP = "complete-v2"
 
 
 def ldm_controlnet_map(key_map: dict, state: dict) -> dict:
@@ -83,8 +89,16 @@ def main(out: Path) -> None:
     (config / "unet" / "config.json").write_text(json.dumps(unet_config))
 
     ip2p = UNet2DConditionModel(**UNET, in_channels=8)  # instruct-pix2pix: not a plain SD UNet (for refusals)
-    save_file({k: v.half() for k, v in rename(ip2p.state_dict(), key_map, "").items()},  # written last: the
-              str(out / "tiny-ip2p-unet.safetensors"))                                  # set is complete
+    save_file({k: v.half() for k, v in rename(ip2p.state_dict(), key_map, "").items()},
+              str(out / "tiny-ip2p-unet.safetensors"))
+
+    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**VIT_L))
+    save_file({k: v.to(torch.float8_e4m3fn).contiguous() for k, v in vision.state_dict().items()
+               if "position_ids" not in k}, str(out / "test-clip-vit-l.safetensors"))
+    text = {k: v.half().contiguous() for k, v in clip.state_dict().items() if "position_ids" not in k}
+    text["text_projection.weight"] = (torch.randn(768, 768) / 768 ** 0.5).half()
+    save_file(text, str(out / "test-clip-l.safetensors"))
+    (out / STAMP).write_text("")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ class ComfyServer:
     def __init__(self, comfyui: Path, base: Path):
         self.base = base
         for sub in ("custom_nodes", "models/checkpoints", "models/controlnet", "models/loras", "models/tuneavideo",
-                    "models/diffusion_models", "input", "output"):
+                    "models/diffusion_models", "models/clip_vision", "models/text_encoders", "input", "output"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         pack = base / "custom_nodes" / "tuneavideo-comfy"
         if not pack.exists():

@@ -1,0 +1,107 @@
+"""Score Video: an edit's CLIP numbers and its preservation of the source, with ComfyUI's own model types.
+
+Text alignment needs a text tower that carries CLIP's projection and shares the vision tower's embedding space:
+ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safetensors (Load CLIP, type stable_diffusion), 768 dims;
+ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP, 1024. SD 1.x checkpoints store no text projection.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+import nodes
+from server import PromptServer
+
+from ..tav_core import scoring
+from ..tav_core.errors import check
+from .sampling import CATEGORY
+
+PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safetensors (Load CLIP, type stable_diffusion),"
+         " or ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP")
+
+
+def text_projection(clip) -> torch.Tensor:
+    """The text tower's projection into CLIP's joint space; refused when the CLIP has none (SD 1.x checkpoints:
+    ComfyUI leaves it zero) or several towers (SDXL: use the single-tower file)."""
+    found = [m.weight for name, m in clip.cond_stage_model.named_modules() if name.endswith("text_projection")]
+    check(len(found) == 1, f"this CLIP has {len(found)} text towers; text alignment needs one CLIP text encoder with "
+                           f"its projection: {PAIRS}")
+    weight = found[0].detach().float()
+    eye = torch.eye(*weight.shape, device=weight.device)
+    check(bool(torch.isfinite(weight).all()) and bool(weight.abs().sum() > 0) and not torch.equal(weight, eye),
+          f"this CLIP has no text projection (SD 1.x checkpoints do not store it), so its text embedding is not in "
+          f"CLIP's joint space: {PAIRS}")
+    return weight
+
+
+def text_embedding(clip, prompt: str) -> torch.Tensor:
+    _, pooled = clip.encode_from_tokens(clip.tokenize(prompt), return_pooled="unprojected")
+    weight = text_projection(clip)
+    return pooled.float().cpu() @ weight.cpu().T
+
+
+def uint8_frames(images: torch.Tensor) -> np.ndarray:
+    """IMAGE -> uint8 frames as ComfyUI's own savers write them (255 x, clamped, truncated)."""
+    return (images[..., :3] * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+class ScoreVideo:
+    TITLE = "Score Video"
+    DESCRIPTION = ("Measures an edited video as the Tune-A-Video paper does: CLIP frame consistency (all pairs, and "
+                   "consecutive frames as V2VBench) and text alignment (CLIP score to the prompt); with the source "
+                   "frames, PSNR and SSIM to them (also inside/outside a mask). Shows a per-frame chart.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "STRING", "IMAGE")
+    RETURN_NAMES = ("frame_consistency", "consecutive_consistency", "text_alignment", "psnr", "ssim", "report", "chart")
+    OUTPUT_TOOLTIPS = ("Mean CLIP cosine over all pairs of frames, x100 (paper: 92.40).",
+                       "Mean CLIP cosine of consecutive frames, x100 (V2VBench's temporal consistency).",
+                       "Mean CLIP score of the frames to the prompt (paper: 27.58); NaN without CLIP and prompt.",
+                       "Mean PSNR to the source frames in dB; NaN without source images.",
+                       "Mean SSIM to the source frames; NaN without source images.",
+                       "All numbers as a table.", "Per-frame chart: consistency to the neighbouring frames, CLIP "
+                       "score to the prompt, PSNR/SSIM.")
+    OUTPUT_NODE = True
+    FUNCTION = "score"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE", {"tooltip": "The edited frames (VAE Decode of Video KSampler's output)."}),
+            "clip_vision": ("CLIP_VISION", {"tooltip": "CLIP Vision Loader: e.g. clip-vit-large-patch14 (ViT-L/14)."}),
+        }, "optional": {
+            "clip": ("CLIP", {"tooltip": f"For text alignment, a CLIP text encoder with its projection: {PAIRS}."}),
+            "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edit prompt (text alignment)."}),
+            "source_images": ("IMAGE", {"tooltip": "The source frames the edit started from (PSNR and SSIM)."}),
+            "mask": ("MASK", {"tooltip": "The edited region (white): PSNR/SSIM also inside and outside it."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def score(self, images, clip_vision, clip=None, prompt="", source_images=None, mask=None, unique_id=None):
+        check(len(images) >= 1, "images is empty; connect the edited frames")
+        image_embeds = clip_vision.encode_image(images)["image_embeds"].float().cpu()
+        text = None
+        if clip is not None and prompt.strip():
+            text = text_embedding(clip, prompt)
+            check(text.shape[1] == image_embeds.shape[1], f"CLIP Vision embeds into {image_embeds.shape[1]} dims but "
+                                                          f"the CLIP text encoder into {text.shape[1]}: not a pair; {PAIRS}")
+        source = edit = region = None
+        if source_images is not None:
+            check(source_images.shape == images.shape, f"source_images are {tuple(source_images.shape)} but images "
+                                                       f"{tuple(images.shape)}: give the frames the edit started from, "
+                                                       "at the same size")
+            source, edit = uint8_frames(source_images), uint8_frames(images)
+            if mask is not None:
+                check(mask.shape[0] in (1, len(images)) and tuple(mask.shape[1:]) == tuple(images.shape[1:3]),
+                      f"mask is {tuple(mask.shape)}; give one mask of the frames' size {tuple(images.shape[1:3])} "
+                      "or one per frame")
+                region = (mask[0] if mask.shape[0] == 1 else mask).cpu().numpy() > 0.5
+        report = scoring.score(image_embeds, text, source, edit, region)
+        chart = torch.from_numpy(scoring.chart(report)).float()[None] / 255
+        table = scoring.table(report)
+        if unique_id is not None and PromptServer.instance is not None:
+            PromptServer.instance.send_progress_text(table, unique_id)
+        numbers = tuple(report.get(k, math.nan) for k in ("frame_consistency", "consecutive_consistency",
+                                                             "text_alignment", "psnr", "ssim"))
+        ui = nodes.PreviewImage().save_images(chart)["ui"]
+        return {"ui": {**ui, "text": [table], "report": [scoring.to_json(report)]},
+                "result": (*numbers, table, chart)}

@@ -1,0 +1,83 @@
+"""Small line charts as uint8 RGB images (PIL only): the per-frame scores of an edit, a tuning run's loss curve."""
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+MARGIN = dict(left=70, right=20, top=34, bottom=34)
+
+
+def _axis(low: float, high: float, count: int = 5) -> tuple[list[float], int]:
+    """Round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering [low, high], and the decimals
+    their labels need."""
+    raw = (high - low) / (count - 1) or abs(high) * 0.1 or 1.0
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * 0.999)
+    first, last = math.floor(low / step), math.ceil(high / step)
+    if first == last:  # a constant series: one step either side
+        first, last = first - 1, last + 1
+    decimals = max(0, -math.floor(math.log10(step)) + (1 if step / magnitude == 2.5 else 0))
+    return [i * step for i in range(first, last + 1)], decimals
+
+
+def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label: str) -> None:
+    left, top, right, bottom = box
+    draw.text((left, top - 26), title, fill=(20, 20, 20), font=font)
+    values = [v for vs in series.values() for v in vs if math.isfinite(v)]
+    if not values:
+        draw.text((left + 10, top + 10), "nothing to show", fill=(120, 120, 120), font=font)
+        return
+    ticks, decimals = _axis(min(values), max(values))
+    low, high = ticks[0], ticks[-1]
+    count = max(len(vs) for vs in series.values())
+    draw.rectangle(box, outline=(90, 90, 90))
+    for tick in ticks:
+        y = bottom - (tick - low) / (high - low) * (bottom - top)
+        draw.line((left, y, right, y), fill=(225, 225, 225))
+        draw.text((left - 6, y), f"{tick:.{decimals}f}", fill=(60, 60, 60), font=font, anchor="rm")
+    steps = max(1, math.ceil(count / 10))
+    for i in range(0, count, steps):
+        x = left + (i / max(1, count - 1)) * (right - left)
+        draw.text((x, bottom + 4), str(i), fill=(60, 60, 60), font=font, anchor="mt")
+    draw.text(((left + right) / 2, bottom + 18), x_label, fill=(60, 60, 60), font=font, anchor="mt")
+    legend_x = right - 10
+    for k, (name, vs) in enumerate(reversed(list(series.items()))):
+        color = COLORS[(len(series) - 1 - k) % len(COLORS)]
+        points = [(left + (i / max(1, count - 1)) * (right - left), bottom - (v - low) / (high - low) * (bottom - top))
+                  for i, v in enumerate(vs) if math.isfinite(v)]
+        if len(points) > 1:
+            draw.line(points, fill=color, width=2)
+        if len(vs) <= 64:
+            for x, y in points:
+                draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=color)
+        if len(series) > 1:  # one series: the panel's title says what it is
+            width = draw.textlength(name, font=font)
+            draw.text((legend_x - width, top - 24), name, fill=color, font=font)
+            legend_x -= width + 24
+
+
+def line_chart(panels: list[tuple[str, dict[str, list[float]]]], x_label: str, width: int = 800,
+               panel_height: int = 240, columns: int = 1) -> np.ndarray:
+    """One panel per (title, {series name: values}), ``columns`` to a row; values that are not finite are left out."""
+    rows = math.ceil(len(panels) / columns)
+    cell_w, cell_h = width // columns, panel_height + MARGIN["top"] + MARGIN["bottom"]
+    image = Image.new("RGB", (width, rows * cell_h), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=14)
+    for i, (title, series) in enumerate(panels):
+        left, top = (i % columns) * cell_w, (i // columns) * cell_h + MARGIN["top"]
+        box = (left + MARGIN["left"], top, left + cell_w - MARGIN["right"], top + panel_height)
+        _panel(draw, font, box, title, series, x_label)
+    return np.asarray(image)
+
+
+def loss_chart(losses: list[float]) -> np.ndarray:
+    """Tuning loss per step and its moving average (one random timestep per step makes the raw loss noisy)."""
+    window = max(1, len(losses) // 20)
+    kernel = np.ones(window) / window
+    average = np.convolve(losses, kernel, mode="valid").tolist() if losses else []
+    average = [math.nan] * (len(losses) - len(average)) + average
+    return line_chart([("tuning loss (MSE of the prediction)", {"loss": list(losses), f"mean of {window}": average})],
+                      "step")

@@ -1,0 +1,205 @@
+"""Measuring an edit: each metric against a naive restatement of its formula, a tiny random CLIP, the report,
+the chart and the command line."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPConfig, CLIPModel
+
+from tav_core import TavError, demo_video, read_video, write_video
+from tav_core import metrics
+from tav_core.charts import loss_chart
+from tav_core.cli import main
+from tav_core.clip_embedder import CLIP_MEAN, CLIP_STD, ClipEmbedder, clip_pixels
+from tav_core.scoring import chart, score, table, to_json
+
+EMBEDS = torch.randn(5, 16, generator=torch.Generator().manual_seed(0)) + 2.0  # similar-ish frames
+TEXT = torch.randn(1, 16, generator=torch.Generator().manual_seed(1)) + 1.0
+
+
+def cos(a, b) -> float:
+    a, b = a.double().tolist(), b.double().tolist()
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def test_consistency_and_alignment_equal_their_formulas():
+    n = len(EMBEDS)
+    pairs = [cos(EMBEDS[i], EMBEDS[j]) for i in range(n) for j in range(i + 1, n)]
+    assert metrics.frame_consistency(EMBEDS) == pytest.approx(100 * sum(pairs) / len(pairs), rel=1e-9)
+    steps = [cos(EMBEDS[i], EMBEDS[i + 1]) for i in range(n - 1)]
+    assert metrics.consecutive_consistency(EMBEDS) == pytest.approx(100 * sum(steps) / len(steps), rel=1e-9)
+    neighbours = [100 * np.mean([cos(EMBEDS[i], EMBEDS[j]) for j in (i - 1, i + 1) if 0 <= j < n]) for i in range(n)]
+    np.testing.assert_allclose(metrics.neighbour_consistency(EMBEDS), neighbours, rtol=1e-6)
+    scores = [max(100 * cos(e, TEXT[0]), 0) for e in EMBEDS]
+    np.testing.assert_allclose(metrics.clip_scores(EMBEDS, TEXT), scores, rtol=1e-6)
+    assert metrics.text_alignment(EMBEDS, TEXT) == pytest.approx(np.mean(scores), rel=1e-6)
+    assert metrics.clip_scores(EMBEDS, -EMBEDS[0]).min() == 0  # negative cosines count as 0, as CLIP score does
+
+
+def test_metrics_refuse_what_they_cannot_measure():
+    with pytest.raises(TavError, match="at least 2 frames"):
+        metrics.frame_consistency(EMBEDS[:1])
+    with pytest.raises(TavError, match="different CLIP models"):
+        metrics.clip_scores(EMBEDS, torch.randn(1, 8))
+    frames = demo_video(2, 16, 16)
+    with pytest.raises(TavError, match="one shape"):
+        metrics.psnr(frames, frames[:1])
+    with pytest.raises(TavError, match="mask must be"):
+        metrics.psnr(frames, frames, np.ones((3, 3), bool))
+    with pytest.raises(TavError, match="mask region is empty"):
+        metrics.psnr(frames, frames, np.zeros((16, 16), bool))
+
+
+def frames_pair(seed=0, shape=(2, 12, 14, 3)):
+    g = np.random.default_rng(seed)
+    source = g.integers(0, 256, shape).astype(np.uint8)
+    edit = np.clip(source.astype(int) + g.integers(-40, 40, shape), 0, 255).astype(np.uint8)
+    mask = np.zeros(shape[1:3], bool)
+    mask[3:9, 2:10] = True
+    return source, edit, mask
+
+
+def naive_psnr(a, b, m):
+    out = []
+    for f in range(len(a)):
+        diff = (a[f].astype(float) - b[f].astype(float)) ** 2
+        mse = diff[m].mean()
+        out.append(math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse))
+    return out
+
+
+def naive_ssim(a, b, m):
+    """Wang et al. 2004 pixel by pixel: 11x11 Gaussian window (sigma 1.5), reflect-padded borders."""
+    g = np.exp(-(np.arange(11) - 5) ** 2 / (2 * 1.5 ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    out = []
+    for f in range(len(a)):
+        per_channel = []
+        for c in range(3):
+            x = np.pad(a[f, :, :, c].astype(float), 5, mode="reflect")
+            y = np.pad(b[f, :, :, c].astype(float), 5, mode="reflect")
+            s = np.zeros(a.shape[1:3])
+            for i in range(a.shape[1]):
+                for j in range(a.shape[2]):
+                    px, py = x[i:i + 11, j:j + 11], y[i:i + 11, j:j + 11]
+                    mx, my = (w * px).sum(), (w * py).sum()
+                    vx, vy = (w * px * px).sum() - mx ** 2, (w * py * py).sum() - my ** 2
+                    cxy = (w * px * py).sum() - mx * my
+                    s[i, j] = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+            per_channel.append(s)
+        out.append(np.mean(per_channel, axis=0)[m].mean())
+    return out
+
+
+def test_psnr_and_ssim_equal_their_formulas_inside_and_outside_a_mask():
+    source, edit, mask = frames_pair()
+    everywhere = np.ones(mask.shape, bool)
+    for region in (everywhere, mask, ~mask):
+        np.testing.assert_allclose(metrics.psnr(source, edit, region), naive_psnr(source, edit, region), rtol=1e-5)
+        np.testing.assert_allclose(metrics.ssim(source, edit, region), naive_ssim(source, edit, region), rtol=1e-5)
+    np.testing.assert_allclose(metrics.psnr(source, edit), naive_psnr(source, edit, everywhere), rtol=1e-5)
+    base = np.clip(source.astype(int), 0, 245).astype(np.uint8)
+    np.testing.assert_allclose(metrics.psnr(base, base + 10), 20 * math.log10(255 / 10), rtol=1e-6)  # constant offset
+    assert torch.isinf(metrics.psnr(source, source)).all() and torch.allclose(metrics.ssim(source, source), torch.ones(2))
+    assert (metrics.ssim(source, edit) < 1).all()
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    """A tiny random CLIP (vision and text towers, projection to 16 dims), saved as a transformers folder."""
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                         num_attention_heads=4, vocab_size=49408, max_position_embeddings=77),
+                        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                           num_attention_heads=4, image_size=32, patch_size=8), projection_dim=16)
+    folder = tmp_path_factory.mktemp("clip")
+    CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_clip_preprocessing_and_embeddings(clip_folder):
+    embedder = ClipEmbedder(clip_folder)
+    frames = demo_video(3, 32, 32)
+    expected = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(clip_pixels(frames, 32), expected, atol=1e-5, rtol=1e-5)  # right size: normalised only
+    wide = clip_pixels(demo_video(1, 96, 48), 32)
+    assert wide.shape == (1, 3, 32, 32)  # shortest side to 32, then the middle of the long side
+    model = CLIPModel.from_pretrained(clip_folder)
+    with torch.no_grad():
+        direct = model.get_image_features(pixel_values=clip_pixels(frames, 32))
+        ids = embedder.tokenizer("a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids
+        text = model.get_text_features(input_ids=ids)
+    torch.testing.assert_close(embedder.images(frames), direct)
+    torch.testing.assert_close(embedder.text("a cat"), text)
+    with pytest.raises(TavError, match="no config.json"):
+        ClipEmbedder(clip_folder / "missing")
+
+
+def test_report_table_json_and_chart():
+    source, edit, mask = frames_pair(shape=(5, 16, 16, 3))
+    report = score(EMBEDS, TEXT, source, edit, mask)
+    assert report["frame_consistency"] == metrics.frame_consistency(EMBEDS)
+    assert report["text_alignment"] == pytest.approx(metrics.text_alignment(EMBEDS, TEXT))
+    assert report["psnr_inside"] == pytest.approx(float(metrics.psnr(source, edit, mask).double().mean()))
+    assert report["ssim_outside"] == pytest.approx(float(metrics.ssim(source, edit, ~mask).double().mean()))
+    assert len(report["per_frame"]["clip_score"]) == 5
+    assert "text alignment (CLIP score; paper 27.58)" in table(report)
+    same = json.loads(to_json(score(EMBEDS, None, source, source)))
+    assert same["psnr"] is None and same["per_frame"]["psnr"] == [None] * 5  # identical frames: infinite PSNR
+    image = chart(report)
+    assert image.dtype == np.uint8 and image.shape == (2 * 268, 800, 3) and image.std() > 10  # 4 panels, 2 a row
+    assert "frame_consistency" not in score(EMBEDS[:1])  # one frame: nothing to be consistent with
+
+
+def test_loss_chart_is_an_image():
+    image = loss_chart(list(np.linspace(1.0, 0.2, 50)))
+    assert image.shape == (308, 800, 3) and image.std() > 10
+
+
+def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys):
+    source = demo_video(6, 64, 64)
+    write_video(tmp_path / "source.gif", source)
+    edit = source.copy()
+    edit[:, 20:40, 20:40] = 255
+    write_video(tmp_path / "edit", edit)  # PNG frames: lossless
+    Image.fromarray((np.pad(np.ones((20, 20)), 20) * 255).astype(np.uint8)).convert("RGB").save(tmp_path / "mask.png")
+    assert main(["score", "--clip", str(clip_folder), "--video", str(tmp_path / "edit"), "--prompt", "a square",
+                 "--source", str(tmp_path / "source.gif"), "--mask", str(tmp_path / "mask.png")]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "edit.score.json").read_text())
+    assert "PSNR outside the mask" in printed and Image.open(tmp_path / "edit.score.png").size[0] == 800
+    embedder = ClipEmbedder(clip_folder)
+    frames = read_video(tmp_path / "edit")
+    assert report["frame_consistency"] == pytest.approx(metrics.frame_consistency(embedder.images(frames)), rel=1e-6)
+    assert report["text_alignment"] == pytest.approx(metrics.text_alignment(embedder.images(frames),
+                                                                            embedder.text("a square")), rel=1e-5)
+    assert report["psnr_inside"] < report["psnr_outside"]  # the edit changed the square only
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clip", "{tmp}", "--video", "{tmp}/v.gif"], "not a CLIP model folder"),
+    (["--clip", "{clip}", "--video", "{tmp}/missing.gif"], "--video {tmp}/missing.gif does not exist"),
+    (["--clip", "{clip}", "--video", "{tmp}/v.gif", "--mask", "{tmp}/v.gif"], "give --source too"),
+    (["--clip", "{clip}", "--video", "{tmp}/v.gif", "--out", "{tmp}/r.txt"], "must end in .json"),
+])
+def test_score_command_refuses_bad_input(tmp_path, clip_folder, capsys, args, message):
+    write_video(tmp_path / "v.gif", demo_video(2, 32, 32))
+    fill = {"{tmp}": str(tmp_path), "{clip}": str(clip_folder)}
+    args = [a.replace("{tmp}", fill["{tmp}"]).replace("{clip}", fill["{clip}"]) for a in args]
+    assert main(["score", *args]) == 2
+    assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+
+
+def test_run_with_clip_scores_the_edit_and_tune_writes_the_loss_curve(tmp_path, clip_folder):
+    out = tmp_path / "edit.mp4"
+    assert main(["run", "--frames", "3", "--tune-steps", "2", "--steps", "2", "--weights", str(tmp_path / "w.safetensors"),
+                 "--out", str(out), "--clip", str(clip_folder)]) == 0
+    report = json.loads((tmp_path / "edit.score.json").read_text())
+    assert report["frames"] == 3 and {"frame_consistency", "text_alignment", "psnr", "ssim"} <= set(report)
+    assert (tmp_path / "edit.score.png").is_file() and Image.open(tmp_path / "w.loss.png").size[0] == 800
