@@ -4,15 +4,17 @@ import os
 
 import folder_paths
 
+from .editing import INVERSIONS, AttentionControl, LoadNullTextInversion, NullTextInvert
 from .legacy import LEGACY_NODES
 from .loaders import InflateModel, LoadInflateCheckpoint, LoadTunedWeights
 from .sampling import DDIMInvert, VideoKSampler
 from .scoring import ScoreVideo
 from .tuning import FOLDER, OneShotTune
 
-if FOLDER not in folder_paths.folder_names_and_paths:
-    folder_paths.folder_names_and_paths[FOLDER] = ([os.path.join(folder_paths.models_dir, FOLDER)], {".safetensors"})
-os.makedirs(folder_paths.get_folder_paths(FOLDER)[0], exist_ok=True)
+for folder in (FOLDER, INVERSIONS):  # tuned weights; null-text inversions
+    if folder not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)], {".safetensors"})
+    os.makedirs(folder_paths.get_folder_paths(folder)[0], exist_ok=True)
 
 NODE_CLASS_MAPPINGS = {
     "TuneAVideoLoadInflateCheckpoint": LoadInflateCheckpoint,
@@ -22,6 +24,9 @@ NODE_CLASS_MAPPINGS = {
     "TuneAVideoInvert": DDIMInvert,
     "TuneAVideoSampler": VideoKSampler,
     "TuneAVideoScoreVideo": ScoreVideo,
+    "TuneAVideoNullTextInvert": NullTextInvert,
+    "TuneAVideoLoadNullTextInversion": LoadNullTextInversion,
+    "TuneAVideoAttentionControl": AttentionControl,
     **LEGACY_NODES,
 }
 # names as the menus show them (the category already says Tune-A-Video); messages use the same TITLEs

@@ -11,14 +11,19 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import latent_preview
+from server import PromptServer
 
 from ..tav_core import schedule
 from ..tav_core.ddim import invert_ddim, sample_ddim
+from ..tav_core.attention_control import AttentionController
 from ..tav_core.errors import check
-from ..tav_core.models import sd_scheduler_config
+from ..tav_core.models import clip_tokenizer, sd_scheduler_config
+from .edit_plan import EditPlan, comfy_attention, with_edit_plan
 from .video_model import require_sd
 
 INVERSION_STEPS = "tav_inversion_steps"
+NULL_TEXT, NULL_TEXT_CFG = "tav_null_text", "tav_null_text_cfg"  # a null-text inversion's embeddings and its CFG
+CONTROL = "TAV_ATTENTION_CONTROL"
 CATEGORY = "Tune-A-Video"
 
 
@@ -41,10 +46,11 @@ def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable
     return invert_ddim(lambda x, s: model(x, s, **(extra_args or {})), x, sigmas, _progress(callback))
 
 
-def _ddim_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0):
+def _ddim_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=0.0, after_step=None):
     extra_args = extra_args or {}
     generator = torch.Generator(x.device).manual_seed(int(extra_args.get("seed", 0)))
-    return sample_ddim(lambda x, s: model(x, s, **extra_args), x, sigmas, eta, generator, _progress(callback))
+    return sample_ddim(lambda x, s: model(x, s, **extra_args), x, sigmas, eta, generator, _progress(callback),
+                       after_step)
 
 
 def _run(model, sampler, sigmas, positive, negative, cfg, latent, seed, noise_mask=None):
@@ -87,10 +93,15 @@ class DDIMInvert:
 class VideoKSampler:
     TITLE = "Video KSampler"
     DESCRIPTION = ("DDIM sampling of a whole clip from inverted latents with classifier-free guidance. Works "
-                   "with ControlNet Apply (one hint image per frame) and any conditioning.")
+                   "with ControlNet Apply (one hint image per frame) and any conditioning. From a Null-Text Invert "
+                   "LATENT each step uses its optimised null text; with Attention Control (and source_positive) it "
+                   "samples the source and the edit together, Prompt-to-Prompt / Video-P2P style.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("The edited video's latents, one per frame: VAE Decode them.",)
+    RETURN_TYPES = ("LATENT", "LATENT")
+    RETURN_NAMES = ("LATENT", "source")
+    OUTPUT_TOOLTIPS = ("The edited video's latents, one per frame: VAE Decode them.",
+                       "With Attention Control, the source branch (the clip as the model retraces it); otherwise "
+                       "the same as the first output.")
     FUNCTION = "sample"
 
     @classmethod
@@ -100,14 +111,18 @@ class VideoKSampler:
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
                              "tooltip": "Seed of the eta noise (unused at eta 0); stays as set."}),
             "steps": ("INT", {"default": 0, "min": 0, "max": 999, "tooltip": "DDIM steps; 0 = as many as DDIM Invert used (else 50)."}),
-            "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale (paper: 12.5)."}),
+            "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale (paper: 12.5; after Null-Text Invert use its cfg)."}),
             "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta: 0 is deterministic (paper)."}),
             "positive": ("CONDITIONING", {"tooltip": "The edited prompt."}),
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt (empty prompt in the paper)."}),
-            "latent_image": ("LATENT", {"tooltip": "Output of DDIM Invert (or any latents at the top noise level)."}),
-        }}
+            "latent_image": ("LATENT", {"tooltip": "Output of DDIM Invert or Null-Text Invert (or any latents at the top noise level)."}),
+        }, "optional": {
+            "control": (CONTROL, {"tooltip": "Attention Control (Prompt-to-Prompt): sample the source and the edit together; needs source_positive."}),
+            "source_positive": ("CONDITIONING", {"tooltip": "The source prompt's conditioning, for the source branch of a controlled edit."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def sample(self, model, seed, steps, cfg, eta, positive, negative, latent_image):
+    def sample(self, model, seed, steps, cfg, eta, positive, negative, latent_image, control=None,
+               source_positive=None, unique_id=None):
         require_sd(model, self.TITLE)
         latent = latent_image
         inverted = latent.get(INVERSION_STEPS)
@@ -115,7 +130,28 @@ class VideoKSampler:
               f"this LATENT was inverted with {inverted} steps; sampling it with {steps} starts at another noise "
               f"level and does not reproduce the video: set steps to 0 (the inversion's) or invert with {steps}")
         steps = steps or inverted or 50
-        sampler = comfy.samplers.KSAMPLER(_ddim_sampler, extra_options={"eta": eta})
-        out = _run(model, sampler, ddim_sigmas(model, steps), positive, negative, cfg, latent, seed,
+        null_text = latent.get(NULL_TEXT)
+        if null_text is not None and latent.get(NULL_TEXT_CFG) != cfg and unique_id is not None and PromptServer.instance:
+            PromptServer.instance.send_progress_text(f"note: the null text was optimised for cfg "
+                                                     f"{latent.get(NULL_TEXT_CFG)}; at {cfg} the source is not retraced",
+                                                     unique_id)
+        sigmas = ddim_sigmas(model, steps)
+        samples, frames = latent["samples"], len(latent["samples"])
+        plan = None
+        if control is not None:
+            check(source_positive is not None, "Attention Control needs source_positive: the source prompt's "
+                                               "conditioning, for the source branch")
+            controller = AttentionController(control, clip_tokenizer(), steps, frames, tuple(samples.shape[2:]),
+                                             attention=comfy_attention)
+            plan = EditPlan(frames, 2, sigmas, source_positive[0][0], null_text, controller=controller)
+            samples = torch.cat([samples, samples])
+        elif null_text is not None:
+            plan = EditPlan(frames, 1, sigmas, None, null_text)
+        if plan is not None:
+            model = with_edit_plan(model, plan)
+        after_step = plan.controller.after_step if plan is not None and plan.controller is not None else None
+        sampler = comfy.samplers.KSAMPLER(_ddim_sampler, extra_options={"eta": eta, "after_step": after_step})
+        out = _run(model, sampler, sigmas, positive, negative, cfg, {**latent, "samples": samples}, seed,
                    latent.get("noise_mask"))  # inpainting masks apply while sampling, never while inverting
-        return ({**{k: v for k, v in latent.items() if k not in ("samples", INVERSION_STEPS)}, "samples": out},)
+        rest = {k: v for k, v in latent.items() if k not in ("samples", INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG)}
+        return ({**rest, "samples": out[-frames:]}, {**rest, "samples": out[:frames]})

@@ -79,9 +79,9 @@ def check_save_name(name: str) -> str:
     return name
 
 
-def numbered_path(name: str) -> str:
-    """models/tuneavideo/<name>_00001_.safetensors, the next free number: as ComfyUI's own savers, never overwriting."""
-    folder, filename, counter, _, _ = folder_paths.get_save_image_path(name, folder_paths.get_folder_paths(FOLDER)[0])
+def numbered_path(name: str, models_folder: str = FOLDER) -> str:
+    """models/<folder>/<name>_00001_.safetensors, the next free number: as ComfyUI's own savers, never overwriting."""
+    folder, filename, counter, _, _ = folder_paths.get_save_image_path(name, folder_paths.get_folder_paths(models_folder)[0])
     return os.path.join(folder, f"{filename}_{counter:05}_.safetensors")
 
 
@@ -98,29 +98,41 @@ def checkpointed(unet: torch.nn.Module):
             del block.forward
 
 
-def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config: TuneConfig,
-               gradient_checkpointing: bool = False, callback=None):
-    """Train copies of the MODEL's temporal layers and query projections; returns (layers, queries, losses)
-    with queries keyed by ModelPatcher key. The MODEL itself is left as it was."""
+@contextmanager
+def autograd_unet(model, queries: dict[str, torch.Tensor] | None = None, gradient_checkpointing: bool = False):
+    """Inside: ``(unet_fn(x, t, context), device, dtype)`` for the MODEL's diffusion model loaded as ComfyUI loads
+    it (patches applied), usable with autograd; ``queries`` (ModelPatcher key -> tensor) stand in for those
+    query projections. Outside inference mode, as the stock trainer runs."""
     with torch.inference_mode(False), torch.enable_grad():
         comfy.model_management.load_models_gpu([model], force_full_load=True)
         device, dtype = model.load_device, model.model.manual_cast_dtype or model.model.get_dtype()
-        config.mixed_precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "no")
-        layers = copy.deepcopy(layers).to(device, torch.float32)
-        names = query_names(model)
-        queries = {k: torch.nn.Parameter(patched_weight(model, k).to(device)) for k in names}
-        params = {names[k]: q for k, q in queries.items()}
-        params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
-        unet, hooks = diffusion_model(model), video_hooks(diffusion_model(model))
-        latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
+        unet = diffusion_model(model)
 
         def unet_fn(x, t, c):
             return unet(x.to(dtype), t.float(), context=c.to(dtype), transformer_options={}).float()
 
-        with trainable_weights(unet, {k.removeprefix("diffusion_model."): q for k, q in queries.items()}), \
+        with trainable_weights(unet, {k.removeprefix("diffusion_model."): q for k, q in (queries or {}).items()}), \
                 (checkpointed(unet) if gradient_checkpointing else nullcontext()):
-            losses = tune(unet_fn, params, lambda f: hooks.video(f, layers.pairs()), latents,
-                          cond.clone().to(device, torch.float32), scheduler_config(model), config, callback)
+            yield unet_fn, device, dtype
+
+
+def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config: TuneConfig,
+               gradient_checkpointing: bool = False, callback=None):
+    """Train copies of the MODEL's temporal layers and query projections; returns (layers, queries, losses)
+    with queries keyed by ModelPatcher key. The MODEL itself is left as it was."""
+    with torch.inference_mode(False):
+        device = model.load_device
+        layers = copy.deepcopy(layers).to(device, torch.float32)
+        names = query_names(model)
+        queries = {k: torch.nn.Parameter(patched_weight(model, k).to(device)) for k in names}
+    params = {names[k]: q for k, q in queries.items()}
+    params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
+    hooks = video_hooks(diffusion_model(model))
+    with autograd_unet(model, queries, gradient_checkpointing) as (unet_fn, device, dtype):
+        config.mixed_precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "no")
+        latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
+        losses = tune(unet_fn, params, lambda f: hooks.video(f, layers.pairs()), latents,
+                      cond.clone().to(device, torch.float32), scheduler_config(model), config, callback)
     return layers.to("cpu").requires_grad_(False), {k: q.detach().cpu() for k, q in queries.items()}, losses
 
 

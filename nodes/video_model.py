@@ -18,6 +18,7 @@ from ..tav_core.errors import TavError, check, plural
 from ..tav_core.frames import FrameContext
 from ..tav_core.inflation import Inflation, TemporalLayers, transformer_blocks
 from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, write_tuned
+from .edit_plan import KEY as EDIT_KEY
 
 KEY = "tuneavideo"
 QUERIES = ("attn1.to_q.weight", "attn2.to_q.weight")
@@ -67,24 +68,36 @@ def query_names(model) -> dict[str, str]:
             for i, (name, _) in enumerate(transformer_blocks(diffusion_model(model))) for q in QUERIES}
 
 
+def clips_per_chunk(transformer_options) -> int:
+    """Clips in each cond chunk of the batch: 2 (source and edit branch) during a two-branch edit, else 1."""
+    plan = transformer_options.get(EDIT_KEY)
+    return plan.branches if plan is not None else 1
+
+
 class VideoWrapper:
-    """APPLY_MODEL wrapper: the batch is len(cond_or_uncond) clips of the latent's frame count."""
+    """APPLY_MODEL wrapper: the batch is len(cond_or_uncond) chunks of clips of the latent's frame count (one clip,
+    or two during a two-branch edit, whose plan also sets each row's prompt)."""
 
     def __init__(self, layers: TemporalLayers):
         self.layers = layers
 
     def __call__(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
-        chunks = max(1, len(transformer_options.get("cond_or_uncond", [0])))
-        check(x.shape[0] % chunks == 0, f"batch of {x.shape[0]} is not {chunks} equal clips")
+        chunks = transformer_options.get("cond_or_uncond", [0])
+        clips = max(1, len(chunks)) * clips_per_chunk(transformer_options)
+        check(x.shape[0] % clips == 0, f"batch of {x.shape[0]} is not {clips} equal clips")
+        plan = transformer_options.get(EDIT_KEY)
+        if plan is not None and c_crossattn is not None:
+            c_crossattn = plan.context(c_crossattn, t, chunks)
         if next(self.layers.parameters()).device != x.device:  # normally loaded as an additional model
             self.layers.to(x.device)
-        with video_hooks(executor.class_obj.diffusion_model).video(x.shape[0] // chunks, self.layers.pairs()):
+        with video_hooks(executor.class_obj.diffusion_model).video(x.shape[0] // clips, self.layers.pairs()):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
 def check_control_hints(executor, model, conds, x_in, timestep, model_options):
-    """CALC_COND_BATCH wrapper: a ControlNet must get one hint image per frame (or one for all frames)."""
-    frames = x_in.shape[0]
+    """CALC_COND_BATCH wrapper: a ControlNet must get one hint image per frame (or one for all frames); ComfyUI
+    repeats them over the batch, so both branches of an edit get them."""
+    frames = x_in.shape[0] // clips_per_chunk(model_options.get("transformer_options", {}))
     for cond_list in conds:
         for cond in cond_list or []:
             control = cond.get("control")
@@ -167,3 +180,4 @@ def load_tuned_model(path, model) -> tuple:
         layers.load_state_dict({k: v for k, v in tensors.items() if ".attn_temp." in k or ".norm_temp." in k})
     queries = {k: tensors[name] for k, name in names.items()}
     return tuned_clone(model, layers, queries), meta
+

@@ -71,12 +71,29 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--edit-prompt", default="a yellow square moving over a gradient", help="prompt of the edit")
     g.add_argument("--negative-prompt", default="", help="negative prompt of the guidance (default empty, as the paper)")
     g.add_argument("--steps", type=int, help="DDIM steps of inversion and sampling (default 50; 20 with the tiny model)")
-    g.add_argument("--cfg", type=float, default=12.5, help="classifier-free guidance scale (default 12.5, the paper's)")
+    g.add_argument("--cfg", type=float, help="classifier-free guidance scale (default 12.5, the paper's; 7.5 with --p2p, "
+                                           "Video-P2P's)")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta from 0 (deterministic, the paper) to 1; noise from --seed")
     g.add_argument("--out", default="out/edit.mp4",
                    help="output: .mp4, .gif, or a path without suffix for a folder of PNG frames (default out/edit.mp4)")
     g.add_argument("--fps", type=int, default=8, help="frames per second of the output video (default 8)")
     g.add_argument("--clip", help="local CLIP model folder: also measure the edit (writes <out>.score.json/.png)")
+    g = editing.add_argument_group("prompt-to-prompt (Video-P2P: keep what the edit prompt does not change)")
+    g.add_argument("--p2p", action="store_true", help="null-text inversion, then the source and the edit sampled "
+                                                     "together with attention control")
+    g.add_argument("--inversion", help="null-text inversion file: reused if it exists (same prompt, steps, cfg), "
+                                       "else saved there (inversion is the slow part)")
+    g.add_argument("--inner-steps", type=int, default=10, help="null-text Adam iterations per step (default 10)")
+    g.add_argument("--mode", choices=["auto", "replace", "refine"], default="auto",
+                   help="replace: word swap; refine: words added/removed; auto: by word count (default)")
+    g.add_argument("--cross-steps", type=float, default=0.2, help="fraction of steps whose cross-attention follows "
+                                                                  "the source (default 0.2, Video-P2P's)")
+    g.add_argument("--self-steps", type=float, default=0.5, help="fraction of steps whose self-attention is the "
+                                                                 "source's (default 0.5)")
+    g.add_argument("--reweight", default="", help="scale attention to edit-prompt words, e.g. 'origami:2'")
+    g.add_argument("--blend", nargs=2, metavar=("SOURCE_WORDS", "EDIT_WORDS"),
+                   help="local blend: comma-separated words of each prompt whose region may change (e.g. rabbit rabbit)")
+    g.add_argument("--blend-threshold", type=float, default=0.3, help="local blend mask threshold (default 0.3)")
 
     scoring = argparse.ArgumentParser(add_help=False)
     g = scoring.add_argument_group("scoring")
@@ -156,7 +173,14 @@ def _check_args(args) -> None:
         read_metadata(weights)  # exists and is a tuned-weights file
     if _edits(args):
         check(args.steps is None or 1 <= args.steps <= 999, f"--steps must be from 1 to 999, got {args.steps}")
-        check(args.cfg >= 0, f"--cfg must be >= 0, got {args.cfg}")
+        check(args.cfg is None or args.cfg >= 0, f"--cfg must be >= 0, got {args.cfg}")
+        check(args.inner_steps >= 1, f"--inner-steps must be at least 1, got {args.inner_steps}")
+        if args.p2p:
+            _edit_control(args)
+            if args.inversion:
+                check(Path(args.inversion).suffix == ".safetensors", f"--inversion {args.inversion} must end in "
+                                                                     ".safetensors")
+                check_writable(args.inversion, "null-text inversion")
         check(0 <= args.eta <= 1, f"--eta must be from 0 to 1, got {args.eta}")
         check(args.fps >= 1, f"--fps must be at least 1, got {args.fps}")
         suffix = Path(args.out).suffix.lower()
@@ -223,12 +247,53 @@ def _tune(args, pipe, defaults, latents, latent_std, video) -> None:
         print(f"removed the training state {state} (the run is complete)")
 
 
+def _edit_control(args):
+    """The Prompt-to-Prompt settings (checked with CLIP's tokenizer before any model loads)."""
+    from .attention_control import AttentionController, EditControl
+    from .models import clip_tokenizer
+    weights = {}
+    for item in filter(None, (part.strip() for part in args.reweight.split(","))):
+        word, _, value = item.partition(":")
+        try:
+            weights[word.strip()] = float(value)
+        except ValueError:
+            raise TavError(f"--reweight {item!r} is not 'word:number'; write e.g. 'origami:2,rabbit:0.5'") from None
+    blend = tuple([w for w in words.split(",") if w] for words in args.blend) if args.blend else None
+    control = EditControl(args.prompt, args.edit_prompt, args.mode, args.cross_steps, args.self_steps, weights, blend,
+                          args.blend_threshold)
+    AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))
+    return control
+
+
+def _p2p(args, pipe, latents, steps, cfg):
+    from .editing import edit, null_text_invert
+    from .null_text import NullTextInversion
+    inversion = None
+    if args.inversion and Path(args.inversion).is_file():
+        inversion = NullTextInversion.load(args.inversion)
+        made = (inversion.prompt, inversion.steps, inversion.guidance_scale, tuple(inversion.noise.shape))
+        wanted = (pipe.prompt_used(args.prompt), steps, cfg, tuple(latents.shape))
+        check(made == wanted, f"--inversion {args.inversion} was made for (prompt, steps, cfg, latents) {made}, not "
+                              f"{wanted}; delete it or give another path")
+        print(f"null-text inversion: {args.inversion}")
+    if inversion is None:
+        inversion = null_text_invert(pipe, latents, args.prompt, steps, cfg, args.inner_steps)
+        if args.inversion:
+            inversion.save(args.inversion, frames=len(latents))
+            print(f"null-text inversion saved: {args.inversion}")
+    return edit(pipe, inversion, _edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed)[1]
+
+
 def _edit(args, pipe, defaults, latents) -> None:
     from .video import write_video
     steps = args.steps or defaults["steps"]
-    noise = pipe.invert(latents, steps)
-    edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, args.cfg, steps, args.eta, args.seed,
-                         num_frames=len(latents))
+    cfg = args.cfg if args.cfg is not None else (7.5 if args.p2p else 12.5)
+    if args.p2p:
+        edited = _p2p(args, pipe, latents, steps, cfg)
+    else:
+        noise = pipe.invert(latents, steps)
+        edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, cfg, steps, args.eta, args.seed,
+                             num_frames=len(latents))
     frames = pipe.decode(edited)
     out = write_video(args.out, frames, args.fps)
     print(f"edited video: {out}")

@@ -33,9 +33,11 @@ def _sigma_batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_ddim(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, eta: float = 0.0,
-                generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, callback: Callable | None = None,
+                after_step: Callable | None = None) -> torch.Tensor:
     """Denoise ``x`` (k-diffusion scaling, at ``sigmas[0]``) down the descending ``sigmas``; returns the VP-scaled
-    latents at ``sigmas[-1]`` (the reference's output; with a final sigma of 0, the clean estimate)."""
+    latents at ``sigmas[-1]`` (the reference's output; with a final sigma of 0, the clean estimate).
+    ``after_step(i, x) -> x`` may change the latents after each step (local blend)."""
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = model(x, _sigma_batch(x, sigma))
@@ -44,6 +46,8 @@ def sample_ddim(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, eta: flo
         x = denoised + (sigma_next ** 2 - noise_std ** 2).clamp(min=0).sqrt() * eps
         if eta > 0:
             x = x + noise_std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if after_step is not None:
+            x = after_step(i, x)
         if callback is not None:
             callback(i, x, denoised)
     return x * vp_scale(sigmas[-1]).to(x)

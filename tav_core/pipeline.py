@@ -11,6 +11,7 @@ from .denoiser import DiscreteDenoiser, guided
 from .errors import TavWarning, check, plural
 from .inflation import inflate
 from .models import Components
+from .null_text import NullTextInversion
 from .schedule import alphas_cumprod, ddim_sigmas, ddim_timesteps, final_sigma, sigma_table
 from .tuning import TuneConfig, recorded, tune
 from .weights import load_tuned, save_tuned, video_parameters
@@ -126,17 +127,28 @@ class TuneAVideo:
         with self.inflation.video(len(latents)):
             return invert_ddim(model, latents.to(self.device), self.ddim_sigmas(steps, latents.dtype).flip(0))
 
-    def sample(self, noise: torch.Tensor, prompt: str, negative_prompt: str = "", guidance_scale: float = 12.5,
-               steps: int = 50, eta: float = 0.0, seed: int = 0, num_frames: int | None = None) -> torch.Tensor:
-        """DDIM sampling from inverted latents (or any noise at the top sigma) with classifier-free guidance."""
+    def sample(self, noise: torch.Tensor | NullTextInversion, prompt: str, negative_prompt: str = "",
+               guidance_scale: float = 12.5, steps: int = 50, eta: float = 0.0, seed: int = 0,
+               num_frames: int | None = None) -> torch.Tensor:
+        """DDIM sampling from inverted latents (or any noise at the top sigma) with classifier-free guidance. From a
+        ``NullTextInversion`` the unconditional embedding of every step is the optimised one (and the steps its)."""
+        null_text = noise if isinstance(noise, NullTextInversion) else None
+        if null_text is not None:
+            noise, steps = null_text.noise, null_text.steps
         self._check_latents(noise, num_frames)
         frames = len(noise)
         cond = self.encode_prompt(prompt).expand(frames, -1, -1)
         uncond = self.encode_prompt(negative_prompt).expand(frames, -1, -1)
-        model = guided(self.denoiser, cond, uncond, guidance_scale)
+        sigmas = self.ddim_sigmas(steps, noise.dtype)
+
+        def model(x, sigma):
+            u = uncond
+            if null_text is not None:
+                u = null_text.embedding_at(int((sigmas.to(sigma) - sigma[0]).abs().argmin())).to(uncond)
+            return guided(self.denoiser, cond, u.expand(frames, -1, -1), guidance_scale)(x, sigma)
         generator = torch.Generator(self.device).manual_seed(seed)
         with self.inflation.video(frames):
-            return sample_ddim(model, noise.to(self.device), self.ddim_sigmas(steps, noise.dtype), eta, generator)
+            return sample_ddim(model, noise.to(self.device), sigmas, eta, generator)
 
     def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig) -> None:
         save_tuned(path, self.c.unet, prompt=self.prompt_used(prompt), frames=frames, width=width, height=height,

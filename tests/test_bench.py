@@ -20,3 +20,16 @@ def test_bench_compare_writes_json_with_all_measurements(tmp_path):
         assert row["step_s"] > 0 and row["tune_peak_mb"] > 0 and row["inversion_s"] > 0 and row["sampling_s"] > 0
     assert set(report["ratios"]) == {"step_speedup", "memory_ratio", "inversion_speedup", "sampling_speedup"}
     assert "step s" in out.stdout and "step_speedup" in out.stdout
+
+
+def test_bench_editing_reports_every_feature_against_its_plain_counterpart(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench.editing", "--frames", "2", "--size", "64", "--steps", "2",
+                          "--name", "pytest-editing"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path = ROOT / "bench" / "results" / "pytest-editing.json"
+    rows = {r["case"]: r for r in json.loads(path.read_text())["rows"]}
+    path.unlink()
+    assert set(rows) == {"DDIM inversion", "null-text inversion", "plain edit sampling", "two branches",
+                         "attention control", "control + local blend"}
+    assert all(r["seconds"] > 0 and r["time_ratio"] > 0 for r in rows.values())
+    assert rows["control + local blend"]["blend_maps_bytes"] > 0 and rows["attention control"].get("blend_maps_bytes", 0) == 0

@@ -85,6 +85,7 @@ def small(prompt: dict, name: str) -> dict:
                  "TuneAVideoLoadTunedWeights": {"weights_name": TUNED},
                  "TuneAVideoInvert": {"steps": 4}, "TuneAVideoDDIMInvert": {"steps": 4},
                  "CLIPVisionLoader": {"clip_name": CLIP_VISION}, "CLIPLoader": {"clip_name": CLIP_TEXT},
+                 "TuneAVideoNullTextInvert": {"steps": 4, "inner_steps": 2},
                  "SaveVideo": {"filename_prefix": f"tav-test/{name}"}}
     for node in prompt.values():
         node["inputs"].update(overrides.get(node["class_type"], {}))
@@ -96,7 +97,8 @@ def run_workflow(comfy, object_info, path: Path, name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", ["Tune and save weights", "Tune and edit a video", "Edit with saved weights",
-                                  "Tune and edit with ControlNet", "Zero-shot edit (no tuning)"])
+                                  "Tune and edit with ControlNet", "Tune and edit with Prompt-to-Prompt",
+                                  "Zero-shot edit (no tuning)"])
 def test_shared_workflows_run(comfy, object_info, name):
     folder = comfy.base / "models" / "tuneavideo"
     if name == "Edit with saved weights" and not (folder / TUNED).exists():
@@ -441,3 +443,87 @@ def test_one_shot_tune_shows_and_returns_its_loss_curve(comfy):
     assert outputs["10"]["images"]  # previewed on the node itself
     saved = sorted((comfy.base / "output" / "tav-test").glob("loss_*.png"))[-1]
     assert Image.open(saved).size == (800, 308)
+
+
+def equivalence_setup(comfy, test_models, name: str):
+    """The headless engine on the test checkpoint with tuned (non-zero) temporal layers, saved for ComfyUI too."""
+    from tav_core import TuneAVideo, TuneConfig, load_components
+    pipe = TuneAVideo(load_components(test_models / CKPT, config=test_models / "tiny-sd15-config"))
+    latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
+    pipe.tune(latents, "a red square", TuneConfig(steps=3, learning_rate=1e-2), progress=False)
+    pipe.save_tuned(comfy.base / f"models/tuneavideo/{name}.safetensors", "a red square", FRAMES, SIZE, SIZE,
+                    TuneConfig(steps=3))
+    safetensors.torch.save_file({"latent_tensor": latents / pipe.scaling, "latent_format_version_0": torch.tensor([])},
+                                str(comfy.base / "input" / f"{name}.latent"))
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+             "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
+             "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+             "4": {"class_type": "LoadLatent", "inputs": {"latent": f"{name}.latent"}},
+             "5": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {"model": ["1", 0],
+                                                                          "weights_name": f"{name}.safetensors"}},
+             "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square", "clip": ["1", 1]}}}
+    return pipe, latents, graph
+
+
+def relative(ours, theirs) -> float:
+    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
+
+
+def control_node(source: str, edit: str, **settings) -> dict:
+    inputs = {"source_prompt": source, "edit_prompt": edit, "mode": "auto", "cross_steps": 0.4, "self_steps": 0.5,
+              "reweight": "", "blend_source_words": "", "blend_edit_words": "", "blend_threshold": 0.3,
+              "blend_start": 0.2}
+    return {"class_type": "TuneAVideoAttentionControl", "inputs": {**inputs, **settings}}
+
+
+def test_null_text_inversion_and_controlled_edit_equal_the_engine(comfy, test_models):
+    """Same checkpoint, tuned weights and latents: Null-Text Invert, and Video KSampler with Attention Control
+    (word swap, reweighting, local blend) from it, against tav_core's null_text_invert and edit."""
+    from tav_core.attention_control import EditControl
+    from tav_core.editing import edit, null_text_invert
+    pipe, latents, graph = equivalence_setup(comfy, test_models, "p2p")
+    steps, cfg = 4, 7.5
+    control = dict(reweight="yellow:2", blend_source_words="square", blend_edit_words="square", blend_start=0.0)
+    graph.update({
+        "7": {"class_type": "TuneAVideoNullTextInvert", "inputs": {"model": ["5", 0], "positive": ["2", 0],
+              "negative": ["3", 0], "latent_image": ["4", 0], "steps": steps, "cfg": cfg, "inner_steps": 3,
+              "save_name": "p2p"}},
+        "8": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": "tav-test/nt-noise"}},
+        "9": control_node("a red square", "a yellow square", **control),
+        "10": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["5", 0], "seed": 0, "steps": 0, "cfg": cfg,
+               "eta": 0.0, "positive": ["6", 0], "negative": ["3", 0], "latent_image": ["7", 0], "control": ["9", 0],
+               "source_positive": ["2", 0]}},
+        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "tav-test/p2p-edit"}},
+        "12": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 1], "filename_prefix": "tav-test/p2p-source"}},
+    })
+    run_ok(comfy, graph)
+    inversion = null_text_invert(pipe, latents, "a red square", steps, cfg, inner_steps=3)
+    source, edited = edit(pipe, inversion, EditControl("a red square", "a yellow square", cross_steps=0.4,
+                                                       reweight={"yellow": 2.0}, blend_words=(["square"], ["square"]),
+                                                       blend_start=0.0))
+    errors = {name: relative(ours, load_latent(comfy, f"tav-test/{name}") * pipe.scaling)
+              for name, ours in (("nt-noise", inversion.noise), ("p2p-source", source), ("p2p-edit", edited))}
+    print(f"ComfyUI vs engine (max relative): {errors}")
+    assert max(errors.values()) < 1e-3
+    saved = comfy.base / "models" / "tuneavideo_inversions" / "p2p_00001_.safetensors"
+    from tav_core.null_text import NullTextInversion
+    torch.testing.assert_close(NullTextInversion.load(saved).embeddings, inversion.embeddings, atol=1e-4, rtol=1e-3)
+
+
+def test_identity_edit_reproduces_the_source_branch_and_bad_controls_are_named(comfy):
+    graph = base_graph({"20": {"class_type": "TuneAVideoInvert", "inputs": {"model": ["9", 0], "conditioning": ["3", 0],
+                                                                            "latent_image": ["8", 0], "steps": 3}},
+                        "21": control_node("a red square", "a red square", blend_source_words="square",
+                                           blend_edit_words="square", cross_steps=1.0, self_steps=1.0),
+                        "22": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["9", 0], "seed": 0, "steps": 0,
+                               "cfg": 7.5, "eta": 0.0, "positive": ["2", 0], "negative": ["3", 0],
+                               "latent_image": ["20", 0], "control": ["21", 0], "source_positive": ["2", 0]}},
+                        "23": {"class_type": "SaveLatent", "inputs": {"samples": ["22", 0], "filename_prefix": "tav-test/id-edit"}},
+                        "24": {"class_type": "SaveLatent", "inputs": {"samples": ["22", 1], "filename_prefix": "tav-test/id-source"}}})
+    run_ok(comfy, graph)
+    assert torch.equal(load_latent(comfy, "tav-test/id-edit"), load_latent(comfy, "tav-test/id-source"))
+    graph["21"] = control_node("a red square", "a yellow square", blend_source_words="cat", blend_edit_words="square")
+    expect_error(comfy, graph, "'cat' is not a word of the prompt 'a red square'")
+    graph["21"] = control_node("a red square", "a yellow square")
+    del graph["22"]["inputs"]["source_positive"]
+    expect_error(comfy, graph, "Attention Control needs source_positive")

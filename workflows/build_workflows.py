@@ -28,12 +28,13 @@ VIDEO = "skiing.mp4"
 SAVE_NAME = "skiing"
 SOURCE = "a man is skiing"
 EDIT = "spider man is skiing on the beach, cartoon style"
+P2P_EDIT = "a spider man is skiing"  # Prompt-to-Prompt keeps what the prompt does not change: the slope stays
 # layout, in canvas units: columns of nodes, one group per stage of the work
 WIDTH, COLUMN_GAP, ROW_GAP, TITLE, GROUP_TOP = 340, 60, 20, 30, 50
 SLOT, WIDGET = 20, 26
 # room for a square preview, a text box, the loss curve or the score chart shown on the node after a run
 HEIGHT = {"LoadVideo": 400, "CLIPTextEncode": 110, "PrimitiveStringMultiline": 110, "SaveVideo": 440,
-          "TuneAVideoTune": 380, "TuneAVideoScoreVideo": 400}
+          "TuneAVideoTune": 380, "TuneAVideoScoreVideo": 400, "TuneAVideoAttentionControl": 400}
 BYPASSED = 4  # a node's mode when it is skipped on Run (Ctrl+B in the editor)
 STAGE_COLORS = ["#3f789e", "#8a6b3f", "#5e8a3f", "#7a3f8a", "#3f8a7a"]
 # the view stored in the files: a 1600x900 window, less the editor's bars and overlays (measured in frontend
@@ -74,6 +75,12 @@ NOTE_ZERO = """**Zero-shot edit**
 
 No tuning: the inflated model edits the clip with sparse-causal attention only (the temporal layers start at
 zero). Quick, but less faithful to the motion than a tuned model."""
+NOTE_P2P = """**Prompt-to-Prompt** (Video-P2P): keeps what the edit prompt does not change.
+
+**Null-Text Invert** makes the source branch retrace the clip (inner_steps backward passes per step: slower than
+DDIM Invert; save it to reuse). **Attention Control** then gives the edit the source's attention for the first
+steps; *local blend* keeps everything outside the blend words' region equal to the source. Its prompts come from
+the two String nodes, the same texts that are encoded."""
 NOTE_CONTROLNET = """**ControlNet**: one Canny hint per frame keeps the edit on the source's outlines. Raise
 *strength* in Apply ControlNet for a closer structure, lower it for freer edits."""
 
@@ -146,9 +153,12 @@ class Graph:
         assert not connections, f"{kind} has no inputs {list(connections)}"
         return node
 
-    def note(self, text: str):
+    def note(self, text: str, column: int | None = None):
+        """A note below the last node of this column (or of an earlier ``column`` with room to spare)."""
         lines = sum(1 + len(line) // 60 for line in text.splitlines())  # wrapped at the note's width
+        current, self.current = self.current, self.current if column is None else column
         at, size = self._place(36 + 12 * lines)  # the editor's markdown: about 12 units a line
+        self.current = current
         self.nodes.append({"id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": at, "size": size, "flags": {},
                            "order": len(self.nodes), "mode": self.mode, "properties": {}, "widgets_values": [text],
                            "color": "#432", "bgcolor": "#653"})
@@ -186,17 +196,22 @@ def video_in(g: Graph, note: str):
     return g.node("ImageScale", "bicubic", 512, 512, "center", title="Resize (SD 1.5: 512x512)", image=(frames, 0))
 
 
-def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", source=True, edit=True):
-    """The model and the prompts; the edited prompt is one text (a String node) for encoding and for scoring."""
+def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", source=True, edit=True,
+                           source_text=False, edit_prompt=EDIT):
+    """The model and the prompts; a prompt other nodes also read is one text (a String node) that is encoded."""
     g.stage("2. Model and prompts")
     ckpt = g.node(loader, CHECKPOINT["name"], title="Checkpoint (SD 1.x/2.x)", models=[CHECKPOINT])
     prompts = {}
-    if source:
+    if source and source_text:
+        prompts["source_text"] = g.node("PrimitiveStringMultiline", SOURCE, title="Source prompt (the clip as it is)")
+        prompts["source"] = g.node("CLIPTextEncode", SOURCE, title="Source prompt, encoded", clip=(ckpt, 1),
+                                   text=(prompts["source_text"], 0))
+    elif source:
         prompts["source"] = g.node("CLIPTextEncode", SOURCE, title="Source prompt (the clip as it is)", clip=(ckpt, 1))
     prompts["empty"] = g.node("CLIPTextEncode", "", title="Empty prompt", clip=(ckpt, 1))
     if edit:
-        prompts["edit_text"] = g.node("PrimitiveStringMultiline", EDIT, title="Edited prompt (what it should become)")
-        prompts["edit"] = g.node("CLIPTextEncode", EDIT, title="Edited prompt, encoded", clip=(ckpt, 1),
+        prompts["edit_text"] = g.node("PrimitiveStringMultiline", edit_prompt, title="Edited prompt (what it should become)")
+        prompts["edit"] = g.node("CLIPTextEncode", edit_prompt, title="Edited prompt, encoded", clip=(ckpt, 1),
                                  text=(prompts["edit_text"], 0))
     return ckpt, prompts
 
@@ -267,6 +282,26 @@ def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     return g.json()
 
 
+def p2p_workflow(info) -> dict:
+    """Video-P2P on the tuned model: null-text inversion, then the source and the edit sampled together."""
+    g = Graph(info)
+    frames = video_in(g, NOTE_START)
+    ckpt, prompts = checkpoint_and_prompts(g, source_text=True, edit_prompt=P2P_EDIT)
+    latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_TUNE, SAVE_NAME)
+    g.stage("4. Null text and attention control")
+    noise = g.node("TuneAVideoNullTextInvert", 50, 7.5, 10, "", model=(tuned, 0), positive=(prompts["source"], 0),
+                   negative=(prompts["empty"], 0), latent_image=(latent, 0))
+    control = g.node("TuneAVideoAttentionControl", SOURCE, P2P_EDIT, "auto", 0.2, 0.5, "spider:2", "man", "man", 0.3,
+                     0.2, source_prompt=(prompts["source_text"], 0), edit_prompt=(prompts["edit_text"], 0))
+    edited = g.node("TuneAVideoSampler", 0, 0, 7.5, 0.0, model=(tuned, 0), positive=(prompts["edit"], 0),
+                    negative=(prompts["empty"], 0), latent_image=(noise, 0), control=(control, 0),
+                    source_positive=(prompts["source"], 0))
+    g.note(NOTE_P2P, column=2)  # under the tuning, where there is room
+    images = video_out(g, ckpt, edited, "p2p")
+    measure(g, images, frames, prompts)
+    return g.json()
+
+
 def tune_and_save_workflow(info) -> dict:
     g = Graph(info)
     frames = video_in(g, NOTE_START.replace("4. **Prompts**: the source prompt describes the clip as it is; the edited "
@@ -295,6 +330,7 @@ def workflows(info: dict) -> dict[str, dict]:
             "Tune and save weights.json": tune_and_save_workflow(info),
             "Edit with saved weights.json": reuse_workflow(info),
             "Tune and edit with ControlNet.json": edit_workflow(info, controlnet=True, name="edit-controlnet"),
+            "Tune and edit with Prompt-to-Prompt.json": p2p_workflow(info),
             "Zero-shot edit (no tuning).json": edit_workflow(info, tune=False, name="zero-shot")}
 
 

@@ -1,0 +1,179 @@
+"""Edits that keep what the prompt does not change: null-text inversion and Prompt-to-Prompt attention control on
+the inflated MODEL, through the host's own patch points (attn1/attn2 replace patches, an APPLY_MODEL wrapper), so
+LoRAs, tuned weights and ControlNet still compose. The engine's maths is tav_core's."""
+
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from server import PromptServer
+
+from ..tav_core.attention_control import MODES, AttentionController, EditControl
+from ..tav_core.denoiser import DiscreteDenoiser
+from ..tav_core.errors import check
+from ..tav_core.models import clip_tokenizer
+from ..tav_core.null_text import NullTextInversion, null_text_inversion
+from .sampling import CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas
+from .tuning import PREDICTION, autograd_unet, check_save_name, numbered_path
+from .video_model import diffusion_model, require_sd, temporal_layers, video_hooks
+
+INVERSIONS = "tuneavideo_inversions"
+
+
+def _show(unique_id, text: str) -> None:
+    if unique_id is not None and PromptServer.instance is not None:
+        PromptServer.instance.send_progress_text(text, unique_id)
+
+
+def null_text_latent(latent: dict, noise: torch.Tensor, embeddings: torch.Tensor, steps: int, cfg: float) -> dict:
+    return {**{k: v for k, v in latent.items() if k != "samples"}, "samples": noise, INVERSION_STEPS: steps,
+            NULL_TEXT: embeddings, NULL_TEXT_CFG: cfg}
+
+
+class NullTextInvert:
+    TITLE = "Null-Text Invert"
+    DESCRIPTION = ("Null-text inversion (Mokady et al.; for video as Video-P2P): DDIM-inverts the clip with the "
+                   "source prompt, then optimises one unconditional embedding per step, shared by all frames, so "
+                   "that sampling at this CFG retraces the clip. Feed it to Video KSampler; with Attention Control "
+                   "the source branch uses it and the edit keeps the plain negative prompt. Costs about inner_steps "
+                   "backward passes per step. With a save name it is also saved for later sessions.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("noise",)
+    OUTPUT_TOOLTIPS = ("The inverted noise carrying its null text (and step count) for Video KSampler.",)
+    FUNCTION = "invert"
+    OUTPUT_NODE = True  # with a save name, the saved inversion is an output in itself
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The (tuned) inflated model you sample with."}),
+            "positive": ("CONDITIONING", {"tooltip": "The source prompt (the clip's caption)."}),
+            "negative": ("CONDITIONING", {"tooltip": "The empty prompt: where the null text starts."}),
+            "latent_image": ("LATENT", {"tooltip": "The source video's latents (VAE Encode)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 999, "tooltip": "DDIM steps (Video-P2P: 50); sampling reuses them."}),
+            "cfg": ("FLOAT", {"default": 7.5, "min": 1.0, "max": 100.0, "step": 0.1, "tooltip": "The guidance the null text is optimised for; sample at the same (Video-P2P: 7.5)."}),
+            "inner_steps": ("INT", {"default": 10, "min": 1, "max": 100, "tooltip": "Adam iterations per step at most (Mokady et al.: 10); each stops early once close enough."}),
+            "save_name": ("STRING", {"default": "", "tooltip": "Also save to models/tuneavideo_inversions/<name>_00001_.safetensors (numbered); empty: do not save."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def invert(self, model, positive, negative, latent_image, steps, cfg, inner_steps, save_name, unique_id=None):
+        require_sd(model, self.TITLE)
+        name = check_save_name(save_name) if save_name.strip() else None
+        samples = latent_image["samples"]
+        check(samples.ndim == 4 and bool(torch.isfinite(samples).all()), "LATENT must be finite video latents (VAE Encode)")
+        check(model.model.model_type in PREDICTION, f"model type {model.model.model_type.name} is not supported")
+        sigmas = ddim_sigmas(model, steps)
+        table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
+        layers, frames = temporal_layers(model), len(samples)
+        bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
+
+        def progress(i, losses):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            bar.update_absolute(i + 1, steps)
+            _show(unique_id, f"step {i + 1}/{steps}  loss {losses[-1]:.2e} after {len(losses)} iterations")
+
+        with autograd_unet(model) as (unet_fn, device, dtype):
+            denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + table.to(device) ** 2), PREDICTION[model.model.model_type])
+            hooks = video_hooks(diffusion_model(model))
+            video = hooks.video(frames, layers.to(device).pairs()) if layers is not None else hooks.video(frames)
+            latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
+            cond, uncond = (c[0][0].clone().to(device, torch.float32) for c in (positive, negative))  # out of
+            with video:                                                                             # inference mode
+                noise, embeddings = null_text_inversion(
+                    lambda x, s, c: denoiser(x, s, c.expand(len(x), -1, -1)), latents, sigmas.clone().to(device),
+                    cond, uncond, cfg, inner_steps, callback=progress)
+        noise_out = model.model.process_latent_out(noise.detach()).cpu()
+        if name:
+            path = numbered_path(name, INVERSIONS)
+            NullTextInversion(noise.detach().cpu(), embeddings.cpu(), steps, cfg, "").save(path, frames=frames)
+            _show(unique_id, f"saved models/{INVERSIONS}/{os.path.basename(path)}")
+        return (null_text_latent(latent_image, noise_out, embeddings.cpu(), steps, cfg),)
+
+
+class LoadNullTextInversion:
+    TITLE = "Load Null-Text Inversion"
+    DESCRIPTION = "Loads a null-text inversion saved by Null-Text Invert (or NullTextInversion.save), for more edits."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("noise",)
+    OUTPUT_TOOLTIPS = ("The inverted noise carrying its null text, as Null-Text Invert gives it.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The model it was inverted with (its latent scaling is used)."}),
+            "inversion_name": (folder_paths.get_filename_list(INVERSIONS),
+                               {"tooltip": "File in models/tuneavideo_inversions."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, inversion_name):
+        if inversion_name in folder_paths.get_filename_list(INVERSIONS):
+            return True
+        return (f"no null-text inversion named '{inversion_name}' in models/{INVERSIONS}; run Null-Text Invert with "
+                "a save name first")
+
+    def load(self, model, inversion_name):
+        inversion = NullTextInversion.load(folder_paths.get_full_path_or_raise(INVERSIONS, inversion_name))
+        noise = model.model.process_latent_out(inversion.noise)
+        return (null_text_latent({}, noise, inversion.embeddings, inversion.steps, inversion.guidance_scale),)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in text.replace(",", " ").split() if w]
+
+
+def _weights(text: str) -> dict[str, float]:
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        word, _, value = item.partition(":")
+        try:
+            weights[word.strip()] = float(value)
+        except ValueError:
+            check(False, f"reweight {item!r} is not 'word:number'; write e.g. 'origami:2, rabbit:0.5'")
+    return weights
+
+
+class AttentionControl:
+    TITLE = "Attention Control (Prompt-to-Prompt)"
+    DESCRIPTION = ("Prompt-to-Prompt / Video-P2P control of an edit: Video KSampler then samples the source and the "
+                   "edit together and, for the first steps, gives the edit the source's cross-attention (word swap "
+                   "or refinement, optional reweighting) and self-attention; local blend keeps everything outside "
+                   "the blend words' region equal to the source. The prompts here must be the texts of the source "
+                   "and edit conditionings (connect one String node to both).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CONTROL,)
+    RETURN_NAMES = ("control",)
+    OUTPUT_TOOLTIPS = ("Connect to Video KSampler's control input (with source_positive).",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Text of the source prompt (the clip's caption)."}),
+            "edit_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Text of the edit prompt."}),
+            "mode": (list(MODES), {"default": "auto", "tooltip": "replace: word swap (same number of words); refine: words added or removed; auto: by word count."}),
+            "cross_steps": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Fraction of the steps whose cross-attention follows the source (Video-P2P: 0.2; P2P images: 0.8)."}),
+            "self_steps": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Fraction of the steps whose self-attention is the source's (Video-P2P: 0.5): more keeps more structure."}),
+            "reweight": ("STRING", {"default": "", "tooltip": "Scale the attention to words of the edit prompt, e.g. 'origami:2' (during cross_steps)."}),
+            "blend_source_words": ("STRING", {"default": "", "tooltip": "Local blend: words of the source prompt whose region may change (e.g. 'rabbit'); empty: no blend."}),
+            "blend_edit_words": ("STRING", {"default": "", "tooltip": "Local blend: words of the edit prompt whose region may change."}),
+            "blend_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Attention above this fraction of its maximum is inside the region (Video-P2P: 0.3)."}),
+            "blend_start": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Fraction of the steps before the blend starts (P2P: 0.2)."}),
+        }}
+
+    def make(self, source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight, blend_source_words,
+             blend_edit_words, blend_threshold, blend_start):
+        check(bool(source_prompt.strip()) and bool(edit_prompt.strip()), "give the texts of both the source and the "
+                                                                          "edit prompt")
+        source, edit = _words(blend_source_words), _words(blend_edit_words)
+        check(bool(source) == bool(edit), "local blend needs words of both prompts (or neither)")
+        control = EditControl(source_prompt.strip(), edit_prompt.strip(), mode, cross_steps, self_steps,
+                              _weights(reweight), (source, edit) if source else None, blend_threshold, blend_start)
+        AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))  # every word and setting checked here
+        return (control,)

@@ -1,0 +1,210 @@
+"""Prompt-to-Prompt attention control for a source and an edit branch sampled in one batch (Video-P2P's design).
+
+The batch of every UNet call is chunks (cond/uncond) x branches (source, edit) x frames. In the conditional
+chunks, for the first steps:
+
+* cross-attention (``cross_steps``): the edit's maps follow the source's: word swap ``P_src M``, refinement
+  ``P_src[:, mapper] a + P_edit (1 - a)``, optionally reweighted per word (``P * scale``);
+* self-attention (the sparse-causal maps, ``self_steps``): the edit's maps are the source's, at layers with at most
+  ``self_max_pixels`` query pixels (Prompt-to-Prompt: 32x32 for 512-pixel images).
+
+No map is materialised for this: each rule is linear in the values, so ``P_src @ f(V_edit)`` is one scaled-dot-
+product attention on the source's queries and keys with transformed edit values, at any resolution, in the
+host's own memory-efficient attention. Only local blend reads probabilities: the cross-attention of its words at
+resolutions up to 32x32, averaged over heads as they are computed and summed over steps, so what is stored is
+(branches, frames, pixels) per resolution.
+
+Local blend: after every step from ``blend_start``, a mask from those maps (the resolution nearest a quarter of
+the latent's side, as Prompt-to-Prompt's 16x16 for 64x64 latents; dilated 3x3, normalised per frame,
+thresholded, the union of source and edit words) keeps the edit's latents equal to the source's outside it.
+"""
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .errors import check
+from .prompt_alignment import TOKENS, equalizer, refinement_mapper, replacement_mapper, word_token_indices
+
+MODES = ("auto", "replace", "refine")
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Scaled-dot-product attention of (batch, tokens, heads * dim) tensors."""
+    b = q.shape[0]
+    q, k, v = (t.reshape(b, -1, heads, t.shape[-1] // heads).transpose(1, 2) for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, heads * v.shape[-1])
+
+
+def probabilities(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """Attention maps softmax(q k^T / sqrt(d)) of (batch, tokens, heads * dim): (batch, heads, queries, keys)."""
+    b, d = q.shape[0], q.shape[-1] // heads
+    q, k = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k))
+    return (q @ k.transpose(-1, -2) * d ** -0.5).softmax(-1)
+
+
+@dataclass
+class EditControl:
+    """What the edit keeps of the source (defaults: Video-P2P's code; Prompt-to-Prompt's image examples use
+    cross 0.8 / self 0.4)."""
+    source_prompt: str
+    edit_prompt: str
+    mode: str = "auto"                 # "replace" (word swap), "refine" (words added/removed), "auto": by word count
+    cross_steps: float = 0.2           # fraction of the steps whose cross-attention follows the source
+    self_steps: float = 0.5            # fraction of the steps whose self-attention is the source's
+    reweight: dict[str, float] = field(default_factory=dict)  # edit-prompt word -> attention scale
+    blend_words: tuple[list[str] | str, list[str] | str] | None = None  # (source, edit) words: local blend
+    blend_threshold: float = 0.3
+    blend_start: float = 0.2           # fraction of the steps before local blend starts
+    self_max_pixels: int = 32 * 32
+
+    def resolved_mode(self) -> str:
+        check(self.mode in MODES, f"attention control mode {self.mode!r} is not one of {MODES}")
+        if self.mode != "auto":
+            return self.mode
+        return "replace" if len(self.source_prompt.split()) == len(self.edit_prompt.split()) else "refine"
+
+
+class AttentionController:
+    """The control of one two-branch edit of ``frames`` frames over ``steps`` sampling steps."""
+
+    def __init__(self, control: EditControl, tokenizer, steps: int, frames: int, latent_size: tuple[int, int],
+                 attention=sdpa):
+        for name in ("cross_steps", "self_steps", "blend_start", "blend_threshold"):
+            value = getattr(control, name)
+            check(0 <= value <= 1, f"{name} must be from 0 to 1, got {value}")
+        self.control, self.frames, self.latent_size, self.attention = control, frames, latent_size, attention
+        self.mode = control.resolved_mode()
+        src, edit = control.source_prompt, control.edit_prompt
+        if self.mode == "replace":
+            self.mapper = replacement_mapper(tokenizer, src, edit)
+        else:
+            self.mapper, self.alphas = refinement_mapper(tokenizer, src, edit)
+        self.scale = equalizer(tokenizer, edit, control.reweight)
+        self.cross_stop = int(control.cross_steps * (steps + 1))  # Prompt-to-Prompt's step boundaries
+        self.self_stop = int(control.self_steps * steps)
+        self.blend_from = int(control.blend_start * steps)
+        self.blend_tokens = None
+        if control.blend_words is not None:
+            indices = []
+            for prompt, words in zip((src, edit), control.blend_words):
+                words = [words] if isinstance(words, str) else list(words)
+                check(len(words) > 0, "local blend needs at least one word of each prompt")
+                indices.append(sorted({i for w in words for i in word_token_indices(tokenizer, prompt, w)}))
+            self.blend_tokens = indices
+        self.step = 0          # the sampling step being run (set by the sampler)
+        self.chunks = [1, 0]   # what the chunks of the next batch are (0: conditional), where the host does not say
+        self.maps: dict[int, torch.Tensor] = {}  # pixels -> (branches, frames, pixels): blend maps, summed
+        self.last_mask: torch.Tensor | None = None
+
+    # ---- one attention layer
+
+    def __call__(self, q, k, v, heads: int, is_cross: bool, chunks: list[int]) -> torch.Tensor:
+        """Attention of one layer for a batch of ``chunks`` (0: conditional, 1: unconditional) x 2 branches x frames."""
+        out = self.attention(q, k, v, heads)
+        f = self.frames
+        check(q.shape[0] == len(chunks) * 2 * f, f"attention batch of {q.shape[0]} is not {len(chunks)} x 2 branches "
+                                                 f"x {f} frames")
+        for c, kind in enumerate(chunks):
+            if kind != 0:  # the unconditional chunks are left as they are, as Prompt-to-Prompt does
+                continue
+            src, edit = slice(2 * c * f, (2 * c + 1) * f), slice((2 * c + 1) * f, (2 * c + 2) * f)
+            if is_cross:
+                self._record(q, k, heads, src, edit)
+                controlled = self._cross(q, k, v, heads, src, edit)
+            else:
+                controlled = self._self(q, k, v, heads, src, edit)
+            if controlled is not None:
+                out[edit] = controlled
+        return out
+
+    def _self(self, q, k, v, heads, src, edit):
+        if self.step >= self.self_stop or q.shape[1] > self.control.self_max_pixels:
+            return None
+        return self.attention(q[src], k[src], v[edit], heads)  # the source's maps on the edit's values
+
+    def _token_scale(self, v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return v * scale.to(v)[None, :, None]
+
+    def _cross(self, q, k, v, heads, src, edit):
+        if self.step >= self.cross_stop:
+            return None  # after tau_cross the edit attends on its own, reweighting included (Prompt-to-Prompt)
+        check(v.shape[1] == TOKENS, f"attention control needs 77-token prompts, got {v.shape[1]} tokens")
+        ve = v[edit]
+        if self.mode == "replace":  # P_src M (scale): values mixed by M
+            mixed = torch.einsum("wn,bnc->bwc", self.mapper.to(ve), self._token_scale(ve, self.scale))
+            return self.attention(q[src], k[src], mixed, heads)
+        # refine: P_src[:, mapper] (a scale) + P_edit ((1 - a) scale), values gathered back onto source tokens
+        taken = self._token_scale(ve, self.alphas * self.scale)
+        gathered = torch.zeros_like(ve).index_add_(1, self.mapper.to(ve.device), taken)
+        own = self._token_scale(ve, (1 - self.alphas) * self.scale)
+        return self.attention(q[src], k[src], gathered, heads) + self.attention(q[edit], k[edit], own, heads)
+
+    def _record(self, q, k, heads, src, edit):
+        """Local blend's maps: cross-attention of its words, averaged over heads (small layers only)."""
+        pixels = q.shape[1]
+        if self.blend_tokens is None or pixels > 32 * 32:
+            return
+        maps = []
+        for rows, tokens in zip((src, edit), self.blend_tokens):
+            p = probabilities(q[rows], k[rows], heads)[..., tokens].sum(-1)  # (frames, heads, pixels)
+            maps.append(p.mean(1).float())
+        maps = torch.stack(maps)
+        self.maps[pixels] = self.maps.get(pixels, 0) + maps
+
+    # ---- between steps
+
+    def blend_mask(self) -> torch.Tensor:
+        """(frames, 1, h, w) at latent size: where the edit may differ from the source."""
+        check(bool(self.maps), "local blend found no cross-attention maps of 32x32 pixels or fewer")
+        h, w = self.latent_size
+        target = (h // 4) * (w // 4)
+        pixels = min(self.maps, key=lambda n: abs(math.log(n / max(target, 1))))
+        scale = round((h * w / pixels) ** 0.5)
+        maps = self.maps[pixels].reshape(2 * self.frames, 1, h // scale, w // scale)
+        maps = F.max_pool2d(maps, 3, stride=1, padding=1)
+        maps = F.interpolate(maps, size=(h, w))
+        maps = maps / maps.amax(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+        mask = (maps > self.control.blend_threshold).reshape(2, self.frames, 1, h, w)
+        return (mask[0] | mask[1]).float()
+
+    def after_step(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Local blend of the latents after step ``i``: x = [source frames; edit frames] (any scaling)."""
+        if self.blend_tokens is None or i < self.blend_from:
+            return x
+        f = self.frames
+        mask = self.blend_mask().to(x)
+        self.last_mask = mask
+        return torch.cat([x[:f], x[:f] + mask * (x[f:] - x[:f])])
+
+
+class ControlledProcessor:
+    """A diffusers attention processor that hands the projected q, k, v to a controller (the video hooks on
+    ``to_k``/``to_v`` still make the self-attention sparse-causal)."""
+
+    def __init__(self, controller: AttentionController, is_cross: bool):
+        self.controller, self.is_cross = controller, is_cross
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        out = self.controller(q, k, v, attn.heads, self.is_cross, self.controller.chunks)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+@contextmanager
+def controlled(blocks, controller: AttentionController):
+    """Route the attention of these diffusers transformer blocks through ``controller`` while inside."""
+    saved = [(b.attn1, b.attn1.processor, b.attn2, b.attn2.processor) for b in blocks]
+    for b in blocks:
+        b.attn1.set_processor(ControlledProcessor(controller, False))
+        b.attn2.set_processor(ControlledProcessor(controller, True))
+    try:
+        yield controller
+    finally:
+        for attn1, p1, attn2, p2 in saved:
+            attn1.set_processor(p1)
+            attn2.set_processor(p2)

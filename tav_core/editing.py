@@ -1,0 +1,89 @@
+"""Edits that keep what the prompt does not change (Video-P2P on a tuned model): null-text inversion, then a source
+and an edit branch sampled together with Prompt-to-Prompt attention control and local blend.
+
+    inversion = null_text_invert(pipe, latents, "a rabbit is jumping on the grass")
+    source, edited = edit(pipe, inversion, EditControl("a rabbit is jumping on the grass",
+                                                       "a origami rabbit is jumping on the grass",
+                                                       reweight={"origami": 2}, blend_words=(["rabbit"], ["rabbit"])))
+"""
+
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+
+from .attention_control import AttentionController, EditControl, controlled
+from .ddim import sample_ddim
+from .denoiser import guided
+from .errors import TavWarning, check
+from .inflation import transformer_blocks
+from .null_text import NullTextInversion, null_text_inversion
+from .pipeline import TuneAVideo
+
+VIDEO_P2P_GUIDANCE = 7.5
+
+
+def null_text_invert(pipe: TuneAVideo, latents: torch.Tensor, prompt: str, steps: int = 50,
+                     guidance_scale: float = VIDEO_P2P_GUIDANCE, inner_steps: int = 10, epsilon: float = 1e-5,
+                     callback: Callable | None = None) -> NullTextInversion:
+    """DDIM-invert ``latents`` with the source ``prompt`` (no guidance, as Mokady et al. and Video-P2P), then
+    optimise one unconditional embedding per step so that CFG at ``guidance_scale`` retraces the inversion."""
+    pipe._check_latents(latents)
+    sigmas = pipe.ddim_sigmas(steps, latents.dtype)
+
+    def model(x, sigma, context):
+        return pipe.denoiser(x, sigma, context.expand(len(x), -1, -1))
+
+    with pipe.inflation.video(len(latents)):
+        noise, embeddings = null_text_inversion(model, latents.to(pipe.device), sigmas, pipe.encode_prompt(prompt),
+                                                pipe.encode_prompt(""), guidance_scale, inner_steps, epsilon, callback)
+    return NullTextInversion(noise, embeddings, steps, guidance_scale, pipe.prompt_used(prompt))
+
+
+def edit(pipe: TuneAVideo, inverted: NullTextInversion | torch.Tensor, control: EditControl,
+         guidance_scale: float | None = None, steps: int | None = None, negative_prompt: str = "",
+         attention_control: bool = True, decoupled: bool = True, eta: float = 0.0,
+         seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample the source and the edit branch together from the same inverted noise; returns (source, edit) latents.
+
+    With a ``NullTextInversion`` the source branch's unconditional embedding at every step is the optimised one
+    and, ``decoupled`` (Video-P2P), the edit branch keeps the plain ``negative_prompt``; otherwise both use it.
+    ``attention_control=False`` samples the two prompts side by side without control (for comparison).
+    """
+    noise = inverted.noise if isinstance(inverted, NullTextInversion) else inverted
+    if isinstance(inverted, NullTextInversion):
+        steps = steps or inverted.steps
+        check(steps == inverted.steps, f"the null-text inversion was made with {inverted.steps} steps; sample with as "
+                                       "many (its embeddings belong to those steps)")
+        guidance_scale = inverted.guidance_scale if guidance_scale is None else guidance_scale
+        if guidance_scale != inverted.guidance_scale:
+            warnings.warn(f"the null text was optimised for guidance {inverted.guidance_scale}; at {guidance_scale} "
+                          "the source branch does not retrace the clip", TavWarning, stacklevel=2)
+    steps, guidance_scale = steps or 50, VIDEO_P2P_GUIDANCE if guidance_scale is None else guidance_scale
+    pipe._check_latents(noise)
+    frames = len(noise)
+    sigmas = pipe.ddim_sigmas(steps, noise.dtype)
+    cond = torch.cat([pipe.encode_prompt(control.source_prompt).expand(frames, -1, -1),
+                      pipe.encode_prompt(control.edit_prompt).expand(frames, -1, -1)])
+    negative = pipe.encode_prompt(negative_prompt).expand(frames, -1, -1)
+    controller = None
+    if attention_control:
+        controller = AttentionController(control, pipe.c.tokenizer, steps, frames, tuple(noise.shape[2:]))
+
+    def model(x, sigma):
+        step = int((sigmas.to(sigma) - sigma[0]).abs().argmin())
+        source_uncond = negative
+        if isinstance(inverted, NullTextInversion):
+            source_uncond = inverted.embedding_at(step).to(negative).expand(frames, -1, -1)
+        uncond = torch.cat([source_uncond, negative if decoupled else source_uncond])
+        if controller is not None:  # guided() batches [uncond, cond], or cond alone at guidance 1
+            controller.step, controller.chunks = step, ([1, 0] if guidance_scale != 1.0 else [0])
+        return guided(pipe.denoiser, cond, uncond, guidance_scale)(x, sigma)
+
+    generator = torch.Generator(pipe.device).manual_seed(seed)
+    blocks = [b for _, b in transformer_blocks(pipe.c.unet)]
+    x = torch.cat([noise, noise]).to(pipe.device)
+    with pipe.inflation.video(frames), (controlled(blocks, controller) if controller else nullcontext()):
+        out = sample_ddim(model, x, sigmas, eta, generator, after_step=controller.after_step if controller else None)
+    return out[:frames], out[frames:]

@@ -1,0 +1,129 @@
+"""Null-text inversion (Mokady et al. 2023; for video as Video-P2P: one unconditional embedding per step, shared by
+all frames): the unconditional embeddings that make CFG sampling with the source prompt retrace the inversion.
+
+``optimize_null_text`` is a function of a denoiser ``model(x, sigma, context) -> x0`` that is differentiable in
+``context``; x follows ``tav_core.ddim``'s conventions. The loss is taken on VP-scaled latents, as the reference's
+DDPM-space loss, so its early-stopping thresholds mean the same.
+"""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .ddim import invert_ddim, vp_scale
+from .errors import TavError, check
+from .files import atomic_path
+
+FORMAT = "tuneavideo-nulltext-v1"
+
+
+def optimize_null_text(model: Callable, trajectory: list[torch.Tensor], sigmas: torch.Tensor, cond: torch.Tensor,
+                       uncond: torch.Tensor, guidance_scale: float, inner_steps: int = 10, epsilon: float = 1e-5,
+                       callback: Callable | None = None) -> list[torch.Tensor]:
+    """One unconditional embedding per sampling step.
+
+    ``trajectory[i]`` is the inverted latent at ``sigmas[i]`` (descending sampling sigmas: ``trajectory[0]`` is the
+    noise, ``trajectory[-1]`` the clean start in k-diffusion scaling). Step i starts from the previous step's
+    embedding and runs Adam (lr 1e-2 (1 - i/100)) for up to ``inner_steps`` iterations on the distance between a
+    deterministic DDIM step with CFG and ``trajectory[i + 1]``, stopping once it is below ``epsilon + 2e-5 i``.
+    ``callback(i, losses)`` follows every step.
+    """
+    check(len(trajectory) == len(sigmas), f"{len(trajectory)} inverted latents for {len(sigmas)} sigmas")
+    check(inner_steps >= 1, f"inner steps must be at least 1, got {inner_steps}")
+    x = trajectory[0].detach()
+    embeddings = []
+    uncond = uncond.detach()
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        s = sigma.to(x).expand(len(x))
+        target = trajectory[i + 1].detach() * vp_scale(sigma_next).to(x)
+
+        def step(u):
+            denoised_u = model(x, s, u)
+            denoised = denoised_u + guidance_scale * (denoised_cond - denoised_u)
+            return denoised + sigma_next.to(x) * (x - denoised) / sigma.to(x)
+
+        with torch.no_grad():
+            denoised_cond = model(x, s, cond)
+        u = uncond.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([u], lr=1e-2 * (1 - i / 100))
+        losses = []
+        with torch.enable_grad():
+            for _ in range(inner_steps):
+                loss = F.mse_loss(step(u) * vp_scale(sigma_next).to(x), target)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                if losses[-1] < epsilon + i * 2e-5:
+                    break
+        uncond = u.detach()
+        embeddings.append(uncond)
+        with torch.no_grad():
+            x = step(uncond)
+        if callback is not None:
+            callback(i, losses)
+    return embeddings
+
+
+def null_text_inversion(model: Callable, latents: torch.Tensor, sigmas: torch.Tensor, cond: torch.Tensor,
+                        uncond: torch.Tensor, guidance_scale: float, inner_steps: int = 10, epsilon: float = 1e-5,
+                        callback: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDIM-invert the VP-scaled clean ``latents`` with ``cond`` and no guidance (Mokady et al., Video-P2P), then
+    optimise the null text along that trajectory. ``model(x, sigma, context)`` with a one-row ``context``; returns
+    (noise, embeddings (steps, tokens, dim))."""
+    states = []
+    noise = invert_ddim(lambda x, s: model(x, s, cond), latents, sigmas.flip(0),
+                        callback=lambda i, x, denoised: states.append(x))
+    trajectory = [latents / vp_scale(sigmas[-1]).to(latents), *states][::-1]
+    embeddings = optimize_null_text(model, trajectory, sigmas, cond, uncond, guidance_scale, inner_steps, epsilon,
+                                    callback)
+    return noise, torch.cat(embeddings)
+
+
+@dataclass
+class NullTextInversion:
+    """An inverted clip ready for many edits: its noise, one unconditional embedding per step, and how it was made."""
+    noise: torch.Tensor           # (frames, 4, h, w), k-diffusion scaling at the top sigma
+    embeddings: torch.Tensor      # (steps, tokens, dim)
+    steps: int
+    guidance_scale: float
+    prompt: str
+
+    def embedding_at(self, step: int) -> torch.Tensor:
+        return self.embeddings[step][None]
+
+    def save(self, path: str | Path, **metadata) -> None:
+        meta = {"format": FORMAT, "steps": json.dumps(self.steps), "guidance_scale": json.dumps(self.guidance_scale),
+                "prompt": json.dumps(self.prompt), **{k: json.dumps(v) for k, v in metadata.items()}}
+        tensors = {"noise": self.noise.detach().cpu().float().contiguous(),
+                   "embeddings": self.embeddings.detach().cpu().float().contiguous()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NullTextInversion":
+        path = Path(path)
+        check(path.is_file(), f"null-text inversion {path} does not exist; give a file saved by Null-Text Invert or "
+                              "'NullTextInversion.save'")
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:
+            raise TavError(f"{path} cannot be read ({type(e).__name__}); it may be truncated: invert again") from e
+        check(meta.get("format") == FORMAT and set(tensors) == {"noise", "embeddings"},
+              f"{path} is not a null-text inversion file (format {meta.get('format')!r})")
+        check(all(bool(torch.isfinite(t).all()) for t in tensors.values()),
+              f"{path} holds NaN or infinite values: the file is damaged; invert again")
+        steps = json.loads(meta["steps"])
+        check(len(tensors["embeddings"]) == steps, f"{path} holds {len(tensors['embeddings'])} embeddings for "
+                                                   f"{steps} steps: the file is damaged; invert again")
+        return cls(tensors["noise"], tensors["embeddings"], steps, json.loads(meta["guidance_scale"]),
+                   json.loads(meta["prompt"]))
