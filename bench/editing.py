@@ -2,11 +2,11 @@
 
     python -m bench.editing --model small --frames 8 --size 128 --steps 10
 
-Cases, each in its own process (peak memory is per process), each against its plain counterpart: null-text
-inversion (10 inner iterations) against DDIM inversion; the source and edit branches sampled together (without
-control, with word-swap attention control, with control and local blend, whose stored maps are reported) against
-the plain edit's CFG sampling. Memory: peak RSS growth (CPU) or peak allocated (CUDA) during the case. Results
-go to bench/results/<name>.json and a table.
+Cases, each in its own process, each against its plain counterpart: null-text inversion (10 inner iterations)
+against DDIM inversion; the source and edit branches sampled together (without control, with word-swap attention
+control, with control and local blend, whose stored maps are reported) against the plain edit's CFG sampling.
+Memory: the peak bytes of the tensors the case allocates (``bench.run.peak_bytes``: exact on the CPU, CUDA's
+max-allocated on a GPU), in a second run after the timed one. Results go to bench/results/<name>.json and a table.
 """
 
 import argparse
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.run import RESULTS, _memory_peak, _memory_reset
+from bench.run import RESULTS, peak_bytes
 
 BASELINE = {"DDIM inversion": None, "null-text inversion": "DDIM inversion", "plain edit sampling": None,
             "two branches": "plain edit sampling", "attention control": "plain edit sampling",
@@ -39,29 +39,34 @@ def measure(case: str, model: str, frames: int, size: int, steps: int, device: s
     latents = pipe.encode_video(demo_video(frames, size, size))
     noise = pipe.invert(latents, steps)  # made before the clock for the sampling cases
     stored = {}
-    before = _memory_reset(device)
-    start = time.perf_counter()
-    if case == "DDIM inversion":
-        pipe.invert(latents, steps, SOURCE)
-    elif case == "plain edit sampling":
-        pipe.sample(noise, EDIT, guidance_scale=7.5, steps=steps)
-    elif case == "null-text inversion":
-        null_text_invert(pipe, latents, SOURCE, steps, 7.5, inner_steps=10)
-    else:
-        blend = (["square"], ["square"]) if case == "control + local blend" else None
-        control = EditControl(SOURCE, EDIT, blend_words=blend)
-        original = AttentionController.after_step
 
-        def spy(self, i, x):
-            stored["blend_maps_bytes"] = sum(m.numel() * m.element_size() for m in self.maps.values())
-            return original(self, i, x)
-        AttentionController.after_step = spy
-        edit(pipe, noise, control, guidance_scale=7.5, steps=steps, attention_control=case != "two branches")
-        AttentionController.after_step = original
+    def run():
+        if case == "DDIM inversion":
+            pipe.invert(latents, steps, SOURCE)
+        elif case == "plain edit sampling":
+            pipe.sample(noise, EDIT, guidance_scale=7.5, steps=steps)
+        elif case == "null-text inversion":
+            null_text_invert(pipe, latents, SOURCE, steps, 7.5, inner_steps=10)
+        else:
+            blend = (["square"], ["square"]) if case == "control + local blend" else None
+            control = EditControl(SOURCE, EDIT, blend_words=blend)
+            original = AttentionController.after_step
+
+            def spy(self, i, x):
+                stored["blend_maps_bytes"] = sum(m.numel() * m.element_size() for m in self.maps.values())
+                return original(self, i, x)
+            AttentionController.after_step = spy
+            edit(pipe, noise, control, guidance_scale=7.5, steps=steps, attention_control=case != "two branches")
+            AttentionController.after_step = original
+
+    sync()
+    start = time.perf_counter()
+    run()
     sync()
     seconds = time.perf_counter() - start
+    _, peak = peak_bytes(device, run)
     return {"case": case, "model": model, "frames": frames, "size": size, "steps": steps, "device": str(device),
-            "seconds": seconds, "peak_mb": (_memory_peak(device) - before) / 2 ** 20, **stored}
+            "seconds": seconds, "peak_mb": peak / 2 ** 20, **stored}
 
 
 def main(argv=None) -> int:

@@ -5,9 +5,9 @@
     python -m bench.run --model small --sweep                          # growth with frames and resolution
     python -m bench.run --model sd15 --frames 24 --size 512 --device cuda --compare
 
-Each measurement runs in its own process (peak memory is per process). Memory: on CPU the peak resident set
-size reached while tuning minus the size before it (the model and libraries already loaded are not counted);
-on CUDA the peak allocated memory while tuning. Results go to bench/results/<name>.json plus a table.
+Each measurement runs in its own process. Memory: the peak bytes of the tensors that two tuning steps allocate
+(the model already loaded is not counted), counted exactly on the CPU (``peak_bytes``) and by CUDA's max-allocated
+on a GPU; times come from a separate run without that count. Results go to bench/results/<name>.json plus a table.
 """
 
 import argparse
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,27 +38,23 @@ class Case:
     channels_last: bool = False
 
 
-def _memory_reset(device) -> int:
+def peak_bytes(device, run) -> tuple[object, int]:
+    """``run()``'s result and the peak bytes of the tensors it allocated: the growth of CUDA's max-allocated, or
+    on the CPU the exact count of ``tav_core.memory.AllocationPeak`` (the process's RSS says little: glibc keeps
+    and reuses freed memory). The CPU count slows ops down: measure time in a separate run."""
     import torch
+
+    from tav_core.memory import AllocationPeak
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated()
-    Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS (VmHWM) to the current RSS
-    return _status_kb("VmRSS") * 1024
-
-
-def _memory_peak(device) -> int:
-    import torch
-    if device.type == "cuda":
+        before = torch.cuda.memory_allocated()
+        result = run()
         torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-    return _status_kb("VmHWM") * 1024
-
-
-def _status_kb(field: str) -> int:
-    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
-    return int(line.split()[1])
+        return result, torch.cuda.max_memory_allocated() - before
+    with AllocationPeak() as tracker:
+        result = run()
+    return result, tracker.peak
 
 
 def _tune_engine(pipe, video, prompt, case, sync):
@@ -105,10 +101,10 @@ def measure(case: Case) -> dict:
     attention = nullcontext if engine else (lambda: reference_attention(pipe.c.unet))
     video = demo_video(case.frames, case.size, case.size)
     prompt = "a red square moving over a gradient"
-    before = _memory_reset(device)
+    tune = _tune_engine if engine else _tune_baseline
     with attention():
-        latents, stamps = (_tune_engine if engine else _tune_baseline)(pipe, video, prompt, case, sync)
-    peak = _memory_peak(device) - before
+        latents, stamps = tune(pipe, video, prompt, case, sync)
+        _, peak = peak_bytes(device, lambda: tune(pipe, video, prompt, replace(case, steps=1), sync))  # 2 steps
     step_times = [b - a for a, b in zip(stamps[1:], stamps[2:])]  # drop the warm-up step
     with attention():
         sync(); t = time.perf_counter()

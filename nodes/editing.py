@@ -17,7 +17,8 @@ from ..tav_core.errors import check
 from ..tav_core.models import clip_tokenizer
 from ..tav_core.null_text import NullTextInversion, null_text_inversion
 from .sampling import CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas
-from .tuning import PREDICTION, autograd_unet, check_save_name, numbered_path
+from .autograd import autograd_unet
+from .tuning import PREDICTION, check_save_name, numbered_path
 from .video_model import diffusion_model, require_sd, temporal_layers, video_hooks
 
 INVERSIONS = "tuneavideo_inversions"

@@ -1,18 +1,13 @@
-"""One-shot tuning inside a ComfyUI graph: tav_core.tune on the MODEL's own diffusion model.
-
-Nodes run under torch.inference_mode(); tuning leaves it, loads the MODEL as ComfyUI would, and gives every
-layer a weight function (ComfyUI's own mechanism, as its LoRA trainer does) so frozen weights enter autograd
-as copies and the query projections come from trainable tensors. The MODEL given is never changed.
+"""One-shot tuning inside a ComfyUI graph: tav_core.tune on the MODEL's own diffusion model (under autograd as
+``nodes.autograd`` sets it up). The MODEL given is never changed.
 """
 
 import copy
+import logging
 import os
 import re
-from contextlib import contextmanager, nullcontext
-from functools import partial
 
 import torch
-import torch.utils.checkpoint
 
 import comfy.model_base
 import comfy.model_management
@@ -24,7 +19,10 @@ from server import PromptServer
 from ..tav_core.charts import loss_chart
 from ..tav_core.errors import check
 from ..tav_core.files import NAME_MAX
+from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.tuning import TuneConfig, recorded, tune
+from .autograd import autograd_unet
+from .memory_plan import compute_precision, fit_comfy_tuning
 from .sampling import CATEGORY
 from .video_model import (diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
@@ -42,29 +40,6 @@ def scheduler_config(model) -> dict:
     betas = 1 - alphas / torch.cat([torch.ones(1, dtype=alphas.dtype), alphas[:-1]])
     return {"num_train_timesteps": len(sigmas), "trained_betas": betas.tolist(),
             "prediction_type": PREDICTION[model.model.model_type]}
-
-
-@contextmanager
-def trainable_weights(unet: torch.nn.Module, queries: dict[str, torch.nn.Parameter]):
-    """While inside: each query projection computes with its tensor in ``queries`` (keys ``<module>.weight``),
-    and every other layer with copies of its weight and bias (frozen inference tensors cannot enter autograd)."""
-    saved = []
-    for name, m in unet.named_modules():
-        if not hasattr(m, "weight_function"):
-            continue
-        saved.append((m, m.__dict__.get("weight_function"), m.__dict__.get("bias_function")))
-        q = queries.get(f"{name}.weight")
-        m.weight_function = [lambda w, q=q: q.to(w.dtype)] if q is not None else [torch.clone]
-        m.bias_function = [torch.clone]
-    try:
-        yield
-    finally:
-        for m, weight_function, bias_function in saved:
-            for attr, previous in (("weight_function", weight_function), ("bias_function", bias_function)):
-                if previous is None:
-                    delattr(m, attr)
-                else:
-                    setattr(m, attr, previous)
 
 
 def check_save_name(name: str) -> str:
@@ -85,37 +60,6 @@ def numbered_path(name: str, models_folder: str = FOLDER) -> str:
     return os.path.join(folder, f"{filename}_{counter:05}_.safetensors")
 
 
-@contextmanager
-def checkpointed(unet: torch.nn.Module):
-    """Gradient checkpointing of every UNet block while inside (activations recomputed in backward)."""
-    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
-    for block in blocks:
-        block.forward = partial(torch.utils.checkpoint.checkpoint, type(block).forward.__get__(block), use_reentrant=False)
-    try:
-        yield
-    finally:
-        for block in blocks:
-            del block.forward
-
-
-@contextmanager
-def autograd_unet(model, queries: dict[str, torch.Tensor] | None = None, gradient_checkpointing: bool = False):
-    """Inside: ``(unet_fn(x, t, context), device, dtype)`` for the MODEL's diffusion model loaded as ComfyUI loads
-    it (patches applied), usable with autograd; ``queries`` (ModelPatcher key -> tensor) stand in for those
-    query projections. Outside inference mode, as the stock trainer runs."""
-    with torch.inference_mode(False), torch.enable_grad():
-        comfy.model_management.load_models_gpu([model], force_full_load=True)
-        device, dtype = model.load_device, model.model.manual_cast_dtype or model.model.get_dtype()
-        unet = diffusion_model(model)
-
-        def unet_fn(x, t, c):
-            return unet(x.to(dtype), t.float(), context=c.to(dtype), transformer_options={}).float()
-
-        with trainable_weights(unet, {k.removeprefix("diffusion_model."): q for k, q in (queries or {}).items()}), \
-                (checkpointed(unet) if gradient_checkpointing else nullcontext()):
-            yield unet_fn, device, dtype
-
-
 def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config: TuneConfig,
                gradient_checkpointing: bool = False, callback=None):
     """Train copies of the MODEL's temporal layers and query projections; returns (layers, queries, losses)
@@ -129,7 +73,8 @@ def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config:
     params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
     hooks = video_hooks(diffusion_model(model))
     with autograd_unet(model, queries, gradient_checkpointing) as (unet_fn, device, dtype):
-        config.mixed_precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "no")
+        if config.mixed_precision == "no":  # half-precision weights need autocast and the gradient scaler
+            config.mixed_precision = compute_precision(model)
         latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
         losses = tune(unet_fn, params, lambda f: hooks.video(f, layers.pairs()), latents,
                       cond.clone().to(device, torch.float32), scheduler_config(model), config, callback)
@@ -172,10 +117,11 @@ class OneShotTune:
         }, "optional": {
             "frame_window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Tune each step on a random run of this many consecutive frames (0: all). Lets long videos fit in memory."}),
             "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: about half the memory, ~1.7x the step time."}),
+            "memory": (list(MEMORY_MODES), {"default": "auto", "tooltip": "Before any step, the run's peak memory is planned against the free memory of the device. auto: if it would not fit, tune with the first of gradient checkpointing, half-precision autocast, a shorter frame window that fits (shown on the node and in the console); check: refuse instead, saying what would fit; off: no planning."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def tune(self, model, positive, latent_image, seed, steps, learning_rate, save_name, frame_window=0,
-             gradient_checkpointing=False, unique_id=None):
+             gradient_checkpointing=False, memory="auto", unique_id=None):
         layers = require_inflated(model, self.TITLE)
         check(len(positive) >= 1, "positive is empty; connect a CLIP Text Encode of the video's caption")
         name = check_save_name(save_name) if save_name.strip() else None
@@ -193,6 +139,10 @@ class OneShotTune:
             show(f"step {step + 1}/{steps}  loss {loss:.4f}")
 
         samples = latent_image["samples"]
+        config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
+        if report:
+            logging.info(f"{self.TITLE}: {report}")
+            show(report)
         layers, queries, losses = tune_model(model, layers, positive[0][0], samples, config, gradient_checkpointing,
                                              progress)
         if name:

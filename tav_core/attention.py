@@ -27,14 +27,14 @@ class TemporalAttention(nn.Module):
 
     attention = staticmethod(F.scaled_dot_product_attention)  # benchmarks swap in plain math to compare
 
-    def __init__(self, dim: int, heads: int, dim_head: int):
+    def __init__(self, dim: int, heads: int, dim_head: int, device=None, dtype=None):
         super().__init__()
-        inner = heads * dim_head
+        inner, like = heads * dim_head, dict(device=device, dtype=dtype)
         self.heads = heads
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_k = nn.Linear(dim, inner, bias=False)
-        self.to_v = nn.Linear(dim, inner, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(0.0)])
+        self.to_q = nn.Linear(dim, inner, bias=False, **like)
+        self.to_k = nn.Linear(dim, inner, bias=False, **like)
+        self.to_v = nn.Linear(dim, inner, bias=False, **like)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim, **like), nn.Dropout(0.0)])
         nn.init.zeros_(self.to_out[0].weight)
         nn.init.zeros_(self.to_out[0].bias)
 

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="recompute activations in the backward pass: about half the memory, ~1.7x the step time")
     g.add_argument("--frame-window", type=int, help="tune each step on a random run of this many consecutive frames "
                                                     "(bounds memory for long videos; default: all frames)")
+    g.add_argument("--memory", choices=["auto", "check", "off"], default="auto",
+                   help="before tuning, plan its peak memory against the device's free memory; auto (default): if it "
+                        "would not fit, turn on the first of gradient checkpointing, half-precision autocast, a "
+                        "shorter frame window that fits; check: refuse instead, saying what fits; off: no planning")
     g.add_argument("--posterior", choices=["sample", "mean"], default="sample",
                    help="latents of each step: a fresh VAE posterior sample (default, as the paper) or the mean")
     g.add_argument("--checkpoint-every", type=int, default=0,
@@ -219,6 +223,7 @@ def _load(args, defaults):
 
 def _tune(args, pipe, defaults, latents, latent_std, video) -> None:
     from .files import check_free_space
+    from .memory_budget import fit_pipeline
     from .training_state import remove_state
     from .tuning import TuneConfig
     from .weights import video_parameters
@@ -229,6 +234,9 @@ def _tune(args, pipe, defaults, latents, latent_std, video) -> None:
                         posterior=args.posterior, checkpoint_every=args.checkpoint_every,
                         checkpoint_path=str(state), resume=args.resume)
     config = pipe.tuned_config(config, latent_std)
+    config, report = fit_pipeline(pipe, latents, config, args.memory)
+    if report:
+        print(report)
     size = sum(p.numel() * 4 for p in video_parameters(pipe.c.unet).values())
     check_free_space(weights, size * (4 if args.checkpoint_every else 1) + 2 ** 20, "saving the tuned weights")
     if args.resume and not state.is_file():

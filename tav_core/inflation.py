@@ -47,8 +47,8 @@ def make_temporal_layers(block: nn.Module, holder: nn.Module | None = None) -> n
         q = block.attn1.to_q
         dim, inner, heads = q.in_features, q.out_features, block.attn1.heads
         like = dict(device=q.weight.device, dtype=q.weight.dtype)
-        holder.norm_temp = nn.LayerNorm(dim).to(**like)
-        holder.attn_temp = TemporalAttention(dim, heads, inner // heads).to(**like)
+        holder.norm_temp = nn.LayerNorm(dim, **like)
+        holder.attn_temp = TemporalAttention(dim, heads, inner // heads, **like)
     return holder
 
 

@@ -54,8 +54,9 @@ NOTE_START = """**Start here**
 Then press Run. Optional, **6. Measure**: select the group and press Ctrl+B to score the edit as the paper
 does (needs CLIP ViT-L/14 vision and clip_l, offered for download on opening)."""
 NOTE_TUNE = """**One-Shot Tune** learns this clip (paper: 500 steps, lr 3e-5). It is the slow part: minutes on a GPU,
-hours on a CPU. Memory grows with frames x size: turn on *gradient_checkpointing* (about half the memory) or set
-a *frame_window* when it does not fit.
+hours on a CPU. Memory grows with frames x size. Before the first step the node plans the run's peak memory
+against what is free; with *memory* on auto (the default) it turns on gradient checkpointing, half-precision
+autocast or a shorter *frame_window* when needed and says so on the node (24 frames at 512x512 fit a 12 GB GPU).
 
 With a *save name* the tuned weights go to models/tuneavideo/<name>_00001_.safetensors: tune once, then edit
 as often as you like with the **Edit with saved weights** template. The seed stays fixed, so running the graph
@@ -258,7 +259,7 @@ def measure(g: Graph, edited, source, prompts):
 def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str):
     g.stage("3. Encode and tune")
     latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
-    tuned = g.node("TuneAVideoTune", 0, 500, 3e-5, save_name, 0, False, model=(ckpt, 0),
+    tuned = g.node("TuneAVideoTune", 0, 500, 3e-5, save_name, 0, False, "auto", model=(ckpt, 0),
                    positive=(prompts["source"], 0), latent_image=(latent, 0))
     g.note(note)
     return latent, tuned

@@ -1,0 +1,155 @@
+"""The memory plan against measured allocations, FLOPs against the textbook formulas, and tuning that fits the
+free memory or is refused before any step (headless, CLI, One-Shot Tune)."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import ROOT
+from tav_core import TuneAVideo, TuneConfig, demo_video
+from tav_core.cli import main
+from tav_core.errors import TavError
+from tav_core.memory import AllocationPeak, Plan, Settings, inference_flops, plan_pipeline, planning
+from tav_core.memory_budget import OVERHEAD, fit, fit_pipeline
+from tav_core.tiny import tiny_components
+from tav_core.weights import read_metadata
+
+
+def test_allocation_peak_counts_new_storages_until_they_are_freed():
+    with AllocationPeak() as tracker:
+        a = torch.empty(1000)                       # 4000 bytes
+        view = a.view(10, 100)
+        a.add_(1)                                   # a view and an in-place result allocate nothing
+        b = torch.empty(500, dtype=torch.float64)   # + 4000: the peak
+        del a, view
+        c = torch.empty(10)                         # a is gone: 4000 + 40
+    assert (tracker.peak, tracker.current) == (8000, 4040)
+    assert b.numel() + c.numel() == 510
+
+
+def test_flops_are_the_textbook_counts():
+    linear = torch.nn.Linear(16, 32, bias=False)
+    flops, _ = inference_flops(lambda x, t, c: linear(x), (3, 2, 5, 16), (1, 77, 8), 3, lambda f: _nothing())
+    assert flops == 2 * (3 * 2 * 5) * 16 * 32
+    with planning():
+        q = torch.randn(2, 4, 64, 8)
+        flops, _ = inference_flops(lambda x, t, c: F.scaled_dot_product_attention(q, q, q), (1, 1, 1, 1), (1, 1, 1), 1,
+                                   lambda f: _nothing())
+    assert flops == 2 * (2 * 4 * 64 * 64 * 8) * 2  # scores and the weighted sum, 2 FLOPs a multiply-add
+
+
+def _nothing():
+    from contextlib import nullcontext
+    return nullcontext()
+
+
+@pytest.mark.parametrize("frames, size, checkpointing, window", [
+    (2, 64, False, None), (4, 64, False, None), (4, 128, False, None), (4, 128, True, None), (6, 64, False, 3)])
+def test_planned_tuning_memory_matches_the_measured_allocations(frames, size, checkpointing, window):
+    pipe = TuneAVideo(tiny_components(0), gradient_checkpointing=checkpointing)
+    latents = pipe.encode_video(demo_video(frames, size, size))
+    with AllocationPeak() as measured:
+        pipe.tune(latents, "a red square", TuneConfig(steps=2, posterior="mean", frame_window=window), progress=False)
+    plan = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, gradient_checkpointing=checkpointing,
+                                                            frame_window=window))
+    planned = plan.optimizer + plan.step_peak  # what two steps allocate over the loaded model
+    assert abs(planned / measured.peak - 1) < 0.2, (planned, measured.peak)
+    assert 0 < plan.saved < plan.step_peak and plan.gradients == plan.trained > 0 and plan.flops > 0
+
+
+def test_checkpointing_and_windows_plan_less_memory_and_checkpointing_more_flops():
+    config = dict(tiny_components(0).unet.config)
+    plain, ckpt, window = (plan_pipeline(config, s) for s in (
+        Settings(8, 64, 64), Settings(8, 64, 64, gradient_checkpointing=True), Settings(8, 64, 64, frame_window=2)))
+    assert ckpt.saved < plain.saved and ckpt.flops > plain.flops
+    assert window.saved < plain.saved / 2 and window.flops < plain.flops / 2
+
+
+MB = 2 ** 20
+
+
+def _planner(asked, ckpt, half, per_frame):
+    """Plans whose totals (MB) depend on the settings only, for the choice logic."""
+    def plan_for(s: Settings) -> Plan:
+        total = per_frame * s.step_frames if s.frame_window else \
+            half if s.mixed_precision != "no" else ckpt if s.gradient_checkpointing else asked
+        return Plan({}, 0, 0, 0, 0, total * MB, 0)
+    return plan_for
+
+
+def test_fit_keeps_what_fits_and_otherwise_takes_the_cheapest_change_that_fits():
+    plan_for, asked = _planner(asked=1000, ckpt=600, half=400, per_frame=40), Settings(8)
+    assert OVERHEAD["cuda"] == 1.1
+    assert fit(plan_for, asked, 0, lambda n: 2000 * MB, "cuda")[0] == asked
+    chosen, report = fit(plan_for, asked, 0, lambda n: 700 * MB, "cuda")
+    assert chosen == replace(asked, gradient_checkpointing=True) and "with gradient checkpointing (660 MB)" in report
+    chosen, _ = fit(plan_for, asked, 0, lambda n: 200 * MB, "cuda")  # a window of 4 (176 MB) fits, 8 (352) does not
+    assert chosen.frame_window == 4 and chosen.gradient_checkpointing and chosen.mixed_precision in ("bf16", "fp16")
+    assert fit(plan_for, asked, 500 * MB, lambda n: 600 * MB, "cuda")[0] == asked  # 500 MB of it already there
+    with pytest.raises(TavError, match="needs about 1.1 GB more but 700 MB are free; with gradient checkpointing it "
+                                       "needs 660 MB: turn that on"):
+        fit(plan_for, asked, 0, lambda n: 700 * MB, "cuda", "check")
+    with pytest.raises(TavError, match="would not fit even with"):
+        fit(plan_for, asked, 0, lambda n: 10 * MB, "cuda")
+    with pytest.raises(TavError, match="memory mode 'sometimes'"):
+        fit(plan_for, asked, 0, lambda n: 10 * MB, "cuda", "sometimes")
+
+
+def test_fit_pipeline_turns_on_what_fits_or_refuses_before_tuning():
+    pipe = TuneAVideo(tiny_components(0))
+    latents = pipe.encode_video(demo_video(8, 64, 64))
+    config = TuneConfig(steps=2)
+    unet_bytes = sum(p.numel() * p.element_size() for p in pipe.c.unet.parameters())
+    plan = lambda **s: plan_pipeline(dict(pipe.c.unet.config), Settings(8, 64, 64, **s), count_flops=False)
+    need = lambda p: (p.total - unet_bytes) * OVERHEAD["cpu"]
+    between = int((need(plan()) + need(plan(gradient_checkpointing=True))) / 2)
+    with pytest.raises(TavError, match="with gradient checkpointing it needs"):
+        fit_pipeline(pipe, latents, config, "check", free=lambda n: between)
+    assert not pipe.c.unet.is_gradient_checkpointing
+    fitted, report = fit_pipeline(pipe, latents, config, "auto", free=lambda n: between)
+    assert pipe.c.unet.is_gradient_checkpointing and fitted == config and "tuning with gradient checkpointing" in report
+    assert fit_pipeline(pipe, latents, config, "off", free=lambda n: 0) == (config, "")
+
+
+def test_cli_refuses_before_any_step_or_tunes_with_what_fits(tmp_path, capsys, monkeypatch):
+    import tav_core.memory_budget
+    weights = tmp_path / "w.safetensors"
+    args = ["tune", "--frames", "8", "--tune-steps", "2", "--weights", str(weights)]
+    monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: 5 * MB)  # the tiny model asks ~30 MB
+    assert main([*args, "--memory", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "are free" in err and "turn that on" in err and not weights.exists()
+    assert main(args) == 0  # auto
+    assert "tuning with gradient checkpointing, bf16 autocast and a frame window of 4" in capsys.readouterr().out
+    tuning = read_metadata(weights)["tuning"]
+    assert tuning["frame_window"] == 4 and tuning["mixed_precision"] == "bf16" and tuning["steps"] == 2
+    monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: 1)
+    assert main([*args, "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert "would not fit even with" in capsys.readouterr().err and not (tmp_path / "none.safetensors").exists()
+    assert main([*args, "--memory", "off", "--weights", str(tmp_path / "off.safetensors")]) == 0
+    assert read_metadata(tmp_path / "off.safetensors")["tuning"]["frame_window"] is None
+
+
+def _node(free: int, mode: str, test_models) -> dict:
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "node_memory.py"), str(free), mode],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                                     "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_shot_tune_fits_the_free_memory_comfyui_reports(test_models):
+    ample = _node(2 ** 40, "auto", test_models)
+    assert ample["ran"] == {"mixed_precision": "no", "frame_window": None, "gradient_checkpointing": False}
+    assert "memory: tuning needs about" in ample["log"][0]
+    tight = _node(600 * MB, "auto", test_models)  # the test checkpoint's 8 frames ask ~1.6 GB on the CPU
+    assert tight["ran"] == {"mixed_precision": "bf16", "frame_window": 4, "gradient_checkpointing": True}
+    assert "tuning with gradient checkpointing, bf16 autocast and a frame window of 4" in tight["log"][0]
+    refused = _node(600 * MB, "check", test_models)
+    assert refused["ran"] == {} and "are free" in refused["error"] and "turn that on" in refused["error"]
+    assert _node(1, "off", test_models)["ran"]["frame_window"] is None
