@@ -6,7 +6,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import check
+from .errors import TavError, check
 
 NAME_MAX = 255  # bytes in one file name on the usual file systems (ext4, APFS, NTFS)
 
@@ -60,3 +60,14 @@ def check_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
     free = shutil.disk_usage(_existing_ancestor(Path(path).parent)).free
     check(free >= needed, f"{what} needs about {needed / 2**20:.0f} MB at {path}, but only {free / 2**20:.0f} MB "
                           "are free there; free disk space or choose another place")
+
+
+def read_safetensors(path: str | os.PathLike, fix: str, name: str | None = None) -> tuple[dict, dict]:
+    """(metadata, tensors) of a safetensors file; one that cannot be read (truncated, not safetensors) is refused
+    in one line ending with ``fix``. ``name``: how the message calls the file (default its path)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise TavError(f"{name or path} cannot be read ({type(e).__name__}); it may be truncated: {fix}") from e

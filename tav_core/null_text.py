@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .ddim import invert_ddim, vp_scale
-from .errors import TavError, check
-from .files import atomic_path
+from .errors import check
+from .files import atomic_path, read_safetensors
 
 FORMAT = "tuneavideo-nulltext-v1"
 
@@ -112,12 +111,7 @@ class NullTextInversion:
         path = Path(path)
         check(path.is_file(), f"null-text inversion {path} does not exist; give a file saved by Null-Text Invert or "
                               "'NullTextInversion.save'")
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise TavError(f"{path} cannot be read ({type(e).__name__}); it may be truncated: invert again") from e
+        meta, tensors = read_safetensors(path, "invert again")
         check(meta.get("format") == FORMAT and set(tensors) == {"noise", "embeddings"},
               f"{path} is not a null-text inversion file (format {meta.get('format')!r})")
         check(all(bool(torch.isfinite(t).all()) for t in tensors.values()),

@@ -9,11 +9,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import TavError, check
-from .files import atomic_path
+from .errors import check
+from .files import atomic_path, read_safetensors
 from .weights import fingerprint_of
 
 # TuneConfig fields that change what is learnt, with the words a message uses for them
@@ -60,12 +59,7 @@ def save_state(path, params, optimizer, scaler, generator, step: int, losses: li
 def load_state(path, params, optimizer, scaler, generator, identity: dict) -> tuple[int, list[float]]:
     """Restore a state into ``params``/``optimizer``/``scaler``/``generator``; returns (step, losses so far)."""
     fresh = "delete it to start afresh"
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise TavError(f"training state {path} cannot be read ({type(e).__name__}); it may be truncated: {fresh}") from e
+    meta, tensors = read_safetensors(path, fresh, f"training state {path}")
     check("identity" in meta, f"training state {path} was written by an older version and does not say which run "
                               f"it belongs to: {fresh}")
     names = {k.split("/", 1)[1] for k in tensors if k.startswith("param/")}

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import TavError, check
-from .files import atomic_path
+from .files import atomic_path, read_safetensors
 from .inflation import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
 
 FORMAT = "tuneavideo-tuned-v1"
@@ -93,11 +93,7 @@ def read_tuned(path: str | Path, base_fingerprint: list[float]) -> tuple[dict[st
     check(same_base(meta["fingerprint"], base_fingerprint),
           f"{path} was tuned on a different base model than the one given; load the checkpoint it was tuned "
           f"on (its prompt was {meta.get('prompt')!r}) or tune again on this one")
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:
-        raise TavError(f"{path} cannot be read ({type(e).__name__}); it may be truncated: restore a copy or tune "
-                       "again") from e
+    tensors = read_safetensors(path, "restore a copy or tune again")[1]
     damaged = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
     check(not damaged, f"{path} holds NaN or infinite values in {len(damaged)} tensor(s) (e.g. {damaged[:1]}): the "
                        "file is damaged; restore a copy or tune again")
