@@ -33,7 +33,7 @@ def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Pl
     ComfyUI's sub-quadratic attention (its CPU default) chunks by the free memory, with slices that fake tensors
     cannot take: the plan sees plenty of memory, so it plans attention unchunked (an upper bound)."""
     config = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("dtype", "device", "operations")}
-    dtype = settings.weights_dtype
+    dtype, compute = settings.weights_dtype, model.model.manual_cast_dtype or settings.weights_dtype
     with planning():
         operations = comfy.ops.manual_cast if model.model.manual_cast_dtype else comfy.ops.disable_weight_init
         unet = openaimodel.UNetModel(**config, dtype=dtype, device="cpu", operations=operations)
@@ -47,7 +47,7 @@ def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Pl
         context_shape = (1, 77, config["context_dim"])
 
         def unet_fn(x, t, c):
-            return unet(x.to(dtype), t.float(), context=c.to(dtype), transformer_options={}).float()
+            return unet(x.to(compute), t.float(), context=c.to(compute), transformer_options={}).float()
         copies = "all" if settings.clone_frozen_weights else "inference"
         with trainable_weights(unet, queries, copies), \
                 mock.patch.object(comfy.model_management, "get_free_memory", _plenty_of_memory):
