@@ -6,6 +6,11 @@ from einops import rearrange
 from torch import nn
 
 
+def previous_frame(frame: int) -> int:
+    """The frame whose keys a frame takes besides frame 0's: the one before it (frame 0 takes itself)."""
+    return max(frame - 1, 0)
+
+
 def sparse_causal(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     """Keys/values for sparse-causal attention: frame i sees [frame 0 ‖ frame i-1]; frame 0 sees [0 ‖ 0].
 
@@ -15,6 +20,37 @@ def sparse_causal(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     previous = (torch.arange(num_frames, device=x.device) - 1).clamp(min=0)
     first = x[:, :1].expand(-1, num_frames, -1, -1)
     return rearrange(torch.cat([first, x[:, previous]], dim=2), "b f n c -> (b f) n c")
+
+
+def sparse_causal_window(x: torch.Tensor, window, layer) -> torch.Tensor:
+    """``sparse_causal`` for a window of a longer clip (``tav_core.windows.Window``): frame i of the clip sees
+    [frame 0 ‖ frame i-1] of the clip; the rows of frames outside the window come from ``window.anchors`` (computed
+    by an earlier window of this evaluation), and this window's rows that later windows need are kept there. A frame
+    whose anchor or previous frame no earlier window computed (windows run out of clip order) takes the window's
+    first frame as anchor and itself as previous, as a clip starting there would."""
+    f = len(window.indices)
+    x = rearrange(x, "(b f) n c -> b f n c", f=f)
+    keys = window.clip_keys(x.shape[0])
+    position = {frame: p for p, frame in enumerate(window.indices)}
+    pool = [x]
+
+    def source(frame: int, fallback: int) -> int:
+        if frame not in position:
+            rows = [window.anchors.lookup(layer, k, frame) for k in keys]
+            if any(r is None for r in rows):
+                return fallback
+            pool.append(torch.stack(rows)[:, None].to(x))
+            position[frame] = f + len(pool) - 2
+        return position[frame]
+
+    anchor = source(0, 0)
+    previous = [source(previous_frame(i), p) for p, i in enumerate(window.indices)]
+    frames = torch.cat(pool, dim=1)
+    out = torch.cat([frames[:, [anchor] * f], frames[:, previous]], dim=2)
+    for p, frame in enumerate(window.indices):
+        for j, k in enumerate(keys):
+            window.anchors.store(layer, k, frame, x[j, p])
+    return rearrange(out, "b f n c -> (b f) n c")
 
 
 class TemporalAttention(nn.Module):

@@ -99,13 +99,18 @@ class AttentionController:
         self.chunks = [1, 0]   # what the chunks of the next batch are (0: conditional), where the host does not say
         self.maps: dict[int, torch.Tensor] = {}  # pixels -> (branches, frames, pixels): blend maps, summed
         self.last_mask: torch.Tensor | None = None
+        self.window: tuple[list[int], torch.Tensor] | None = None  # frames of the call and their fuse weights
+
+    def follow_window(self, indices: list[int], weights: torch.Tensor) -> None:
+        """The next calls run these frames of the clip (a window; ``tav_core.windows``), fused with these weights."""
+        self.window = (indices, weights)
 
     # ---- one attention layer
 
     def __call__(self, q, k, v, heads: int, is_cross: bool, chunks: list[int]) -> torch.Tensor:
         """Attention of one layer for a batch of ``chunks`` (0: conditional, 1: unconditional) x 2 branches x frames."""
         out = self.attention(q, k, v, heads)
-        f = self.frames
+        f = len(self.window[0]) if self.window is not None else self.frames
         check(q.shape[0] == len(chunks) * 2 * f, f"attention batch of {q.shape[0]} is not {len(chunks)} x 2 branches "
                                                  f"x {f} frames")
         for c, kind in enumerate(chunks):
@@ -153,7 +158,14 @@ class AttentionController:
             p = probabilities(q[rows], k[rows], heads)[..., tokens].sum(-1)  # (frames, heads, pixels)
             maps.append(p.mean(1).float())
         maps = torch.stack(maps)
-        self.maps[pixels] = self.maps.get(pixels, 0) + maps
+        if self.window is None:
+            self.maps[pixels] = self.maps.get(pixels, 0) + maps
+            return
+        indices, weights = self.window  # a window's maps count by their fuse weights, as its latents do
+        total = self.maps.get(pixels)
+        if total is None:
+            total = self.maps[pixels] = maps.new_zeros(2, self.frames, pixels)
+        total.index_add_(1, torch.tensor(indices, device=maps.device), maps * weights.to(maps)[None, :, None])
 
     # ---- between steps
 

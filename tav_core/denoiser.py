@@ -39,12 +39,26 @@ class DiscreteDenoiser:
         return x * c_in ** 2 - out * s * c_in
 
 
-def guided(model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> Callable:
-    """Classifier-free guidance: ``uncond + scale * (cond - uncond)``, both halves in one batch."""
+def guided(model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float, batched: bool = True,
+           on_chunks: Callable | None = None) -> Callable:
+    """Classifier-free guidance: ``uncond + scale * (cond - uncond)``, both halves in one batch, or (``batched``
+    False: half the memory of a pass) one after the other. ``on_chunks(kinds)`` is told what the next call's batch
+    holds, in ComfyUI's words: 1 unconditional, 0 conditional (attention control reads it)."""
+    tell = on_chunks or (lambda kinds: None)
     if uncond is None or scale == 1.0:
-        return lambda x, sigma: model(x, sigma, cond)
+        def conditional(x, sigma):
+            tell([0])
+            return model(x, sigma, cond)
+        return conditional
 
     def fn(x, sigma):
-        u, c = model(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([uncond, cond])).chunk(2)
+        if batched:
+            tell([1, 0])
+            u, c = model(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([uncond, cond])).chunk(2)
+        else:
+            tell([1])
+            u = model(x, sigma, uncond)
+            tell([0])
+            c = model(x, sigma, cond)
         return u + scale * (c - u)
     return fn

@@ -20,21 +20,20 @@ from .errors import TavWarning, check
 from .inflation import transformer_blocks
 from .null_text import NullTextInversion, null_text_inversion
 from .pipeline import TuneAVideo
+from .windows import Passes
 
 VIDEO_P2P_GUIDANCE = 7.5
 
 
 def null_text_invert(pipe: TuneAVideo, latents: torch.Tensor, prompt: str, steps: int = 50,
                      guidance_scale: float = VIDEO_P2P_GUIDANCE, inner_steps: int = 10, epsilon: float = 1e-5,
-                     callback: Callable | None = None) -> NullTextInversion:
+                     callback: Callable | None = None, passes: Passes = Passes()) -> NullTextInversion:
     """DDIM-invert ``latents`` with the source ``prompt`` (no guidance, as Mokady et al. and Video-P2P), then
-    optimise one unconditional embedding per step so that CFG at ``guidance_scale`` retraces the inversion."""
+    optimise one unconditional embedding per step so that CFG at ``guidance_scale`` retraces the inversion.
+    ``passes``: precision and frame windows of the UNet passes (the two CFG halves never share a pass here)."""
     pipe._check_latents(latents)
     sigmas = pipe.ddim_sigmas(steps, latents.dtype)
-
-    def model(x, sigma, context):
-        return pipe.denoiser(x, sigma, context.expand(len(x), -1, -1))
-
+    model = pipe.model(len(latents), passes)
     with pipe.inflation.video(len(latents)):
         noise, embeddings = null_text_inversion(model, latents.to(pipe.device), sigmas, pipe.encode_prompt(prompt),
                                                 pipe.encode_prompt(""), guidance_scale, inner_steps, epsilon, callback)
@@ -44,12 +43,13 @@ def null_text_invert(pipe: TuneAVideo, latents: torch.Tensor, prompt: str, steps
 def edit(pipe: TuneAVideo, inverted: NullTextInversion | torch.Tensor, control: EditControl,
          guidance_scale: float | None = None, steps: int | None = None, negative_prompt: str = "",
          attention_control: bool = True, decoupled: bool = True, eta: float = 0.0,
-         seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+         seed: int = 0, passes: Passes = Passes()) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample the source and the edit branch together from the same inverted noise; returns (source, edit) latents.
 
     With a ``NullTextInversion`` the source branch's unconditional embedding at every step is the optimised one
     and, ``decoupled`` (Video-P2P), the edit branch keeps the plain ``negative_prompt``; otherwise both use it.
     ``attention_control=False`` samples the two prompts side by side without control (for comparison).
+    ``passes``: precision, frame windows (both branches run each window together) and CFG batching.
     """
     noise = inverted.noise if isinstance(inverted, NullTextInversion) else inverted
     if isinstance(inverted, NullTextInversion):
@@ -77,9 +77,16 @@ def edit(pipe: TuneAVideo, inverted: NullTextInversion | torch.Tensor, control: 
         if isinstance(inverted, NullTextInversion):
             source_uncond = inverted.embedding_at(step).to(negative).expand(frames, -1, -1)
         uncond = torch.cat([source_uncond, negative if decoupled else source_uncond])
-        if controller is not None:  # guided() batches [uncond, cond], or cond alone at guidance 1
-            controller.step, controller.chunks = step, ([1, 0] if guidance_scale != 1.0 else [0])
-        return guided(pipe.denoiser, cond, uncond, guidance_scale)(x, sigma)
+        if controller is not None:
+            controller.step = step
+        return guided(denoiser, cond, uncond, guidance_scale, passes.batch_cfg, on_chunks)(x, sigma)
+
+    def on_chunks(kinds):
+        if controller is not None:
+            controller.chunks = kinds
+
+    on_window = controller.follow_window if controller is not None else None
+    denoiser = pipe.model(frames, passes, on_window)
 
     generator = torch.Generator(pipe.device).manual_seed(seed)
     blocks = [b for _, b in transformer_blocks(pipe.c.unet)]

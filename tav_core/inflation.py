@@ -11,7 +11,7 @@ from functools import partial
 from torch import nn
 
 from .attention import (TemporalAttention, clip_group_norm_in, clip_group_norm_out, sparse_causal,
-                        temporal_residual)
+                        sparse_causal_window, temporal_residual)
 from .errors import check
 from .frames import FrameContext
 
@@ -95,18 +95,21 @@ class Inflation:
             self.handles.append(norm.register_forward_hook(self._norm_out))
 
     @contextmanager
-    def video(self, num_frames: int, temporal: list[tuple[nn.Module, nn.Module]] | None = None):
-        """Run clips of ``num_frames`` frames inside this block (with these temporal layers, if given)."""
+    def video(self, num_frames: int, temporal: list[tuple[nn.Module, nn.Module]] | None = None, window=None):
+        """Run clips of ``num_frames`` frames inside this block (with these temporal layers, if given); ``window``
+        (``tav_core.windows.Window``): the frames are that window of a longer clip."""
         previous = self.temporal
         self.temporal = self.temporal if temporal is None else temporal
         try:
-            with self.context.frames(num_frames):
+            with self.context.frames(num_frames, window):
                 yield self
         finally:
             self.temporal = previous
 
     def _sparse_causal(self, module, args, out):
         f = self.context.active(out.shape[0])
+        if self.context.window is not None:
+            return sparse_causal_window(out, self.context.window, module)
         return out if f in (None, 1) else sparse_causal(out, f)  # one frame: [f0 ‖ f0] attends like f0 alone
 
     def _temporal(self, index, block, args, out):

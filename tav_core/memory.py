@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from .windows import ContextWindows
 
 aten = torch.ops.aten
 
@@ -42,17 +44,21 @@ FLOPS = {aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
          aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward_flops}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """One tuning configuration: the clip, the precision and the memory options."""
+    """One configuration of a stage: the clip, the precision and the memory options."""
     frames: int
     height: int = 512
     width: int = 512
     weights_dtype: torch.dtype = torch.float32   # frozen weights
     mixed_precision: str = "no"                  # autocast of the passes: "no", "fp16", "bf16"
-    gradient_checkpointing: bool = False
-    frame_window: int | None = None              # tune on runs of this many frames
+    gradient_checkpointing: bool = False         # tuning and null-text inversion
+    frame_window: int | None = None              # tuning: tune on runs of this many frames
     clone_frozen_weights: bool = False           # ComfyUI's old path: every frozen weight copied for autograd
+    windows: ContextWindows | None = None        # inference stages: overlapping frame windows
+    batch_cfg: bool = True                       # CFG's two halves in one pass
+    vae_tiling: bool = False                     # VAE stages: tiles instead of whole frames
+    steps: int = 50                              # DDIM steps (null-text keeps every inverted latent)
 
     @property
     def step_frames(self) -> int:
@@ -70,6 +76,7 @@ class Plan:
     step_peak: int                  # everything the step itself allocates, at its peak
     flops: int                      # forward + backward + optimizer
     extra: dict[str, int] = field(default_factory=dict)  # other peaks (e.g. the reference's VAE encoding)
+    held: int = 0                   # what the stage keeps for the whole clip beside the step (latents, trajectories)
 
     @property
     def transient(self) -> int:
@@ -82,13 +89,14 @@ class Plan:
 
     @property
     def total(self) -> int:
-        return self.resident + max([self.step_peak, *self.extra.values()])
+        return self.resident + self.held + max([self.step_peak, *self.extra.values()])
 
 
 class AllocationPeak(TorchDispatchMode):
     """While inside: the live bytes of the tensor storages that ops allocate, and their peak. Views and in-place
     results share an input's storage and are not counted; a storage counts until its last tensor is gone. Exact on
-    real tensors of any device (a measurement) and on fake ones (a plan)."""
+    real tensors of any device (a measurement) and on fake ones (a plan, where ``.item()`` reads 1 so that code
+    checking values runs through)."""
 
     def __init__(self):
         super().__init__()
@@ -96,6 +104,8 @@ class AllocationPeak(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is aten._local_scalar_dense.default and isinstance(args[0], FakeTensor):
+            return _stand_in(args[0])  # a plan needs no values: .item() of a fake tensor reads as one
         out = func(*args, **kwargs)
         for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
             self.current -= self.live.pop(key)[1]
@@ -109,6 +119,12 @@ class AllocationPeak(TorchDispatchMode):
                     self.current += storage.nbytes()
         self.peak = max(self.peak, self.current)
         return out
+
+
+def _stand_in(tensor: torch.Tensor):
+    if tensor.dtype == torch.bool:
+        return True
+    return 1.0 if tensor.is_floating_point() else 1
 
 
 def _keys(tensors) -> set[int]:

@@ -11,7 +11,10 @@ from dataclasses import replace
 import torch
 
 from .errors import TavError, check
-from .memory import Plan, Settings, plan_pipeline
+from .host_memory import cpu_free_bytes
+from .memory import Plan, Settings
+from .stage_memory import STAGE_NAMES, ModelConfigs, plan_stage
+from .windows import ContextWindows, Passes
 
 MEMORY_MODES = ("auto", "check", "off")
 # what a process really takes per planned byte: on CUDA the caching allocator's rounding and fragmentation; on the
@@ -21,13 +24,11 @@ OVERHEAD = {"cuda": 1.1, "cpu": 2.5}
 
 def free_bytes(device: torch.device) -> int:
     """What this process can still take on ``device``: CUDA's free memory plus what torch's cache holds unused;
-    the CPU's available memory."""
+    on the CPU, the available memory within the cgroup's limit (``tav_core.host_memory``)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    with open("/proc/meminfo") as f:
-        info = dict(line.split(":", 1) for line in f)
-    return int(info["MemAvailable"].split()[0]) * 1024
+    return cpu_free_bytes()
 
 
 def gib(n: float) -> str:
@@ -35,68 +36,121 @@ def gib(n: float) -> str:
     return f"{n / 2 ** 30:.1f} GB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MB"
 
 
-def candidates(settings: Settings, device_type: str) -> list[tuple[str, Settings]]:
-    """What may be changed to fit, cheapest first: gradient checkpointing (the same result, ~1.3x the FLOPs),
-    half-precision autocast (the reference's own recipe), then shorter frame windows (a change of the recipe; two
-    frames at least, or the temporal attention would learn nothing)."""
-    out, s = [], settings
-    if not s.gradient_checkpointing:
-        s = replace(s, gradient_checkpointing=True)
-        out.append(("gradient checkpointing", s))
+def half_precision(device_type: str) -> str:
+    """The half precision autocast takes here: bf16 where the device has it (and on the CPU), else fp16."""
+    bf16 = device_type == "cpu" or (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return "bf16" if bf16 else "fp16"
+
+
+def candidates(settings: Settings, device_type: str, stage: str = "tune") -> list[tuple[str, Settings]]:
+    """What may be changed to fit ``stage``, cheapest first, each step keeping the ones before. Tuning: gradient
+    checkpointing (the same result, ~1.3x the FLOPs), half-precision autocast (the reference's own recipe), then
+    shorter frame windows (a change of the recipe; two frames at least, or the temporal attention would learn
+    nothing). Inference stages: CFG's halves one after the other (the same result), gradient checkpointing (null-text
+    inversion's backward), half precision, then overlapping frame windows (``tav_core.windows``) of 32 frames and
+    fewer, 4 at least. VAE stages: tiles."""
+    out, s, said = [], settings, []
+
+    def add(name: str, changed: Settings) -> Settings:
+        said.append(name)
+        out.append((" and ".join(said) if len(said) < 3 else ", ".join(said[:-1]) + " and " + said[-1], changed))
+        return changed
+    if stage in ("encode", "decode"):
+        return [] if s.vae_tiling else [("VAE tiles", replace(s, vae_tiling=True))]
+    if stage in ("sample", "p2p") and s.batch_cfg:
+        s = add("CFG halves one after the other", replace(s, batch_cfg=False))
+    if stage in ("tune", "null_text") and not s.gradient_checkpointing:
+        s = add("gradient checkpointing", replace(s, gradient_checkpointing=True))
     if s.mixed_precision == "no":
-        bf16 = device_type == "cpu" or (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-        s = replace(s, mixed_precision="bf16" if bf16 else "fp16")
-        out.append((f"gradient checkpointing and {s.mixed_precision} autocast", s))
-    window = s.step_frames
-    while window > 2:
-        window = max(2, window // 2)
-        out.append((f"gradient checkpointing, {s.mixed_precision} autocast and a frame window of {window}",
-                    replace(s, frame_window=window)))
+        s = add(f"{half_precision(device_type)} autocast", replace(s, mixed_precision=half_precision(device_type)))
+    if stage == "tune":
+        window = s.step_frames
+        while window > 2:
+            window = max(2, window // 2)
+            out.append((f"{', '.join(said)} and a frame window of {window}", replace(s, frame_window=window)))
+        return out
+    length = s.windows.length if s.windows is not None else s.frames
+    for window in (32, 16, 8, 4):
+        if window < length:
+            windows = ContextWindows(window, window // 4)
+            out.append((f"{', '.join(said)} and frame windows of {window} (overlap {window // 4})",
+                        replace(s, windows=windows)))
     return out
 
 
 def fit(plan_for: Callable[[Settings], Plan], settings: Settings, already: int, free: Callable[[int], int],
-        device_type: str, mode: str = "auto") -> tuple[Settings, str]:
-    """The settings to tune with and a one-line report. ``plan_for(settings)`` plans a step; ``already``: bytes of
-    the plan already on the device (the loaded weights); ``free(needed)``: the free bytes, after the host made room
-    for ``needed`` if it can. Raises ``TavError`` with the numbers and what would fit."""
+        device_type: str, mode: str = "auto", stage: str = "tune") -> tuple[Settings, str]:
+    """The settings to run ``stage`` with and a one-line report. ``plan_for(settings)`` plans a step; ``already``:
+    bytes of the plan already on the device (the loaded weights); ``free(needed)``: the free bytes, after the host
+    made room for ``needed`` if it can. Raises ``TavError`` with the numbers and what would fit."""
     check(mode in MEMORY_MODES, f"memory mode {mode!r} is not one of {', '.join(MEMORY_MODES)}")
     factor = OVERHEAD.get(device_type, 1.1)
+    what = STAGE_NAMES[stage]
 
     def needs(s: Settings) -> int:
         return int((plan_for(s).total - already) * factor)
     asked = needs(settings)
     available = free(asked)
     if asked <= available:
-        return settings, f"memory: tuning needs about {gib(asked)} more, {gib(available)} free"
-    said = f"tuning needs about {gib(asked)} more but {gib(available)} are free"
-    for name, option in candidates(settings, device_type):
+        return settings, f"memory: {what} needs about {gib(asked)} more, {gib(available)} free"
+    said = f"{what} needs about {gib(asked)} more but {gib(available)} are free"
+    options = candidates(settings, device_type, stage)
+    for name, option in options:
         need = needs(option)
         if need <= available:
             if mode == "auto":
-                return option, f"memory: {said}: tuning with {name} ({gib(need)})"
+                return option, f"memory: {said}: {what} with {name} ({gib(need)})"
             raise TavError(f"{said}; with {name} it needs {gib(need)}: turn that on, or use the 'auto' memory mode")
-    raise TavError(f"{said}, and would not fit even with gradient checkpointing, half precision and a 2-frame window; "
-                   "use fewer frames or a smaller size, or free memory (other programs, other loaded models)")
+    tried = f" even with {options[-1][0]}" if options else ""
+    raise TavError(f"{said}, and would not fit{tried}; use fewer frames or a smaller size, or free memory (other "
+                   "programs, other loaded models)")
+
+
+def loaded_bytes(pipe) -> int:
+    """What the pipeline already holds on its device: the weights of UNet (and tuned tensors), VAE, text encoder."""
+    return sum(p.numel() * p.element_size() for m in (pipe.c.unet, pipe.c.vae, pipe.c.text_encoder)
+               for p in m.parameters())
+
+
+def stage_settings(pipe, stage: str, frames: int, height: int, width: int, passes: Passes = Passes(),
+                   config=None, steps: int = 50) -> Settings:
+    """The ``Settings`` a stage of the pipeline runs with: tuning from its ``config`` (as ``pipe.tuned_config``
+    gives it), inference stages from their ``passes``."""
+    common = dict(weights_dtype=pipe.dtype, vae_tiling=bool(getattr(pipe.c.vae, "use_tiling", False)), steps=steps,
+                  gradient_checkpointing=pipe.c.unet.is_gradient_checkpointing)
+    if stage == "tune":
+        return Settings(frames, height, width, mixed_precision=config.mixed_precision, frame_window=config.frame_window,
+                        **common)
+    return Settings(frames, height, width, mixed_precision=passes.mixed_precision or pipe.mixed_precision,
+                    windows=passes.windows, batch_cfg=passes.batch_cfg, **common)
+
+
+def fit_stage(pipe, stage: str, settings: Settings, mode: str = "auto",
+              free: Callable[[int], int] | None = None) -> tuple[Settings, str]:
+    """Plan ``stage`` (``tav_core.stage_memory.STAGES``) on the pipeline's model against its device's free memory:
+    (settings to run it with, report), or ``TavError`` (see ``fit``). Turns on what the chosen settings need of the
+    pipeline itself (the UNet's gradient checkpointing, VAE tiles)."""
+    check(mode in MEMORY_MODES, f"memory mode {mode!r} is not one of {', '.join(MEMORY_MODES)}")
+    if mode == "off":
+        return settings, ""
+    configs = ModelConfigs.of(pipe.c)
+    chosen, report = fit(lambda s: plan_stage(configs, stage, s, pipe.device.type), settings, loaded_bytes(pipe),
+                         free or (lambda _: free_bytes(pipe.device)), pipe.device.type, mode, stage)
+    if chosen.gradient_checkpointing and not pipe.c.unet.is_gradient_checkpointing:
+        pipe.c.unet.enable_gradient_checkpointing()
+    if chosen.vae_tiling:
+        pipe.c.vae.enable_tiling()
+    return chosen, report
+
+
+def passes_of(settings: Settings) -> Passes:
+    return Passes(settings.mixed_precision, settings.windows, settings.batch_cfg)
 
 
 def fit_pipeline(pipe, latents: torch.Tensor, config, mode: str = "auto", free: Callable[[int], int] | None = None):
     """Fit a ``TuneAVideo`` tuning run on ``latents`` with ``config`` (as ``pipe.tuned_config`` gives it): returns
     (config, report). Turns the UNet's gradient checkpointing on when the chosen settings need it."""
-    check(mode in MEMORY_MODES, f"memory mode {mode!r} is not one of {', '.join(MEMORY_MODES)}")
-    if mode == "off":
-        return config, ""
-    unet = pipe.c.unet
     frames, _, height, width = latents.shape
-    autocast = config.mixed_precision
-    if autocast == "no" and pipe.half:  # the pipeline autocasts half-precision weights itself
-        autocast = "fp16" if pipe.dtype == torch.float16 else "bf16"
-    settings = Settings(frames, height * 8, width * 8, pipe.dtype, autocast, unet.is_gradient_checkpointing,
-                        config.frame_window)
-    already = sum(p.numel() * p.element_size() for p in unet.parameters())  # all of it on the device already
-    chosen, report = fit(lambda s: plan_pipeline(dict(unet.config), s, count_flops=False), settings, already,
-                         free or (lambda _: free_bytes(pipe.device)), pipe.device.type, mode)
-    if chosen.gradient_checkpointing and not unet.is_gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    mixed = chosen.mixed_precision if chosen.mixed_precision != autocast else config.mixed_precision
-    return replace(config, mixed_precision=mixed, frame_window=chosen.frame_window), report
+    settings = stage_settings(pipe, "tune", frames, height * 8, width * 8, config=config)
+    chosen, report = fit_stage(pipe, "tune", settings, mode, free)
+    return replace(config, mixed_precision=chosen.mixed_precision, frame_window=chosen.frame_window), report

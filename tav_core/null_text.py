@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from .ddim import invert_ddim, vp_scale
 from .errors import check
 from .files import atomic_path, read_safetensors
+from .windows import Windowed
 
 FORMAT = "tuneavideo-nulltext-v1"
 
@@ -31,10 +32,13 @@ def optimize_null_text(model: Callable, trajectory: list[torch.Tensor], sigmas: 
     noise, ``trajectory[-1]`` the clean start in k-diffusion scaling). Step i starts from the previous step's
     embedding and runs Adam (lr 1e-2 (1 - i/100)) for up to ``inner_steps`` iterations on the distance between a
     deterministic DDIM step with CFG and ``trajectory[i + 1]``, stopping once it is below ``epsilon + 2e-5 i``.
+    ``model(x, sigma, context)`` is differentiable in ``context`` (one row per latent; ``cond``/``uncond`` are one
+    row); a ``Windowed`` model takes each iteration's gradient window by window (``_windowed_loss``).
     ``callback(i, losses)`` follows every step.
     """
     check(len(trajectory) == len(sigmas), f"{len(trajectory)} inverted latents for {len(sigmas)} sigmas")
     check(inner_steps >= 1, f"inner steps must be at least 1, got {inner_steps}")
+    windowed = isinstance(model, Windowed) and not model.single
     x = trajectory[0].detach()
     embeddings = []
     uncond = uncond.detach()
@@ -43,21 +47,25 @@ def optimize_null_text(model: Callable, trajectory: list[torch.Tensor], sigmas: 
         s = sigma.to(x).expand(len(x))
         target = trajectory[i + 1].detach() * vp_scale(sigma_next).to(x)
 
-        def step(u):
-            denoised_u = model(x, s, u)
-            denoised = denoised_u + guidance_scale * (denoised_cond - denoised_u)
-            return denoised + sigma_next.to(x) * (x - denoised) / sigma.to(x)
+        def step(u, rows=slice(None), fn=model):
+            xr = x[rows]
+            denoised_u = fn(xr, s[rows], u.expand(len(xr), -1, -1))
+            denoised = denoised_u + guidance_scale * (denoised_cond[rows] - denoised_u)
+            return denoised + sigma_next.to(x) * (xr - denoised) / sigma.to(x)
 
         with torch.no_grad():
-            denoised_cond = model(x, s, cond)
+            denoised_cond = model(x, s, cond.expand(len(x), -1, -1))
         u = uncond.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([u], lr=1e-2 * (1 - i / 100))
         losses = []
         with torch.enable_grad():
             for _ in range(inner_steps):
-                loss = F.mse_loss(step(u) * vp_scale(sigma_next).to(x), target)
                 optimizer.zero_grad()
-                loss.backward()
+                if windowed:
+                    loss = _windowed_loss(model, lambda rows: step(u, rows, model.model), sigma_next, target)
+                else:
+                    loss = F.mse_loss(step(u) * vp_scale(sigma_next).to(x), target)
+                    loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
                 if losses[-1] < epsilon + i * 2e-5:
@@ -71,14 +79,29 @@ def optimize_null_text(model: Callable, trajectory: list[torch.Tensor], sigmas: 
     return embeddings
 
 
+def _windowed_loss(model: "Windowed", step: Callable, sigma_next: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The loss over frame windows, its gradient taken window by window (memory of one window): each frame's squared
+    error in each window weighted by the frame's fuse weight there, so that with one window it is the mean squared
+    error."""
+    total = torch.zeros((), dtype=torch.float64)
+    for rows, weights, run in model.parts(1, target.device):
+        with run():
+            error = (step(rows) * vp_scale(sigma_next).to(target) - target[rows]) ** 2
+            part = (error * weights.to(error).view(-1, *[1] * (error.ndim - 1))).sum() / target.numel()
+            part.backward()  # inside the window: gradient checkpointing re-runs the window's forward here
+        total += part.detach().double().cpu()
+    return total
+
+
 def null_text_inversion(model: Callable, latents: torch.Tensor, sigmas: torch.Tensor, cond: torch.Tensor,
                         uncond: torch.Tensor, guidance_scale: float, inner_steps: int = 10, epsilon: float = 1e-5,
                         callback: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """DDIM-invert the VP-scaled clean ``latents`` with ``cond`` and no guidance (Mokady et al., Video-P2P), then
-    optimise the null text along that trajectory. ``model(x, sigma, context)`` with a one-row ``context``; returns
-    (noise, embeddings (steps, tokens, dim))."""
+    optimise the null text along that trajectory. ``model(x, sigma, context)`` with a context row per latent (a
+    ``Windowed`` model runs over its windows); ``cond`` and ``uncond`` are one row. Returns (noise, embeddings
+    (steps, tokens, dim))."""
     states = []
-    noise = invert_ddim(lambda x, s: model(x, s, cond), latents, sigmas.flip(0),
+    noise = invert_ddim(lambda x, s: model(x, s, cond.expand(len(x), -1, -1)), latents, sigmas.flip(0),
                         callback=lambda i, x, denoised: states.append(x))
     trajectory = [latents / vp_scale(sigmas[-1]).to(latents), *states][::-1]
     embeddings = optimize_null_text(model, trajectory, sigmas, cond, uncond, guidance_scale, inner_steps, epsilon,

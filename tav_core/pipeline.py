@@ -13,7 +13,9 @@ from .inflation import inflate
 from .models import Components
 from .null_text import NullTextInversion
 from .schedule import alphas_cumprod, ddim_sigmas, ddim_timesteps, final_sigma, sigma_table
+from .precision import autocast, compute_precision
 from .tuning import TuneConfig, recorded, tune
+from .windows import Passes, Windowed
 from .weights import load_tuned, save_tuned, video_parameters
 
 
@@ -21,14 +23,21 @@ class TuneAVideo:
     """One inflated model; latents are (frames, 4, height/8, width/8), already scaled by the VAE factor."""
 
     def __init__(self, components: Components, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False):
+                 dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False,
+                 mixed_precision: str | None = None):
+        """``dtype``: the frozen weights'; ``mixed_precision`` ("no", "bf16", "fp16"): the autocast every UNet pass
+        (tuning, inversion, sampling, editing) computes in; half-precision weights compute in their own dtype."""
         self.c = components
         self.device, self.dtype = torch.device(device), dtype
+        self.mixed_precision = compute_precision(dtype, mixed_precision)
         self.inflation = inflate(components.unet)
         for m in (components.unet, components.vae, components.text_encoder):
-            if next(m.parameters()).dtype != dtype:  # diffusers warns about any dtype given to .to()
+            first = next(m.parameters())
+            if first.dtype != dtype:  # diffusers warns about any dtype given to .to()
                 m.to(dtype)
-            m.to(self.device).eval().requires_grad_(False)
+            if first.device != self.device:  # (the memory planner's fake modules cannot move)
+                m.to(self.device)
+            m.eval().requires_grad_(False)
         self.half = dtype in (torch.float16, torch.bfloat16)
         for p in video_parameters(components.unet).values():  # tuned tensors stay fp32 for AdamW
             if self.half:
@@ -36,13 +45,18 @@ class TuneAVideo:
         if gradient_checkpointing:
             components.unet.enable_gradient_checkpointing()
         self.alphas = alphas_cumprod(components.scheduler_config)
-        self.denoiser = DiscreteDenoiser(self.unet_fn, self.alphas, components.prediction_type)
+        self.denoiser = self.model(1)  # in the pipeline's precision, no windows
         self.scaling = components.vae.config.scaling_factor
 
     def unet_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Raw UNet prediction; with half-precision weights it runs under autocast (tuned tensors are fp32)."""
-        with torch.autocast(self.device.type, self.dtype, enabled=self.half):
-            return self.c.unet(x, t, encoder_hidden_states=cond.to(x.dtype)).sample.to(x.dtype)
+        """Raw UNet prediction, computed under the pipeline's autocast (tuned tensors are fp32). With none it
+        opens no autocast, so one a caller opened (tuning's) still applies."""
+        with autocast(self.device, self.mixed_precision):
+            return self.raw_unet_fn(x, t, cond)
+
+    def raw_unet_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The UNet under whatever autocast the caller opened (tuning opens its config's)."""
+        return self.c.unet(x, t, encoder_hidden_states=cond.to(x.dtype)).sample.to(x.dtype)
 
     def prompt_used(self, prompt: str) -> str:
         """The part of ``prompt`` the text encoder reads: CLIP takes 77 tokens (75 and start/end), as the reference."""
@@ -73,18 +87,26 @@ class TuneAVideo:
         check(frames.shape[1] % 8 == 0 and frames.shape[2] % 8 == 0,
               f"video size {frames.shape[2]}x{frames.shape[1]} is not a multiple of 8; resize or crop it "
               "(read_video does this with width/height)")
-        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).to(self.device, torch.float32) / 127.5 - 1
-        check(bool(torch.isfinite(pixels).all()), "video frames contain NaN or infinity")
-        posteriors = [self.c.vae.encode(p[None].to(self.dtype)).latent_dist for p in pixels]
-        mean = torch.cat([d.mean for d in posteriors]).float() * self.scaling
-        std = torch.cat([d.std for d in posteriors]).float() * self.scaling
-        return mean, std
+        check(frames.dtype == np.uint8, f"video frames must be uint8 (0-255), got {frames.dtype}")
+        means, stds = [], []
+        for frame in frames:  # one frame on the device at a time: memory does not grow with the clip
+            pixels = torch.from_numpy(frame).permute(2, 0, 1)[None].to(self.device, torch.float32) / 127.5 - 1
+            posterior = self.c.vae.encode(pixels.to(self.dtype)).latent_dist
+            means.append(posterior.mean.float() * self.scaling)
+            stds.append(posterior.std.float() * self.scaling)
+        return torch.cat(means), torch.cat(stds)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents -> uint8 (frames, H, W, 3), frame by frame (what stays on the device is one frame's image)."""
+        return self.decode_frames(latents).numpy()
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        images = [self.c.vae.decode((l[None] / self.scaling).to(self.dtype)).sample.float() for l in latents]
-        images = ((torch.cat(images) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        return images.permute(0, 2, 3, 1).cpu().numpy()
+    def decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
+        frames = []
+        for latent in latents:
+            image = self.c.vae.decode((latent[None] / self.scaling).to(self.device, self.dtype)).sample.float()
+            frames.append(((image + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
+        return torch.cat(frames)
 
     def tune(self, latents: torch.Tensor, prompt: str, config: TuneConfig = TuneConfig(), callback=None,
              progress: bool = True, latent_std: torch.Tensor | None = None) -> list[float]:
@@ -94,13 +116,14 @@ class TuneAVideo:
         self._check_latents(latents)
         config = self.tuned_config(config, latent_std)
         params = video_parameters(self.c.unet, trainable_only=True)
-        return tune(self.unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
+        return tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
                     self.c.scheduler_config, config, callback, progress, latent_std)
 
     def tuned_config(self, config: TuneConfig, latent_std: torch.Tensor | None = None) -> TuneConfig:
         """The settings tuning actually runs with (what the saved weights should record)."""
-        if self.dtype == torch.float16 and config.mixed_precision == "no":
-            config = replace(config, mixed_precision="fp16")  # fp16 weights need the gradient scaler
+        if config.mixed_precision == "no":  # the pipeline's own precision (fp16 needs the gradient scaler)
+            config = replace(config, mixed_precision=self.mixed_precision)
+        compute_precision(self.dtype, config.mixed_precision)  # half weights compute in their own dtype only
         if latent_std is None and config.posterior == "sample":
             config = replace(config, posterior="mean")
         return config
@@ -119,19 +142,34 @@ class TuneAVideo:
         config, table = self.c.scheduler_config, sigma_table(self.alphas.to(dtype))
         return ddim_sigmas(table, ddim_timesteps(config, steps), final_sigma(config, table))
 
-    def invert(self, latents: torch.Tensor, steps: int = 50, prompt: str = "") -> torch.Tensor:
+    def model(self, frames: int, passes: Passes = Passes(), on_window=None):
+        """The denoiser ``model(x, sigma, context) -> x0`` a stage runs: in ``passes``' precision, over its frame
+        windows (``tav_core.windows.Windowed``; ``on_window`` runs before each) if it has any."""
+        precision = compute_precision(self.dtype, passes.mixed_precision or self.mixed_precision)
+
+        def unet_fn(x, t, cond):
+            with autocast(self.device, precision):
+                return self.raw_unet_fn(x, t, cond)
+        denoiser = DiscreteDenoiser(unet_fn, self.alphas, self.c.prediction_type)
+        if passes.windows is None:
+            return denoiser
+        return Windowed(denoiser, frames, passes.windows, self.inflation.video, on_window)
+
+    def invert(self, latents: torch.Tensor, steps: int = 50, prompt: str = "", passes: Passes = Passes()) -> torch.Tensor:
         """DDIM inversion with no guidance (the reference uses the empty prompt): clean latents -> noise in
         k-diffusion scaling (``tav_core.ddim``)."""
         self._check_latents(latents)
-        model = guided(self.denoiser, self.encode_prompt(prompt).expand(len(latents), -1, -1), None, 1.0)
-        with self.inflation.video(len(latents)):
+        frames = len(latents)
+        model = guided(self.model(frames, passes), self.encode_prompt(prompt).expand(frames, -1, -1), None, 1.0)
+        with self.inflation.video(frames):
             return invert_ddim(model, latents.to(self.device), self.ddim_sigmas(steps, latents.dtype).flip(0))
 
     def sample(self, noise: torch.Tensor | NullTextInversion, prompt: str, negative_prompt: str = "",
                guidance_scale: float = 12.5, steps: int = 50, eta: float = 0.0, seed: int = 0,
-               num_frames: int | None = None) -> torch.Tensor:
+               num_frames: int | None = None, passes: Passes = Passes()) -> torch.Tensor:
         """DDIM sampling from inverted latents (or any noise at the top sigma) with classifier-free guidance. From a
-        ``NullTextInversion`` the unconditional embedding of every step is the optimised one (and the steps its)."""
+        ``NullTextInversion`` the unconditional embedding of every step is the optimised one (and the steps its).
+        ``passes``: precision, frame windows and CFG batching of the UNet passes (``Passes``)."""
         null_text = noise if isinstance(noise, NullTextInversion) else None
         if null_text is not None:
             noise, steps = null_text.noise, null_text.steps
@@ -140,12 +178,13 @@ class TuneAVideo:
         cond = self.encode_prompt(prompt).expand(frames, -1, -1)
         uncond = self.encode_prompt(negative_prompt).expand(frames, -1, -1)
         sigmas = self.ddim_sigmas(steps, noise.dtype)
+        denoiser = self.model(frames, passes)
 
         def model(x, sigma):
             u = uncond
             if null_text is not None:
                 u = null_text.embedding_at(int((sigmas.to(sigma) - sigma[0]).abs().argmin())).to(uncond)
-            return guided(self.denoiser, cond, u.expand(frames, -1, -1), guidance_scale)(x, sigma)
+            return guided(denoiser, cond, u.expand(frames, -1, -1), guidance_scale, passes.batch_cfg)(x, sigma)
         generator = torch.Generator(self.device).manual_seed(seed)
         with self.inflation.video(frames):
             return sample_ddim(model, noise.to(self.device), sigmas, eta, generator)

@@ -3,7 +3,6 @@
 import math
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import TavWarning, check
+from .precision import autocast
 from .training_state import load_state, run_identity, save_state
 
 
@@ -39,14 +39,6 @@ MACHINE_FIELDS = ("checkpoint_every", "checkpoint_path", "resume")  # how a run 
 def recorded(config: TuneConfig) -> dict:
     """The settings a tuned-weights file records: what shaped the weights, nothing of the machine it ran on."""
     return {k: v for k, v in asdict(config).items() if k not in MACHINE_FIELDS}
-
-
-def _autocast(device: torch.device, mixed_precision: str):
-    check(mixed_precision in ("no", "bf16", "fp16"),
-          f"mixed precision {mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
-    if mixed_precision == "no":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float16)
 
 
 def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, latents: torch.Tensor,
@@ -106,7 +98,7 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
             target = noise if scheduler.config.prediction_type == "epsilon" else \
                 scheduler.get_velocity(window, noise, timesteps)
             with video(frames):  # backward too: gradient checkpointing re-runs the forward there
-                with _autocast(latents.device, config.mixed_precision):
+                with autocast(latents.device, config.mixed_precision):
                     prediction = unet_fn(noisy, timesteps, cond)
                 loss = F.mse_loss(prediction.float(), target.float())
                 check(math.isfinite(loss.item()), f"loss became {loss.item()} at step {step}; lower the learning "
@@ -129,6 +121,8 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
                 callback(step, losses[-1])
     finally:
         bar.close()
-        for p in params.values():
+        for p in params.values():  # gradients and AdamW's state are of no use after tuning: free them
+            p.grad = None
             p.requires_grad_(False)
+        optimizer.state.clear()
     return losses

@@ -1,0 +1,163 @@
+"""Every stage of a run planned without weights: VAE encode, tuning, DDIM inversion, CFG sampling, null-text
+inversion, the two-branch Prompt-to-Prompt edit, VAE decode.
+
+Each stage's own code runs on fake tensors (``tav_core.memory``) of the real architecture: one step of the
+sampler, the inversion or the null-text optimisation, over the stage's frame windows if it has any. Its peak is
+what the step allocates over what stays loaded (UNet with its tuned tensors, VAE, text encoder); ``held`` is what
+the stage keeps for the whole clip (latents, the null-text trajectory). With windows only two to three windows'
+worth is live at once: a clip of many windows is planned from traces of three and four windows (the same
+per-window peak, the clip-sized tensors growing linearly), so planning costs the same at any length.
+"""
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import check
+from .memory import AllocationPeak, Plan, Settings, cast, planning
+
+CONFIGS = Path(__file__).parent / "configs"
+STAGES = ("encode", "tune", "invert", "sample", "null_text", "p2p", "decode")
+STAGE_NAMES = {"encode": "VAE encode", "tune": "tuning", "invert": "DDIM inversion", "sample": "CFG sampling",
+               "null_text": "null-text inversion", "p2p": "Prompt-to-Prompt edit", "decode": "VAE decode"}
+
+
+@dataclass
+class ModelConfigs:
+    """The architecture of a model's parts, all a plan needs."""
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    scheduler: dict
+
+    @classmethod
+    def of(cls, components) -> "ModelConfigs":
+        return cls(dict(components.unet.config), dict(components.vae.config), components.text_encoder.config.to_dict(),
+                   dict(components.scheduler_config))
+
+    @classmethod
+    def shipped(cls, family: str = "sd1") -> "ModelConfigs":
+        """The shipped SD1.5 ("sd1") or SD2.1 ("sd2") configs."""
+        read = lambda part, name="config.json": json.loads((CONFIGS / family / part / name).read_text())
+        return cls(read("unet"), read("vae"), read("text_encoder"), read("scheduler", "scheduler_config.json"))
+
+
+def fake_pipeline(configs: ModelConfigs, settings: Settings):
+    """A ``TuneAVideo`` on fake components (inside ``planning()``): inflated UNet with fp32 tuned tensors, VAE, text
+    encoder in the settings' weights dtype, the pipeline's autocast the settings'."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .models import Components, clip_tokenizer
+    from .pipeline import TuneAVideo
+    dtype = settings.weights_dtype
+    unet = cast(UNet2DConditionModel.from_config(configs.unet), dtype)
+    vae = cast(AutoencoderKL.from_config(configs.vae), dtype)
+    text = cast(CLIPTextModel(CLIPTextConfig(**configs.text_encoder)), dtype)
+    tokenizer = clip_tokenizer(configs.text_encoder.get("hidden_size") == 1024)
+    pipe = TuneAVideo(Components(unet, vae, text, tokenizer, dict(configs.scheduler)), "cpu", dtype,
+                      settings.gradient_checkpointing, settings.mixed_precision)
+    if settings.vae_tiling:
+        vae.enable_tiling()
+    return pipe
+
+
+def _frozen(modules, trained_keys: set[int]) -> dict[str, int]:
+    frozen: dict[str, int] = {}
+    for m in modules:
+        for p in m.parameters():
+            if p.untyped_storage()._cdata not in trained_keys:
+                name = str(p.dtype).removeprefix("torch.")
+                frozen[name] = frozen.get(name, 0) + p.numel() * p.element_size()
+    return frozen
+
+
+def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_type: str = "cuda") -> Plan:
+    """The memory of one step of ``stage`` (one of ``STAGES``) run by the headless pipeline with ``settings`` on a
+    device of ``device_type`` (on the CPU the decoded frames share the memory; on a GPU they go to the host)."""
+    from .weights import video_parameters
+    check(stage in STAGES, f"no stage {stage!r}; the stages are {', '.join(STAGES)}")
+    if stage == "tune":
+        from .memory import plan_pipeline
+        return plan_pipeline(configs.unet, settings, ((_vae, configs.vae), (_text_encoder, configs.text_encoder)),
+                             count_flops=False)
+    with planning():
+        pipe = fake_pipeline(configs, settings)
+        trained = video_parameters(pipe.c.unet)
+        keys = {p.untyped_storage()._cdata for p in trained.values()}
+        plan = Plan(_frozen((pipe.c.unet, pipe.c.vae, pipe.c.text_encoder), keys),
+                    sum(p.numel() * p.element_size() for p in trained.values()), 0, 0, 0, 0, 0)
+        clip = settings.frames * _latent_frame_bytes(pipe.c.unet, settings)
+        if stage in ("encode", "decode"):
+            peak = _vae_step(pipe, stage, settings)
+            held = (2 if stage == "encode" else 1) * clip
+            if stage == "decode" and device_type == "cpu":
+                held += 2 * settings.frames * settings.height * settings.width * 3  # uint8 frames, and joined
+        else:
+            peak = _clip_peak(lambda frames: _unet_step(pipe, stage, replace(settings, frames=frames)), settings)
+            held = clip  # the latents the stage starts from
+            if stage == "null_text":  # the trace kept two inverted latents and one embedding; a run keeps them all
+                embedding = 77 * pipe.c.unet.config.cross_attention_dim * 4
+                held += (settings.steps - 1) * (clip + embedding)
+    return replace(plan, step_peak=peak, held=held)
+
+
+def _vae(config):
+    from diffusers import AutoencoderKL
+    return AutoencoderKL.from_config(config)
+
+
+def _text_encoder(config):
+    from transformers import CLIPTextConfig, CLIPTextModel
+    return CLIPTextModel(CLIPTextConfig(**config))
+
+
+def _latent_frame_bytes(unet, settings: Settings) -> int:
+    return unet.config.in_channels * (settings.height // 8) * (settings.width // 8) * 4
+
+
+def _clip_peak(trace, settings: Settings) -> int:
+    """Peak of a step over ``settings.frames`` frames; with windows, extrapolated from three and four windows."""
+    w = settings.windows
+    if w is None or settings.frames <= w.length + 3 * (w.length - w.overlap):
+        return trace(settings.frames)
+    n3, n4 = w.length + 2 * (w.length - w.overlap), w.length + 3 * (w.length - w.overlap)
+    p3, p4 = trace(n3), trace(n4)
+    return int(p4 + (settings.frames - n4) * max(0, p4 - p3) / (n4 - n3))
+
+
+def _vae_step(pipe, stage: str, settings: Settings) -> int:
+    """Peak bytes of one frame through the VAE, as the pipeline encodes and decodes (frame by frame)."""
+    with AllocationPeak() as tracker:
+        if stage == "encode":
+            pipe.encode_posterior(np.zeros((1, settings.height, settings.width, 3), np.uint8))
+        else:
+            pipe.decode_frames(torch.zeros(1, pipe.c.unet.config.in_channels, settings.height // 8, settings.width // 8))
+    return tracker.peak
+
+
+# every control on at the step planned (Prompt-to-Prompt's extra attention, local blend's maps)
+PLANNED_CONTROL = dict(cross_steps=1.0, self_steps=1.0, blend_start=0.0)
+
+
+def _unet_step(pipe, stage: str, settings: Settings) -> int:
+    """Peak bytes of one step of an inference stage of the pipeline on a clip of ``settings.frames`` frames."""
+    from .attention_control import EditControl
+    from .editing import edit, null_text_invert
+    from .windows import Passes
+    latents = torch.zeros(settings.frames, pipe.c.unet.config.in_channels, settings.height // 8, settings.width // 8)
+    passes = Passes(settings.mixed_precision, settings.windows, settings.batch_cfg)
+    with AllocationPeak() as tracker:
+        if stage == "invert":
+            pipe.invert(latents, 1, passes=passes)
+        elif stage == "sample":
+            pipe.sample(latents, "a cat", steps=1, passes=passes)
+        elif stage == "null_text":
+            null_text_invert(pipe, latents, "a cat", steps=1, inner_steps=1, passes=passes)
+        else:
+            control = EditControl("a cat walks", "a dog walks", blend_words=(["cat"], ["dog"]), **PLANNED_CONTROL)
+            edit(pipe, latents, control, steps=1, passes=passes)
+    return tracker.peak
