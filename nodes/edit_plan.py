@@ -34,7 +34,8 @@ class EditPlan:
 
     def context(self, context: torch.Tensor, sigma: torch.Tensor, chunks: list[int]) -> torch.Tensor:
         """The cross-attention context of every row: chunks x branches x frames."""
-        f, rows = self.frames, self.branches * self.frames
+        f = context.shape[0] // (len(chunks) * self.branches)  # the clip's frames, or a window's
+        rows = self.branches * f
         check(context.shape[0] == len(chunks) * rows, f"context of {context.shape[0]} rows is not {len(chunks)} x "
                                                       f"{self.branches} x {f}")
         context = context.clone()

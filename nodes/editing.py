@@ -6,27 +6,26 @@ import os
 
 import torch
 
+import comfy.context_windows
 import comfy.model_management
 import comfy.utils
 import folder_paths
-from server import PromptServer
 
 from ..tav_core.attention_control import MODES, AttentionController, EditControl
 from ..tav_core.denoiser import DiscreteDenoiser
 from ..tav_core.errors import check
 from ..tav_core.models import clip_tokenizer
 from ..tav_core.null_text import NullTextInversion, null_text_inversion
-from .sampling import CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas
+from ..tav_core.windows import Windowed
+from .memory_plan import fit_comfy_stage
+from .sampling import (CATEGORY, CONTROL, INVERSION_STEPS, MEMORY, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas, show_report,
+                       show_text)
 from .autograd import autograd_unet
+from .context_windows import HostWindows
 from .tuning import PREDICTION, check_save_name, numbered_path
 from .video_model import diffusion_model, require_sd, temporal_layers, video_hooks
 
 INVERSIONS = "tuneavideo_inversions"
-
-
-def _show(unique_id, text: str) -> None:
-    if unique_id is not None and PromptServer.instance is not None:
-        PromptServer.instance.send_progress_text(text, unique_id)
 
 
 def null_text_latent(latent: dict, noise: torch.Tensor, embeddings: torch.Tensor, steps: int, cfg: float) -> dict:
@@ -59,13 +58,16 @@ class NullTextInvert:
             "cfg": ("FLOAT", {"default": 7.5, "min": 1.0, "max": 100.0, "step": 0.1, "tooltip": "The guidance the null text is optimised for; sample at the same (Video-P2P: 7.5)."}),
             "inner_steps": ("INT", {"default": 10, "min": 1, "max": 100, "tooltip": "Adam iterations per step at most (Mokady et al.: 10); each stops early once close enough."}),
             "save_name": ("STRING", {"default": "", "tooltip": "Also save to models/tuneavideo_inversions/<name>_00001_.safetensors (numbered); empty: do not save."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+        }, "optional": {"memory": MEMORY}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def invert(self, model, positive, negative, latent_image, steps, cfg, inner_steps, save_name, unique_id=None):
+    def invert(self, model, positive, negative, latent_image, steps, cfg, inner_steps, save_name, memory="auto",
+               unique_id=None):
         require_sd(model, self.TITLE)
         name = check_save_name(save_name) if save_name.strip() else None
         samples = latent_image["samples"]
         check(samples.ndim == 4 and bool(torch.isfinite(samples).all()), "LATENT must be finite video latents (VAE Encode)")
+        model, report = fit_comfy_stage(model, samples, "null_text", memory, self.TITLE)
+        show_report(unique_id, report)
         check(model.model.model_type in PREDICTION, f"model type {model.model.model_type.name} is not supported")
         sigmas = ddim_sigmas(model, steps)
         table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
@@ -75,23 +77,26 @@ class NullTextInvert:
         def progress(i, losses):
             comfy.model_management.throw_exception_if_processing_interrupted()
             bar.update_absolute(i + 1, steps)
-            _show(unique_id, f"step {i + 1}/{steps}  loss {losses[-1]:.2e} after {len(losses)} iterations")
+            show_text(unique_id, f"step {i + 1}/{steps}  loss {losses[-1]:.2e} after {len(losses)} iterations")
 
         with autograd_unet(model) as (unet_fn, device, dtype):
             denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + table.to(device) ** 2), PREDICTION[model.model.model_type])
             hooks = video_hooks(diffusion_model(model))
-            video = hooks.video(frames, layers.to(device).pairs()) if layers is not None else hooks.video(frames)
+            pairs = layers.to(device).pairs() if layers is not None else None
+            handler = model.model_options.get("context_handler")
+            if isinstance(handler, comfy.context_windows.IndexListContextHandler):  # the host's context windows
+                denoiser = Windowed(denoiser, frames, HostWindows(handler),
+                                    lambda n, window: hooks.video(n, pairs, window))
             latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
             cond, uncond = (c[0][0].clone().to(device, torch.float32) for c in (positive, negative))  # out of
-            with video:                                                                             # inference mode
-                noise, embeddings = null_text_inversion(
-                    lambda x, s, c: denoiser(x, s, c.expand(len(x), -1, -1)), latents, sigmas.clone().to(device),
-                    cond, uncond, cfg, inner_steps, callback=progress)
+            with hooks.video(frames, pairs):                                                        # inference mode
+                noise, embeddings = null_text_inversion(denoiser, latents, sigmas.clone().to(device), cond, uncond,
+                                                        cfg, inner_steps, callback=progress)
         noise_out = model.model.process_latent_out(noise.detach()).cpu()
         if name:
             path = numbered_path(name, INVERSIONS)
             NullTextInversion(noise.detach().cpu(), embeddings.cpu(), steps, cfg, "").save(path, frames=frames)
-            _show(unique_id, f"saved models/{INVERSIONS}/{os.path.basename(path)}")
+            show_text(unique_id, f"saved models/{INVERSIONS}/{os.path.basename(path)}")
         return (null_text_latent(latent_image, noise_out, embeddings.cpu(), steps, cfg),)
 
 

@@ -2,24 +2,33 @@
 config on fake tensors (no weights are read), with the node's own weight functions and hooks; and the settings
 that fit the load device, chosen before any step."""
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from unittest import mock
 
 import torch
 from torch import nn
 
+import comfy.context_windows as cw
 import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+import comfy.model_base
 import comfy.model_management
 import comfy.ops
 import comfy.utils
 
 from ..tav_core.frames import FrameContext
 from ..tav_core.inflation import Inflation, TemporalLayers
-from ..tav_core.memory import Plan, Settings, cast, plan_tuning, planning
-from ..tav_core.memory_budget import fit
+from ..tav_core.ddim import invert_ddim, sample_ddim
+from ..tav_core.denoiser import DiscreteDenoiser, guided
+from ..tav_core.memory import AllocationPeak, Plan, Settings, cast, plan_tuning, planning
+from ..tav_core.null_text import optimize_null_text
+from ..tav_core.precision import autocast
+from ..tav_core.windows import Windowed
+from ..tav_core.memory_budget import fit, window_options
+from ..tav_core.windows import ContextWindows
 from ..tav_core.tuning import TuneConfig
 from .autograd import checkpointed, trainable_weights
+from .context_windows import HostWindows
 from .video_model import diffusion_model, query_names
 
 
@@ -27,11 +36,12 @@ def _plenty_of_memory(device=None, torch_free_too=False):
     return (2 ** 50, 2 ** 50) if torch_free_too else 2 ** 50
 
 
-def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Plan:
-    """``settings.clone_frozen_weights``: plan for frozen weights that are inference tensors (each copied once).
-
-    ComfyUI's sub-quadratic attention (its CPU default) chunks by the free memory, with slices that fake tensors
-    cannot take: the plan sees plenty of memory, so it plans attention unchunked (an upper bound)."""
+@contextmanager
+def fake_unet(model, settings: Settings):
+    """Inside ``planning()``: ComfyUI's UNet class of the MODEL's config on fake tensors, with the video hooks and
+    fp32 temporal layers: (unet, hooks, layers, unet_fn). ComfyUI's sub-quadratic attention (its CPU default) chunks
+    by the free memory, with slices that fake tensors cannot take: the plan sees plenty of memory, so it plans
+    attention unchunked (an upper bound)."""
     config = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("dtype", "device", "operations")}
     dtype, compute = settings.weights_dtype, model.model.manual_cast_dtype or settings.weights_dtype
     with planning():
@@ -39,22 +49,62 @@ def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Pl
         unet = openaimodel.UNetModel(**config, dtype=dtype, device="cpu", operations=operations)
         hooks = Inflation(unet, FrameContext())
         layers = cast(TemporalLayers(unet), torch.float32)
+
+        def unet_fn(x, t, c):
+            with autocast("cpu", settings.mixed_precision):
+                return unet(x.to(compute), t.float(), context=c.to(compute), transformer_options={}).float()
+        with mock.patch.object(comfy.model_management, "get_free_memory", _plenty_of_memory):
+            yield unet, hooks, layers, unet_fn
+
+
+def _shapes(model, settings: Settings) -> tuple[tuple, tuple]:
+    config = model.model.model_config.unet_config
+    latent_shape = (settings.frames, config.get("in_channels", 4), settings.height // 8, settings.width // 8)
+    return latent_shape, (1, 77, config["context_dim"])
+
+
+def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Plan:
+    """``settings.clone_frozen_weights``: plan for frozen weights that are inference tensors (each copied once)."""
+    with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):
         names = {k.removeprefix("diffusion_model."): v for k, v in query_names(model).items()}
         queries = {k: nn.Parameter(comfy.utils.get_attr(unet, k).float()) for k in names}
         trained = {names[k]: q for k, q in queries.items()}
         trained.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
-        latent_shape = (settings.frames, config.get("in_channels", 4), settings.height // 8, settings.width // 8)
-        context_shape = (1, 77, config["context_dim"])
-
-        def unet_fn(x, t, c):
-            return unet(x.to(compute), t.float(), context=c.to(compute), transformer_options={}).float()
+        latent_shape, context_shape = _shapes(model, settings)
         copies = "all" if settings.clone_frozen_weights else "inference"
-        with trainable_weights(unet, queries, copies), \
-                mock.patch.object(comfy.model_management, "get_free_memory", _plenty_of_memory):
+        with trainable_weights(unet, queries, copies):
             return plan_tuning([unet, layers], unet_fn, trained, lambda f: hooks.video(f, layers.pairs()),
                                latent_shape, context_shape, settings,
                                (lambda: checkpointed(unet)) if settings.gradient_checkpointing else nullcontext,
                                count_flops)
+
+
+def plan_comfy_stage(model, stage: str, settings: Settings) -> Plan:
+    """One step of DDIM Invert ("invert"), Video KSampler ("sample": CFG's halves batched, as ComfyUI runs them when
+    they fit; "p2p": two branches) or Null-Text Invert ("null_text") on ComfyUI's UNet: the growth over the loaded
+    MODEL (its weights and temporal layers), over ``settings.windows`` if set."""
+    sigma_table = model.get_model_object("model_sampling").sigmas.detach().float().cpu().tolist()
+    prediction = "v_prediction" if model.model.model_type == comfy.model_base.ModelType.V_PREDICTION else "epsilon"
+    with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):
+        denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + torch.tensor(sigma_table) ** 2), prediction)
+        frames = settings.frames
+        fn = denoiser if settings.windows is None else Windowed(
+            denoiser, frames, settings.windows, lambda n, window: hooks.video(n, layers.pairs(), window))
+        latent_shape, context_shape = _shapes(model, settings)
+        rows = 2 * frames if stage == "p2p" else frames
+        x, context = torch.zeros(rows, *latent_shape[1:]), torch.zeros(context_shape)
+        sigmas = torch.tensor([14.6, 0.03])
+        copies = "all" if settings.clone_frozen_weights else "inference"
+        with trainable_weights(unet, {}, copies), hooks.video(frames, layers.pairs()), \
+                AllocationPeak() as tracker:
+            cond = context.expand(rows, -1, -1)
+            if stage == "invert":
+                invert_ddim(lambda x, s: fn(x, s, cond), x, sigmas.flip(0))
+            elif stage == "null_text":
+                optimize_null_text(fn, [x, x], sigmas, context, context, 7.5, inner_steps=1)
+            else:
+                sample_ddim(guided(fn, cond, cond, 7.5, settings.batch_cfg), x, sigmas)
+    return Plan({}, 0, 0, 0, 0, tracker.peak, 0, held=2 * x.numel() * 4)
 
 
 def resident_bytes(model) -> int:
@@ -73,6 +123,16 @@ def compute_precision(model) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "no")
 
 
+def _free_after_loading(model):
+    """``free(needed)``: the load device's free memory once ComfyUI loaded the MODEL and unloaded other models to
+    make room for ``needed`` more, as it does before sampling."""
+    def free(needed: int) -> int:
+        with torch.inference_mode(False):  # as tuning loads it: weights moved to a GPU are not inference tensors
+            comfy.model_management.load_models_gpu([model], memory_required=needed, force_full_load=True)
+        return comfy.model_management.get_free_memory(model.load_device)
+    return free
+
+
 def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_checkpointing: bool,
                      mode: str) -> tuple[TuneConfig, bool, str]:
     """(config, gradient checkpointing, report) that fit the MODEL's load device, as ``tav_core.memory_budget.fit``
@@ -80,12 +140,7 @@ def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_
     if mode == "off":
         return config, gradient_checkpointing, ""
     device = model.load_device
-
-    def free(needed: int) -> int:
-        with torch.inference_mode(False):  # as tuning loads it: weights moved to a GPU are not inference tensors
-            comfy.model_management.load_models_gpu([model], memory_required=needed, force_full_load=True)
-        return comfy.model_management.get_free_memory(device)
-
+    free = _free_after_loading(model)
     free(0)
     frames, _, height, width = samples.shape
     mixed = config.mixed_precision if config.mixed_precision != "no" else compute_precision(model)
@@ -95,3 +150,35 @@ def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_
                          free, device.type, mode)
     return (replace(config, mixed_precision=chosen.mixed_precision, frame_window=chosen.frame_window),
             chosen.gradient_checkpointing, report)
+
+
+def window_candidates(settings: Settings, device_type: str, stage: str) -> list[tuple[str, Settings]]:
+    """What a node may change to fit an inference stage: frame windows (CFG's halves are split by ComfyUI itself
+    when short of memory; the precision is the loader's)."""
+    return window_options(settings)
+
+
+def with_context_windows(model, windows: ContextWindows):
+    """A clone of ``model`` with the host's context windows of these settings (what Context Windows (Manual) adds)."""
+    model = model.clone()
+    model.model_options["context_handler"] = cw.IndexListContextHandler(
+        cw.get_matching_context_schedule(cw.ContextSchedules.STATIC_STANDARD),
+        cw.get_matching_fuse_method(windows.fuse), windows.length, windows.overlap)
+    return model
+
+
+def fit_comfy_stage(model, samples: torch.Tensor, stage: str, mode: str, node: str):
+    """(MODEL, report) for one inference stage of a node: the MODEL as given if its step fits the load device (over
+    the context windows it carries, if any), else in "auto" a clone with the longest frame windows that fit."""
+    if mode == "off":
+        return model, ""
+    handler = model.model_options.get("context_handler")
+    windows = HostWindows(handler) if isinstance(handler, cw.IndexListContextHandler) else None
+    frames, _, height, width = samples.shape
+    settings = Settings(frames, height * 8, width * 8, model.model.get_dtype(), compute_precision(model),
+                        windows=windows, clone_frozen_weights=stage == "null_text" and has_inference_weights(model))
+    chosen, report = fit(lambda s: plan_comfy_stage(model, stage, s), settings, 0, _free_after_loading(model),
+                         model.load_device.type, mode, stage, window_candidates)
+    if chosen.windows is not windows:
+        model = with_context_windows(model, chosen.windows)
+    return model, report and f"{node}: {report}"

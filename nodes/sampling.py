@@ -5,6 +5,8 @@ from the MODEL's own schedule; conventions in ``tav_core.ddim``); the inverted L
 so sampling walks the same sigmas back down.
 """
 
+import logging
+
 import torch
 
 import comfy.model_management
@@ -17,8 +19,10 @@ from ..tav_core import schedule
 from ..tav_core.ddim import invert_ddim, sample_ddim
 from ..tav_core.attention_control import AttentionController
 from ..tav_core.errors import check
+from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.models import clip_tokenizer, sd_scheduler_config
 from .edit_plan import EditPlan, comfy_attention, with_edit_plan
+from .memory_plan import fit_comfy_stage
 from .video_model import require_sd
 
 INVERSION_STEPS = "tav_inversion_steps"
@@ -33,6 +37,25 @@ def ddim_sigmas(model, steps: int) -> torch.Tensor:
     config = {**sd_scheduler_config(), "num_train_timesteps": len(table)}
     timesteps = schedule.ddim_timesteps(config, steps)
     return schedule.ddim_sigmas(table, timesteps, schedule.final_sigma(config, table))
+
+
+def show_text(unique_id, text: str) -> None:
+    """A line under the node in the editor."""
+    if unique_id is not None and PromptServer.instance is not None:
+        PromptServer.instance.send_progress_text(text, unique_id)
+
+
+def show_report(unique_id, report: str) -> None:
+    """A memory plan's decision: under the node and in the console."""
+    if report:
+        logging.info(report)
+        show_text(unique_id, report)
+
+
+MEMORY = (list(MEMORY_MODES), {"default": "auto", "tooltip": "Before the first step, this node's peak memory is "
+          "planned against the device's free memory. auto: if the clip does not fit, run it in overlapping frame "
+          "windows (as Context Windows (Manual) would, each window anchored on the clip's first frame) of the "
+          "longest length that fits; check: refuse instead, saying what fits; off: no planning."})
 
 
 def _progress(callback):
@@ -80,10 +103,12 @@ class DDIMInvert:
             "conditioning": ("CONDITIONING", {"tooltip": "Prompt of the inversion; the paper uses the empty prompt."}),
             "latent_image": ("LATENT", {"tooltip": "The source video's latents (VAE Encode of the frames)."}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 999, "tooltip": "DDIM steps (paper: 50); Video KSampler reuses this."}),
-        }}
+        }, "optional": {"memory": MEMORY}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def invert(self, model, conditioning, latent_image, steps):
+    def invert(self, model, conditioning, latent_image, steps, memory="auto", unique_id=None):
         require_sd(model, self.TITLE)
+        model, report = fit_comfy_stage(model, latent_image["samples"], "invert", memory, self.TITLE)
+        show_report(unique_id, report)
         sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
         sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
         out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent_image, 0)
@@ -119,11 +144,15 @@ class VideoKSampler:
         }, "optional": {
             "control": (CONTROL, {"tooltip": "Attention Control (Prompt-to-Prompt): sample the source and the edit together; needs source_positive."}),
             "source_positive": ("CONDITIONING", {"tooltip": "The source prompt's conditioning, for the source branch of a controlled edit."}),
+            "memory": MEMORY,
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def sample(self, model, seed, steps, cfg, eta, positive, negative, latent_image, control=None,
-               source_positive=None, unique_id=None):
+               source_positive=None, memory="auto", unique_id=None):
         require_sd(model, self.TITLE)
+        model, report = fit_comfy_stage(model, latent_image["samples"], "p2p" if control is not None else "sample",
+                                        memory, self.TITLE)
+        show_report(unique_id, report)
         latent = latent_image
         inverted = latent.get(INVERSION_STEPS)
         check(not (steps and inverted and steps != inverted),
@@ -131,10 +160,9 @@ class VideoKSampler:
               f"level and does not reproduce the video: set steps to 0 (the inversion's) or invert with {steps}")
         steps = steps or inverted or 50
         null_text = latent.get(NULL_TEXT)
-        if null_text is not None and latent.get(NULL_TEXT_CFG) != cfg and unique_id is not None and PromptServer.instance:
-            PromptServer.instance.send_progress_text(f"note: the null text was optimised for cfg "
-                                                     f"{latent.get(NULL_TEXT_CFG)}; at {cfg} the source is not retraced",
-                                                     unique_id)
+        if null_text is not None and latent.get(NULL_TEXT_CFG) != cfg:
+            show_text(unique_id, f"note: the null text was optimised for cfg {latent.get(NULL_TEXT_CFG)}; at {cfg} the "
+                                 "source is not retraced")
         sigmas = ddim_sigmas(model, steps)
         samples, frames = latent["samples"], len(latent["samples"])
         plan = None

@@ -3,7 +3,6 @@
 """
 
 import copy
-import logging
 import os
 import re
 
@@ -14,7 +13,6 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 import nodes
-from server import PromptServer
 
 from ..tav_core.charts import loss_chart
 from ..tav_core.errors import check
@@ -23,7 +21,7 @@ from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.tuning import TuneConfig, recorded, tune
 from .autograd import autograd_unet
 from .memory_plan import compute_precision, fit_comfy_tuning
-from .sampling import CATEGORY
+from .sampling import CATEGORY, show_report, show_text
 from .video_model import (diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
 
@@ -129,20 +127,14 @@ class OneShotTune:
                             posterior="mean")  # a LATENT holds the posterior mean only
         bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
 
-        def show(text):
-            if unique_id is not None and PromptServer.instance is not None:
-                PromptServer.instance.send_progress_text(text, unique_id)
-
         def progress(step, loss):
             comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
             bar.update_absolute(step + 1, steps)
-            show(f"step {step + 1}/{steps}  loss {loss:.4f}")
+            show_text(unique_id, f"step {step + 1}/{steps}  loss {loss:.4f}")
 
         samples = latent_image["samples"]
         config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
-        if report:
-            logging.info(f"{self.TITLE}: {report}")
-            show(report)
+        show_report(unique_id, report and f"{self.TITLE}: {report}")
         layers, queries, losses = tune_model(model, layers, positive[0][0], samples, config, gradient_checkpointing,
                                              progress)
         if name:
@@ -150,6 +142,6 @@ class OneShotTune:
             path = numbered_path(name)
             save_tuned_model(path, model, layers, queries, frames=frames, width=w * 8, height=h * 8,
                              tuning=recorded(config), final_loss=losses[-1] if losses else None)
-            show(f"saved models/{FOLDER}/{os.path.basename(path)}")
+            show_text(unique_id, f"saved models/{FOLDER}/{os.path.basename(path)}")
         curve = torch.from_numpy(loss_chart(losses)).float()[None] / 255
         return {"ui": nodes.PreviewImage().save_images(curve)["ui"], "result": (tuned_clone(model, layers, queries), curve)}

@@ -18,6 +18,8 @@ from ..tav_core.errors import TavError, check, plural
 from ..tav_core.frames import FrameContext
 from ..tav_core.inflation import Inflation, TemporalLayers, transformer_blocks
 from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, write_tuned
+from ..tav_core.windows import Window
+from .context_windows import KEY as WINDOW_KEY, anchor_host_windows
 from .edit_plan import KEY as EDIT_KEY
 
 KEY = "tuneavideo"
@@ -83,14 +85,18 @@ class VideoWrapper:
 
     def __call__(self, executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
         chunks = transformer_options.get("cond_or_uncond", [0])
-        clips = max(1, len(chunks)) * clips_per_chunk(transformer_options)
+        branches = clips_per_chunk(transformer_options)
+        clips = max(1, len(chunks)) * branches
         check(x.shape[0] % clips == 0, f"batch of {x.shape[0]} is not {clips} equal clips")
         plan = transformer_options.get(EDIT_KEY)
         if plan is not None and c_crossattn is not None:
             c_crossattn = plan.context(c_crossattn, t, chunks)
         if next(self.layers.parameters()).device != x.device:  # normally loaded as an additional model
             self.layers.to(x.device)
-        with video_hooks(executor.class_obj.diffusion_model).video(x.shape[0] // clips, self.layers.pairs()):
+        window = transformer_options.get(WINDOW_KEY)  # a window of a longer clip (nodes.context_windows)
+        if window is not None:  # its anchor cache keeps each clip's rows apart: by cond kind and branch
+            window = Window(window.indices, window.anchors, [(kind, b) for kind in chunks for b in range(branches)])
+        with video_hooks(executor.class_obj.diffusion_model).video(x.shape[0] // clips, self.layers.pairs(), window):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
@@ -116,7 +122,8 @@ def attach(model, layers: TemporalLayers):
     video_hooks(diffusion_model(model))
     model.set_attachments(KEY, layers)
     wrappers = comfy.patcher_extension.WrappersMP
-    for kind, wrapper in ((wrappers.APPLY_MODEL, VideoWrapper(layers)), (wrappers.CALC_COND_BATCH, check_control_hints)):
+    for kind, wrapper in ((wrappers.APPLY_MODEL, VideoWrapper(layers)), (wrappers.CALC_COND_BATCH, check_control_hints),
+                          (wrappers.OUTER_SAMPLE, anchor_host_windows)):
         model.remove_wrappers_with_key(kind, KEY)
         model.add_wrapper_with_key(kind, KEY, wrapper)
     model.set_additional_models(KEY, [comfy.model_patcher.ModelPatcher(layers, model.load_device, model.offload_device)])

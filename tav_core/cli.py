@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .errors import TavError, TavWarning, check
 
+FUSE_METHODS = ("pyramid", "flat", "overlap-linear")  # tav_core.windows (not imported: --help stays instant)
+
 PAPER = dict(size=512, tune_steps=500, steps=50)
 TINY = dict(size=64, tune_steps=30, steps=20)
 OUT_SUFFIXES = (".mp4", ".gif", "")
@@ -43,7 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--height", type=int, help="frame height, a multiple of 8 (default 512; 64 with the tiny model)")
     g.add_argument("--seed", type=int, default=0, help="seed of tuning's random draws and of the eta noise (default 0)")
     g.add_argument("--device", help="torch device: cuda, cuda:1, cpu, ... (default: cuda if available, else cpu)")
-    g.add_argument("--fp16", action="store_true", help="keep frozen weights in half precision (GPU; tuned tensors stay fp32)")
+    g.add_argument("--fp16", action="store_true", help="keep frozen weights in half precision (GPU; tuned tensors stay "
+                                                      "fp32); every pass then computes in fp16")
+    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
+                   help="autocast of every UNet pass: tuning, inversion, sampling, editing (default no: fp32)")
+    g.add_argument("--memory", choices=["auto", "check", "off"], default="auto",
+                   help="before any work, plan every stage's peak memory against the device's free memory; auto "
+                        "(default): a stage that would not fit runs with the first of gradient checkpointing, CFG "
+                        "halves one after the other, half-precision autocast, frame windows, VAE tiles that fits "
+                        "(and a run that cannot fit is refused before it starts); check: refuse instead, saying what "
+                        "fits; off: no planning")
     g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
                    help="override the model's (SD2 checkpoints default to v_prediction; SD2-base needs epsilon)")
     g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt checkpoints (they can run code: trust the source)")
@@ -54,16 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     g = tuning.add_argument_group("tuning")
     g.add_argument("--tune-steps", type=int, help="tuning steps (default 500, the paper's; 30 with the tiny model)")
     g.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (default 3e-5, the paper's)")
-    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no",
-                   help="autocast precision of the tuning passes (default no: fp32)")
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute activations in the backward pass: about half the memory, ~1.7x the step time")
     g.add_argument("--frame-window", type=int, help="tune each step on a random run of this many consecutive frames "
                                                     "(bounds memory for long videos; default: all frames)")
-    g.add_argument("--memory", choices=["auto", "check", "off"], default="auto",
-                   help="before tuning, plan its peak memory against the device's free memory; auto (default): if it "
-                        "would not fit, turn on the first of gradient checkpointing, half-precision autocast, a "
-                        "shorter frame window that fits; check: refuse instead, saying what fits; off: no planning")
     g.add_argument("--posterior", choices=["sample", "mean"], default="sample",
                    help="latents of each step: a fresh VAE posterior sample (default, as the paper) or the mean")
     g.add_argument("--checkpoint-every", type=int, default=0,
@@ -78,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg", type=float, help="classifier-free guidance scale (default 12.5, the paper's; 7.5 with --p2p, "
                                            "Video-P2P's)")
     g.add_argument("--eta", type=float, default=0.0, help="DDIM eta from 0 (deterministic, the paper) to 1; noise from --seed")
+    g.add_argument("--context-length", type=int, help="edit long clips in overlapping windows of this many frames "
+                                                      "(inversion, sampling, null-text, P2P; memory bounded by the "
+                                                      "window; each keeps the clip's frame 0 as anchor); default: the "
+                                                      "whole clip at once")
+    g.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows (default 4)")
+    g.add_argument("--fuse-method", choices=list(FUSE_METHODS), default="pyramid",
+                   help="weights of overlapping windows' frames (default pyramid, as ComfyUI's context windows)")
     g.add_argument("--out", default="out/edit.mp4",
                    help="output: .mp4, .gif, or a path without suffix for a folder of PNG frames (default out/edit.mp4)")
     g.add_argument("--fps", type=int, default=8, help="frames per second of the output video (default 8)")
@@ -163,6 +175,8 @@ def _check_args(args) -> None:
         v = getattr(args, name)
         check(v is None or (v > 0 and v % 8 == 0), f"--{name} {v} is not a positive multiple of 8 (the VAE works on "
                                                    f"8x8 pixel cells); use e.g. {max(8, abs(v or 0) // 8 * 8)}")
+    check(not args.fp16 or args.mixed_precision in ("no", "fp16"), f"--fp16 weights compute in fp16, not "
+                                                                   f"{args.mixed_precision}: drop one of the two")
     weights = Path(args.weights)
     check(weights.suffix == ".safetensors", f"--weights {weights} must end in .safetensors")
     if _tunes(args):
@@ -179,6 +193,9 @@ def _check_args(args) -> None:
         check(args.steps is None or 1 <= args.steps <= 999, f"--steps must be from 1 to 999, got {args.steps}")
         check(args.cfg is None or args.cfg >= 0, f"--cfg must be >= 0, got {args.cfg}")
         check(args.inner_steps >= 1, f"--inner-steps must be at least 1, got {args.inner_steps}")
+        check(args.context_length is None or args.context_length >= 2,
+              f"--context-length must be at least 2 frames, got {args.context_length}")
+        check(args.context_overlap >= 0, f"--context-overlap must be >= 0, got {args.context_overlap}")
         if args.p2p:
             _edit_control(args)
             if args.inversion:
@@ -218,25 +235,70 @@ def _load(args, defaults):
         from .tiny import tiny_components
         print("no --model given: using a tiny random model (shows the machinery; the output is not a real edit)")
         components = tiny_components(args.seed, args.prediction_type or "epsilon")
-    return TuneAVideo(components, device, dtype, getattr(args, "gradient_checkpointing", False))
+    mixed = None if args.fp16 else args.mixed_precision
+    return TuneAVideo(components, device, dtype, getattr(args, "gradient_checkpointing", False), mixed)
 
 
-def _tune(args, pipe, defaults, latents, latent_std, video) -> None:
-    from .files import check_free_space
-    from .memory_budget import fit_pipeline
-    from .training_state import remove_state
+def _tune_config(args, defaults):
     from .tuning import TuneConfig
+    return TuneConfig(steps=args.tune_steps or defaults["tune_steps"], learning_rate=args.lr, seed=args.seed,
+                      frame_window=args.frame_window, posterior=args.posterior,
+                      checkpoint_every=args.checkpoint_every, checkpoint_path=str(_state_path(args)),
+                      resume=args.resume)
+
+
+def _edit_passes(args):
+    from .windows import ContextWindows, Passes
+    windows = None
+    if args.context_length:
+        windows = ContextWindows(args.context_length, min(args.context_overlap, args.context_length - 1),
+                                 args.fuse_method)
+    return Passes(windows=windows)
+
+
+def _reuses_inversion(args) -> bool:
+    return bool(args.p2p and args.inversion and Path(args.inversion).is_file())
+
+
+def _plan(args, pipe, video, defaults) -> dict:
+    """Every stage the command runs, planned against the free memory before any of them: the settings each runs
+    with (``tav_core.memory_budget``), one line each; a stage that cannot fit refuses the whole run here."""
+    from .memory_budget import fit_stage, free_bytes, gib, stage_settings
+    from .stage_memory import STAGE_NAMES
+    frames, height, width = video.shape[:3]
+    stages = {"encode": {}}
+    if _tunes(args):
+        stages["tune"] = dict(config=pipe.tuned_config(_tune_config(args, defaults)))
+    if _edits(args):
+        passes, steps = _edit_passes(args), args.steps or defaults["steps"]
+        edit_stages = (("null_text",) if not _reuses_inversion(args) else ()) + ("p2p",) if args.p2p else \
+            ("invert", "sample")
+        stages.update({stage: dict(passes=passes, steps=steps) for stage in edit_stages})
+        stages["decode"] = {}
+    chosen, as_asked = {}, []
+    for stage, options in stages.items():
+        settings = stage_settings(pipe, stage, frames, height, width, **options)
+        chosen[stage], report = fit_stage(pipe, stage, settings, args.memory)
+        if chosen[stage] != settings:
+            print(report)
+        elif report:
+            as_asked.append(STAGE_NAMES[stage])
+    if as_asked:
+        print(f"memory: {', '.join(as_asked)} fit as asked ({gib(free_bytes(pipe.device))} free)")
+    return chosen
+
+
+def _tune(args, pipe, defaults, latents, latent_std, video, planned) -> None:
+    from dataclasses import replace
+
+    from .files import check_free_space
+    from .training_state import remove_state
     from .weights import video_parameters
 
     weights, state = Path(args.weights), _state_path(args)
-    config = TuneConfig(steps=args.tune_steps or defaults["tune_steps"], learning_rate=args.lr, seed=args.seed,
-                        mixed_precision=args.mixed_precision, frame_window=args.frame_window,
-                        posterior=args.posterior, checkpoint_every=args.checkpoint_every,
-                        checkpoint_path=str(state), resume=args.resume)
-    config = pipe.tuned_config(config, latent_std)
-    config, report = fit_pipeline(pipe, latents, config, args.memory)
-    if report:
-        print(report)
+    config = pipe.tuned_config(_tune_config(args, defaults), latent_std)
+    if planned is not None:
+        config = replace(config, mixed_precision=planned.mixed_precision, frame_window=planned.frame_window)
     size = sum(p.numel() * 4 for p in video_parameters(pipe.c.unet).values())
     check_free_space(weights, size * (4 if args.checkpoint_every else 1) + 2 ** 20, "saving the tuned weights")
     if args.resume and not state.is_file():
@@ -273,7 +335,7 @@ def _edit_control(args):
     return control
 
 
-def _p2p(args, pipe, latents, steps, cfg):
+def _p2p(args, pipe, latents, steps, cfg, planned):
     from .editing import edit, null_text_invert
     from .null_text import NullTextInversion
     inversion = None
@@ -285,23 +347,31 @@ def _p2p(args, pipe, latents, steps, cfg):
                               f"{wanted}; delete it or give another path")
         print(f"null-text inversion: {args.inversion}")
     if inversion is None:
-        inversion = null_text_invert(pipe, latents, args.prompt, steps, cfg, args.inner_steps)
+        inversion = null_text_invert(pipe, latents, args.prompt, steps, cfg, args.inner_steps,
+                                     passes=_passes(args, planned, "null_text"))
         if args.inversion:
             inversion.save(args.inversion, frames=len(latents))
             print(f"null-text inversion saved: {args.inversion}")
-    return edit(pipe, inversion, _edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed)[1]
+    return edit(pipe, inversion, _edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed,
+                passes=_passes(args, planned, "p2p"))[1]
 
 
-def _edit(args, pipe, defaults, latents) -> None:
+def _passes(args, planned: dict, stage: str):
+    """A stage's passes: as planned, else as asked (``--memory off``)."""
+    from .memory_budget import passes_of
+    return passes_of(planned[stage]) if stage in planned else _edit_passes(args)
+
+
+def _edit(args, pipe, defaults, latents, planned) -> None:
     from .video import write_video
     steps = args.steps or defaults["steps"]
     cfg = args.cfg if args.cfg is not None else (7.5 if args.p2p else 12.5)
     if args.p2p:
-        edited = _p2p(args, pipe, latents, steps, cfg)
+        edited = _p2p(args, pipe, latents, steps, cfg, planned)
     else:
-        noise = pipe.invert(latents, steps)
+        noise = pipe.invert(latents, steps, passes=_passes(args, planned, "invert"))
         edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, cfg, steps, args.eta, args.seed,
-                             num_frames=len(latents))
+                             num_frames=len(latents), passes=_passes(args, planned, "sample"))
     frames = pipe.decode(edited)
     out = write_video(args.out, frames, args.fps)
     print(f"edited video: {out}")
@@ -407,13 +477,14 @@ def main(argv: list[str] | None = None) -> int:
             _check_args(args)
             video = _video(args, defaults)
             pipe = _load(args, defaults)
+            planned = _plan(args, pipe, video, defaults)
             latents, latent_std = pipe.encode_posterior(video)
             if _tunes(args):
-                _tune(args, pipe, defaults, latents, latent_std, video)
+                _tune(args, pipe, defaults, latents, latent_std, video, planned.get("tune"))
             else:
                 pipe.load_tuned(args.weights)
             if _edits(args):
-                frames = _edit(args, pipe, defaults, latents)
+                frames = _edit(args, pipe, defaults, latents, planned)
                 if args.clip:
                     from .clip_embedder import ClipEmbedder
                     _report(ClipEmbedder(args.clip, pipe.device), frames, args.edit_prompt, video, None,

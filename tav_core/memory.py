@@ -107,8 +107,7 @@ class AllocationPeak(TorchDispatchMode):
         if func is aten._local_scalar_dense.default and isinstance(args[0], FakeTensor):
             return _stand_in(args[0])  # a plan needs no values: .item() of a fake tensor reads as one
         out = func(*args, **kwargs)
-        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
-            self.current -= self.live.pop(key)[1]
+        self._forget_freed()
         inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
@@ -119,6 +118,16 @@ class AllocationPeak(TorchDispatchMode):
                     self.current += storage.nbytes()
         self.peak = max(self.peak, self.current)
         return out
+
+    def _forget_freed(self) -> None:
+        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            self.current -= self.live.pop(key)[1]
+
+    @property
+    def in_use(self) -> int:
+        """Bytes of the storages allocated inside that are still alive now."""
+        self._forget_freed()
+        return self.current
 
 
 def _stand_in(tensor: torch.Tensor):

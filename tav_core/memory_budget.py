@@ -69,20 +69,23 @@ def candidates(settings: Settings, device_type: str, stage: str = "tune") -> lis
             window = max(2, window // 2)
             out.append((f"{', '.join(said)} and a frame window of {window}", replace(s, frame_window=window)))
         return out
-    length = s.windows.length if s.windows is not None else s.frames
-    for window in (32, 16, 8, 4):
-        if window < length:
-            windows = ContextWindows(window, window // 4)
-            out.append((f"{', '.join(said)} and frame windows of {window} (overlap {window // 4})",
-                        replace(s, windows=windows)))
-    return out
+    return out + [(f"{', '.join(said)} and {name}", option) for name, option in window_options(s)]
+
+
+def window_options(settings: Settings) -> list[tuple[str, Settings]]:
+    """Overlapping frame windows shorter than the clip (or than the windows already set): 32 frames down to 4."""
+    length = getattr(settings.windows, "length", settings.frames)
+    return [(f"frame windows of {w} (overlap {w // 4})", replace(settings, windows=ContextWindows(w, w // 4)))
+            for w in (32, 16, 8, 4) if w < length]
 
 
 def fit(plan_for: Callable[[Settings], Plan], settings: Settings, already: int, free: Callable[[int], int],
-        device_type: str, mode: str = "auto", stage: str = "tune") -> tuple[Settings, str]:
+        device_type: str, mode: str = "auto", stage: str = "tune",
+        options: Callable = candidates) -> tuple[Settings, str]:
     """The settings to run ``stage`` with and a one-line report. ``plan_for(settings)`` plans a step; ``already``:
     bytes of the plan already on the device (the loaded weights); ``free(needed)``: the free bytes, after the host
-    made room for ``needed`` if it can. Raises ``TavError`` with the numbers and what would fit."""
+    made room for ``needed`` if it can; ``options(settings, device_type, stage)``: what may be changed, cheapest
+    first (``candidates``). Raises ``TavError`` with the numbers and what would fit."""
     check(mode in MEMORY_MODES, f"memory mode {mode!r} is not one of {', '.join(MEMORY_MODES)}")
     factor = OVERHEAD.get(device_type, 1.1)
     what = STAGE_NAMES[stage]
@@ -94,14 +97,14 @@ def fit(plan_for: Callable[[Settings], Plan], settings: Settings, already: int, 
     if asked <= available:
         return settings, f"memory: {what} needs about {gib(asked)} more, {gib(available)} free"
     said = f"{what} needs about {gib(asked)} more but {gib(available)} are free"
-    options = candidates(settings, device_type, stage)
-    for name, option in options:
+    choices = options(settings, device_type, stage)
+    for name, option in choices:
         need = needs(option)
         if need <= available:
             if mode == "auto":
                 return option, f"memory: {said}: {what} with {name} ({gib(need)})"
             raise TavError(f"{said}; with {name} it needs {gib(need)}: turn that on, or use the 'auto' memory mode")
-    tried = f" even with {options[-1][0]}" if options else ""
+    tried = f" even with {choices[-1][0]}" if choices else ""
     raise TavError(f"{said}, and would not fit{tried}; use fewer frames or a smaller size, or free memory (other "
                    "programs, other loaded models)")
 

@@ -137,8 +137,9 @@ class Passes:
 
 class Windowed:
     """``model(x, sigma, context)`` over windows of a clip of ``frames`` frames: x holds whole clips one after another
-    (rows: clips x frames, e.g. CFG's [uncond; cond]). ``video(num_frames, window=...)`` enters one window's
-    context (``Inflation.video``); ``on_window(indices, weights)`` runs before each window (attention control follows it)."""
+    (rows: clips x frames, e.g. CFG's [uncond; cond]). ``windows``: ``ContextWindows`` or anything whose
+    ``plan(frames)`` gives the same (a host's handler); ``video(num_frames, window=...)`` enters one window's context
+    (``Inflation.video``); ``on_window(indices, weights)`` runs before each window (attention control follows it)."""
 
     def __init__(self, model: Callable, frames: int, windows: ContextWindows, video: Callable,
                  on_window: Callable | None = None):

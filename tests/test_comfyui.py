@@ -445,13 +445,13 @@ def test_one_shot_tune_shows_and_returns_its_loss_curve(comfy):
     assert Image.open(saved).size == (800, 308)
 
 
-def equivalence_setup(comfy, test_models, name: str):
+def equivalence_setup(comfy, test_models, name: str, frames: int = FRAMES):
     """The headless engine on the test checkpoint with tuned (non-zero) temporal layers, saved for ComfyUI too."""
     from tav_core import TuneAVideo, TuneConfig, load_components
     pipe = TuneAVideo(load_components(test_models / CKPT, config=test_models / "tiny-sd15-config"))
-    latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
+    latents = pipe.encode_video(demo_video(frames, SIZE, SIZE))
     pipe.tune(latents, "a red square", TuneConfig(steps=3, learning_rate=1e-2), progress=False)
-    pipe.save_tuned(comfy.base / f"models/tuneavideo/{name}.safetensors", "a red square", FRAMES, SIZE, SIZE,
+    pipe.save_tuned(comfy.base / f"models/tuneavideo/{name}.safetensors", "a red square", frames, SIZE, SIZE,
                     TuneConfig(steps=3))
     safetensors.torch.save_file({"latent_tensor": latents / pipe.scaling, "latent_format_version_0": torch.tensor([])},
                                 str(comfy.base / "input" / f"{name}.latent"))
@@ -527,3 +527,43 @@ def test_identity_edit_reproduces_the_source_branch_and_bad_controls_are_named(c
     graph["21"] = control_node("a red square", "a yellow square")
     del graph["22"]["inputs"]["source_positive"]
     expect_error(comfy, graph, "Attention Control needs source_positive")
+
+
+def test_host_context_windows_run_anchored_and_equal_the_engines_windows(comfy, test_models):
+    """Context Windows (Manual) on the tuned MODEL: DDIM Invert, Video KSampler, Null-Text Invert and a controlled
+    edit run window by window with the clip's frame 0 as every window's anchor, as tav_core's windows do."""
+    from tav_core.attention_control import EditControl
+    from tav_core.editing import edit, null_text_invert
+    from tav_core.windows import ContextWindows, Passes
+    frames, steps, cfg = 8, 3, 7.5
+    pipe, latents, graph = equivalence_setup(comfy, test_models, "windows", frames)
+    graph.update({
+        "7": {"class_type": "ContextWindowsManual", "inputs": {
+            "model": ["5", 0], "context_length": 4, "context_overlap": 2, "context_schedule": "standard_static",
+            "context_stride": 1, "closed_loop": False, "fuse_method": "pyramid", "dim": 0}},
+        **invert_and_sample(["7", 0], ["6", 0], ["3", 0], "tav-test/w-edit", 20),
+        "30": {"class_type": "SaveLatent", "inputs": {"samples": ["20", 0], "filename_prefix": "tav-test/w-noise"}},
+        "31": {"class_type": "TuneAVideoNullTextInvert", "inputs": {"model": ["7", 0], "positive": ["2", 0],
+               "negative": ["3", 0], "latent_image": ["4", 0], "steps": steps, "cfg": cfg, "inner_steps": 2,
+               "save_name": ""}},
+        "32": control_node("a red square", "a yellow square", blend_source_words="square", blend_edit_words="square",
+                           blend_start=0.0),
+        "33": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["7", 0], "seed": 0, "steps": 0, "cfg": cfg,
+               "eta": 0.0, "positive": ["6", 0], "negative": ["3", 0], "latent_image": ["31", 0],
+               "control": ["32", 0], "source_positive": ["2", 0]}},
+        "34": {"class_type": "SaveLatent", "inputs": {"samples": ["33", 0], "filename_prefix": "tav-test/w-p2p"}},
+    })
+    graph["20"]["inputs"]["latent_image"] = ["4", 0]
+    run_ok(comfy, graph)
+    passes = Passes(windows=ContextWindows(4, 2, "pyramid"))
+    noise = pipe.invert(latents, 3, passes=passes)
+    edited = pipe.sample(noise, "a yellow square", guidance_scale=5.0, steps=3, passes=passes)
+    inversion = null_text_invert(pipe, latents, "a red square", steps, cfg, inner_steps=2, passes=passes)
+    _, p2p = edit(pipe, inversion, EditControl("a red square", "a yellow square", cross_steps=0.4,
+                                                blend_words=(["square"], ["square"]), blend_start=0.0), passes=passes)
+    errors = {name: relative(ours, load_latent(comfy, f"tav-test/{name}") * pipe.scaling)
+              for name, ours in (("w-noise", noise), ("w-edit", edited), ("w-p2p", p2p))}
+    print(f"ComfyUI with host context windows vs engine windows (max relative): {errors}")
+    assert max(errors.values()) < 1e-3
+    whole = pipe.invert(latents, 3)
+    assert relative(noise, whole) > 1e-3  # the windows did change the computation

@@ -12,10 +12,12 @@ import torch.nn.functional as F
 
 from conftest import ROOT
 from tav_core import TuneAVideo, TuneConfig, demo_video
+import tav_core.memory_budget
 from tav_core.cli import main
 from tav_core.errors import TavError
 from tav_core.memory import AllocationPeak, Plan, Settings, inference_flops, plan_pipeline, planning
 from tav_core.memory_budget import OVERHEAD, fit, fit_pipeline
+from tav_core.windows import ContextWindows, Passes
 from tav_core.tiny import tiny_components
 from tav_core.weights import read_metadata
 
@@ -153,3 +155,112 @@ def test_one_shot_tune_fits_the_free_memory_comfyui_reports(test_models):
     refused = _node(600 * MB, "check", test_models)
     assert refused["ran"] == {} and "are free" in refused["error"] and "turn that on" in refused["error"]
     assert _node(1, "off", test_models)["ran"]["frame_window"] is None
+
+
+def test_tuning_frees_its_gradients_and_optimiser_state():
+    """After tuning, what it allocated is gone: only the tuned tensors (updated in place) stay."""
+    pipe = TuneAVideo(tiny_components(0))
+    latents = pipe.encode_video(demo_video(4, 64, 64))
+    with AllocationPeak() as tracker:
+        pipe.tune(latents, "a red square", TuneConfig(steps=2, posterior="mean"), progress=False)
+    assert all(p.grad is None and not p.requires_grad for p in pipe.c.unet.parameters())
+    trained = sum(p.numel() * 4 for n, p in pipe.c.unet.named_parameters() if "to_q" in n or "attn_temp" in n)
+    print(f"tuning peak {tracker.peak / MB:.1f} MB, left allocated {tracker.in_use / MB:.3f} MB")
+    assert tracker.in_use < 0.01 * trained  # the AdamW state and gradients alone would be 3x the tuned tensors
+
+
+def _fake_cgroup(tmp_path, v2: bool, limit: str, used: int, parent_limit: str | None = None):
+    root, proc = tmp_path / "cgroup", tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal: 33554432 kB\nMemAvailable: 16777216 kB\n")  # 16 GB available
+    if v2:
+        (proc / "self" / "cgroup").write_text("0::/box/job\n")
+        job, files = root / "box" / "job", ("memory.max", "memory.current")
+        (root / "cgroup.controllers").parent.mkdir(parents=True, exist_ok=True)
+        (root / "cgroup.controllers").write_text("cpu memory\n")
+    else:
+        (proc / "self" / "cgroup").write_text("5:cpu,cpuacct:/\n4:memory:/box/job\n")
+        job, files = root / "memory" / "box" / "job", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    job.mkdir(parents=True)
+    (job / files[0]).write_text(limit + "\n")
+    (job / files[1]).write_text(f"{used}\n")
+    if parent_limit is not None:
+        (job.parent / files[0]).write_text(parent_limit + "\n")
+        (job.parent / files[1]).write_text(f"{used}\n")
+    return root, proc
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_free_memory_on_the_cpu_is_bounded_by_the_cgroup(tmp_path, v2):
+    from tav_core.host_memory import cpu_free_bytes
+    gb = 2 ** 30
+    root, proc = _fake_cgroup(tmp_path / "a", v2, str(4 * gb), 3 * gb)
+    assert cpu_free_bytes(root, proc) == gb  # 4 GB limit, 3 GB used: 1 GB left of the 16 GB available
+    unlimited = "max" if v2 else str(2 ** 63 - 4096)
+    root, proc = _fake_cgroup(tmp_path / "b", v2, unlimited, 3 * gb)
+    assert cpu_free_bytes(root, proc) == 16 * gb
+    root, proc = _fake_cgroup(tmp_path / "c", v2, unlimited, 3 * gb, parent_limit=str(5 * gb))  # a limit above
+    assert cpu_free_bytes(root, proc) == 2 * gb
+
+
+STAGE_CASES = [(None, 12), (ContextWindows(4, 1), 16)]
+
+
+@pytest.mark.parametrize("windows, frames", STAGE_CASES, ids=["whole clip", "windows of 4 over 16 frames"])
+def test_every_stage_is_planned_as_it_runs(windows, frames):
+    """Each stage's plan (``tav_core.stage_memory``, fake tensors) against the exact peak of the tensors the stage
+    allocates when it runs on the tiny model; 16 frames in windows of 4 are planned from 3 and 4 windows."""
+    from tav_core.attention_control import EditControl
+    from tav_core.editing import edit, null_text_invert
+    from tav_core.stage_memory import ModelConfigs, plan_stage
+    pipe = TuneAVideo(tiny_components(0))
+    video = demo_video(frames, 64, 64)
+    latents = pipe.encode_video(video)
+    passes, steps = Passes(windows=windows), 2
+    runs = {"encode": lambda: pipe.encode_posterior(video), "decode": lambda: pipe.decode(latents),
+            "invert": lambda: pipe.invert(latents, steps, passes=passes),
+            "sample": lambda: pipe.sample(latents, "a cat", steps=steps, passes=passes),
+            "null_text": lambda: null_text_invert(pipe, latents, "a cat", steps, inner_steps=2, passes=passes),
+            "p2p": lambda: edit(pipe, latents, EditControl("a cat walks", "a dog walks", blend_words=(["cat"], ["dog"])),
+                                steps=steps, passes=passes)}
+    ratios = {}
+    for stage, run in runs.items():
+        plan = plan_stage(ModelConfigs.of(pipe.c), stage, Settings(frames, 64, 64, windows=windows, steps=steps),
+                          "cpu")
+        with AllocationPeak() as measured:
+            run()
+        ratios[stage] = round((plan.step_peak + plan.held) / measured.peak, 3)
+    print(f"planned/measured, {frames} frames, windows {windows}: {ratios}")
+    assert all(abs(r - 1) < 0.2 for r in ratios.values()), ratios
+
+
+def test_a_run_that_a_later_stage_cannot_fit_is_refused_before_tuning(tmp_path, capsys, monkeypatch):
+    import tav_core.stage_memory
+    original = tav_core.stage_memory.plan_stage
+
+    def huge_edit(configs, stage, settings, device_type="cuda"):
+        plan = original(configs, stage, settings, device_type)
+        return replace(plan, held=2 ** 50) if stage == "p2p" else plan  # no setting makes the edit fit
+    monkeypatch.setattr(tav_core.memory_budget, "plan_stage", huge_edit)
+    weights = tmp_path / "w.safetensors"
+    assert main(["run", "--p2p", "--frames", "4", "--tune-steps", "2", "--steps", "2", "--weights", str(weights),
+                 "--out", str(tmp_path / "e.gif")]) == 2
+    err = capsys.readouterr().err
+    assert "Prompt-to-Prompt edit needs about" in err and "would not fit even with" in err
+    assert not weights.exists() and not (tmp_path / "e.gif").exists()
+
+
+def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path, capsys, monkeypatch):
+    import tav_core.memory_budget
+    from tav_core.memory_budget import fit_stage, stage_settings
+    pipe = TuneAVideo(tiny_components(0))
+    asked = stage_settings(pipe, "sample", 24, 64, 64)
+    whole, _ = fit_stage(pipe, "sample", asked, "auto", free=lambda n: 2 ** 40)
+    assert whole == asked
+    need = lambda s: (tav_core.stage_memory.plan_stage(tav_core.stage_memory.ModelConfigs.of(pipe.c), "sample", s,
+                                                       "cpu").total - tav_core.memory_budget.loaded_bytes(pipe)) * 2.5
+    windows8 = replace(asked, batch_cfg=False, mixed_precision="bf16", windows=ContextWindows(8, 2))
+    chosen, report = fit_stage(pipe, "sample", asked, "auto", free=lambda n: int(need(windows8)) + 1)
+    assert chosen.windows is not None and chosen.windows.length >= 8 and "frame windows of" in report
+    with pytest.raises(TavError, match="CFG sampling needs about .* turn that on"):
+        fit_stage(pipe, "sample", asked, "check", free=lambda n: int(need(windows8)) + 1)

@@ -1,5 +1,8 @@
-"""One-Shot Tune run in this process (ComfyUI imported as its server imports it) with the free memory the host
-reports set to argv[1] bytes and the memory mode argv[2]; prints JSON: the settings tuning ran with, or the error."""
+"""A node of the pack run in this process (ComfyUI imported as its server imports it) with the free memory the host
+reports set by argv[1] and the memory mode argv[2]; argv[3] the node: "tune" (One-Shot Tune), "invert" (DDIM
+Invert), "null_text" (Null-Text Invert), "sample" (Video KSampler). argv[1] is bytes, or for the inference nodes
+"tight": just enough for 4-frame windows. Prints JSON: the settings the node ran with, its memory lines, the
+planned needs of the windows it could take (inference nodes), or the error."""
 
 import json
 import logging
@@ -9,36 +12,70 @@ import warnings
 import torch
 
 warnings.filterwarnings("ignore")
-free, mode = int(sys.argv[1]), sys.argv[2]
+free_spec, mode, node = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "tune"
 from bench.comfy_tuning import CHECKPOINT, import_pack  # noqa: E402
 
 import_pack()
 import comfy.model_management  # noqa: E402
 import comfy.sd  # noqa: E402
 
-comfy.model_management.get_free_memory = lambda device=None, torch_free_too=False: (free, free) if torch_free_too else free
-from tav_pack.nodes import tuning  # noqa: E402
+from tav_pack.nodes import editing, sampling, tuning  # noqa: E402
+from tav_pack.nodes.memory_plan import plan_comfy_stage  # noqa: E402
 from tav_pack.nodes.video_model import inflate_model  # noqa: E402
+from tav_pack.tav_core.memory import Settings  # noqa: E402
+from tav_pack.tav_core.memory_budget import OVERHEAD, window_options  # noqa: E402
 
-ran = {}
-original = tuning.tune_model
-
-
-def spy(model, layers, cond, samples, config, gradient_checkpointing=False, callback=None):
-    ran.update(mixed_precision=config.mixed_precision, frame_window=config.frame_window,
-               gradient_checkpointing=gradient_checkpointing)
-    return original(model, layers, cond, samples, config, gradient_checkpointing, callback)
-
-
-tuning.tune_model = spy
+ran, needs = {}, {}
 records = []
 logging.getLogger().addHandler(type("Keep", (logging.Handler,), {"emit": lambda self, r: records.append(r.getMessage())})())
 logging.getLogger().setLevel(logging.INFO)
+original_tune = tuning.tune_model
+
+
+def spy_tune(model, layers, cond, samples, config, gradient_checkpointing=False, callback=None):
+    ran.update(mixed_precision=config.mixed_precision, frame_window=config.frame_window,
+               gradient_checkpointing=gradient_checkpointing)
+    return original_tune(model, layers, cond, samples, config, gradient_checkpointing, callback)
+
+
+def spy_run(original):
+    def run(model, *args, **kwargs):
+        handler = model.model_options.get("context_handler")
+        ran.update(windows=handler and [handler.context_length, handler.context_overlap])
+        return original(model, *args, **kwargs)
+    return run
+
+
+tuning.tune_model = spy_tune
+sampling._run = spy_run(sampling._run)
+original_inversion = editing.null_text_inversion
+editing.null_text_inversion = lambda model, *a, **k: (ran.update(windowed=type(model).__name__ == "Windowed"),
+                                                      original_inversion(model, *a, **k))[1]
 with torch.inference_mode():  # as ComfyUI runs nodes
     model = inflate_model(comfy.sd.load_checkpoint_guess_config(str(CHECKPOINT), output_vae=False, output_clip=False)[0])
-    samples, cond = torch.randn(8, 4, 16, 16), [[torch.randn(1, 77, 768), {}]]
+    frames = 8 if node == "tune" else 16
+    samples, cond = torch.randn(frames, 4, 16, 16), [[torch.randn(1, 77, 768), {}]]
+    if node != "tune":
+        stage = "sample" if node == "sample" else node
+        asked = Settings(frames, 128, 128, model.model.get_dtype(),
+                         clone_frozen_weights=node == "null_text" and any(
+                             p.is_inference() for p in model.model.diffusion_model.parameters()))
+        for name, settings in [("whole clip", asked), *window_options(asked)]:
+            needs[name] = int(plan_comfy_stage(model, stage, settings).total * OVERHEAD["cpu"])
+    free = needs["frame windows of 4 (overlap 1)"] + 2 ** 20 if free_spec == "tight" else int(free_spec)
+    comfy.model_management.get_free_memory = \
+        lambda device=None, torch_free_too=False: (free, free) if torch_free_too else free
+    latent = {"samples": samples}
     try:
-        tuning.OneShotTune().tune(model, cond, {"samples": samples}, 0, 1, 3e-5, "", memory=mode)
-        print(json.dumps({"ran": ran, "log": [r for r in records if "memory" in r]}))
+        if node == "tune":
+            tuning.OneShotTune().tune(model, cond, latent, 0, 1, 3e-5, "", memory=mode)
+        elif node == "invert":
+            sampling.DDIMInvert().invert(model, cond, latent, 1, memory=mode)
+        elif node == "null_text":
+            editing.NullTextInvert().invert(model, cond, cond, latent, 1, 7.5, 1, "", memory=mode)
+        else:
+            inverted = {**latent, sampling.INVERSION_STEPS: 1}
+            sampling.VideoKSampler().sample(model, 0, 0, 7.5, 0.0, cond, cond, inverted, memory=mode)
+        print(json.dumps({"ran": ran, "log": [r for r in records if "memory" in r], "needs": needs, "free": free}))
     except Exception as e:  # noqa: BLE001  (reported to the test)
-        print(json.dumps({"error": f"{type(e).__name__}: {e}", "ran": ran}))
+        print(json.dumps({"error": f"{type(e).__name__}: {e}", "ran": ran, "needs": needs, "free": free}))
