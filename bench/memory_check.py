@@ -1,12 +1,13 @@
-"""Does the memory plan hold? Planned against measured tuning memory of the small model, case by case.
+"""Does the memory plan hold? Planned against measured memory of the small model, stage by stage, case by case.
 
-    python -m bench.memory_check                      # CPU: 8/24 frames, 64/128/256 px, checkpointing, a window
+    python -m bench.memory_check                      # CPU: tuning (fp32 and autocast) and every editing stage
     python -m bench.memory_check --device cuda        # on a GPU: CUDA's max-allocated
 
-For each case, in its own process: the plan's growth over the loaded model (AdamW state + the step's peak, which
-holds the saved activations), the measured growth while the first two real steps run (``bench.run.peak_bytes``:
-on the CPU every tensor allocation counted exactly; on CUDA max-allocated) and, on the CPU, the growth of the
-process's peak RSS (what ``tav_core.memory_budget.OVERHEAD`` allows for). Results: bench/results/<name>.json.
+For each case, in its own process: the plan's growth over the loaded model (tuning: AdamW state + the step's peak,
+which holds the saved activations; editing stages: the step's peak + what the stage keeps for the clip,
+``tav_core.stage_memory``) and the measured growth while the stage runs (``bench.run.peak_bytes``: on the CPU every
+tensor allocation counted exactly; on CUDA max-allocated); for tuning on the CPU also the growth of the process's
+peak RSS (what ``tav_core.memory_budget.OVERHEAD`` allows for). Results: bench/results/<name>.json.
 """
 
 import argparse
@@ -17,8 +18,17 @@ from pathlib import Path
 
 from bench.run import RESULTS, peak_bytes
 
-CASES = [(8, 64, False, 0), (8, 128, False, 0), (24, 128, False, 0), (8, 256, False, 0), (24, 128, True, 0),
-         (24, 128, False, 8)]
+# (stage, frames, size, gradient checkpointing, tuning frame window, autocast, context windows (length, overlap))
+CASES = [("tune", 8, 64, False, 0, "no", None), ("tune", 8, 128, False, 0, "no", None),
+         ("tune", 24, 128, False, 0, "no", None), ("tune", 8, 256, False, 0, "no", None),
+         ("tune", 24, 128, True, 0, "no", None), ("tune", 24, 128, False, 8, "no", None),
+         ("tune", 8, 128, False, 0, "bf16", None), ("tune", 24, 128, True, 0, "bf16", None),
+         ("tune", 24, 128, False, 0, "fp16", None),
+         ("invert", 24, 128, False, 0, "no", None), ("invert", 64, 128, False, 0, "no", (16, 4)),
+         ("sample", 24, 128, False, 0, "no", None), ("sample", 64, 128, False, 0, "bf16", (16, 4)),
+         ("null_text", 16, 128, False, 0, "no", None), ("null_text", 48, 128, False, 0, "no", (8, 2)),
+         ("p2p", 16, 128, False, 0, "no", None), ("p2p", 48, 128, False, 0, "no", (8, 2))]
+STEPS = 2  # DDIM steps of the editing stages measured (their peak is one step's; the null-text trajectory grows)
 
 
 def _rss_kb(field: str) -> int:
@@ -26,29 +36,47 @@ def _rss_kb(field: str) -> int:
     return int(line.split()[1]) * 1024
 
 
-def measure(frames: int, size: int, checkpointing: bool, window: int, device: str) -> dict:
+def measure(stage: str, frames: int, size: int, checkpointing: bool, window: int, precision: str, windows,
+            device: str) -> dict:
     import torch
 
     from bench.models import bench_components
     from tav_core import TuneAVideo, TuneConfig, demo_video
+    from tav_core.attention_control import EditControl
+    from tav_core.editing import edit, null_text_invert
     from tav_core.memory import Settings, plan_pipeline
+    from tav_core.stage_memory import ModelConfigs, plan_stage
+    from tav_core.windows import ContextWindows, Passes
     device = torch.device(device)
     pipe = TuneAVideo(bench_components("small"), device, gradient_checkpointing=checkpointing)
     latents = pipe.encode_video(demo_video(frames, size, size))
-    config = TuneConfig(steps=2, posterior="mean", frame_window=window or None)
-    plan = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, gradient_checkpointing=checkpointing,
-                                                             frame_window=window or None))
-    row = {"frames": frames, "size": size, "gradient_checkpointing": checkpointing, "frame_window": window,
-           "device": str(device), "planned_saved_mb": plan.saved / 2 ** 20,
-           "planned_mb": (plan.optimizer + plan.step_peak) / 2 ** 20}
-    if device.type == "cpu":
-        Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS to the current RSS
-        before = _rss_kb("VmRSS")
-        pipe.tune(latents, "a square", config, progress=False)
-        row["rss_growth_mb"] = (_rss_kb("VmHWM") - before) / 2 ** 20
-        for p in pipe.c.unet.parameters():  # the tuned tensors' state from the first run is gone: start afresh
-            p.grad = None
-    _, measured = peak_bytes(device, lambda: pipe.tune(latents, "a square", config, progress=False))
+    context = ContextWindows(*windows) if windows else None
+    row = {"stage": stage, "frames": frames, "size": size, "gradient_checkpointing": checkpointing,
+           "frame_window": window, "mixed_precision": precision, "windows": windows, "device": str(device)}
+    if stage == "tune":
+        config = TuneConfig(steps=2, posterior="mean", frame_window=window or None, mixed_precision=precision)
+        plan = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, mixed_precision=precision,
+                                                                 gradient_checkpointing=checkpointing,
+                                                                 frame_window=window or None))
+        row["planned_saved_mb"] = plan.saved / 2 ** 20
+        row["planned_mb"] = (plan.optimizer + plan.step_peak) / 2 ** 20
+        run = lambda: pipe.tune(latents, "a square", config, progress=False)
+        if device.type == "cpu":
+            Path("/proc/self/clear_refs").write_text("5")  # resets the peak RSS to the current RSS
+            before = _rss_kb("VmRSS")
+            run()
+            row["rss_growth_mb"] = (_rss_kb("VmHWM") - before) / 2 ** 20
+    else:
+        passes = Passes(precision, context)
+        control = EditControl("a square moves", "a circle moves", blend_words=(["square"], ["circle"]))
+        run = {"invert": lambda: pipe.invert(latents, STEPS, passes=passes),
+               "sample": lambda: pipe.sample(latents, "a circle", steps=STEPS, passes=passes),
+               "null_text": lambda: null_text_invert(pipe, latents, "a square", STEPS, inner_steps=2, passes=passes),
+               "p2p": lambda: edit(pipe, latents, control, steps=STEPS, passes=passes)}[stage]
+        plan = plan_stage(ModelConfigs.of(pipe.c), stage, Settings(
+            frames, size, size, mixed_precision=precision, windows=context, steps=STEPS), device.type)
+        row["planned_mb"] = (plan.step_peak + plan.held) / 2 ** 20
+    _, measured = peak_bytes(device, run)
     row["measured_mb"] = measured / 2 ** 20
     row["planned_over_measured"] = row["planned_mb"] / row["measured_mb"]
     if "rss_growth_mb" in row:
@@ -59,6 +87,7 @@ def measure(frames: int, size: int, checkpointing: bool, window: int, device: st
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--stages", nargs="+", help="only these stages (tune, invert, sample, null_text, p2p)")
     p.add_argument("--name", help="results file name (default memory-check-<device>)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -67,15 +96,20 @@ def main(argv=None) -> int:
         return 0
     rows = []
     for case in CASES:
+        if args.stages and case[0] not in args.stages:
+            continue
         out = subprocess.run([sys.executable, "-m", "bench.memory_check", "--device", args.device,
                               "--child", json.dumps(case)], capture_output=True, text=True, cwd=Path(__file__).parents[1])
         if out.returncode != 0:
             raise RuntimeError(f"case {case} failed:\n{out.stderr[-3000:]}")
         rows.append(row := json.loads(out.stdout.strip().splitlines()[-1]))
         rss = f"  RSS growth {row['rss_growth_mb']:6.0f} MB ({row['rss_over_measured']:.2f}x)" if "rss_growth_mb" in row else ""
-        print(f"{row['frames']:3} frames {row['size']:4} px ckpt={row['gradient_checkpointing']!s:5} "
-              f"window={row['frame_window'] or '-':2}  planned {row['planned_mb']:6.0f} MB  measured "
-              f"{row['measured_mb']:6.0f} MB ({row['planned_over_measured']:.3f}){rss}", flush=True)
+        options = [f"ckpt" if row["gradient_checkpointing"] else "", f"window {row['frame_window']}" if row["frame_window"]
+                   else "", row["mixed_precision"] if row["mixed_precision"] != "no" else "",
+                   f"windows {row['windows'][0]}/{row['windows'][1]}" if row["windows"] else ""]
+        print(f"{row['stage']:9} {row['frames']:3} frames {row['size']:4} px {' '.join(o for o in options if o):22} "
+              f"planned {row['planned_mb']:7.1f} MB  measured {row['measured_mb']:7.1f} MB "
+              f"({row['planned_over_measured']:.3f}){rss}", flush=True)
     name = args.name or f"memory-check-{args.device}"
     from tav_core.files import atomic_path
     RESULTS.mkdir(exist_ok=True)

@@ -120,9 +120,15 @@ def test_fit_pipeline_turns_on_what_fits_or_refuses_before_tuning():
 
 def test_cli_refuses_before_any_step_or_tunes_with_what_fits(tmp_path, capsys, monkeypatch):
     import tav_core.memory_budget
+    from tav_core.stage_memory import ModelConfigs, plan_stage
     weights = tmp_path / "w.safetensors"
     args = ["tune", "--frames", "8", "--tune-steps", "2", "--weights", str(weights)]
-    monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: 5 * MB)  # the tiny model asks ~30 MB
+    tiny = tiny_components(0)
+    loaded = sum(p.numel() * 4 for m in (tiny.unet, tiny.vae, tiny.text_encoder) for p in m.parameters())
+    window4 = Settings(8, 64, 64, mixed_precision="bf16", gradient_checkpointing=True, frame_window=4)
+    need = (plan_stage(ModelConfigs.of(tiny), "tune", window4).total - loaded) * OVERHEAD["cpu"]
+    free = int(need) + MB // 2  # a window of 4 fits, one of 8 does not (the plan's own numbers)
+    monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: free)
     assert main([*args, "--memory", "check"]) == 2
     err = capsys.readouterr().err
     assert "are free" in err and "turn that on" in err and not weights.exists()
@@ -137,10 +143,10 @@ def test_cli_refuses_before_any_step_or_tunes_with_what_fits(tmp_path, capsys, m
     assert read_metadata(tmp_path / "off.safetensors")["tuning"]["frame_window"] is None
 
 
-def _node(free: int, mode: str, test_models) -> dict:
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "node_memory.py"), str(free), mode],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
-                                                                                     "PYTHONPATH": str(ROOT)})
+def _node(free: int | str, mode: str, test_models, node: str = "tune") -> dict:
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "node_memory.py"), str(free), mode, node],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1800, env={**__import__("os").environ,
+                                                                                      "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -149,12 +155,37 @@ def test_one_shot_tune_fits_the_free_memory_comfyui_reports(test_models):
     ample = _node(2 ** 40, "auto", test_models)
     assert ample["ran"] == {"mixed_precision": "no", "frame_window": None, "gradient_checkpointing": False}
     assert "memory: tuning needs about" in ample["log"][0]
-    tight = _node(600 * MB, "auto", test_models)  # the test checkpoint's 8 frames ask ~1.6 GB on the CPU
+    tight = _node("tight", "auto", test_models)  # just enough for a window of 4 (the node's own plan)
     assert tight["ran"] == {"mixed_precision": "bf16", "frame_window": 4, "gradient_checkpointing": True}
     assert "tuning with gradient checkpointing, bf16 autocast and a frame window of 4" in tight["log"][0]
-    refused = _node(600 * MB, "check", test_models)
+    refused = _node("tight", "check", test_models)
     assert refused["ran"] == {} and "are free" in refused["error"] and "turn that on" in refused["error"]
     assert _node(1, "off", test_models)["ran"]["frame_window"] is None
+
+
+@pytest.mark.parametrize("node, stage", [("invert", "DDIM inversion"), ("null_text", "null-text inversion"),
+                                         ("sample", "CFG sampling")])
+def test_inference_nodes_take_the_longest_frame_windows_that_fit(test_models, node, stage):
+    """16 frames of the test checkpoint, with free memory just above what 4-frame windows need (the node's own plan
+    of each candidate, reported by the child): the node runs the host's context windows of the longest length whose
+    plan fits, and says so."""
+    ran = _node("tight", "auto", test_models, node)
+    fitting = [name for name, need in ran["needs"].items() if need <= ran["free"]]
+    assert "whole clip" not in fitting and fitting, ran
+    longest = max(int(name.split()[3]) for name in fitting)
+    assert f"{stage} with frame windows of {longest}" in ran["log"][0]
+    if node == "null_text":
+        assert ran["ran"] == {"windowed": True}
+    else:
+        assert ran["ran"]["windows"] == [longest, longest // 4]
+
+
+def test_inference_nodes_refuse_in_check_mode_and_run_as_given_when_it_fits(test_models):
+    refused = _node("tight", "check", test_models, "sample")
+    assert "CFG sampling needs about" in refused["error"] and "with frame windows of" in refused["error"]
+    assert refused["ran"] == {}
+    ample = _node(2 ** 40, "auto", test_models, "invert")
+    assert ample["ran"] == {"windows": None} and "DDIM inversion needs about" in ample["log"][0]
 
 
 def test_tuning_frees_its_gradients_and_optimiser_state():
@@ -258,7 +289,8 @@ def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path,
     whole, _ = fit_stage(pipe, "sample", asked, "auto", free=lambda n: 2 ** 40)
     assert whole == asked
     need = lambda s: (tav_core.stage_memory.plan_stage(tav_core.stage_memory.ModelConfigs.of(pipe.c), "sample", s,
-                                                       "cpu").total - tav_core.memory_budget.loaded_bytes(pipe)) * 2.5
+                                                       "cpu").total - tav_core.memory_budget.loaded_bytes(pipe)) * \
+        OVERHEAD["cpu"]
     windows8 = replace(asked, batch_cfg=False, mixed_precision="bf16", windows=ContextWindows(8, 2))
     chosen, report = fit_stage(pipe, "sample", asked, "auto", free=lambda n: int(need(windows8)) + 1)
     assert chosen.windows is not None and chosen.windows.length >= 8 and "frame windows of" in report

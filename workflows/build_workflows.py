@@ -82,6 +82,13 @@ NOTE_P2P = """**Prompt-to-Prompt** (Video-P2P): keeps what the edit prompt does 
 DDIM Invert; save it to reuse). **Attention Control** then gives the edit the source's attention for the first
 steps; *local blend* keeps everything outside the blend words' region equal to the source. Its prompts come from
 the two String nodes, the same texts that are encoded."""
+NOTE_LONG = """**A long clip**: 64 frames here, any number in general. Memory stays that of a short clip:
+
+- One-Shot Tune learns from random runs of *frame_window* (8) consecutive frames.
+- **Context Windows (Manual)** (ComfyUI's own) makes DDIM Invert and Video KSampler run the clip in overlapping
+  windows of 16 frames; every window still attends to the clip's first frame, so the windows agree.
+
+With *memory* on auto, DDIM Invert and Video KSampler pick windows themselves when a clip does not fit."""
 NOTE_CONTROLNET = """**ControlNet**: one Canny hint per frame keeps the edit on the source's outlines. Raise
 *strength* in Apply ControlNet for a closer structure, lower it for freer edits."""
 
@@ -188,12 +195,12 @@ class Graph:
                 "version": 0.4}
 
 
-def video_in(g: Graph, note: str):
+def video_in(g: Graph, note: str, frames: int = 8):
     g.stage("1. Source video")
     g.note(note)
     video = g.node("LoadVideo", VIDEO, "image", title="Load Video (your clip)")
     parts = g.node("GetVideoComponents", video=(video, 0))
-    frames = g.node("ImageFromBatch", 0, 8, title="Frames to edit", image=(parts, 0))
+    frames = g.node("ImageFromBatch", 0, frames, title="Frames to edit", image=(parts, 0))
     return g.node("ImageScale", "bicubic", 512, 512, "center", title="Resize (SD 1.5: 512x512)", image=(frames, 0))
 
 
@@ -225,9 +232,13 @@ def controlnet_hints(g: Graph, frames):
     return hints, net
 
 
-def invert_and_sample(g: Graph, model, latent, prompts, controlnet=None):
+def invert_and_sample(g: Graph, model, latent, prompts, controlnet=None, windows=False):
     g.stage("4. Invert and edit")
-    noise = g.node("TuneAVideoInvert", 50, model=model, conditioning=(prompts["empty"], 0), latent_image=(latent, 0))
+    if windows:
+        model = (g.node("ContextWindowsManual", 16, 4, "standard_static", 1, False, "pyramid", 0,
+                        title="Context Windows (16 frames)", model=model), 0)
+    noise = g.node("TuneAVideoInvert", 50, "auto", model=model, conditioning=(prompts["empty"], 0),
+                   latent_image=(latent, 0))
     positive, negative = (prompts["edit"], 0), (prompts["empty"], 0)
     if controlnet is not None:
         hints, net = controlnet
@@ -235,7 +246,7 @@ def invert_and_sample(g: Graph, model, latent, prompts, controlnet=None):
                        control_net=(net, 0), image=(hints, 0))
         positive, negative = (apply, 0), (apply, 1)
         g.note(NOTE_CONTROLNET)
-    return g.node("TuneAVideoSampler", 0, 0, 12.5, 0.0, model=model, positive=positive, negative=negative,
+    return g.node("TuneAVideoSampler", 0, 0, 12.5, 0.0, "auto", model=model, positive=positive, negative=negative,
                   latent_image=(noise, 0))
 
 
@@ -256,10 +267,10 @@ def measure(g: Graph, edited, source, prompts):
            prompt=(prompts["edit_text"], 0), source_images=(source, 0))
 
 
-def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str):
+def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str, frame_window: int = 0):
     g.stage("3. Encode and tune")
     latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
-    tuned = g.node("TuneAVideoTune", 0, 500, 3e-5, save_name, 0, False, "auto", model=(ckpt, 0),
+    tuned = g.node("TuneAVideoTune", 0, 500, 3e-5, save_name, frame_window, False, "auto", model=(ckpt, 0),
                    positive=(prompts["source"], 0), latent_image=(latent, 0))
     g.note(note)
     return latent, tuned
@@ -283,6 +294,17 @@ def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     return g.json()
 
 
+def long_workflow(info) -> dict:
+    """A clip longer than memory allows at once: tuning on frame windows, editing in the host's context windows."""
+    g = Graph(info)
+    frames = video_in(g, NOTE_START, frames=64)
+    ckpt, prompts = checkpoint_and_prompts(g)
+    latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_LONG, SAVE_NAME + "-long", frame_window=8)
+    edited = video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts, windows=True), "long")
+    measure(g, edited, frames, prompts)
+    return g.json()
+
+
 def p2p_workflow(info) -> dict:
     """Video-P2P on the tuned model: null-text inversion, then the source and the edit sampled together."""
     g = Graph(info)
@@ -290,11 +312,11 @@ def p2p_workflow(info) -> dict:
     ckpt, prompts = checkpoint_and_prompts(g, source_text=True, edit_prompt=P2P_EDIT)
     latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_TUNE, SAVE_NAME)
     g.stage("4. Null text and attention control")
-    noise = g.node("TuneAVideoNullTextInvert", 50, 7.5, 10, "", model=(tuned, 0), positive=(prompts["source"], 0),
+    noise = g.node("TuneAVideoNullTextInvert", 50, 7.5, 10, "", "auto", model=(tuned, 0), positive=(prompts["source"], 0),
                    negative=(prompts["empty"], 0), latent_image=(latent, 0))
     control = g.node("TuneAVideoAttentionControl", SOURCE, P2P_EDIT, "auto", 0.2, 0.5, "spider:2", "man", "man", 0.3,
                      0.2, source_prompt=(prompts["source_text"], 0), edit_prompt=(prompts["edit_text"], 0))
-    edited = g.node("TuneAVideoSampler", 0, 0, 7.5, 0.0, model=(tuned, 0), positive=(prompts["edit"], 0),
+    edited = g.node("TuneAVideoSampler", 0, 0, 7.5, 0.0, "auto", model=(tuned, 0), positive=(prompts["edit"], 0),
                     negative=(prompts["empty"], 0), latent_image=(noise, 0), control=(control, 0),
                     source_positive=(prompts["source"], 0))
     g.note(NOTE_P2P, column=2)  # under the tuning, where there is room
@@ -332,6 +354,7 @@ def workflows(info: dict) -> dict[str, dict]:
             "Edit with saved weights.json": reuse_workflow(info),
             "Tune and edit with ControlNet.json": edit_workflow(info, controlnet=True, name="edit-controlnet"),
             "Tune and edit with Prompt-to-Prompt.json": p2p_workflow(info),
+            "Tune and edit a long video.json": long_workflow(info),
             "Zero-shot edit (no tuning).json": edit_workflow(info, tune=False, name="zero-shot")}
 
 

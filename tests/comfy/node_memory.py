@@ -55,14 +55,21 @@ with torch.inference_mode():  # as ComfyUI runs nodes
     model = inflate_model(comfy.sd.load_checkpoint_guess_config(str(CHECKPOINT), output_vae=False, output_clip=False)[0])
     frames = 8 if node == "tune" else 16
     samples, cond = torch.randn(frames, 4, 16, 16), [[torch.randn(1, 77, 768), {}]]
-    if node != "tune":
+    if node == "tune":  # what the node plans for 8 frames with checkpointing, bf16 and a window of 4
+        from tav_pack.nodes.memory_plan import has_inference_weights, plan_comfy_tuning, resident_bytes
+        window4 = Settings(frames, 128, 128, model.model.get_dtype(), "bf16", True, 4,
+                           clone_frozen_weights=has_inference_weights(model))
+        needs["frame window of 4"] = int((plan_comfy_tuning(model, window4, count_flops=False).total
+                                          - resident_bytes(model)) * OVERHEAD["cpu"])
+    else:
         stage = "sample" if node == "sample" else node
         asked = Settings(frames, 128, 128, model.model.get_dtype(),
                          clone_frozen_weights=node == "null_text" and any(
                              p.is_inference() for p in model.model.diffusion_model.parameters()))
         for name, settings in [("whole clip", asked), *window_options(asked)]:
             needs[name] = int(plan_comfy_stage(model, stage, settings).total * OVERHEAD["cpu"])
-    free = needs["frame windows of 4 (overlap 1)"] + 2 ** 20 if free_spec == "tight" else int(free_spec)
+    smallest = needs["frame window of 4" if node == "tune" else "frame windows of 4 (overlap 1)"] if needs else 0
+    free = smallest + 2 ** 20 if free_spec == "tight" else int(free_spec)
     comfy.model_management.get_free_memory = \
         lambda device=None, torch_free_too=False: (free, free) if torch_free_too else free
     latent = {"samples": samples}
