@@ -4,6 +4,11 @@ import os
 
 import folder_paths
 
+from ..tav_core.errors import TavError
+
+# ComfyUI names an error by its class's module, which for a custom node is its install path: name ours by class only
+TavError.__module__ = "builtins"
+
 from .editing import INVERSIONS, AttentionControl, LoadNullTextInversion, NullTextInvert
 from .legacy import LEGACY_NODES
 from .loaders import InflateModel, LoadInflateCheckpoint, LoadTunedWeights

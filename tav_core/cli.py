@@ -11,7 +11,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import TavError, TavWarning, check
+from . import preflight as pf
+from .errors import TavError, TavWarning, check, summary
 
 FUSE_METHODS = ("pyramid", "flat", "overlap-linear")  # tav_core.windows (not imported: --help stays instant)
 
@@ -136,82 +137,88 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _tunes(args) -> bool:
-    return args.command in ("run", "tune")
+_tunes, _edits, _state_path, _loss_path = pf.tunes, pf.edits, pf.state_path, pf.loss_path
 
 
-def _edits(args) -> bool:
-    return args.command in ("run", "edit")
+def _weights_dtype(args):
+    import torch
+    return torch.float16 if args.fp16 else torch.float32
 
 
-def _state_path(args) -> Path:
-    return Path(args.weights).with_suffix(".state.safetensors")
+def _device(args):
+    import torch
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _loss_path(args) -> Path:
-    return Path(args.weights).with_suffix(".loss.png")
+def _check_args(args, defaults):
+    """Every check that needs no model, before anything is loaded or decoded (``tav_core.preflight``); returns the
+    model's configs, read from the checkpoint's headers."""
+    from .files import check_free_space, check_writable, is_file
+    from .models import ModelConfigs, inspect_checkpoint
+    from .weights import check_tuned_file
 
-
-def _score_paths(out) -> tuple[Path, Path]:
-    """Report JSON and chart PNG beside an output (``edit.mp4`` -> ``edit.score.json``, ``edit.score.png``)."""
-    base = Path(out)
-    base = base.with_suffix("") if base.suffix else base
-    return base.with_name(base.name + ".score.json"), base.with_name(base.name + ".score.png")
-
-
-def _check_clip(folder) -> None:
-    check(Path(folder).is_dir() and (Path(folder) / "config.json").is_file(),
-          f"--clip {folder} is not a CLIP model folder (no config.json); give a local transformers CLIPModel folder")
-
-
-def _check_args(args) -> None:
-    """Every check that needs no model, before anything is loaded."""
-    from .files import check_writable
-    from .weights import read_metadata
-
-    check(args.frames >= 1, f"--frames must be at least 1, got {args.frames}")
-    check(args.stride >= 1 and args.start >= 0, f"--stride must be >= 1 and --start >= 0, got {args.stride}, {args.start}")
-    for name in ("width", "height"):
-        v = getattr(args, name)
-        check(v is None or (v > 0 and v % 8 == 0), f"--{name} {v} is not a positive multiple of 8 (the VAE works on "
-                                                   f"8x8 pixel cells); use e.g. {max(8, abs(v or 0) // 8 * 8)}")
-    check(not args.fp16 or args.mixed_precision in ("no", "fp16"), f"--fp16 weights compute in fp16, not "
-                                                                   f"{args.mixed_precision}: drop one of the two")
+    pf.check_numbers(args)
+    pf.check_device(args.device)
     weights = Path(args.weights)
     check(weights.suffix == ".safetensors", f"--weights {weights} must end in .safetensors")
+    inputs = {"--model": args.model, "--config": args.config, "--video": args.video}
+    outputs = {}
     if _tunes(args):
-        check(args.tune_steps is None or args.tune_steps >= 1, f"--tune-steps must be at least 1, got {args.tune_steps}")
-        check(args.lr > 0, f"--lr must be positive, got {args.lr}")
-        check(args.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
-        check(args.frame_window is None or args.frame_window >= 1, f"--frame-window must be at least 1, got {args.frame_window}")
+        outputs.update({"--weights": weights, "the loss curve": _loss_path(args)})
         check_writable(weights, "tuned weights")
-        check_writable(_state_path(args), "training state")
         check_writable(_loss_path(args), "loss curve")
+        state = _state_path(args)
+        if args.checkpoint_every or args.resume:
+            check_writable(state, "training state")
+            outputs["the training state"] = state
+        check(args.resume or not is_file(state),
+              f"{state} holds the training state of an interrupted run: continue it with --resume, or delete it to "
+              "start afresh (or give another --weights)")
     else:
-        read_metadata(weights)  # exists and is a tuned-weights file
+        inputs["--weights"] = weights
     if _edits(args):
-        check(args.steps is None or 1 <= args.steps <= 999, f"--steps must be from 1 to 999, got {args.steps}")
-        check(args.cfg is None or args.cfg >= 0, f"--cfg must be >= 0, got {args.cfg}")
-        check(args.inner_steps >= 1, f"--inner-steps must be at least 1, got {args.inner_steps}")
-        check(args.context_length is None or args.context_length >= 2,
-              f"--context-length must be at least 2 frames, got {args.context_length}")
-        check(args.context_overlap >= 0, f"--context-overlap must be >= 0, got {args.context_overlap}")
+        check(bool(args.out.strip()), "--out is empty; give a .mp4 or .gif file, or a folder for PNG frames")
+        suffix = Path(args.out).suffix.lower()
+        check(suffix in OUT_SUFFIXES, f"--out {args.out}: cannot write {suffix!r} videos; name it .mp4 or .gif, or "
+                                      "give a path without suffix for a folder of PNG frames")
+        check_writable(args.out, "output video", folder=not suffix)
+        if not suffix:
+            from .video import check_frame_folder
+            check_frame_folder(args.out)
+        outputs["--out"] = args.out
+        if args.clip:
+            pf.check_clip_folder(args.clip)
+            inputs["--clip"] = args.clip
+            for path in pf.score_paths(args.out):
+                check_writable(path, "score report")
+                outputs[f"the score report {path.suffix}"] = path
         if args.p2p:
             _edit_control(args)
             if args.inversion:
                 check(Path(args.inversion).suffix == ".safetensors", f"--inversion {args.inversion} must end in "
                                                                      ".safetensors")
-                check_writable(args.inversion, "null-text inversion")
-        check(0 <= args.eta <= 1, f"--eta must be from 0 to 1, got {args.eta}")
-        check(args.fps >= 1, f"--fps must be at least 1, got {args.fps}")
-        suffix = Path(args.out).suffix.lower()
-        check(suffix in OUT_SUFFIXES, f"--out {args.out}: cannot write {suffix!r} videos; name it .mp4 or .gif, or "
-                                      "give a path without suffix for a folder of PNG frames")
-        check_writable(args.out, "output video", folder=not suffix)
-        if args.clip:
-            _check_clip(args.clip)
-            for path in _score_paths(args.out):
-                check_writable(path, "score report")
+                if Path(args.inversion).is_file():
+                    from .null_text import NullTextInversion
+                    NullTextInversion.read_metadata(args.inversion)
+                    inputs["--inversion"] = args.inversion
+                else:
+                    check_writable(args.inversion, "null-text inversion")
+                    outputs["--inversion"] = args.inversion
+    pf.check_distinct(outputs, inputs)
+    width, height = args.width or defaults["size"], args.height or defaults["size"]
+    pf.check_clip_fits_in_memory(args.frames, width, height)
+    if args.model:
+        configs = inspect_checkpoint(args.model, args.allow_pickle, args.config)
+    else:
+        from .tiny import tiny_components
+        configs = ModelConfigs.of(tiny_components(args.seed))
+    if not _tunes(args):
+        check_tuned_file(weights, args.model, args.config)  # header, base model (from the checkpoint's header), NaN
+    else:
+        from .stage_memory import tuned_bytes
+        size = tuned_bytes(configs)
+        check_free_space(weights, size * (4 if args.checkpoint_every else 1) + 2 ** 20, "saving the tuned weights")
+    return configs
 
 
 def _video(args, defaults):
@@ -239,14 +246,6 @@ def _load(args, defaults):
     return TuneAVideo(components, device, dtype, getattr(args, "gradient_checkpointing", False), mixed)
 
 
-def _tune_config(args, defaults):
-    from .tuning import TuneConfig
-    return TuneConfig(steps=args.tune_steps or defaults["tune_steps"], learning_rate=args.lr, seed=args.seed,
-                      frame_window=args.frame_window, posterior=args.posterior,
-                      checkpoint_every=args.checkpoint_every, checkpoint_path=str(_state_path(args)),
-                      resume=args.resume)
-
-
 def _edit_passes(args):
     from .windows import ContextWindows, Passes
     windows = None
@@ -260,15 +259,20 @@ def _reuses_inversion(args) -> bool:
     return bool(args.p2p and args.inversion and Path(args.inversion).is_file())
 
 
-def _plan(args, pipe, video, defaults) -> dict:
-    """Every stage the command runs, planned against the free memory before any of them: the settings each runs
-    with (``tav_core.memory_budget``), one line each; a stage that cannot fit refuses the whole run here."""
+def _plan(args, configs, defaults) -> dict:
+    """Every stage the command runs, planned against the free memory before any of them (before the model loads):
+    the settings each runs with (``tav_core.memory_budget``); a stage that cannot fit refuses the whole run here."""
     from .memory_budget import fit_stage, free_bytes, gib, stage_settings
+    from .precision import compute_precision
     from .stage_memory import STAGE_NAMES
-    frames, height, width = video.shape[:3]
+    from .tuning import TuneConfig
+    frames, width, height = args.frames, args.width or defaults["size"], args.height or defaults["size"]
+    dtype = _weights_dtype(args)
+    mixed = compute_precision(dtype, None if args.fp16 else args.mixed_precision)
     stages = {"encode": {}}
     if _tunes(args):
-        stages["tune"] = dict(config=pipe.tuned_config(_tune_config(args, defaults)))
+        config = TuneConfig(mixed_precision=mixed, frame_window=args.frame_window)
+        stages["tune"] = dict(config=config, gradient_checkpointing=args.gradient_checkpointing)
     if _edits(args):
         passes, steps = _edit_passes(args), args.steps or defaults["steps"]
         edit_stages = (("null_text",) if not _reuses_inversion(args) else ()) + ("p2p",) if args.p2p else \
@@ -277,60 +281,90 @@ def _plan(args, pipe, video, defaults) -> dict:
         stages["decode"] = {}
     chosen, as_asked = {}, []
     for stage, options in stages.items():
-        settings = stage_settings(pipe, stage, frames, height, width, **options)
-        chosen[stage], report = fit_stage(pipe, stage, settings, args.memory)
+        settings = stage_settings(stage, frames, height, width, dtype, mixed, **options)
+        chosen[stage], report = fit_stage(configs, stage, settings, _device(args), args.memory)
         if chosen[stage] != settings:
             print(report)
         elif report:
             as_asked.append(STAGE_NAMES[stage])
     if as_asked:
-        print(f"memory: {', '.join(as_asked)} fit as asked ({gib(free_bytes(pipe.device))} free)")
+        print(f"memory: {', '.join(as_asked)} fit as asked ({gib(free_bytes(_device(args)))} free)")
     return chosen
+
+
+def _tune_config(args, defaults):
+    from .tuning import TuneConfig
+    return TuneConfig(steps=args.tune_steps or defaults["tune_steps"], learning_rate=args.lr, seed=args.seed,
+                      frame_window=args.frame_window, posterior=args.posterior,
+                      checkpoint_every=args.checkpoint_every, checkpoint_path=str(_state_path(args)),
+                      resume=args.resume, clip=_clip_record(args, defaults))
+
+
+def _clip_record(args, defaults) -> dict:
+    """Which frames of which video the latents are: recorded with the weights, compared on resume (by name)."""
+    return {"video": str(args.video) if args.video else "built-in clip", "frames": args.frames, "start": args.start,
+            "stride": args.stride, "width": args.width or defaults["size"], "height": args.height or defaults["size"]}
+
+
+def _save_weights(args, pipe, video, config) -> None:
+    """Save the tuned weights; if the disk refuses them (full), save them in the temp folder and say so: the tuning
+    is never lost to a failed write."""
+    import tempfile
+
+    from .files import is_file
+    weights = Path(args.weights)
+    save = lambda path: pipe.save_tuned(path, args.prompt, len(video), video.shape[2], video.shape[1], config)
+    try:
+        save(weights)
+    except OSError as e:
+        fallback = Path(tempfile.gettempdir()) / weights.name
+        try:
+            save(fallback)
+        except OSError:
+            state = _state_path(args)
+            kept = f"; the last training state is {state} (--resume continues from it)" if is_file(state) else ""
+            raise OSError(e.errno, f"{e.strerror or e}: the tuned weights could not be saved, not even in "
+                                   f"{fallback.parent}{kept}", str(weights)) from e
+        raise OSError(e.errno, f"{e.strerror or e}; the tuned weights are saved in {fallback} instead: move them to "
+                               f"{weights} once there is room", str(weights)) from e
+    args.saved_weights = True
 
 
 def _tune(args, pipe, defaults, latents, latent_std, video, planned) -> None:
     from dataclasses import replace
 
-    from .files import check_free_space
+    from .files import is_file
     from .training_state import remove_state
-    from .weights import video_parameters
-
-    weights, state = Path(args.weights), _state_path(args)
+    state = _state_path(args)
     config = pipe.tuned_config(_tune_config(args, defaults), latent_std)
     if planned is not None:
         config = replace(config, mixed_precision=planned.mixed_precision, frame_window=planned.frame_window)
-    size = sum(p.numel() * 4 for p in video_parameters(pipe.c.unet).values())
-    check_free_space(weights, size * (4 if args.checkpoint_every else 1) + 2 ** 20, "saving the tuned weights")
-    if args.resume and not state.is_file():
+    if args.resume and not is_file(state):
         print(f"no training state at {state}: starting afresh")
     losses = pipe.tune(latents, args.prompt, config, latent_std=latent_std)
     if losses:
         print(f"tuned {config.steps} steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-    pipe.save_tuned(weights, args.prompt, len(video), video.shape[2], video.shape[1], config)
-    print(f"tuned weights: {weights}")
-    if losses:
-        from .charts import loss_chart
-        _write_png(_loss_path(args), loss_chart(losses))
-        print(f"loss curve: {_loss_path(args)}")
-    if state.is_file():
+    _save_weights(args, pipe, video, config)
+    print(f"tuned weights: {args.weights}")
+    if is_file(state):  # this run's own (another run's was refused before any work)
         remove_state(state)
         print(f"removed the training state {state} (the run is complete)")
+    if losses:
+        from .charts import loss_chart
+        try:
+            _write_png(_loss_path(args), loss_chart(losses))
+            print(f"loss curve: {_loss_path(args)}")
+        except OSError as e:
+            warnings.warn(f"the loss curve could not be written ({_os_message(e)}); the weights are saved", TavWarning)
 
 
 def _edit_control(args):
     """The Prompt-to-Prompt settings (checked with CLIP's tokenizer before any model loads)."""
     from .attention_control import AttentionController, EditControl
     from .models import clip_tokenizer
-    weights = {}
-    for item in filter(None, (part.strip() for part in args.reweight.split(","))):
-        word, _, value = item.partition(":")
-        try:
-            weights[word.strip()] = float(value)
-        except ValueError:
-            raise TavError(f"--reweight {item!r} is not 'word:number'; write e.g. 'origami:2,rabbit:0.5'") from None
     blend = tuple([w for w in words.split(",") if w] for words in args.blend) if args.blend else None
-    control = EditControl(args.prompt, args.edit_prompt, args.mode, args.cross_steps, args.self_steps, weights, blend,
-                          args.blend_threshold)
+    control = EditControl(args.prompt, args.edit_prompt, args.mode, args.cross_steps, args.self_steps,
+                          pf.reweights(args.reweight), blend, args.blend_threshold)
     AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))
     return control
 
@@ -339,21 +373,26 @@ def _p2p(args, pipe, latents, steps, cfg, planned):
     from .editing import edit, null_text_invert
     from .null_text import NullTextInversion
     inversion = None
+    made_from = _inversion_source(pipe, latents)
     if args.inversion and Path(args.inversion).is_file():
         inversion = NullTextInversion.load(args.inversion)
-        made = (inversion.prompt, inversion.steps, inversion.guidance_scale, tuple(inversion.noise.shape))
-        wanted = (pipe.prompt_used(args.prompt), steps, cfg, tuple(latents.shape))
-        check(made == wanted, f"--inversion {args.inversion} was made for (prompt, steps, cfg, latents) {made}, not "
-                              f"{wanted}; delete it or give another path")
+        inversion.check_made_from(args.inversion, pipe.prompt_used(args.prompt), steps, cfg, tuple(latents.shape),
+                                  **made_from)
         print(f"null-text inversion: {args.inversion}")
     if inversion is None:
         inversion = null_text_invert(pipe, latents, args.prompt, steps, cfg, args.inner_steps,
                                      passes=_passes(args, planned, "null_text"))
         if args.inversion:
-            inversion.save(args.inversion, frames=len(latents))
+            inversion.save(args.inversion, frames=len(latents), **made_from)
             print(f"null-text inversion saved: {args.inversion}")
     return edit(pipe, inversion, _edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed,
                 passes=_passes(args, planned, "p2p"))[1]
+
+
+def _inversion_source(pipe, latents) -> dict:
+    """What a null-text inversion was made from: fingerprints of the clip's latents and of the tuned weights."""
+    from .weights import fingerprint_of, video_parameters
+    return {"latents": fingerprint_of([latents]), "weights": fingerprint_of(list(video_parameters(pipe.c.unet).values()))}
 
 
 def _passes(args, planned: dict, stage: str):
@@ -409,10 +448,6 @@ def _mask(path, frames):
     return masks[0] if len(masks) == 1 else masks[:count]
 
 
-def _report_paths(args) -> tuple[Path, Path]:
-    return (Path(args.out), Path(args.out).with_suffix(".png")) if args.out else _score_paths(args.video)
-
-
 def _score(args) -> None:
     import torch
 
@@ -424,22 +459,25 @@ def _score(args) -> None:
         source = read_video(args.source, len(frames), args.stride, args.start, frames.shape[2], frames.shape[1])
     mask = _mask(args.mask, frames) if args.mask else None
     embedder = ClipEmbedder(args.clip, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _report(embedder, frames, args.prompt, source, mask, *_report_paths(args))
+    _report(embedder, frames, args.prompt, source, mask, *pf.report_paths(args))
 
 
 def _check_score_args(args) -> None:
     from .files import check_writable
-    _check_clip(args.clip)
+    pf.check_clip_folder(args.clip)
+    pf.check_device(args.device)
     for name in ("video", "source", "mask"):
         path = getattr(args, name)
         check(path is None or Path(path).exists(), f"--{name} {path} does not exist")
     check(args.stride >= 1 and args.start >= 0, f"--stride must be >= 1 and --start >= 0, got {args.stride}, {args.start}")
     check(args.mask is None or args.source is not None, "--mask compares the edit with the source inside and outside "
                                                         "the mask: give --source too")
-    out_json, out_png = _report_paths(args)
+    out_json, out_png = pf.report_paths(args)
     check(out_json.suffix == ".json", f"--out {args.out} must end in .json")
     check_writable(out_json, "score report")
     check_writable(out_png, "score chart")
+    pf.check_distinct({"the score report": out_json, "the score chart": out_png},
+                      {"--clip": args.clip, "--video": args.video, "--source": args.source, "--mask": args.mask})
 
 
 def _os_message(e: OSError) -> str:
@@ -453,8 +491,12 @@ def _os_message(e: OSError) -> str:
 def _interrupted(args) -> str:
     if not _tunes(args):
         return "interrupted"
+    if getattr(args, "saved_weights", False):
+        return (f"interrupted while editing; the tuned weights are saved in {args.weights}: edit with them by "
+                f"'tuneavideo edit --weights {args.weights}' and this command's other options")
+    from .files import is_file
     state = _state_path(args)
-    if state.is_file():
+    if is_file(state):
         return f"interrupted; the training state is saved in {state}: run the same command with --resume to continue"
     return "interrupted; nothing was saved (--checkpoint-every N makes a tuning run resumable)"
 
@@ -474,10 +516,13 @@ def main(argv: list[str] | None = None) -> int:
                 _check_score_args(args)
                 _score(args)
                 return 0
-            _check_args(args)
+            configs = _check_args(args, defaults)
+            planned = _plan(args, configs, defaults)
             video = _video(args, defaults)
             pipe = _load(args, defaults)
-            planned = _plan(args, pipe, video, defaults)
+            from .memory_budget import apply_to_pipeline
+            for chosen in planned.values():
+                apply_to_pipeline(pipe, chosen)
             latents, latent_std = pipe.encode_posterior(video)
             if _tunes(args):
                 _tune(args, pipe, defaults, latents, latent_std, video, planned.get("tune"))
@@ -488,16 +533,23 @@ def main(argv: list[str] | None = None) -> int:
                 if args.clip:
                     from .clip_embedder import ClipEmbedder
                     _report(ClipEmbedder(args.clip, pipe.device), frames, args.edit_prompt, video, None,
-                            *_score_paths(args.out))
+                            *pf.score_paths(args.out))
         except TavError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         except OSError as e:
             print(f"error: {_os_message(e)}", file=sys.stderr)
-            return 1
+            return 2 if e.errno == errno.ENAMETOOLONG else 1  # a name too long is the input's fault
         except KeyboardInterrupt:
             print(_interrupted(args), file=sys.stderr)
             return 130
+        except MemoryError:
+            print("error: out of memory; use fewer frames or a smaller size, or keep --memory auto", file=sys.stderr)
+            return 1
+        except Exception as e:  # noqa: BLE001  (never a traceback: one line, and what to do with it)
+            print(f"error: unexpected failure ({summary(e)}); please report it with the command that caused it",
+                  file=sys.stderr)
+            return 1
     return 0
 
 

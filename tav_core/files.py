@@ -1,5 +1,6 @@
 """Writing files: refuse an unwritable output before any work, and never leave a half-written file behind."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -31,6 +32,14 @@ def atomic_path(path: str | os.PathLike):
             os.remove(tmp)
 
 
+def is_file(path: str | os.PathLike) -> bool:
+    """``Path.is_file``, but a name too long for the file system is simply not there (instead of an error)."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
+
+
 def _existing_ancestor(path: Path) -> Path:
     path = path.absolute()
     while not path.exists():
@@ -58,8 +67,42 @@ def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> 
 def check_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
     """Refuse before the work when the disk that ``path`` goes to cannot hold ``needed`` bytes."""
     free = shutil.disk_usage(_existing_ancestor(Path(path).parent)).free
-    check(free >= needed, f"{what} needs about {needed / 2**20:.0f} MB at {path}, but only {free / 2**20:.0f} MB "
-                          "are free there; free disk space or choose another place")
+    check(free >= needed, f"{what} needs about {size_text(needed)} at {path}, but only {size_text(free)} are free "
+                          "there; free disk space or choose another place")
+
+
+def read_header(path: str | os.PathLike, fix: str, name: str | None = None) -> dict:
+    """A safetensors file's metadata without reading its tensors; an unreadable file is refused in one line."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except Exception as e:
+        raise TavError(f"{name or path} cannot be read ({type(e).__name__}); it is not a safetensors file or it is "
+                       f"truncated: {fix}") from e
+
+
+def parsed_metadata(meta: dict, path, fix: str, keep_text: tuple = ("format",)) -> dict:
+    """Metadata values as written (JSON, except ``keep_text``); a value that is not JSON is refused naming it."""
+    out = {}
+    for key, value in meta.items():
+        if key in keep_text:
+            out[key] = value
+            continue
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            raise TavError(f"{path}: its metadata entry {key!r} is damaged (not JSON): {fix}") from None
+    return out
+
+
+def size_text(n: float) -> str:
+    """Bytes with enough digits to tell two sizes apart: 812 KB, 1.37 MB, 24.3 GB."""
+    for unit, scale in (("GB", 2 ** 30), ("MB", 2 ** 20), ("KB", 2 ** 10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def read_safetensors(path: str | os.PathLike, fix: str, name: str | None = None) -> tuple[dict, dict]:

@@ -13,7 +13,8 @@ import torch
 from .errors import TavError, check
 from .host_memory import cpu_free_bytes
 from .memory import Plan, Settings
-from .stage_memory import STAGE_NAMES, ModelConfigs, plan_stage
+from .models import ModelConfigs
+from .stage_memory import STAGE_NAMES, plan_stage
 from .windows import ContextWindows, Passes
 
 MEMORY_MODES = ("auto", "check", "off")
@@ -115,34 +116,53 @@ def loaded_bytes(pipe) -> int:
                for p in m.parameters())
 
 
-def stage_settings(pipe, stage: str, frames: int, height: int, width: int, passes: Passes = Passes(),
-                   config=None, steps: int = 50) -> Settings:
-    """The ``Settings`` a stage of the pipeline runs with: tuning from its ``config`` (as ``pipe.tuned_config``
-    gives it), inference stages from their ``passes``."""
-    common = dict(weights_dtype=pipe.dtype, vae_tiling=bool(getattr(pipe.c.vae, "use_tiling", False)), steps=steps,
-                  gradient_checkpointing=pipe.c.unet.is_gradient_checkpointing)
+def stage_settings(stage: str, frames: int, height: int, width: int, weights_dtype: torch.dtype = torch.float32,
+                   mixed_precision: str = "no", passes: Passes = Passes(), config=None, steps: int = 50,
+                   gradient_checkpointing: bool = False, vae_tiling: bool = False) -> Settings:
+    """The ``Settings`` a stage runs with: tuning from its ``config`` (its precision already resolved, as
+    ``TuneAVideo.tuned_config`` gives it), inference stages from their ``passes`` over the pipeline's precision."""
+    common = dict(weights_dtype=weights_dtype, vae_tiling=vae_tiling, steps=steps,
+                  gradient_checkpointing=gradient_checkpointing)
     if stage == "tune":
         return Settings(frames, height, width, mixed_precision=config.mixed_precision, frame_window=config.frame_window,
                         **common)
-    return Settings(frames, height, width, mixed_precision=passes.mixed_precision or pipe.mixed_precision,
+    return Settings(frames, height, width, mixed_precision=passes.mixed_precision or mixed_precision,
                     windows=passes.windows, batch_cfg=passes.batch_cfg, **common)
 
 
-def fit_stage(pipe, stage: str, settings: Settings, mode: str = "auto",
-              free: Callable[[int], int] | None = None) -> tuple[Settings, str]:
-    """Plan ``stage`` (``tav_core.stage_memory.STAGES``) on the pipeline's model against its device's free memory:
-    (settings to run it with, report), or ``TavError`` (see ``fit``). Turns on what the chosen settings need of the
-    pipeline itself (the UNet's gradient checkpointing, VAE tiles)."""
+def pipeline_settings(pipe, stage: str, frames: int, height: int, width: int, **options) -> Settings:
+    """``stage_settings`` of a loaded ``TuneAVideo``: its weights, precision, checkpointing and VAE tiles."""
+    return stage_settings(stage, frames, height, width, pipe.dtype, pipe.mixed_precision,
+                          gradient_checkpointing=pipe.c.unet.is_gradient_checkpointing,
+                          vae_tiling=bool(getattr(pipe.c.vae, "use_tiling", False)), **options)
+
+
+def fit_stage(configs: ModelConfigs, stage: str, settings: Settings, device: torch.device, mode: str = "auto",
+              free: Callable[[int], int] | None = None, loaded: int = 0) -> tuple[Settings, str]:
+    """Plan ``stage`` (``tav_core.stage_memory.STAGES``) of a model of these ``configs`` against ``device``'s free
+    memory, of which ``loaded`` bytes already hold the model (0 before it loads): (settings to run it with, report),
+    or ``TavError`` (see ``fit``)."""
     check(mode in MEMORY_MODES, f"memory mode {mode!r} is not one of {', '.join(MEMORY_MODES)}")
     if mode == "off":
         return settings, ""
-    configs = ModelConfigs.of(pipe.c)
-    chosen, report = fit(lambda s: plan_stage(configs, stage, s, pipe.device.type), settings, loaded_bytes(pipe),
-                         free or (lambda _: free_bytes(pipe.device)), pipe.device.type, mode, stage)
+    device = torch.device(device)
+    return fit(lambda s: plan_stage(configs, stage, s, device.type), settings, loaded,
+               free or (lambda _: free_bytes(device)), device.type, mode, stage)
+
+
+def apply_to_pipeline(pipe, chosen: Settings) -> None:
+    """Turn on in the pipeline what the chosen settings need of it: the UNet's gradient checkpointing, VAE tiles."""
     if chosen.gradient_checkpointing and not pipe.c.unet.is_gradient_checkpointing:
         pipe.c.unet.enable_gradient_checkpointing()
     if chosen.vae_tiling:
         pipe.c.vae.enable_tiling()
+
+
+def fit_pipeline_stage(pipe, stage: str, settings: Settings, mode: str = "auto",
+                       free: Callable[[int], int] | None = None) -> tuple[Settings, str]:
+    """``fit_stage`` for a loaded ``TuneAVideo``, applying the chosen settings' needs to it."""
+    chosen, report = fit_stage(ModelConfigs.of(pipe.c), stage, settings, pipe.device, mode, free, loaded_bytes(pipe))
+    apply_to_pipeline(pipe, chosen)
     return chosen, report
 
 
@@ -154,6 +174,6 @@ def fit_pipeline(pipe, latents: torch.Tensor, config, mode: str = "auto", free: 
     """Fit a ``TuneAVideo`` tuning run on ``latents`` with ``config`` (as ``pipe.tuned_config`` gives it): returns
     (config, report). Turns the UNet's gradient checkpointing on when the chosen settings need it."""
     frames, _, height, width = latents.shape
-    settings = stage_settings(pipe, "tune", frames, height * 8, width * 8, config=config)
-    chosen, report = fit_stage(pipe, "tune", settings, mode, free)
+    settings = pipeline_settings(pipe, "tune", frames, height * 8, width * 8, config=config)
+    chosen, report = fit_pipeline_stage(pipe, "tune", settings, mode, free)
     return replace(config, mixed_precision=chosen.mixed_precision, frame_window=chosen.frame_window), report

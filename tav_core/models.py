@@ -47,12 +47,110 @@ def clip_tokenizer(sd2: bool = False) -> CLIPTokenizer:
                          pad_token="!" if sd2 else "<|endoftext|>", model_max_length=77)
 
 
+@dataclass
+class ModelConfigs:
+    """The architecture of a model's parts: all a memory plan needs, read without loading any weight."""
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    scheduler: dict
+
+    @classmethod
+    def of(cls, components: Components) -> "ModelConfigs":
+        return cls(dict(components.unet.config), dict(components.vae.config), components.text_encoder.config.to_dict(),
+                   dict(components.scheduler_config))
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "ModelConfigs":
+        """From a diffusers model folder, or a config folder like the shipped SD1.5 ("configs/sd1") and SD2.1 ones."""
+        folder = Path(folder)
+        read = lambda part, name="config.json": json.loads((folder / part / name).read_text())
+        return cls(read("unet"), read("vae"), read("text_encoder"), read("scheduler", "scheduler_config.json"))
+
+    @classmethod
+    def shipped(cls, family: str = "sd1") -> "ModelConfigs":
+        return cls.read(CONFIGS / family)
+
+
+FOLDER_PARTS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
+                "scheduler": "scheduler_config.json"}
+
+
+def inspect_checkpoint(path: str | Path, allow_pickle: bool = False, config: str | Path | None = None) -> ModelConfigs:
+    """Everything about a checkpoint that can be checked without loading its weights (seconds, not minutes): that it
+    exists, its suffix and the pickle policy, that it is an SD 1.x/2.x text-to-image UNet (safetensors header), that
+    a folder has every part; returns its parts' configs."""
+    path = Path(path)
+    check(path.exists(), f"checkpoint {path} does not exist; give the path of a .safetensors file or a "
+                         "diffusers model folder")
+    if path.is_dir():
+        check((path / "unet" / "config.json").is_file(),
+              f"{path} is not a diffusers model folder (no unet/config.json); give a folder saved by diffusers' "
+              "save_pretrained or a single .safetensors checkpoint")
+        for part, name in FOLDER_PARTS.items():
+            check((path / part / name).is_file(), f"{path} lacks {part}/{name}: the model folder is incomplete; "
+                                                  f"copy its {part}/ folder too, or give a single-file checkpoint")
+        configs = ModelConfigs.read(path)
+    else:
+        shapes = _single_file_shapes(path, allow_pickle)
+        given = config is not None
+        config = Path(config) if given else CONFIGS / ("sd2" if _is_sd2(shapes) else "sd1")
+        for part, name in FOLDER_PARTS.items():
+            check((config / part / name).is_file(), f"config folder {config} lacks {part}/{name}; give a diffusers "
+                                                    "model folder's configs (model_index.json, unet/, vae/, "
+                                                    "text_encoder/, scheduler/)")
+        configs = ModelConfigs.read(config)
+        _check_unet_shape(path, shapes, configs.unet, "the config folder given" if given else f"SD's ({config.name})")
+    check(configs.unet.get("in_channels", 4) == 4,
+          f"{path} is a UNet with {configs.unet.get('in_channels')} input channels (an inpainting or instruct model); "
+          "Tune-A-Video needs a plain text-to-image SD 1.x/2.x checkpoint (4 latent channels)")
+    return configs
+
+
+# where the tensors of ``weights.fingerprint_names`` lie: the input conv and the first block's attn1.to_k
+FINGERPRINT_KEYS = {"single file": ("model.diffusion_model.input_blocks.0.0.weight",
+                                    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_k.weight"),
+                    "folder": ("conv_in.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.weight")}
+
+
+def checkpoint_fingerprint(path: str | Path) -> list[float] | None:
+    """The base-model fingerprint of tuned weights (``weights.fingerprint``), read from a safetensors checkpoint
+    without loading it; None where that cannot be done cheaply (pickles, ``.bin`` folders, other layouts): the
+    check then happens when the weights load."""
+    from .weights import fingerprint_of
+    path = Path(path)
+    kind, file = ("folder", path / "unet" / "diffusion_pytorch_model.safetensors") if path.is_dir() else \
+        ("single file", path)
+    if file.suffix != ".safetensors" or not file.is_file():
+        return None
+    try:
+        with safe_open(str(file), "pt") as f:
+            if not all(k in f.keys() for k in FINGERPRINT_KEYS[kind]):
+                return None
+            return fingerprint_of([f.get_tensor(k) for k in FINGERPRINT_KEYS[kind]])
+    except Exception:  # noqa: BLE001  (unreadable here: the full load says why)
+        return None
+
+
+def _check_unet_shape(path: Path, shapes: dict[str, tuple], unet: dict, whose: str) -> None:
+    """The checkpoint's UNet has the config's number of input blocks and its cross-attention width (header only)."""
+    prefix = "model.diffusion_model.input_blocks."
+    blocks = len({k[len(prefix):].split(".")[0] for k in shapes if k.startswith(prefix)})
+    levels, per_level = len(unet["block_out_channels"]), unet["layers_per_block"]
+    expected = 1 + levels * per_level + levels - 1  # the input conv, the ResNet layers, the downsamplers
+    to_k = next((shape for k, shape in shapes.items() if k.startswith(prefix) and k.endswith("attn2.to_k.weight")), None)
+    context = unet["cross_attention_dim"]
+    fits = blocks in (0, expected) and (to_k is None or to_k[-1] == context)  # 0: not the original layout; loading tells
+    check(fits, f"{path}'s UNet is of another shape than {whose} config ({blocks} input blocks and cross-attention "
+                f"width {to_k[-1] if to_k else '?'}, the config {expected} and {context}); if it is an SD 1.x/2.x model "
+                "of another shape, give its diffusers config folder (--config)")
+
+
 def load_components(path: str | Path, prediction_type: str | None = None, allow_pickle: bool = False,
                     config: str | Path | None = None) -> Components:
     """Load a single-file checkpoint or a diffusers folder. ``config`` overrides the shipped config folder."""
     path = Path(path)
-    check(path.exists(), f"checkpoint {path} does not exist; give the path of a .safetensors file or a "
-                         "diffusers model folder")
+    inspect_checkpoint(path, allow_pickle, config)
     components = _load_folder(path) if path.is_dir() else _load_single_file(path, allow_pickle, config)
     if prediction_type:
         components.scheduler_config["prediction_type"] = prediction_type
@@ -60,9 +158,6 @@ def load_components(path: str | Path, prediction_type: str | None = None, allow_
 
 
 def _load_folder(path: Path) -> Components:
-    check((path / "unet" / "config.json").is_file(),
-          f"{path} is not a diffusers model folder (no unet/config.json); give a folder saved by diffusers' "
-          "save_pretrained or a single .safetensors checkpoint")
     try:
         quiet = dict(local_files_only=True, low_cpu_mem_usage=False)  # no "accelerate not found" warning
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **quiet)
@@ -104,7 +199,12 @@ def _check_family(path: Path, shapes: dict[str, tuple]) -> None:
           "Tune-A-Video needs a plain text-to-image SD 1.x/2.x checkpoint (4 latent channels)")
 
 
-def _load_single_file(path: Path, allow_pickle: bool, config: str | Path | None) -> Components:
+def _is_sd2(shapes: dict[str, tuple]) -> bool:
+    return any(k.startswith("cond_stage_model.model.") for k in shapes)
+
+
+def _single_file_shapes(path: Path, allow_pickle: bool) -> dict[str, tuple]:
+    """A single-file checkpoint's tensor names and shapes, checked: suffix, pickle policy, family."""
     check(path.suffix in SINGLE_FILE_SUFFIXES,
           f"{path} has suffix {path.suffix!r}; give a .safetensors checkpoint (or .ckpt with --allow-pickle)")
     check(path.suffix == ".safetensors" or allow_pickle,
@@ -113,17 +213,21 @@ def _load_single_file(path: Path, allow_pickle: bool, config: str | Path | None)
     try:
         shapes = _state_shapes(path)
     except pickle.UnpicklingError as e:
+        if "allowed global" not in str(e) and "Unsupported global" not in str(e):  # not a refused object: bad bytes
+            raise TavError(f"{path} is not a readable checkpoint (its bytes are not a pickle: {summary(e)}); the file "
+                           "may be truncated or corrupt: download or save it again") from e
         raise TavError(f"{path} holds Python objects besides tensors, which cannot be loaded safely; convert it to "
                        ".safetensors with a tool you trust") from e
     except Exception as e:
         raise TavError(f"{path} is not a readable checkpoint ({summary(e)}); the file may be truncated or "
                        "corrupt: download or save it again") from e
     _check_family(path, shapes)
-    sd2 = any(k.startswith("cond_stage_model.model.") for k in shapes)
+    return shapes
+
+
+def _load_single_file(path: Path, allow_pickle: bool, config: str | Path | None) -> Components:
+    sd2 = _is_sd2(_single_file_shapes(path, allow_pickle))
     config = Path(config) if config else CONFIGS / ("sd2" if sd2 else "sd1")
-    check((config / "unet" / "config.json").is_file() and (config / "scheduler" / "scheduler_config.json").is_file(),
-          f"config folder {config} lacks unet/config.json or scheduler/scheduler_config.json; give a diffusers "
-          "model folder's configs (model_index.json, unet/, vae/, text_encoder/, scheduler/)")
     try:
         pipe = StableDiffusionPipeline.from_single_file(
             str(path), config=str(config), local_files_only=True, tokenizer=clip_tokenizer(sd2),

@@ -8,7 +8,7 @@ DDPM-space loss, so its early-stopping thresholds mean the same.
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from .ddim import invert_ddim, vp_scale
 from .errors import check
-from .files import atomic_path, read_safetensors
+from .files import atomic_path, parsed_metadata, read_header, read_safetensors
 from .windows import Windowed
 
 FORMAT = "tuneavideo-nulltext-v1"
@@ -117,11 +117,14 @@ class NullTextInversion:
     steps: int
     guidance_scale: float
     prompt: str
+    made_from: dict = field(default_factory=dict)  # fingerprints of what it was made from (``check_made_from``)
 
     def embedding_at(self, step: int) -> torch.Tensor:
         return self.embeddings[step][None]
 
     def save(self, path: str | Path, **metadata) -> None:
+        """``metadata``: what else identifies it, e.g. the fingerprints of the latents and tuned weights it was made
+        from (``check_made_from`` compares them on reuse)."""
         meta = {"format": FORMAT, "steps": json.dumps(self.steps), "guidance_scale": json.dumps(self.guidance_scale),
                 "prompt": json.dumps(self.prompt), **{k: json.dumps(v) for k, v in metadata.items()}}
         tensors = {"noise": self.noise.detach().cpu().float().contiguous(),
@@ -129,18 +132,45 @@ class NullTextInversion:
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
 
-    @classmethod
-    def load(cls, path: str | Path) -> "NullTextInversion":
+    @staticmethod
+    def read_metadata(path: str | Path) -> dict:
+        """The file's metadata (its header only), checked: format, steps, guidance scale, prompt."""
         path = Path(path)
         check(path.is_file(), f"null-text inversion {path} does not exist; give a file saved by Null-Text Invert or "
                               "'NullTextInversion.save'")
-        meta, tensors = read_safetensors(path, "invert again")
-        check(meta.get("format") == FORMAT and set(tensors) == {"noise", "embeddings"},
-              f"{path} is not a null-text inversion file (format {meta.get('format')!r})")
+        meta = parsed_metadata(read_header(path, "invert again"), path, "invert again")
+        check(meta.get("format") == FORMAT, f"{path} is not a null-text inversion file (format {meta.get('format')!r})")
+        steps, scale, prompt = meta.get("steps"), meta.get("guidance_scale"), meta.get("prompt")
+        check(isinstance(steps, int) and steps >= 1 and isinstance(scale, (int, float)) and isinstance(prompt, str),
+              f"{path} does not say how it was made (steps {steps!r}, guidance {scale!r}, prompt {prompt!r}): the "
+              "file is damaged; invert again")
+        return meta
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NullTextInversion":
+        meta = cls.read_metadata(path)
+        tensors = read_safetensors(path, "invert again")[1]
+        check(set(tensors) == {"noise", "embeddings"}, f"{path} holds {sorted(tensors)}, not a null-text inversion's "
+                                                       "noise and embeddings: the file is damaged; invert again")
         check(all(bool(torch.isfinite(t).all()) for t in tensors.values()),
               f"{path} holds NaN or infinite values: the file is damaged; invert again")
-        steps = json.loads(meta["steps"])
+        steps = meta["steps"]
         check(len(tensors["embeddings"]) == steps, f"{path} holds {len(tensors['embeddings'])} embeddings for "
                                                    f"{steps} steps: the file is damaged; invert again")
-        return cls(tensors["noise"], tensors["embeddings"], steps, json.loads(meta["guidance_scale"]),
-                   json.loads(meta["prompt"]))
+        return cls(tensors["noise"], tensors["embeddings"], steps, meta["guidance_scale"], meta["prompt"],
+                   {k: v for k, v in meta.items() if k in ("latents", "weights")})
+
+    def check_made_from(self, path, prompt: str, steps: int, guidance_scale: float, shape: tuple, **sources) -> None:
+        """Refuse to reuse this inversion for another clip, other tuned weights or other settings (each named)."""
+        made = {"prompt": self.prompt, "steps": self.steps, "cfg": self.guidance_scale,
+                "latents' shape": tuple(self.noise.shape)}
+        wanted = {"prompt": prompt, "steps": steps, "cfg": guidance_scale, "latents' shape": tuple(shape)}
+        differ = [f"{k} ({made[k]!r}, here {wanted[k]!r})" for k in made if made[k] != wanted[k]]
+        for name, fingerprint in sources.items():
+            what = {"latents": "video", "weights": "tuned weights"}.get(name, name)
+            if name not in self.made_from:
+                differ.append(f"{what} (not recorded: made by an older version)")
+            elif not torch.allclose(torch.tensor(self.made_from[name]), torch.tensor(fingerprint), rtol=1e-4, atol=1e-6):
+                differ.append(what)  # a tuning step moves weights by ~lr: 1e-3 relative and more
+        check(not differ, f"--inversion {path} was made for another edit: its {', '.join(differ)} differ from this "
+                          "run's; delete it or give another path")

@@ -9,6 +9,7 @@ import torch
 
 from . import metrics
 from .charts import line_chart
+from .errors import check
 
 LABELS = {"frame_consistency": "frame consistency (all pairs, x100; paper 92.40)",
           "consecutive_consistency": "frame consistency (consecutive, x100)",
@@ -41,10 +42,22 @@ def score(image_embeds: torch.Tensor, text_embed: torch.Tensor | None = None, so
             values = fn(source, edit)
             report[name], report["per_frame"][name] = _mean(values), values.tolist()
             if mask is not None:
-                inside = torch.as_tensor(mask).bool()
+                inside = _edit_region(mask)
                 report[f"{name}_inside"] = _mean(fn(source, edit, inside))
                 report[f"{name}_outside"] = _mean(fn(source, edit, ~inside))
     return report
+
+
+def _edit_region(mask) -> torch.Tensor:
+    """The mask of the edited region (white inside), refused where one side of it would be empty in some frame."""
+    inside = torch.as_tensor(mask).bool()
+    frames = inside.reshape(-1, *inside.shape[-2:])
+    check(bool(frames.flatten(1).any(1).all()), "the mask is black in at least one frame: it marks no edited region "
+                                                "there; white marks the region the edit changed")
+    check(not bool(frames.flatten(1).all(1).any()), "the mask is white over a whole frame: nothing is outside the "
+                                                    "edited region there to compare; white should mark only the region "
+                                                    "the edit changed")
+    return inside
 
 
 def table(report: dict) -> str:

@@ -10,7 +10,7 @@ per-window peak, the clip-sized tensors growing linearly), so planning costs the
 """
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,31 +18,11 @@ import torch
 
 from .errors import check
 from .memory import AllocationPeak, Plan, Settings, cast, planning
+from .models import ModelConfigs  # noqa: F401  (the plans' input, re-exported)
 
-CONFIGS = Path(__file__).parent / "configs"
 STAGES = ("encode", "tune", "invert", "sample", "null_text", "p2p", "decode")
 STAGE_NAMES = {"encode": "VAE encode", "tune": "tuning", "invert": "DDIM inversion", "sample": "CFG sampling",
                "null_text": "null-text inversion", "p2p": "Prompt-to-Prompt edit", "decode": "VAE decode"}
-
-
-@dataclass
-class ModelConfigs:
-    """The architecture of a model's parts, all a plan needs."""
-    unet: dict
-    vae: dict
-    text_encoder: dict
-    scheduler: dict
-
-    @classmethod
-    def of(cls, components) -> "ModelConfigs":
-        return cls(dict(components.unet.config), dict(components.vae.config), components.text_encoder.config.to_dict(),
-                   dict(components.scheduler_config))
-
-    @classmethod
-    def shipped(cls, family: str = "sd1") -> "ModelConfigs":
-        """The shipped SD1.5 ("sd1") or SD2.1 ("sd2") configs."""
-        read = lambda part, name="config.json": json.loads((CONFIGS / family / part / name).read_text())
-        return cls(read("unet"), read("vae"), read("text_encoder"), read("scheduler", "scheduler_config.json"))
 
 
 def fake_pipeline(configs: ModelConfigs, settings: Settings):
@@ -130,13 +110,25 @@ def _clip_peak(trace, settings: Settings) -> int:
 
 
 def _vae_step(pipe, stage: str, settings: Settings) -> int:
-    """Peak bytes of one frame through the VAE, as the pipeline encodes and decodes (frame by frame)."""
-    with AllocationPeak() as tracker:
-        if stage == "encode":
-            pipe.encode_posterior(np.zeros((1, settings.height, settings.width, 3), np.uint8))
-        else:
-            pipe.decode_frames(torch.zeros(1, pipe.c.unet.config.in_channels, settings.height // 8, settings.width // 8))
-    return tracker.peak
+    """Peak bytes of one frame through the VAE, as the pipeline encodes and decodes (frame by frame, in diffusers'
+    tiles when ``vae_tiling``). Beyond one tile's activations a tiled frame's memory grows with its pixels (the frame
+    itself, each tile's output until blended): a frame of more than 8x8 tiles is planned from frames of 4x4 and 8x8
+    tiles (SD's VAE tiles 512-pixel squares: 8x8 tiles are a 3.6k frame)."""
+    def trace(height: int, width: int) -> int:
+        with AllocationPeak() as tracker:
+            if stage == "encode":
+                pipe.encode_posterior(np.zeros((1, height, width, 3), np.uint8))
+            else:
+                pipe.decode_frames(torch.zeros(1, pipe.c.unet.config.in_channels, height // 8, width // 8))
+        return tracker.peak
+    tile = pipe.c.vae.tile_sample_min_size
+    stride = int(tile * (1 - pipe.c.vae.tile_overlap_factor)) // 8 * 8
+    if not settings.vae_tiling or max(settings.height, settings.width) <= tile + 7 * stride:
+        return trace(settings.height, settings.width)
+    small, large = tile + 3 * stride, tile + 7 * stride
+    p_small, p_large = trace(small, small), trace(large, large)
+    per_pixel = max(0, p_large - p_small) / (large ** 2 - small ** 2)
+    return int(p_large + per_pixel * (settings.height * settings.width - large ** 2))
 
 
 # every control on at the step planned (Prompt-to-Prompt's extra attention, local blend's maps)
@@ -161,3 +153,15 @@ def _unet_step(pipe, stage: str, settings: Settings) -> int:
             control = EditControl("a cat walks", "a dog walks", blend_words=(["cat"], ["dog"]), **PLANNED_CONTROL)
             edit(pipe, latents, control, steps=1, passes=passes)
     return tracker.peak
+
+
+def tuned_bytes(configs: ModelConfigs) -> int:
+    """Bytes of the tuned tensors a weights file holds (fp32), from the architecture alone."""
+    from diffusers import UNet2DConditionModel
+
+    from .inflation import inflate
+    from .weights import video_parameters
+    with planning():
+        unet = UNet2DConditionModel.from_config(configs.unet)
+        inflate(unet)
+        return sum(p.numel() * 4 for p in video_parameters(unet).values())

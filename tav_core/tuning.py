@@ -3,7 +3,7 @@
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +31,8 @@ class TuneConfig:
     frame_window: int | None = None      # tune each step on a random run of this many consecutive frames
     posterior: str = "sample"            # "sample": a fresh VAE posterior sample every step, as the reference;
                                          # "mean": the posterior mean (mode) every step
+    clip: dict = field(default_factory=dict)  # which frames of which video (file, frames, start, stride, size):
+                                              # recorded with the weights, named when a resume differs
 
 
 MACHINE_FIELDS = ("checkpoint_every", "checkpoint_path", "resume")  # how a run was kept, not what it learnt
@@ -39,6 +41,23 @@ MACHINE_FIELDS = ("checkpoint_every", "checkpoint_path", "resume")  # how a run 
 def recorded(config: TuneConfig) -> dict:
     """The settings a tuned-weights file records: what shaped the weights, nothing of the machine it ran on."""
     return {k: v for k, v in asdict(config).items() if k not in MACHINE_FIELDS}
+
+
+def draw_fresh_temporal(params: dict[str, nn.Parameter], generator: torch.Generator) -> None:
+    """A temporal attention not tuned yet (its output projection still zero) gets its query, key and value weights
+    drawn from the run's seeded generator, as ``nn.Linear`` draws them (uniform within 1/sqrt(fan_in)): the same
+    seed starts from the same values in any process and either host, as the reference seeds before building."""
+    blocks = sorted({k.split(".attn_temp.")[0] for k in params if ".attn_temp." in k}, key=lambda b: int(b.split(".")[1]))
+    with torch.no_grad():
+        for block in blocks:
+            out = params.get(f"{block}.attn_temp.to_out.0.weight")
+            if out is None or bool(out.any()):
+                continue
+            for projection in ("to_q", "to_k", "to_v"):
+                weight = params.get(f"{block}.attn_temp.{projection}.weight")
+                if weight is not None:
+                    bound = 1 / math.sqrt(weight.shape[1])
+                    weight.copy_(torch.empty(weight.shape).uniform_(-bound, bound, generator=generator))
 
 
 def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, latents: torch.Tensor,
@@ -73,6 +92,7 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     optimizer = torch.optim.AdamW(params.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(latents.device.type, enabled=config.mixed_precision == "fp16")
     generator = torch.Generator().manual_seed(config.seed)
+    draw_fresh_temporal(params, generator)
     start, losses = 0, []
     state_path = Path(config.checkpoint_path) if config.checkpoint_path else None
     identity = run_identity(params, latents, latent_std, cond, config) if state_path else None

@@ -9,12 +9,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from .errors import TavError, check
-from .files import atomic_path, read_safetensors
+from .files import atomic_path, parsed_metadata, read_header, read_safetensors
 from .inflation import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
 
 FORMAT = "tuneavideo-tuned-v1"
@@ -74,17 +73,39 @@ def save_tuned(path: str | Path, unet: nn.Module, **metadata) -> None:
 
 
 def read_metadata(path: str | Path) -> dict:
+    """A tuned-weights file's metadata (its header only), every entry parsed and the base fingerprint present."""
     path = Path(path)
     check(path.is_file(), f"tuned weights file {path} does not exist; give the path of a .safetensors file "
                           "saved by 'tuneavideo tune' or the One-Shot Tune node")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:
-        raise TavError(f"{path} is not a readable safetensors file ({e}); re-save or re-download it") from e
+    meta = read_header(path, "re-save it or tune again")
     check(meta.get("format") == FORMAT, f"{path} is not a Tune-A-Video tuned-weights file (format "
                                         f"{meta.get('format')!r}); give a file saved by 'tuneavideo tune' or One-Shot Tune")
-    return {k: json.loads(v) for k, v in meta.items() if k != "format"}
+    meta = parsed_metadata(meta, path, "tune again")
+    fingerprint = meta.get("fingerprint")
+    check(isinstance(fingerprint, list) and len(fingerprint) > 0 and all(isinstance(v, (int, float)) for v in fingerprint),
+          f"{path} does not say which base model it was tuned on (its fingerprint is missing or damaged); tune again")
+    return meta
+
+
+def check_tuned_file(path: str | Path, model: str | Path | None = None, config: str | Path | None = None) -> dict:
+    """Before any model loads: the file is tuned weights, whole and finite, and (given the checkpoint) tuned on it."""
+    meta = read_metadata(path)
+    if model is not None:
+        from .models import checkpoint_fingerprint
+        base = checkpoint_fingerprint(model)
+        check(base is None or same_base(meta["fingerprint"], base),
+              f"{path} was tuned on a different base model than {model}; give the checkpoint it was tuned on (its "
+              f"prompt was {meta.get('prompt')!r}) or tune again on this one")
+    _finite_tensors(path)
+    return meta
+
+
+def _finite_tensors(path) -> dict[str, torch.Tensor]:
+    tensors = read_safetensors(path, "restore a copy or tune again")[1]
+    damaged = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
+    check(not damaged, f"{path} holds NaN or infinite values in {len(damaged)} tensor(s) (e.g. {damaged[:1]}): the "
+                       "file is damaged; restore a copy or tune again")
+    return tensors
 
 
 def read_tuned(path: str | Path, base_fingerprint: list[float]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -93,11 +114,7 @@ def read_tuned(path: str | Path, base_fingerprint: list[float]) -> tuple[dict[st
     check(same_base(meta["fingerprint"], base_fingerprint),
           f"{path} was tuned on a different base model than the one given; load the checkpoint it was tuned "
           f"on (its prompt was {meta.get('prompt')!r}) or tune again on this one")
-    tensors = read_safetensors(path, "restore a copy or tune again")[1]
-    damaged = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
-    check(not damaged, f"{path} holds NaN or infinite values in {len(damaged)} tensor(s) (e.g. {damaged[:1]}): the "
-                       "file is damaged; restore a copy or tune again")
-    return tensors, meta
+    return _finite_tensors(path), meta
 
 
 def load_tuned(path: str | Path, unet: nn.Module) -> dict:

@@ -4,6 +4,7 @@ import torch
 
 from tav_core.attention import TemporalAttention, clip_group_norm_in, clip_group_norm_out, temporal_residual
 from tav_core.inflation import inflate, transformer_blocks
+from tolerance import max_abs, nudge, within
 
 
 def naive_attention(q, k, v, heads):
@@ -22,15 +23,21 @@ def test_sparse_causal_attention_matches_loop(tiny):
     x = torch.randn(2 * frames, tokens, dim)
     with torch.no_grad(), inflation.context.frames(frames):
         got = attn(x)
-    expected = torch.empty_like(got)
-    for b in range(2):
-        for i in range(frames):
-            row = b * frames + i
-            context = torch.cat([x[b * frames], x[b * frames + max(i - 1, 0)]])  # [frame 0 ‖ frame i-1]
-            with torch.no_grad():
-                o = naive_attention(attn.to_q(x[row]), attn.to_k(context), attn.to_v(context), attn.heads)
-                expected[row] = attn.to_out[0](o)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+    def loop(x):
+        out = torch.empty_like(got)
+        for b in range(2):
+            for i in range(frames):
+                row = b * frames + i
+                context = torch.cat([x[b * frames], x[b * frames + max(i - 1, 0)]])  # [frame 0 ‖ frame i-1]
+                with torch.no_grad():
+                    o = naive_attention(attn.to_q(x[row]), attn.to_k(context), attn.to_v(context), attn.heads)
+                    out[row] = attn.to_out[0](o)
+        return out
+    expected = loop(x)
+    # batched vs looped attention: different kernels. Limit 100x the loop's change under a 1-ulp input nudge
+    # (~1e-5); attending to frame i instead of i-1 moves the output by 0.5
+    assert within(max_abs(got, expected), max_abs(loop(nudge(x)), expected), 100, "sparse-causal vs loop")
 
 
 def test_temporal_attention_matches_per_pixel_loop():
@@ -39,16 +46,22 @@ def test_temporal_attention_matches_per_pixel_loop():
     norm, attn = torch.nn.LayerNorm(dim), TemporalAttention(dim, heads, dim // heads)
     torch.nn.init.normal_(attn.to_out[0].weight)  # zero at init: give it weights to test
     x = torch.randn(2 * frames, tokens, dim)
-    with torch.no_grad():
-        got = temporal_residual(x, norm, attn, frames)
-        expected = x.clone()
+
+    @torch.no_grad()
+    def loop(x):
+        out = x.clone()
         for b in range(2):
             for n in range(tokens):
                 seq = x[b * frames:(b + 1) * frames, n]  # one pixel through time
                 h = norm(seq)
                 o = naive_attention(attn.to_q(h), attn.to_k(h), attn.to_v(h), heads)
-                expected[b * frames:(b + 1) * frames, n] = seq + attn.to_out[0](o)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+                out[b * frames:(b + 1) * frames, n] = seq + attn.to_out[0](o)
+        return out
+    with torch.no_grad():
+        got = temporal_residual(x, norm, attn, frames)
+    expected = loop(x)
+    # batched vs per-pixel loop: different kernels. Limit 100x the loop's change under a 1-ulp input nudge
+    assert within(max_abs(got, expected), max_abs(loop(nudge(x)), expected), 100, "temporal attention vs loop")
 
 
 def test_temporal_attention_output_starts_at_zero():
@@ -64,9 +77,16 @@ def test_group_norm_takes_statistics_over_whole_clip():
     x = torch.randn(2 * frames, 8, 5, 6) * torch.arange(1, 2 * frames + 1).view(-1, 1, 1, 1)
     with torch.no_grad():
         got = clip_group_norm_out(norm(clip_group_norm_in(x, frames)), frames)
-    clips = x.view(2, frames, groups, 2, 5, 6)
-    mean = clips.mean(dim=(1, 3, 4, 5), keepdim=True)
-    var = clips.var(dim=(1, 3, 4, 5), keepdim=True, unbiased=False)
-    expected = ((clips - mean) / (var + norm.eps).sqrt()).reshape_as(x)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(got, norm(x), atol=1e-3)  # per-frame statistics would differ
+
+    def formula(x):
+        clips = x.view(2, frames, groups, 2, 5, 6)
+        mean = clips.mean(dim=(1, 3, 4, 5), keepdim=True)
+        var = clips.var(dim=(1, 3, 4, 5), keepdim=True, unbiased=False)
+        return ((clips - mean) / (var + norm.eps).sqrt()).reshape_as(x)
+    expected = formula(x)
+    floor = max_abs(formula(nudge(x)), expected)
+    # GroupNorm's kernel vs the formula: limit 100x the formula's change under a 1-ulp input nudge
+    assert within(max_abs(got, expected), floor, 100, "clip group norm vs formula")
+    with torch.no_grad():
+        per_frame = norm(x)
+    assert max_abs(got, per_frame) > 1e4 * floor  # frames scaled 1x to 6x: per-frame statistics move it by 1.9

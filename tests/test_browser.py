@@ -58,7 +58,7 @@ def test_template_browser_shows_the_workflows_with_titles_and_thumbnails(fronten
     frontend.close_dialogs()
     frontend.page.get_by_text("Templates", exact=True).first.click()
     frontend.page.get_by_text("Tune-A-Video", exact=True).first.click()  # the category, named by locales/
-    frontend.page.wait_for_function("document.querySelectorAll('.p-dialog img').length >= 5", timeout=60_000)
+    frontend.page.wait_for_function("document.querySelectorAll('.p-dialog img').length >= 5", timeout=600_000)
     frontend.page.wait_for_timeout(1500)
     text = frontend.dialog_text()
     assert all(path.stem in text for path in WORKFLOWS)
@@ -83,7 +83,7 @@ def test_tune_and_edit_runs_from_the_run_button(frontend, comfy):
     videos = sorted((comfy.base / "output" / "tuneavideo").glob("edit_*.mp4"))
     assert videos and read_video(videos[-1]).shape == (3, 64, 64, 3)
     assert list((comfy.base / "models" / "tuneavideo").glob("from-the-ui_00001_.safetensors"))
-    frontend.page.wait_for_function("document.querySelector('video[src*=\"edit_\"]')?.videoWidth > 0", timeout=30_000)
+    frontend.page.wait_for_function("document.querySelector('video[src*=\"edit_\"]')?.videoWidth > 0", timeout=600_000)
     inside = frontend.page.evaluate("""() => {  // the result's preview stays inside Save Video, clear of overlays
         const v = document.querySelector('video[src*="edit_"]').getBoundingClientRect();
         const n = app.graph._nodes.find(n => n.type === 'SaveVideo'), ds = app.canvas.ds;

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -138,7 +139,7 @@ def test_resumed_run_equals_a_straight_run(tmp_path, capsys):
     (["run", "--height", "60"], "not a positive multiple of 8"),
     (["run", "--frames", "0"], "at least 1"),
     (["run", "--steps", "0"], "--steps must be from 1 to 999"),
-    (["run", "--eta", "2"], "--eta must be from 0 to 1"),
+    (["run", "--eta", "2"], "--eta must be a number from 0 to 1"),
     (["run", "--video", "{tmp}/missing.mp4"], "does not exist"),
     (["run", "--video", "{tmp}/file.txt"], "could not read video"),
     (["edit", "--weights", "{tmp}/missing.safetensors"], "does not exist"),
@@ -157,7 +158,7 @@ def test_full_disk_is_refused_before_tuning(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     monkeypatch.setattr(TuneAVideo, "tune", lambda *a, **k: pytest.fail("tuning started"))
     code, err = run_cli([*TUNE, "--weights", str(tmp_path / "w.safetensors")], capsys)
-    assert code == 2 and "only 0 MB are free" in err
+    assert code == 2 and "needs about 1.17 MB" in err and "only 1000 bytes are free" in err
 
 
 def test_os_errors_end_in_one_line(tmp_path, capsys, monkeypatch):
@@ -191,11 +192,7 @@ def test_ctrl_c_prints_one_line_with_how_to_resume(tmp_path):
     process = subprocess.Popen([str(script), "tune", "--frames", "2", "--tune-steps", "100000", "--checkpoint-every",
                                 "1", "--weights", str(weights)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, "TQDM_DISABLE": "1"})
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    out, err = interrupt_when(process, state)  # SIGINT once the first state is saved; waits for events
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"interrupted; the training state is saved in {state}: run the same "
@@ -296,6 +293,328 @@ def test_core_tune_refuses_resume_state_of_other_settings(tmp_path):
     tune(pipe.unet_fn, params, pipe.inflation.video, latents, pipe.encode_prompt("x"), pipe.c.scheduler_config,
          TuneConfig(**base), progress=False)
     fresh = TuneAVideo(tiny_components(0))
-    with pytest.raises(TavError, match="its weight decay, gradient clip differ"):
+    with pytest.raises(TavError, match=r"its weight decay \(0.01, here 0.1\), gradient clip \(1.0, here 2.0\) differ"):
         fresh.tune(latents, "x", TuneConfig(**base | {"steps": 2, "resume": True, "weight_decay": 0.1,
                                                        "max_grad_norm": 2.0}), progress=False)
+
+
+# 3. what a hostile or clumsy user still broke (issue 16) and what a second run could destroy (issue 17)
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused(tmp_path, capsys, no_model):
+    from tav_core.video import write_video
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"the user's checkpoint")
+    (tmp_path / "link.safetensors").symlink_to(model)
+    write_video(tmp_path / "clip.mp4", demo_video(2, 64, 64))
+    write_video(tmp_path / "frames", demo_video(2, 64, 64))
+    w = str(tmp_path / "w.safetensors")
+    before = files_of(tmp_path)
+    for args, message in [
+            (["tune", "--model", str(model), "--weights", str(model)], "--weights"),
+            (["tune", "--model", str(model), "--weights", str(tmp_path / "link.safetensors")], "--model"),
+            (["run", "--video", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "clip.mp4"), "--weights", w],
+             "would overwrite --video"),
+            (["run", "--video", str(tmp_path / "frames"), "--out", str(tmp_path / "frames"), "--weights", w],
+             "would overwrite --video"),
+            (["run", "--video", str(tmp_path / "frames"), "--out", str(tmp_path / "frames" / "edit.gif"), "--weights",
+              w], "would overwrite --video"),
+            (["run", "--p2p", "--inversion", w, "--weights", w], "are the same file")]:
+        code, err = run_cli(args, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert files_of(tmp_path) == before  # nothing written, nothing touched
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--p2p", "--reweight", "square:nan"], "--reweight 'square' must be a number from -10 to 10"),
+    (["run", "--p2p", "--reweight", "square:inf"], "--reweight 'square' must be a number from -10 to 10"),
+    (["run", "--p2p", "--reweight", "square:-1000"], "--reweight 'square' must be a number from -10 to 10"),
+    (["run", "--cfg", "inf"], "--cfg must be a number from 0 to 100"),
+    (["run", "--cfg", "1e30"], "--cfg must be a number from 0 to 100"),
+    (["tune", "--lr", "inf"], "--lr must be a number from"),
+    (["tune", "--lr", "nan"], "--lr must be a number from"),
+    (["run", "--seed", "18446744073709551616"], "--seed must be a whole number from 0 to 18446744073709551615"),
+    (["run", "--seed", "-1"], "--seed must be a whole number"),
+    (["run", "--device", "cuda:99"], "CUDA GPU"),
+    (["run", "--device", "gpu-please"], "is not a device name"),
+    (["run", "--frames", "10000000"], "of memory are free: use fewer frames"),
+    (["run", "--width", "800000", "--height", "800000"], "of memory are free: use fewer frames"),
+    (["run", "--reweight", "square:2"], "--reweight sets a Prompt-to-Prompt edit"),
+    (["run", "--cross-steps", "0.5"], "--cross-steps sets a Prompt-to-Prompt edit"),
+    (["run", "--blend", "square", "square"], "--blend sets a Prompt-to-Prompt edit"),
+    (["run", "--out", ""], "--out is empty"),
+    (["run", "--video", "{tmp}/no-images"], "has no images"),
+    (["run", "--out", "{tmp}/" + "x" * 300 + "/edit.mp4"], "choose a shorter name"),
+    (["run", "--fps", "0"], "--fps must be from 1 to 240"),
+])
+def test_numbers_devices_and_paths_are_refused_before_the_model_loads(tmp_path, capsys, no_model, args, message):
+    (tmp_path / "no-images").mkdir()
+    (tmp_path / "no-images" / "notes.txt").write_text("not a frame")
+    code, err = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_plan_that_cannot_fit_is_refused_before_the_model_loads_or_the_clip_is_encoded(tmp_path, capsys, no_model,
+                                                                                         monkeypatch):
+    import tav_core.memory_budget
+    monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: 2 ** 20)
+    code, err = run_cli(["tune", "--width", "4096", "--height", "4096", "--memory", "check", "--weights",
+                         str(tmp_path / "w.safetensors")], capsys)
+    assert code == 2 and "VAE encode needs about" in err and "are free" in err
+
+
+def test_a_null_text_inversion_of_another_video_or_other_weights_is_refused(tmp_path, capsys):
+    small = ["--frames", "2", "--steps", "2", "--inner-steps", "1", "--p2p", "--memory", "off"]
+    inversion, weights, other = (str(tmp_path / n) for n in ("inv.safetensors", "w.safetensors", "w2.safetensors"))
+    assert main(["run", *small, "--tune-steps", "1", "--weights", weights, "--inversion", inversion,
+                 "--out", str(tmp_path / "e1.gif")]) == 0
+    assert main(["edit", *small, "--weights", weights, "--inversion", inversion, "--out", str(tmp_path / "e2.gif")]) == 0
+    capsys.readouterr()
+    before = Path(inversion).read_bytes()
+    code, err = run_cli(["edit", *small, "--weights", weights, "--inversion", inversion, "--start", "1",
+                         "--out", str(tmp_path / "e3.gif")], capsys)  # the built-in clip from its second frame
+    assert code == 2 and "was made for another edit: its video differ" in err
+    assert main(["tune", "--frames", "2", "--tune-steps", "1", "--lr", "1e-3", "--weights", other]) == 0
+    code, err = run_cli(["edit", *small, "--weights", other, "--inversion", inversion, "--out", str(tmp_path / "e4.gif")],
+                        capsys)
+    assert code == 2 and "its tuned weights differ" in err
+    code, err = run_cli(["edit", *small, "--weights", weights, "--inversion", inversion, "--cfg", "5",
+                         "--out", str(tmp_path / "e5.gif")], capsys)
+    assert code == 2 and "its cfg (7.5, here 5.0) differ" in err
+    assert Path(inversion).read_bytes() == before and not (tmp_path / "e3.gif").exists()
+
+
+def test_a_failed_final_save_keeps_the_tuned_weights_elsewhere(tmp_path, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    import tav_core.weights
+    real = tav_core.weights.save_file
+    spare = tmp_path / "spare"
+    spare.mkdir()
+
+    def full_disk(tensors, filename, metadata=None):
+        if Path(filename).parent == tmp_path:
+            raise OSError(errno.ENOSPC, "No space left on device", filename)
+        return real(tensors, filename, metadata=metadata)
+    monkeypatch.setattr(tav_core.weights, "save_file", full_disk)
+    monkeypatch.setattr(tempfile, "tempdir", str(spare))
+    code, err = run_cli([*TUNE, "--weights", str(tmp_path / "w.safetensors")], capsys)
+    kept = spare / "w.safetensors"
+    last = err.strip().splitlines()[-1]  # after the progress bar, one line
+    assert code == 1 and last.startswith("error: No space left on device") and f"saved in {kept} instead" in last
+    assert read_metadata(kept)["tuning"]["steps"] == 2 and not (tmp_path / "w.safetensors").exists()
+
+
+def damaged_metadata(path: Path, **changes) -> Path:
+    """Rewrite a safetensors file's metadata: a value of None removes the entry."""
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta = {k: v for k, v in {**meta, **changes}.items() if v is not None}
+    safetensors.torch.save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def test_damaged_metadata_of_every_file_is_one_line(tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    assert main([*TUNE, "--weights", str(weights)]) == 0
+    edit = ["edit", "--frames", "2", "--steps", "2", "--weights", str(weights), "--out", str(tmp_path / "e.gif")]
+    good = weights.read_bytes()
+    for change, message in [(dict(fingerprint="[0.1, "), "metadata entry 'fingerprint' is damaged (not JSON)"),
+                            (dict(fingerprint=None), "does not say which base model"),
+                            (dict(frames="eight"), "metadata entry 'frames' is damaged")]:
+        weights.write_bytes(good)
+        code, err = run_cli(edit, capsys)
+        assert code == 0, err
+        damaged_metadata(weights, **change)
+        code, err = run_cli(edit, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    state = tuned_state(tmp_path / "s", capsys)
+    resume = [*TUNE, "--tune-steps", "4", "--weights", str(tmp_path / "s" / "w.safetensors"), "--resume"]
+    intact = state.read_bytes()
+    for change in (dict(step=None), dict(step="7"), dict(losses="[1.0,"), dict(identity="{")):
+        state.write_bytes(intact)
+        damaged_metadata(state, **change)
+        code, err = run_cli(resume, capsys)
+        assert code == 2 and "is damaged" in err and "delete it to start afresh" in err, (change, err)
+    state.write_bytes(intact)
+    tensors = safetensors.torch.load_file(str(state))
+    with safe_open(str(state), "pt") as f:
+        meta = f.metadata()
+    safetensors.torch.save_file({k: v for k, v in tensors.items() if k != "rng"}, str(state), metadata=meta)
+    code, err = run_cli(resume, capsys)
+    assert code == 2 and "is damaged" in err
+    tensors[sorted(k for k in tensors if k.startswith("param/"))[0]][0] = float("nan")
+    safetensors.torch.save_file(tensors, str(state), metadata=meta)
+    code, err = run_cli(resume, capsys)
+    assert code == 2 and "holds NaN or infinite values: it is damaged" in err and "learning rate" not in err
+
+
+def test_a_damaged_null_text_inversion_is_refused_before_the_model_loads(tmp_path, capsys, no_model):
+    from tav_core.null_text import NullTextInversion
+    weights = tmp_path / "w.safetensors"
+    from tav_core.weights import write_tuned
+    write_tuned(weights, {"blocks.0.attn1.to_q.weight": torch.zeros(2, 2)}, [0.0], prompt="x", frames=2)
+    inversion = tmp_path / "inv.safetensors"
+    for change, message in [(dict(prompt=None), "does not say how it was made"),
+                            (dict(steps='"x"'), "does not say how it was made"),
+                            (dict(steps="[1,"), "metadata entry 'steps' is damaged"),
+                            (dict(format=None), "is not a null-text inversion file")]:
+        NullTextInversion(torch.zeros(2, 4, 8, 8), torch.zeros(2, 77, 32), 2, 7.5, "x").save(inversion)
+        damaged_metadata(inversion, **change)
+        code, err = run_cli(["edit", "--p2p", "--weights", str(weights), "--inversion", str(inversion)], capsys)
+        assert code == 2 and message in err, (change, err)
+    code, err = run_cli(["edit", "--p2p", "--weights", str(weights), "--inversion", str(weights)], capsys)
+    assert code == 2 and "is not a null-text inversion file" in err
+
+
+def test_a_clip_folder_with_damaged_weights_is_one_line(tmp_path, capsys):
+    from transformers import CLIPConfig, CLIPModel
+
+    from tav_core.video import write_video
+    config = CLIPConfig(text_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                         vocab_size=49408, max_position_embeddings=77),
+                        vision_config=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=32, patch_size=8), projection_dim=8)
+    CLIPModel(config).save_pretrained(tmp_path / "clip")
+    weights = tmp_path / "clip" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # truncated
+    write_video(tmp_path / "v.gif", demo_video(2, 32, 32))
+    code, err = run_cli(["score", "--clip", str(tmp_path / "clip"), "--video", str(tmp_path / "v.gif")], capsys)
+    assert code == 2 and "could not load the CLIP model" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    code, err = run_cli(["run", "--clip", str(tmp_path / "other")], capsys)
+    assert code == 2 and "is not a CLIP model's (model_type 'bert')" in err
+
+
+def run_tune_process(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([str(Path(sys.executable).parent / "tuneavideo"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, **kwargs)
+
+
+def interrupt_when(process: subprocess.Popen, ready: Path) -> tuple[str, str]:
+    """SIGINT once ``ready`` exists (or the process ends by itself); waits for events, never a short fixed time."""
+    while not ready.exists() and process.poll() is None:
+        time.sleep(0.2)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=1800)
+
+
+@pytest.mark.parametrize("kind", ["single file", "folder"])
+def test_a_real_model_tunes_reproducibly_across_processes_and_resumes(tmp_path, test_models, kind):
+    """The temporal layers start from the run's seed, so the same command gives bit-identical weights in another
+    process (saved bytes compared), and a run interrupted in one process resumes in another."""
+    from tav_core.tiny import save_folder
+    model = ["--model", str(test_models / "tiny-sd15.safetensors"), "--config", str(test_models / "tiny-sd15-config")]
+    if kind == "folder":
+        model = ["--model", str(save_folder(tiny_components(3), tmp_path / "model"))]
+    common = ["tune", *model, "--frames", "2", "--width", "64", "--height", "64", "--memory", "off"]
+    for name in ("a", "b"):
+        out, err = run_tune_process([*common, "--tune-steps", "2", "--weights", str(tmp_path / f"{name}.safetensors")]
+                                    ).communicate(timeout=1800)
+        assert "Traceback" not in err and (tmp_path / f"{name}.safetensors").is_file(), err[-2000:]
+    a, b = (safetensors.torch.load_file(str(tmp_path / f"{n}.safetensors")) for n in "ab")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # saved bytes of one computation, twice
+    weights = tmp_path / "r.safetensors"
+    state = weights.with_suffix(".state.safetensors")
+    process = run_tune_process([*common, "--tune-steps", "100000", "--checkpoint-every", "1", "--weights", str(weights)])
+    out, err = interrupt_when(process, state)
+    assert process.returncode == 130 and "--resume" in err, err[-2000:]
+    with safe_open(str(state), "pt") as f:
+        step = int(f.metadata()["step"])
+    process = run_tune_process([*common, "--tune-steps", str(step + 1), "--checkpoint-every", "1", "--resume",
+                                "--weights", str(weights)])
+    out, err = process.communicate(timeout=1800)
+    assert process.returncode == 0 and weights.is_file() and not state.exists(), err[-2000:]
+
+
+def test_a_second_run_never_deletes_another_runs_state(tmp_path, capsys):
+    state = tuned_state(tmp_path, capsys)
+    before = state.read_bytes()
+    code, err = run_cli([*TUNE, "--prompt", "another caption", "--weights", str(tmp_path / "w.safetensors")], capsys)
+    assert code == 2 and "holds the training state of an interrupted run" in err and "--resume" in err
+    assert state.read_bytes() == before and not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_frame_folder_output_is_written_whole_and_never_over_other_files(tmp_path, capsys):
+    out = tmp_path / "frames"
+    run = ["run", "--tune-steps", "1", "--steps", "2", "--memory", "off", "--weights", str(tmp_path / "w.safetensors"),
+           "--out", str(out)]
+    assert main([*run, "--frames", "8"]) == 0
+    assert main([*run, "--frames", "4"]) == 0  # a shorter clip leaves no frames of the longer one behind
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(4)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".frames")]  # no temporary folder left
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    code, err = run_cli([*run, "--frames", "4"], capsys)
+    assert code == 2 and "holds files that are not frames this tool wrote" in err and (out / "notes.txt").is_file()
+
+
+def test_checks_about_the_model_and_the_files_come_before_the_model_loads(tmp_path, capsys, no_model, test_models):
+    pipe = TuneAVideo(tiny_components(0))
+    weights = tmp_path / "w.safetensors"
+    pipe.save_tuned(weights, "x", 2, 64, 64, TuneConfig(steps=1))  # tuned on the tiny model, not the checkpoint
+    (tmp_path / "m.ckpt").write_bytes(b"\x80\x02 not really")
+    (tmp_path / "m.txt").write_text("x")
+    (tmp_path / "folder" / "unet").mkdir(parents=True)
+    (tmp_path / "folder" / "unet" / "config.json").write_text("{}")
+    checkpoint = ["--model", str(test_models / "tiny-sd15.safetensors"), "--config", str(test_models / "tiny-sd15-config")]
+    for args, message in [
+            (["edit", *checkpoint, "--weights", str(weights)], "was tuned on a different base model than"),
+            (["run", "--model", str(tmp_path / "m.ckpt")], "can run arbitrary code when loaded"),
+            (["run", "--model", str(tmp_path / "m.ckpt"), "--allow-pickle"], "its bytes are not a pickle"),
+            (["run", "--model", str(tmp_path / "m.txt")], "has suffix '.txt'"),
+            (["run", "--model", str(tmp_path / "folder")], "lacks vae/config.json"),
+            (["run", "--model", str(test_models / "tiny-sd15.safetensors")], "give its diffusers config folder")]:
+        code, err = run_cli(args, capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_messages_say_what_happened(tmp_path, capsys, monkeypatch):
+    import tav_core.editing
+    # Ctrl-C while editing, after the weights were saved: they are not lost, and the message says so
+    monkeypatch.setattr(tav_core.editing, "edit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    weights = tmp_path / "w.safetensors"
+    code, err = run_cli(["run", "--p2p", "--frames", "2", "--tune-steps", "1", "--steps", "2", "--inner-steps", "1",
+                         "--memory", "off", "--weights", str(weights), "--out", str(tmp_path / "e.gif")], capsys)
+    assert code == 130 and f"the tuned weights are saved in {weights}" in err and "nothing was saved" not in err
+    assert weights.is_file()
+    long = tmp_path / ("w" * 240 + ".safetensors")  # its state's name would be too long, but no state is kept
+    assert run_cli([*TUNE, "--weights", str(long)], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("change, named", [(["--start", "1"], "first frame (--start) (0, here 1)"),
+                                           (["--width", "72"], "width (64, here 72)"),
+                                           (["--frames", "3"], "frame count (--frames) (2, here 3)")])
+def test_resume_names_the_setting_that_differs(tmp_path, capsys, change, named):
+    tuned_state(tmp_path, capsys)
+    code, err = run_cli([*TUNE, "--tune-steps", "4", "--weights", str(tmp_path / "w.safetensors"), "--resume", *change],
+                        capsys)
+    assert code == 2 and named in err
+
+
+def test_a_mask_covering_every_pixel_or_none_is_explained(tmp_path):
+    from tav_core.scoring import score
+    frames = demo_video(2, 16, 16)
+    embeds = torch.randn(2, 4)
+    with pytest.raises(TavError, match="white over a whole frame: nothing is outside"):
+        score(embeds, None, frames, frames, np.ones((16, 16), bool))
+    with pytest.raises(TavError, match="black in at least one frame"):
+        score(embeds, None, frames, frames, np.zeros((16, 16), bool))
+
+
+def test_one_shot_tune_in_comfyui_reproduces_across_inflations_and_processes(test_models):
+    """Each inflation draws fresh temporal layers from the global random state; tuning starts them from its seed, so
+    two inflated MODELs (Inflate Model, Load & Inflate Checkpoint) and two server processes tune the same weights."""
+    child = lambda: subprocess.run([sys.executable, str(Path(__file__).parent / "comfy" / "tune_reproducible.py")],
+                                   capture_output=True, text=True, timeout=1800, cwd=Path(__file__).parents[1],
+                                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    runs = [child(), child()]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    hashes = [h for r in runs for h in json.loads(r.stdout.strip().splitlines()[-1])]
+    assert len(set(hashes)) == 1, hashes  # saved bytes of one computation, four times

@@ -9,6 +9,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from conftest import randomize_temporal
 from tav_core import TavError, inflate
 from tav_core.inflation import clip_norms, transformer_blocks
+from tolerance import max_abs, nudge, within
 
 
 def run(unet, x, t, cond, frames=None):
@@ -23,7 +24,10 @@ def test_one_frame_video_equals_image_unet(tiny, cond):
     image_unet = copy.deepcopy(tiny.unet)
     inflate(tiny.unet)
     x, t = torch.randn(1, 4, 8, 8), torch.tensor([321])
-    torch.testing.assert_close(run(tiny.unet, x, t, cond, frames=1), run(image_unet, x, t, cond), atol=1e-5, rtol=0)
+    expected = run(image_unet, x, t, cond)
+    floor = max_abs(run(image_unet, nudge(x), t, nudge(cond)), expected)
+    # hooked (doubled keys, clip norms) vs plain UNet: 100x the plain UNet's change under a 1-ulp input nudge
+    assert within(max_abs(run(tiny.unet, x, t, cond, frames=1), expected), floor, 100, "1-frame video vs image")
 
 
 def test_identical_frames_give_identical_frames_equal_to_image_output(tiny, cond):
@@ -31,14 +35,17 @@ def test_identical_frames_give_identical_frames_equal_to_image_output(tiny, cond
     inflate(tiny.unet)
     frames = 4
     x = torch.randn(1, 4, 8, 8).expand(frames, -1, -1, -1).contiguous()
-    out = run(tiny.unet, x, torch.tensor([500] * frames), cond.expand(frames, -1, -1), frames)
-    for i in range(1, frames):
-        torch.testing.assert_close(out[i], out[0], atol=1e-5, rtol=0)
-    torch.testing.assert_close(out[:1], run(image_unet, x[:1], torch.tensor([500]), cond), atol=1e-5, rtol=0)
+    t, c = torch.tensor([500] * frames), cond.expand(frames, -1, -1)
+    image = run(image_unet, x[:1], t[:1], cond)
+    floor = max_abs(run(image_unet, nudge(x[:1]), t[:1], nudge(cond)), image)
+    # frames are rows of one video batch, the image a batch of one (other kernels may run): limit 100x the image
+    # UNet's change under a 1-ulp input nudge
+    out = run(tiny.unet, x, t, c, frames)
+    assert within(max_abs(out, out[:1].expand_as(out)), floor, 100, "frames vs frame 0")
+    assert within(max_abs(out[:1], image), floor, 100, "frame 0 vs image")
     randomize_temporal(tiny.unet)  # with trained temporal layers, identical frames still stay identical
-    out = run(tiny.unet, x, torch.tensor([500] * frames), cond.expand(frames, -1, -1), frames)
-    for i in range(1, frames):
-        torch.testing.assert_close(out[i], out[0], atol=1e-5, rtol=0)
+    out = run(tiny.unet, x, t, c, frames)
+    assert within(max_abs(out, out[:1].expand_as(out)), floor, 100, "trained temporal layers: frames vs frame 0")
 
 
 def test_frames_interact_when_inflated(tiny, cond):
@@ -49,7 +56,8 @@ def test_frames_interact_when_inflated(tiny, cond):
     changed = x.clone()
     changed[2] += 1  # the last frame is no one's key frame: frames 0 and 1 may only change through time attention
     a, b = run(tiny.unet, x, t, c, 3), run(tiny.unet, changed, t, c, 3)
-    assert not torch.allclose(a[0], b[0])
+    floor = max_abs(run(tiny.unet, nudge(x), t, c, 3)[0], a[0])
+    assert max_abs(a[0], b[0]) > 1000 * floor  # a real change (0.3), far beyond a 1-ulp input nudge's (~7e-7)
 
 
 def test_names_kept_and_new_layers_named_like_reference(tiny):
@@ -77,7 +85,13 @@ def test_remove_restores_image_behaviour_and_inflate_is_idempotent(tiny, cond):
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad(), inflation.context.frames(2):
         got = tiny.unet(x, torch.tensor([10, 10]), encoder_hidden_states=cond.expand(2, -1, -1)).sample
-    torch.testing.assert_close(got, run(image_unet, x, torch.tensor([10, 10]), cond.expand(2, -1, -1)), atol=1e-5, rtol=0)
+    image = image_unet.state_dict()  # a deep copy: its weights are the same bits
+    assert all(torch.equal(p, image[k]) for k, p in tiny.unet.state_dict().items() if k in image)
+    t, c = torch.tensor([10, 10]), cond.expand(2, -1, -1)
+    expected = run(image_unet, x, t, c)
+    floor = max_abs(run(image_unet, nudge(x), t, nudge(c)), expected)
+    # another instance (its own memory, maybe other kernels): 100x the copy's change under a 1-ulp input nudge
+    assert within(max_abs(got, expected), floor, 100, "after remove vs image UNet")
 
 
 def test_batch_not_a_multiple_of_frames_is_refused(tiny, cond):

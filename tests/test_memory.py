@@ -123,11 +123,9 @@ def test_cli_refuses_before_any_step_or_tunes_with_what_fits(tmp_path, capsys, m
     from tav_core.stage_memory import ModelConfigs, plan_stage
     weights = tmp_path / "w.safetensors"
     args = ["tune", "--frames", "8", "--tune-steps", "2", "--weights", str(weights)]
-    tiny = tiny_components(0)
-    loaded = sum(p.numel() * 4 for m in (tiny.unet, tiny.vae, tiny.text_encoder) for p in m.parameters())
     window4 = Settings(8, 64, 64, mixed_precision="bf16", gradient_checkpointing=True, frame_window=4)
-    need = (plan_stage(ModelConfigs.of(tiny), "tune", window4).total - loaded) * OVERHEAD["cpu"]
-    free = int(need) + MB // 2  # a window of 4 fits, one of 8 does not (the plan's own numbers)
+    need = plan_stage(ModelConfigs.of(tiny_components(0)), "tune", window4).total * OVERHEAD["cpu"]  # weights too:
+    free = int(need) + MB // 2  # planned before the model loads. A window of 4 fits, one of 8 does not
     monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: free)
     assert main([*args, "--memory", "check"]) == 2
     err = capsys.readouterr().err
@@ -283,9 +281,9 @@ def test_a_run_that_a_later_stage_cannot_fit_is_refused_before_tuning(tmp_path, 
 
 def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path, capsys, monkeypatch):
     import tav_core.memory_budget
-    from tav_core.memory_budget import fit_stage, stage_settings
+    from tav_core.memory_budget import fit_pipeline_stage as fit_stage, pipeline_settings
     pipe = TuneAVideo(tiny_components(0))
-    asked = stage_settings(pipe, "sample", 24, 64, 64)
+    asked = pipeline_settings(pipe, "sample", 24, 64, 64)
     whole, _ = fit_stage(pipe, "sample", asked, "auto", free=lambda n: 2 ** 40)
     assert whole == asked
     need = lambda s: (tav_core.stage_memory.plan_stage(tav_core.stage_memory.ModelConfigs.of(pipe.c), "sample", s,

@@ -16,6 +16,7 @@ from tav_core.charts import loss_chart
 from tav_core.cli import main
 from tav_core.clip_embedder import CLIP_MEAN, CLIP_STD, ClipEmbedder, clip_pixels
 from tav_core.scoring import chart, score, table, to_json
+from tolerance import EPS, max_abs, nudge, within
 
 EMBEDS = torch.randn(5, 16, generator=torch.Generator().manual_seed(0)) + 2.0  # similar-ish frames
 TEXT = torch.randn(1, 16, generator=torch.Generator().manual_seed(1)) + 1.0
@@ -26,18 +27,26 @@ def cos(a, b) -> float:
     return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
 
+# The metrics compute in float64, and so do the restatements here. FLOAT64: cosines of 16 dims and means of <= 10
+# agree to ~sqrt(16) float64 eps relative: limit 100x that. ROUNDED: a float64 result returned as float32 is rounded
+# once (<= eps/2 relative): limit 20x that. FLOAT32_MEAN: a float32 mean of 5 such results adds up to 5 eps/2 more
+# (3 eps in all): limit 10x that.
+FLOAT64 = 100 * 4 * torch.finfo(torch.float64).eps
+ROUNDED, FLOAT32_MEAN = 10 * EPS, 30 * EPS
+
+
 def test_consistency_and_alignment_equal_their_formulas():
     n = len(EMBEDS)
     pairs = [cos(EMBEDS[i], EMBEDS[j]) for i in range(n) for j in range(i + 1, n)]
-    assert metrics.frame_consistency(EMBEDS) == pytest.approx(100 * sum(pairs) / len(pairs), rel=1e-9)
+    assert metrics.frame_consistency(EMBEDS) == pytest.approx(100 * sum(pairs) / len(pairs), rel=FLOAT64)
     steps = [cos(EMBEDS[i], EMBEDS[i + 1]) for i in range(n - 1)]
-    assert metrics.consecutive_consistency(EMBEDS) == pytest.approx(100 * sum(steps) / len(steps), rel=1e-9)
+    assert metrics.consecutive_consistency(EMBEDS) == pytest.approx(100 * sum(steps) / len(steps), rel=FLOAT64)
     neighbours = [100 * np.mean([cos(EMBEDS[i], EMBEDS[j]) for j in (i - 1, i + 1) if 0 <= j < n]) for i in range(n)]
-    np.testing.assert_allclose(metrics.neighbour_consistency(EMBEDS), neighbours, rtol=1e-6)
+    np.testing.assert_allclose(metrics.neighbour_consistency(EMBEDS), neighbours, rtol=ROUNDED)  # float32 result
     scores = [max(100 * cos(e, TEXT[0]), 0) for e in EMBEDS]
-    np.testing.assert_allclose(metrics.clip_scores(EMBEDS, TEXT), scores, rtol=1e-6)
-    assert metrics.text_alignment(EMBEDS, TEXT) == pytest.approx(np.mean(scores), rel=1e-6)
-    assert metrics.clip_scores(EMBEDS, -EMBEDS[0]).min() == 0  # negative cosines count as 0, as CLIP score does
+    np.testing.assert_allclose(metrics.clip_scores(EMBEDS, TEXT), scores, rtol=ROUNDED)  # float32 result
+    assert metrics.text_alignment(EMBEDS, TEXT) == pytest.approx(np.mean(scores), rel=FLOAT32_MEAN)  # their mean
+    assert metrics.clip_scores(EMBEDS, -EMBEDS[0]).min() == 0  # negative cosines are clamped to exactly 0
 
 
 def test_metrics_refuse_what_they_cannot_measure():
@@ -99,13 +108,15 @@ def naive_ssim(a, b, m):
 def test_psnr_and_ssim_equal_their_formulas_inside_and_outside_a_mask():
     source, edit, mask = frames_pair()
     everywhere = np.ones(mask.shape, bool)
+    # float64 throughout, against float64 loops, the result rounded once to float32: limit ROUNDED (20x eps/2)
     for region in (everywhere, mask, ~mask):
-        np.testing.assert_allclose(metrics.psnr(source, edit, region), naive_psnr(source, edit, region), rtol=1e-5)
-        np.testing.assert_allclose(metrics.ssim(source, edit, region), naive_ssim(source, edit, region), rtol=1e-5)
-    np.testing.assert_allclose(metrics.psnr(source, edit), naive_psnr(source, edit, everywhere), rtol=1e-5)
+        np.testing.assert_allclose(metrics.psnr(source, edit, region), naive_psnr(source, edit, region), rtol=ROUNDED)
+        np.testing.assert_allclose(metrics.ssim(source, edit, region), naive_ssim(source, edit, region), rtol=ROUNDED)
+    np.testing.assert_allclose(metrics.psnr(source, edit), naive_psnr(source, edit, everywhere), rtol=ROUNDED)
     base = np.clip(source.astype(int), 0, 245).astype(np.uint8)
-    np.testing.assert_allclose(metrics.psnr(base, base + 10), 20 * math.log10(255 / 10), rtol=1e-6)  # constant offset
-    assert torch.isinf(metrics.psnr(source, source)).all() and torch.allclose(metrics.ssim(source, source), torch.ones(2))
+    np.testing.assert_allclose(metrics.psnr(base, base + 10), 20 * math.log10(255 / 10), rtol=ROUNDED)  # offset 10
+    assert torch.isinf(metrics.psnr(source, source)).all()
+    torch.testing.assert_close(metrics.ssim(source, source), torch.ones(2), rtol=ROUNDED, atol=0)
     assert (metrics.ssim(source, edit) < 1).all()
 
 
@@ -122,21 +133,37 @@ def clip_folder(tmp_path_factory):
     return folder
 
 
+@torch.no_grad()
+def embeddings(model: CLIPModel, pixels, ids, nudged=False):
+    """Image and text embeddings; ``nudged``: with the pixels and the token embeddings moved by one ulp."""
+    hook = model.text_model.embeddings.register_forward_hook(lambda module, args, out: nudge(out)) if nudged else None
+    images, text = model.get_image_features(pixel_values=nudge(pixels) if nudged else pixels), \
+        model.get_text_features(input_ids=ids)
+    if hook is not None:
+        hook.remove()
+    return images, text
+
+
 def test_clip_preprocessing_and_embeddings(clip_folder):
     embedder = ClipEmbedder(clip_folder)
     frames = demo_video(3, 32, 32)
-    expected = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255 - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) \
-        / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    torch.testing.assert_close(clip_pixels(frames, 32), expected, atol=1e-5, rtol=1e-5)  # right size: normalised only
+    normalise = lambda x: (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    # right size: normalised only (and a same-size resize): limit 100x the formula's change under a 1-ulp nudge
+    assert within(max_abs(clip_pixels(frames, 32), normalise(x)), max_abs(normalise(nudge(x)), normalise(x)), 100,
+                  "pixels")
     wide = clip_pixels(demo_video(1, 96, 48), 32)
     assert wide.shape == (1, 3, 32, 32)  # shortest side to 32, then the middle of the long side
     model = CLIPModel.from_pretrained(clip_folder)
-    with torch.no_grad():
-        direct = model.get_image_features(pixel_values=clip_pixels(frames, 32))
-        ids = embedder.tokenizer("a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids
-        text = model.get_text_features(input_ids=ids)
-    torch.testing.assert_close(embedder.images(frames), direct)
-    torch.testing.assert_close(embedder.text("a cat"), text)
+    ours, theirs = embedder.model.state_dict(), model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)  # the same file read
+    ids = embedder.tokenizer("a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    pixels = clip_pixels(frames, 32)
+    expected, moved = embeddings(model, pixels, ids), embeddings(model, pixels, ids, nudged=True)
+    for what, got, want, nudged in zip(("images", "text"), (embedder.images(frames), embedder.text("a cat")),
+                                       expected, moved):
+        # two model instances: limit 100x how far the embeddings move when their inputs move by one ulp
+        assert within(max_abs(got, want), max_abs(nudged, want), 100, what)
     with pytest.raises(TavError, match="no config.json"):
         ClipEmbedder(clip_folder / "missing")
 
@@ -144,10 +171,12 @@ def test_clip_preprocessing_and_embeddings(clip_folder):
 def test_report_table_json_and_chart():
     source, edit, mask = frames_pair(shape=(5, 16, 16, 3))
     report = score(EMBEDS, TEXT, source, edit, mask)
-    assert report["frame_consistency"] == metrics.frame_consistency(EMBEDS)
-    assert report["text_alignment"] == pytest.approx(metrics.text_alignment(EMBEDS, TEXT))
-    assert report["psnr_inside"] == pytest.approx(float(metrics.psnr(source, edit, mask).double().mean()))
-    assert report["ssim_outside"] == pytest.approx(float(metrics.ssim(source, edit, ~mask).double().mean()))
+    assert report["frame_consistency"] == metrics.frame_consistency(EMBEDS)  # the same computation: bit for bit
+    # the report's float64 mean of the float32 scores against their float32 mean
+    assert report["text_alignment"] == pytest.approx(metrics.text_alignment(EMBEDS, TEXT), rel=FLOAT32_MEAN)
+    # the report's very computations, repeated: bit for bit
+    assert report["psnr_inside"] == float(metrics.psnr(source, edit, mask).double().mean())
+    assert report["ssim_outside"] == float(metrics.ssim(source, edit, ~mask).double().mean())
     assert len(report["per_frame"]["clip_score"]) == 5
     assert "text alignment (CLIP score; paper 27.58)" in table(report)
     same = json.loads(to_json(score(EMBEDS, None, source, source)))
@@ -169,16 +198,21 @@ def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys
     edit[:, 20:40, 20:40] = 255
     write_video(tmp_path / "edit", edit)  # PNG frames: lossless
     Image.fromarray((np.pad(np.ones((20, 20)), 20) * 255).astype(np.uint8)).convert("RGB").save(tmp_path / "mask.png")
-    assert main(["score", "--clip", str(clip_folder), "--video", str(tmp_path / "edit"), "--prompt", "a square",
+    # a prompt whose cosines with these frames are positive under the random CLIP: its scores are not clamped to 0
+    video = str(tmp_path / "edit")
+    assert main(["score", "--clip", str(clip_folder), "--video", video, "--prompt", "a yellow square",
                  "--source", str(tmp_path / "source.gif"), "--mask", str(tmp_path / "mask.png")]) == 0
     printed = capsys.readouterr().out
     report = json.loads((tmp_path / "edit.score.json").read_text())
     assert "PSNR outside the mask" in printed and Image.open(tmp_path / "edit.score.png").size[0] == 800
     embedder = ClipEmbedder(clip_folder)
-    frames = read_video(tmp_path / "edit")
-    assert report["frame_consistency"] == pytest.approx(metrics.frame_consistency(embedder.images(frames)), rel=1e-6)
-    assert report["text_alignment"] == pytest.approx(metrics.text_alignment(embedder.images(frames),
-                                                                            embedder.text("a square")), rel=1e-5)
+    pixels = clip_pixels(read_video(tmp_path / "edit"), embedder.size, embedder.mean, embedder.std)
+    ids = embedder.tokenizer("a yellow square", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    expected = score(*embeddings(embedder.model, pixels, ids))
+    moved = score(*embeddings(embedder.model, pixels, ids, nudged=True))
+    for name in ("frame_consistency", "text_alignment"):
+        # the command's own CLIP instance: limit 100x how far the score moves when its inputs move by one ulp
+        assert within(abs(report[name] - expected[name]), abs(moved[name] - expected[name]), 100, name)
     assert report["psnr_inside"] < report["psnr_outside"]  # the edit changed the square only
 
 

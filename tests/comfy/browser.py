@@ -37,13 +37,13 @@ class Frontend:
         self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
         self.page.goto(server.url)
-        self.page.wait_for_function("window.app && app.graph && app.canvas", timeout=180_000)
+        self.page.wait_for_function("window.app && app.graph && app.canvas", timeout=600_000)
         time.sleep(2)  # the editor finishes its start-up dialogs and model lists
 
     def set_setting(self, key: str, value) -> None:
         request = urllib.request.Request(f"{self.server.url}/settings/{key}", data=json.dumps(value).encode(),
                                          method="POST", headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(request, timeout=30).read()
+        urllib.request.urlopen(request, timeout=300).read()
 
     def errors(self) -> list[str]:
         """Console errors and uncaught exceptions so far that are not known network noise."""
@@ -53,7 +53,7 @@ class Frontend:
         """Open a workflow file as a user does (the editor's file input); returns the nodes the editor made."""
         expected = len(json.loads(path.read_text())["nodes"])
         self.page.set_input_files("#comfy-file-input", str(path))
-        self.page.wait_for_function(f"app.graph._nodes.length === {expected}", timeout=60_000)
+        self.page.wait_for_function(f"app.graph._nodes.length === {expected}", timeout=600_000)
         time.sleep(1.5)
         return self.nodes()
 
@@ -103,7 +103,7 @@ class Frontend:
                 const w = n.widgets.find(w => w.name === name); w.value = value; w.callback?.(value); } }""",
                            [node_type, values])
 
-    def run(self, timeout: float = 600) -> dict:
+    def run(self, timeout: float = 1800) -> dict:
         """Press Run; returns the history entry of the prompt it queued."""
         before = set(self.server.get("/history"))
         self.page.get_by_role("button", name="Run", exact=True).first.click()

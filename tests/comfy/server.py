@@ -37,7 +37,7 @@ class ComfyServer:
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
              "--base-directory", str(base), "--disable-auto-launch"],
             cwd=comfyui, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.time() + 240
+        deadline = time.time() + 900
         while time.time() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited at start-up:\n{self.log_text()[-4000:]}")
@@ -47,26 +47,26 @@ class ComfyServer:
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(1)
         self.stop()
-        raise RuntimeError(f"ComfyUI did not answer within 240 s:\n{self.log_text()[-4000:]}")
+        raise RuntimeError(f"ComfyUI did not answer within 900 s:\n{self.log_text()[-4000:]}")
 
     def log_text(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+        with urllib.request.urlopen(self.url + path, timeout=300) as r:
             return json.loads(r.read())
 
     def post(self, path: str, body: dict):
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=30) as r:
+            with urllib.request.urlopen(request, timeout=300) as r:
                 return json.loads(r.read() or b"{}")
         except urllib.error.HTTPError as e:
             return {"http_error": e.code, **json.loads(e.read() or b"{}")}
 
-    def run(self, prompt: dict, timeout: float = 900) -> dict:
+    def run(self, prompt: dict, timeout: float = 2400) -> dict:
         """Queue an API-format prompt and wait for it; returns its history entry (status + outputs)."""
         return self.wait(self.queue(prompt), timeout)
 
@@ -76,7 +76,7 @@ class ComfyServer:
             raise AssertionError(f"prompt refused: {json.dumps(answer)[:3000]}")
         return answer["prompt_id"]
 
-    def wait(self, prompt_id: str, timeout: float = 900) -> dict:
+    def wait(self, prompt_id: str, timeout: float = 2400) -> dict:
         deadline = time.time() + timeout
         while time.time() < deadline:
             history = self.get(f"/history/{prompt_id}")

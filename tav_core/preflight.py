@@ -1,0 +1,167 @@
+"""Every check of a command that needs no model, run before anything is loaded or decoded, so that a mistake costs
+seconds, not a tuning run: numbers and their sensible ranges, the device, output paths (never one of the inputs,
+never a folder of someone else's files), and the files read (headers and metadata only: tuned weights, null-text
+inversions, training states, the checkpoint, a CLIP folder)."""
+
+import json
+import math
+from pathlib import Path
+
+from .errors import check
+
+MAX_SEED = 2 ** 64 - 1  # torch's generators take an unsigned 64-bit seed
+P2P_DEFAULTS = dict(reweight="", blend=None, cross_steps=0.2, self_steps=0.5, mode="auto", blend_threshold=0.3,
+                    inner_steps=10, inversion=None)
+
+
+def tunes(args) -> bool:
+    return args.command in ("run", "tune")
+
+
+def edits(args) -> bool:
+    return args.command in ("run", "edit")
+
+
+def state_path(args) -> Path:
+    return Path(args.weights).with_suffix(".state.safetensors")
+
+
+def loss_path(args) -> Path:
+    return Path(args.weights).with_suffix(".loss.png")
+
+
+def score_paths(out) -> tuple[Path, Path]:
+    """Report JSON and chart PNG beside an output (``edit.mp4`` -> ``edit.score.json``, ``edit.score.png``)."""
+    base = Path(out)
+    base = base.with_suffix("") if base.suffix else base
+    return base.with_name(base.name + ".score.json"), base.with_name(base.name + ".score.png")
+
+
+def report_paths(args) -> tuple[Path, Path]:
+    """Where ``score`` writes: --out (and the chart beside it) or beside the video."""
+    return (Path(args.out), Path(args.out).with_suffix(".png")) if args.out else score_paths(args.video)
+
+
+def in_range(name: str, value: float | None, low: float, high: float, hint: str = "") -> None:
+    """A finite number within [low, high] (NaN and infinity never are)."""
+    if value is None:
+        return
+    check(math.isfinite(value) and low <= value <= high,
+          f"{name} must be a number from {low:g} to {high:g}{hint}, got {value}")
+
+
+def check_numbers(args) -> None:
+    check(args.frames >= 1, f"--frames must be at least 1, got {args.frames}")
+    check(args.stride >= 1 and args.start >= 0, f"--stride must be >= 1 and --start >= 0, got {args.stride}, {args.start}")
+    for name in ("width", "height"):
+        v = getattr(args, name)
+        check(v is None or (v > 0 and v % 8 == 0), f"--{name} {v} is not a positive multiple of 8 (the VAE works on "
+                                                   f"8x8 pixel cells); use e.g. {max(8, abs(v or 0) // 8 * 8)}")
+    check(0 <= args.seed <= MAX_SEED, f"--seed must be a whole number from 0 to {MAX_SEED}, got {args.seed}")
+    check(not args.fp16 or args.mixed_precision in ("no", "fp16"), f"--fp16 weights compute in fp16, not "
+                                                                   f"{args.mixed_precision}: drop one of the two")
+    if tunes(args):
+        check(args.tune_steps is None or args.tune_steps >= 1, f"--tune-steps must be at least 1, got {args.tune_steps}")
+        in_range("--lr", args.lr, 1e-10, 1.0, " (the paper's 3e-5; above 1e-3 tuning diverges)")
+        check(args.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+        check(args.frame_window is None or args.frame_window >= 1, f"--frame-window must be at least 1, got {args.frame_window}")
+    if not edits(args):
+        return
+    check(args.steps is None or 1 <= args.steps <= 999, f"--steps must be from 1 to 999, got {args.steps}")
+    in_range("--cfg", args.cfg, 0, 100, " (the paper's 12.5; Video-P2P's 7.5)")
+    in_range("--eta", args.eta, 0, 1)
+    check(1 <= args.fps <= 240, f"--fps must be from 1 to 240, got {args.fps}")
+    check(args.inner_steps >= 1, f"--inner-steps must be at least 1, got {args.inner_steps}")
+    check(args.context_length is None or args.context_length >= 2,
+          f"--context-length must be at least 2 frames, got {args.context_length}")
+    check(args.context_overlap >= 0, f"--context-overlap must be >= 0, got {args.context_overlap}")
+    for name in ("cross_steps", "self_steps", "blend_threshold"):
+        in_range(f"--{name.replace('_', '-')}", getattr(args, name), 0, 1)
+    if not args.p2p:
+        given = [name for name, default in P2P_DEFAULTS.items() if getattr(args, name) != default]
+        check(not given, f"--{given[0].replace('_', '-') if given else ''} sets a Prompt-to-Prompt edit, which this "
+                         "command does not run: add --p2p, or leave it out")
+
+
+def reweights(text: str) -> dict[str, float]:
+    """``--reweight 'origami:2,rabbit:0.5'`` -> {word: scale}, each scale finite and sensible."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        word, _, value = item.partition(":")
+        try:
+            weights[word.strip()] = float(value)
+        except ValueError:
+            check(False, f"--reweight {item!r} is not 'word:number'; write e.g. 'origami:2,rabbit:0.5'")
+        in_range(f"--reweight {word.strip()!r}", weights[word.strip()], -10, 10,
+                 " (Prompt-to-Prompt's examples: 0.5 to 5; below 1 weakens a word, above strengthens it)")
+    return weights
+
+
+def check_device(name: str | None) -> None:
+    """A device torch knows and this machine has."""
+    if name is None:
+        return
+    import torch
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        check(False, f"--device {name!r} is not a device name; use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        check(count > 0, f"--device {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+        check(device.index is None or device.index < count,
+              f"--device {name}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    elif device.type == "mps":
+        check(torch.backends.mps.is_available(), f"--device {name}: Apple's MPS is not available here; use cpu")
+    else:
+        check(device.type == "cpu", f"--device {name}: only cpu, cuda and mps devices are supported")
+
+
+def _resolved(path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def _overlaps(output: Path, source: Path) -> bool:
+    """Writing ``output`` would touch ``source``: the same file (links resolved), or one inside the other."""
+    return output == source or source in output.parents or output in source.parents
+
+
+def check_distinct(outputs: dict[str, str | Path], inputs: dict[str, str | Path]) -> None:
+    """No output is one of the inputs (or inside an input folder, or a folder holding an input), nor another output."""
+    ins = {name: _resolved(p) for name, p in inputs.items() if p}
+    outs = {name: _resolved(p) for name, p in outputs.items() if p}
+    for name, out in outs.items():
+        for source_name, source in ins.items():
+            check(not _overlaps(out, source), f"{name} {outputs[name]} would overwrite {source_name} "
+                                              f"{inputs[source_name]}, one of this command's inputs: choose another "
+                                              "path")
+        for other, path in outs.items():
+            check(other == name or out != path, f"{name} and {other} are the same file {outputs[name]}: give each "
+                                                "its own path")
+
+
+def check_clip_folder(folder) -> None:
+    """A local CLIP model folder: config.json of a CLIP model and its weights (read only later, when scoring)."""
+    folder = Path(folder)
+    check(folder.is_dir() and (folder / "config.json").is_file(),
+          f"--clip {folder} is not a CLIP model folder (no config.json); give a local transformers CLIPModel folder "
+          "(e.g. openai/clip-vit-large-patch14 as downloaded)")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = None
+    check(isinstance(config, dict) and config.get("model_type") == "clip",
+          f"--clip {folder}/config.json is not a CLIP model's (model_type {config.get('model_type') if isinstance(config, dict) else None!r}); "
+          "give a transformers CLIPModel folder")
+    weights = [folder / n for n in ("model.safetensors", "pytorch_model.bin")]
+    check(any(w.is_file() for w in weights), f"--clip {folder} has no model.safetensors or pytorch_model.bin: the "
+                                             "folder is incomplete")
+
+
+def check_clip_fits_in_memory(frames: int, width: int, height: int) -> None:
+    """The decoded clip (uint8 frames) must fit in the memory available, before anything is decoded."""
+    from .host_memory import cpu_free_bytes
+    from .memory_budget import gib
+    needed, free = frames * width * height * 3 * 2, cpu_free_bytes()  # decoded frames and their resized copies
+    check(needed <= free, f"{frames} frames of {width}x{height} take {gib(needed)} as decoded frames and only "
+                          f"{gib(free)} of memory are free: use fewer frames (--frames) or a smaller size")
