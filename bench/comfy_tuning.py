@@ -10,12 +10,13 @@ planned (tav_core.memory on fake tensors) and measured (the exact peak of the te
 """
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 
 import torch
+
+from bench import save_results
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFYUI = ROOT / ".cache" / "ComfyUI"
@@ -85,12 +86,8 @@ def main(argv=None) -> int:
         plan = plan_comfy_tuning(model, settings)
         _, measured = peak_bytes(cpu, lambda: tune_model(model, temporal_layers(model), cond, samples, config))
         row(name, plan, measured, plan.trained + plan.optimizer + plan.step_peak)
-    results = ROOT / "bench" / "results" / f"comfy-tuning-f{frames}-s{size}.json"
-    from tav_core.files import atomic_path
-    with atomic_path(results) as tmp:
-        tmp.write_text(json.dumps({"command": f"python -m bench.comfy_tuning --frames {frames} --size {size}",
-                                   "rows": rows}, indent=1))
-    print(f"written {results}")
+    save_results(f"comfy-tuning-f{frames}-s{size}",
+                 {"command": f"python -m bench.comfy_tuning --frames {frames} --size {size}", "rows": rows})
     return 0
 
 

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.run import RESULTS, peak_bytes
+from bench import save_results
+from bench.run import peak_bytes
 
 BASELINE = {"DDIM inversion": None, "null-text inversion": "DDIM inversion", "plain edit sampling": None,
             "two branches": "plain edit sampling", "attention control": "plain edit sampling",
@@ -97,12 +98,8 @@ def main(argv=None) -> int:
         print(f"{case:24} {row['seconds']:8.2f} s ({row['time_ratio']:.2f}x)  {row['peak_mb']:8.0f} MB "
               f"({row['memory_ratio']:.2f}x){maps}", flush=True)
     name = args.name or f"editing-{args.model}-{args.device}-f{args.frames}-s{args.size}"
-    RESULTS.mkdir(exist_ok=True)
-    from tav_core.files import atomic_path
-    with atomic_path(RESULTS / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps({"command": " ".join(["python -m bench.editing", *(argv or sys.argv[1:])]),
-                                   "rows": list(rows.values())}, indent=1))
-    print(f"written {RESULTS / (name + '.json')}")
+    save_results(name, {"command": " ".join(["python -m bench.editing", *(argv or sys.argv[1:])]),
+                        "rows": list(rows.values())})
     return 0
 
 

@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.run import RESULTS, peak_bytes
+from bench import save_results
+from bench.run import peak_bytes
 
 # (stage, frames, size, gradient checkpointing, tuning frame window, autocast, context windows (length, overlap))
 CASES = [("tune", 8, 64, False, 0, "no", None), ("tune", 8, 128, False, 0, "no", None),
@@ -104,19 +105,14 @@ def main(argv=None) -> int:
             raise RuntimeError(f"case {case} failed:\n{out.stderr[-3000:]}")
         rows.append(row := json.loads(out.stdout.strip().splitlines()[-1]))
         rss = f"  RSS growth {row['rss_growth_mb']:6.0f} MB ({row['rss_over_measured']:.2f}x)" if "rss_growth_mb" in row else ""
-        options = [f"ckpt" if row["gradient_checkpointing"] else "", f"window {row['frame_window']}" if row["frame_window"]
+        options = ["ckpt" if row["gradient_checkpointing"] else "", f"window {row['frame_window']}" if row["frame_window"]
                    else "", row["mixed_precision"] if row["mixed_precision"] != "no" else "",
                    f"windows {row['windows'][0]}/{row['windows'][1]}" if row["windows"] else ""]
         print(f"{row['stage']:9} {row['frames']:3} frames {row['size']:4} px {' '.join(o for o in options if o):22} "
               f"planned {row['planned_mb']:7.1f} MB  measured {row['measured_mb']:7.1f} MB "
               f"({row['planned_over_measured']:.3f}){rss}", flush=True)
     name = args.name or f"memory-check-{args.device}"
-    from tav_core.files import atomic_path
-    RESULTS.mkdir(exist_ok=True)
-    with atomic_path(RESULTS / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps({"command": " ".join(["python -m bench.memory_check", *(argv or sys.argv[1:])]),
-                                   "rows": rows}, indent=1))
-    print(f"written {RESULTS / (name + '.json')}")
+    save_results(name, {"command": " ".join(["python -m bench.memory_check", *(argv or sys.argv[1:])]), "rows": rows})
     return 0
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+from bench import save_results
+
 CONFIGS = Path(__file__).parents[1] / "tav_core" / "configs"
 MODELS = {"sd15": ("sd1", 512), "sd21": ("sd2", 768)}
 PRECISIONS = {"fp32": (torch.float32, "no"), "fp16": (torch.float16, "fp16"), "bf16": (torch.bfloat16, "bf16")}
@@ -162,12 +163,8 @@ def main(argv=None) -> int:
               "memory": "predicted peak CUDA allocation of a steady-state tuning step; the CUDA context (~0.3-0.5 GB) "
                         "and allocator fragmentation come on top",
               "rows": rows, "slopes_8_to_64": slopes(rows), "seconds": round(time.perf_counter() - start)}
-    RESULTS.mkdir(exist_ok=True)
-    from tav_core.files import atomic_path
-    with atomic_path(RESULTS / f"{args.name}.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1))
     print(table(rows))
-    print(f"written {RESULTS / (args.name + '.json')}")
+    save_results(args.name, report)
     return 0
 
 

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from bench import save_results
 
 
 @dataclass
@@ -182,14 +182,10 @@ def main(argv=None) -> int:
                             "sampling_speedup": b["sampling_s"] / e["sampling_s"]}
     name = args.name or f"{args.model}-{args.device}-f{args.frames}-s{args.size}{'-compare' if args.compare else ''}" \
                         f"{'-sweep' if args.sweep else ''}"
-    RESULTS.mkdir(exist_ok=True)
-    from tav_core.files import atomic_path
-    with atomic_path(RESULTS / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1))
     print("\n" + table(rows))
     if "ratios" in report:
         print("\n" + "  ".join(f"{k} {v:.2f}x" for k, v in report["ratios"].items()))
-    print(f"\nwritten {RESULTS / (name + '.json')}")
+    save_results(name, report)
     return 0
 
 

@@ -12,13 +12,13 @@ fragmentation (the planner allows 10%) come on top. Results: bench/results/<name
 """
 
 import argparse
-import json
 import sys
 import time
 
 import torch
 
-from bench.plan import RESULTS, reference_plan
+from bench import save_results
+from bench.plan import reference_plan
 from tav_core.memory import Settings
 from tav_core.stage_memory import STAGE_NAMES, STAGES, ModelConfigs, plan_stage
 from tav_core.windows import ContextWindows
@@ -64,12 +64,8 @@ def main(argv=None) -> int:
               "memory": "predicted peak CUDA allocation; the CUDA context and allocator fragmentation come on top",
               "small_gpu": "fp16 weights and autocast, gradient checkpointing, tuning window 8, context windows 16/4",
               "rows": rows, "seconds": round(time.perf_counter() - start)}
-    RESULTS.mkdir(exist_ok=True)
-    from tav_core.files import atomic_path
-    with atomic_path(RESULTS / f"{args.name}.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1))
     print(table(rows))
-    print(f"written {RESULTS / (args.name + '.json')}")
+    save_results(args.name, report)
     return 0
 
 

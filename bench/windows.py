@@ -11,13 +11,12 @@ Results: bench/results/windows.json.
 """
 
 import argparse
-import json
 import sys
 from contextlib import contextmanager
 
 import torch
 
-from bench.run import RESULTS
+from bench import save_results
 
 
 def main(argv=None) -> int:
@@ -75,11 +74,7 @@ def main(argv=None) -> int:
                 "mean_relative": ((ours - reference).abs().mean() / reference.abs().mean()).item()}
             print(f"{stage:9} {case:32} max {rows[f'{stage}: {case}']['max_relative']:.2e}  "
                   f"mean {rows[f'{stage}: {case}']['mean_relative']:.2e}")
-    RESULTS.mkdir(exist_ok=True)
-    from tav_core.files import atomic_path
-    with atomic_path(RESULTS / "windows.json") as tmp:
-        tmp.write_text(json.dumps({"command": " ".join(["python -m bench.windows", *(argv or sys.argv[1:])]),
-                                   "rows": rows}, indent=1))
+    save_results("windows", {"command": " ".join(["python -m bench.windows", *(argv or sys.argv[1:])]), "rows": rows})
     return 0
 
 

@@ -11,7 +11,7 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from ..tav_core.attention_control import MODES, AttentionController, EditControl
+from ..tav_core.attention_control import MODES, AttentionController, EditControl, parse_reweights
 from ..tav_core.denoiser import DiscreteDenoiser
 from ..tav_core.errors import check
 from ..tav_core.models import clip_tokenizer
@@ -134,17 +134,6 @@ def _words(text: str) -> list[str]:
     return [w for w in text.replace(",", " ").split() if w]
 
 
-def _weights(text: str) -> dict[str, float]:
-    weights = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        word, _, value = item.partition(":")
-        try:
-            weights[word.strip()] = float(value)
-        except ValueError:
-            check(False, f"reweight {item!r} is not 'word:number'; write e.g. 'origami:2, rabbit:0.5'")
-    return weights
-
-
 class AttentionControl:
     TITLE = "Attention Control (Prompt-to-Prompt)"
     DESCRIPTION = ("Prompt-to-Prompt / Video-P2P control of an edit: Video KSampler then samples the source and the "
@@ -180,6 +169,6 @@ class AttentionControl:
         source, edit = _words(blend_source_words), _words(blend_edit_words)
         check(bool(source) == bool(edit), "local blend needs words of both prompts (or neither)")
         control = EditControl(source_prompt.strip(), edit_prompt.strip(), mode, cross_steps, self_steps,
-                              _weights(reweight), (source, edit) if source else None, blend_threshold, blend_start)
+                              parse_reweights(reweight, "reweight"), (source, edit) if source else None, blend_threshold, blend_start)
         AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))  # every word and setting checked here
         return (control,)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .errors import check
+from .errors import check, in_range
 from .prompt_alignment import TOKENS, equalizer, refinement_mapper, replacement_mapper, word_token_indices
 
 MODES = ("auto", "replace", "refine")
@@ -44,6 +44,21 @@ def probabilities(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
     b, d = q.shape[0], q.shape[-1] // heads
     q, k = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k))
     return (q @ k.transpose(-1, -2) * d ** -0.5).softmax(-1)
+
+
+def parse_reweights(text: str, name: str = "reweight") -> dict[str, float]:
+    """'origami:2, rabbit:0.5' -> {word: attention scale}, each scale finite and sensible; ``name`` is the
+    option or widget the text came from, for the message."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        word, _, value = item.partition(":")
+        try:
+            weights[word.strip()] = float(value)
+        except ValueError:
+            check(False, f"{name} {item!r} is not 'word:number'; write e.g. 'origami:2, rabbit:0.5'")
+        in_range(f"{name} {word.strip()!r}", weights[word.strip()], -10, 10,
+                 " (Prompt-to-Prompt's examples: 0.5 to 5; below 1 weakens a word, above strengthens it)")
+    return weights
 
 
 @dataclass

@@ -360,11 +360,11 @@ def _tune(args, pipe, defaults, latents, latent_std, video, planned) -> None:
 
 def _edit_control(args):
     """The Prompt-to-Prompt settings (checked with CLIP's tokenizer before any model loads)."""
-    from .attention_control import AttentionController, EditControl
+    from .attention_control import AttentionController, EditControl, parse_reweights
     from .models import clip_tokenizer
     blend = tuple([w for w in words.split(",") if w] for words in args.blend) if args.blend else None
     control = EditControl(args.prompt, args.edit_prompt, args.mode, args.cross_steps, args.self_steps,
-                          pf.reweights(args.reweight), blend, args.blend_threshold)
+                          parse_reweights(args.reweight, "--reweight"), blend, args.blend_threshold)
     AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))
     return control
 

@@ -1,5 +1,7 @@
 """One exception type for bad input, so callers (CLI, ComfyUI nodes) can show its message as is."""
 
+import math
+
 
 class TavError(ValueError):
     """Bad input: the message names the problem and how to fix it."""
@@ -12,6 +14,14 @@ class TavWarning(UserWarning):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise TavError(message)
+
+
+def in_range(name: str, value: float | None, low: float, high: float, hint: str = "") -> None:
+    """A finite number within [low, high] (NaN and infinity never are)."""
+    if value is None:
+        return
+    check(math.isfinite(value) and low <= value <= high,
+          f"{name} must be a number from {low:g} to {high:g}{hint}, got {value}")
 
 
 def summary(error: Exception, lines: int = 3) -> str:

@@ -210,16 +210,21 @@ def plan_tuning(modules: list[nn.Module], unet_fn: Callable, trained: dict[str, 
     state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor) and v.ndim]
     with AllocationPeak() as tracker:
         saved = step(counting=True)
+    for p in params:
+        p.requires_grad_(False)
+    return Plan(frozen_bytes(modules, trained_keys), _bytes(params), _bytes(state), _bytes(params), saved, tracker.peak,
+                counter.get_total_flops() if count_flops else 0)
+
+
+def frozen_bytes(modules, trained_keys: set[int]) -> dict[str, int]:
+    """Bytes of the modules' weights that are not trained (storages not in ``trained_keys``), by dtype name."""
     frozen: dict[str, int] = {}
     for m in modules:
         for p in m.parameters():
             if p.untyped_storage()._cdata not in trained_keys:
                 name = str(p.dtype).removeprefix("torch.")
                 frozen[name] = frozen.get(name, 0) + p.numel() * p.element_size()
-    for p in params:
-        p.requires_grad_(False)
-    return Plan(frozen, _bytes(params), _bytes(state), _bytes(params), saved, tracker.peak,
-                counter.get_total_flops() if count_flops else 0)
+    return frozen
 
 
 def inference_flops(unet_fn: Callable, latent_shape: tuple, context_shape: tuple, batch: int, video: Callable,

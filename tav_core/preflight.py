@@ -4,10 +4,9 @@ never a folder of someone else's files), and the files read (headers and metadat
 inversions, training states, the checkpoint, a CLIP folder)."""
 
 import json
-import math
 from pathlib import Path
 
-from .errors import check
+from .errors import check, in_range
 
 MAX_SEED = 2 ** 64 - 1  # torch's generators take an unsigned 64-bit seed
 P2P_DEFAULTS = dict(reweight="", blend=None, cross_steps=0.2, self_steps=0.5, mode="auto", blend_threshold=0.3,
@@ -42,14 +41,6 @@ def report_paths(args) -> tuple[Path, Path]:
     return (Path(args.out), Path(args.out).with_suffix(".png")) if args.out else score_paths(args.video)
 
 
-def in_range(name: str, value: float | None, low: float, high: float, hint: str = "") -> None:
-    """A finite number within [low, high] (NaN and infinity never are)."""
-    if value is None:
-        return
-    check(math.isfinite(value) and low <= value <= high,
-          f"{name} must be a number from {low:g} to {high:g}{hint}, got {value}")
-
-
 def check_numbers(args) -> None:
     check(args.frames >= 1, f"--frames must be at least 1, got {args.frames}")
     check(args.stride >= 1 and args.start >= 0, f"--stride must be >= 1 and --start >= 0, got {args.stride}, {args.start}")
@@ -81,20 +72,6 @@ def check_numbers(args) -> None:
         given = [name for name, default in P2P_DEFAULTS.items() if getattr(args, name) != default]
         check(not given, f"--{given[0].replace('_', '-') if given else ''} sets a Prompt-to-Prompt edit, which this "
                          "command does not run: add --p2p, or leave it out")
-
-
-def reweights(text: str) -> dict[str, float]:
-    """``--reweight 'origami:2,rabbit:0.5'`` -> {word: scale}, each scale finite and sensible."""
-    weights = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        word, _, value = item.partition(":")
-        try:
-            weights[word.strip()] = float(value)
-        except ValueError:
-            check(False, f"--reweight {item!r} is not 'word:number'; write e.g. 'origami:2,rabbit:0.5'")
-        in_range(f"--reweight {word.strip()!r}", weights[word.strip()], -10, 10,
-                 " (Prompt-to-Prompt's examples: 0.5 to 5; below 1 weakens a word, above strengthens it)")
-    return weights
 
 
 def check_device(name: str | None) -> None:

@@ -9,15 +9,13 @@ worth is live at once: a clip of many windows is planned from traces of three an
 per-window peak, the clip-sized tensors growing linearly), so planning costs the same at any length.
 """
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import check
-from .memory import AllocationPeak, Plan, Settings, cast, planning
+from .memory import AllocationPeak, Plan, Settings, cast, frozen_bytes, planning
 from .models import ModelConfigs  # noqa: F401  (the plans' input, re-exported)
 
 STAGES = ("encode", "tune", "invert", "sample", "null_text", "p2p", "decode")
@@ -45,16 +43,6 @@ def fake_pipeline(configs: ModelConfigs, settings: Settings):
     return pipe
 
 
-def _frozen(modules, trained_keys: set[int]) -> dict[str, int]:
-    frozen: dict[str, int] = {}
-    for m in modules:
-        for p in m.parameters():
-            if p.untyped_storage()._cdata not in trained_keys:
-                name = str(p.dtype).removeprefix("torch.")
-                frozen[name] = frozen.get(name, 0) + p.numel() * p.element_size()
-    return frozen
-
-
 def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_type: str = "cuda") -> Plan:
     """The memory of one step of ``stage`` (one of ``STAGES``) run by the headless pipeline with ``settings`` on a
     device of ``device_type`` (on the CPU the decoded frames share the memory; on a GPU they go to the host)."""
@@ -68,7 +56,7 @@ def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_typ
         pipe = fake_pipeline(configs, settings)
         trained = video_parameters(pipe.c.unet)
         keys = {p.untyped_storage()._cdata for p in trained.values()}
-        plan = Plan(_frozen((pipe.c.unet, pipe.c.vae, pipe.c.text_encoder), keys),
+        plan = Plan(frozen_bytes((pipe.c.unet, pipe.c.vae, pipe.c.text_encoder), keys),
                     sum(p.numel() * p.element_size() for p in trained.values()), 0, 0, 0, 0, 0)
         clip = settings.frames * _latent_frame_bytes(pipe.c.unet, settings)
         if stage in ("encode", "decode"):

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import TavError, check
+from .errors import check
 from .files import atomic_path, parsed_metadata, read_header, read_safetensors
 from .inflation import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
 

@@ -119,7 +119,6 @@ def test_fit_pipeline_turns_on_what_fits_or_refuses_before_tuning():
 
 
 def test_cli_refuses_before_any_step_or_tunes_with_what_fits(tmp_path, capsys, monkeypatch):
-    import tav_core.memory_budget
     from tav_core.stage_memory import ModelConfigs, plan_stage
     weights = tmp_path / "w.safetensors"
     args = ["tune", "--frames", "8", "--tune-steps", "2", "--weights", str(weights)]
@@ -280,7 +279,6 @@ def test_a_run_that_a_later_stage_cannot_fit_is_refused_before_tuning(tmp_path, 
 
 
 def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path, capsys, monkeypatch):
-    import tav_core.memory_budget
     from tav_core.memory_budget import fit_pipeline_stage as fit_stage, pipeline_settings
     pipe = TuneAVideo(tiny_components(0))
     asked = pipeline_settings(pipe, "sample", 24, 64, 64)
