@@ -5,6 +5,7 @@ import os
 import folder_paths
 
 from ..tav_core.errors import TavError
+from ..tav_core.example_clip import install_example_clip
 
 # ComfyUI names an error by its class's module, which for a custom node is its install path: name ours by class only
 TavError.__module__ = "builtins"
@@ -20,6 +21,8 @@ for folder in (FOLDER, INVERSIONS):  # tuned weights; null-text inversions
     if folder not in folder_paths.folder_names_and_paths:
         folder_paths.folder_names_and_paths[folder] = ([os.path.join(folder_paths.models_dir, folder)], {".safetensors"})
     os.makedirs(folder_paths.get_folder_paths(folder)[0], exist_ok=True)
+
+install_example_clip(folder_paths.get_input_directory())  # what the shipped workflows open with
 
 NODE_CLASS_MAPPINGS = {
     "TuneAVideoLoadInflateCheckpoint": LoadInflateCheckpoint,

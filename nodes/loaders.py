@@ -68,7 +68,7 @@ class LoadTunedWeights:
         if weights_name in folder_paths.get_filename_list(FOLDER):
             return True
         return (f"no tuned weights named '{weights_name}' in models/{FOLDER}; tune first (One-Shot Tune with a save "
-                "name, e.g. the 'Tune and save weights' template) or pick a file from the list")
+                "name, e.g. the '5. Tune and save weights' template) or pick a file from the list")
 
     def load(self, model, weights_name):
         return (load_tuned_model(folder_paths.get_full_path_or_raise(FOLDER, weights_name), model)[0],)

@@ -13,6 +13,7 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import latent_preview
+import nodes
 from server import PromptServer
 
 from ..tav_core import schedule
@@ -43,6 +44,12 @@ def show_text(unique_id, text: str) -> None:
     """A line under the node in the editor."""
     if unique_id is not None and PromptServer.instance is not None:
         PromptServer.instance.send_progress_text(text, unique_id)
+
+
+def preview_with_workflow(image, api_prompt=None, extra_pnginfo=None) -> dict:
+    """A chart shown on its node as a preview image that, like the stock previews, carries the workflow (drag it
+    into the editor to open the graph that made it)."""
+    return nodes.PreviewImage().save_images(image, prompt=api_prompt, extra_pnginfo=extra_pnginfo)["ui"]
 
 
 def show_report(unique_id, report: str) -> None:

@@ -10,12 +10,11 @@ import math
 import numpy as np
 import torch
 
-import nodes
 from server import PromptServer
 
 from ..tav_core import scoring
 from ..tav_core.errors import check
-from .sampling import CATEGORY
+from .sampling import CATEGORY, preview_with_workflow
 
 PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safetensors (Load CLIP, type stable_diffusion),"
          " or ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP")
@@ -74,9 +73,10 @@ class ScoreVideo:
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edit prompt (text alignment)."}),
             "source_images": ("IMAGE", {"tooltip": "The source frames the edit started from (PSNR and SSIM)."}),
             "mask": ("MASK", {"tooltip": "The edited region (white): PSNR/SSIM also inside and outside it."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+        }, "hidden": {"unique_id": "UNIQUE_ID", "api_prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
-    def score(self, images, clip_vision, clip=None, prompt="", source_images=None, mask=None, unique_id=None):
+    def score(self, images, clip_vision, clip=None, prompt="", source_images=None, mask=None, unique_id=None,
+              api_prompt=None, extra_pnginfo=None):
         check(len(images) >= 1, "images is empty; connect the edited frames")
         image_embeds = clip_vision.encode_image(images)["image_embeds"].float().cpu()
         text = None
@@ -102,6 +102,6 @@ class ScoreVideo:
             PromptServer.instance.send_progress_text(table, unique_id)
         numbers = tuple(report.get(k, math.nan) for k in ("frame_consistency", "consecutive_consistency",
                                                              "text_alignment", "psnr", "ssim"))
-        ui = nodes.PreviewImage().save_images(chart)["ui"]
+        ui = preview_with_workflow(chart, api_prompt, extra_pnginfo)
         return {"ui": {**ui, "text": [table], "report": [scoring.to_json(report)]},
                 "result": (*numbers, table, chart)}

@@ -12,7 +12,6 @@ import comfy.model_base
 import comfy.model_management
 import comfy.utils
 import folder_paths
-import nodes
 
 from ..tav_core.charts import loss_chart
 from ..tav_core.errors import check
@@ -21,7 +20,7 @@ from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.tuning import TuneConfig, recorded, tune
 from .autograd import autograd_unet
 from .memory_plan import compute_precision, fit_comfy_tuning
-from .sampling import CATEGORY, show_report, show_text
+from .sampling import CATEGORY, preview_with_workflow, show_report, show_text
 from .video_model import (diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
 
@@ -116,10 +115,10 @@ class OneShotTune:
             "frame_window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Tune each step on a random run of this many consecutive frames (0: all). Lets long videos fit in memory."}),
             "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: about half the memory, ~1.7x the step time."}),
             "memory": (list(MEMORY_MODES), {"default": "auto", "tooltip": "Before any step, the run's peak memory is planned against the free memory of the device. auto: if it would not fit, tune with the first of gradient checkpointing, half-precision autocast, a shorter frame window that fits (shown on the node and in the console); check: refuse instead, saying what would fit; off: no planning."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+        }, "hidden": {"unique_id": "UNIQUE_ID", "api_prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def tune(self, model, positive, latent_image, seed, steps, learning_rate, save_name, frame_window=0,
-             gradient_checkpointing=False, memory="auto", unique_id=None):
+             gradient_checkpointing=False, memory="auto", unique_id=None, api_prompt=None, extra_pnginfo=None):
         layers = require_inflated(model, self.TITLE)
         check(len(positive) >= 1, "positive is empty; connect a CLIP Text Encode of the video's caption")
         name = check_save_name(save_name) if save_name.strip() else None
@@ -144,4 +143,4 @@ class OneShotTune:
                              tuning=recorded(config), final_loss=losses[-1] if losses else None)
             show_text(unique_id, f"saved models/{FOLDER}/{os.path.basename(path)}")
         curve = torch.from_numpy(loss_chart(losses)).float()[None] / 255
-        return {"ui": nodes.PreviewImage().save_images(curve)["ui"], "result": (tuned_clone(model, layers, queries), curve)}
+        return {"ui": preview_with_workflow(curve, api_prompt, extra_pnginfo), "result": (tuned_clone(model, layers, queries), curve)}

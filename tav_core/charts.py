@@ -6,7 +6,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
-MARGIN = dict(left=70, right=20, top=34, bottom=34)
+MARGIN = dict(left=5, right=1.4, top=2.4, bottom=2.4)  # in font sizes
+FONT_SIZE = 28  # shown on a node 340 units wide in a graph at zoom 0.63, text stays about 8 px tall on screen
 
 
 def _axis(low: float, high: float, count: int = 5) -> tuple[list[float], int]:
@@ -24,7 +25,8 @@ def _axis(low: float, high: float, count: int = 5) -> tuple[list[float], int]:
 
 def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label: str) -> None:
     left, top, right, bottom = box
-    draw.text((left, top - 26), title, fill=(20, 20, 20), font=font)
+    em = font.size
+    draw.text((left, top - 1.85 * em), title, fill=(20, 20, 20), font=font)
     values = [v for vs in series.values() for v in vs if math.isfinite(v)]
     if not values:
         draw.text((left + 10, top + 10), "nothing to show", fill=(120, 120, 120), font=font)
@@ -36,39 +38,42 @@ def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label:
     for tick in ticks:
         y = bottom - (tick - low) / (high - low) * (bottom - top)
         draw.line((left, y, right, y), fill=(225, 225, 225))
-        draw.text((left - 6, y), f"{tick:.{decimals}f}", fill=(60, 60, 60), font=font, anchor="rm")
-    steps = max(1, math.ceil(count / 10))
+        draw.text((left - 0.4 * em, y), f"{tick:.{decimals}f}", fill=(60, 60, 60), font=font, anchor="rm")
+    steps = max(1, math.ceil(count / 6))
     for i in range(0, count, steps):
         x = left + (i / max(1, count - 1)) * (right - left)
-        draw.text((x, bottom + 4), str(i), fill=(60, 60, 60), font=font, anchor="mt")
-    draw.text(((left + right) / 2, bottom + 18), x_label, fill=(60, 60, 60), font=font, anchor="mt")
+        draw.text((x, bottom + 0.3 * em), str(i), fill=(60, 60, 60), font=font, anchor="mt")
+    draw.text(((left + right) / 2, bottom + 1.3 * em), x_label, fill=(60, 60, 60), font=font, anchor="mt")
     legend_x = right - 10
     for k, (name, vs) in enumerate(reversed(list(series.items()))):
         color = COLORS[(len(series) - 1 - k) % len(COLORS)]
         points = [(left + (i / max(1, count - 1)) * (right - left), bottom - (v - low) / (high - low) * (bottom - top))
                   for i, v in enumerate(vs) if math.isfinite(v)]
         if len(points) > 1:
-            draw.line(points, fill=color, width=2)
+            draw.line(points, fill=color, width=max(2, em // 7))
         if len(vs) <= 64:
+            r = max(3, em // 5)
             for x, y in points:
-                draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=color)
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=color)
         if len(series) > 1:  # one series: the panel's title says what it is
             width = draw.textlength(name, font=font)
-            draw.text((legend_x - width, top - 24), name, fill=color, font=font)
-            legend_x -= width + 24
+            draw.text((legend_x - width, top - 1.75 * em), name, fill=color, font=font)
+            legend_x -= width + 1.7 * em
 
 
 def line_chart(panels: list[tuple[str, dict[str, list[float]]]], x_label: str, width: int = 800,
-               panel_height: int = 240, columns: int = 1) -> np.ndarray:
-    """One panel per (title, {series name: values}), ``columns`` to a row; values that are not finite are left out."""
+               panel_height: int = 240, columns: int = 1, font_size: int = FONT_SIZE) -> np.ndarray:
+    """One panel per (title, {series name: values}), ``columns`` to a row; values that are not finite are left out.
+    The text is ``font_size`` pixels tall: large, as a node shows the chart shrunk to its width."""
+    m = {side: round(v * font_size) for side, v in MARGIN.items()}
     rows = math.ceil(len(panels) / columns)
-    cell_w, cell_h = width // columns, panel_height + MARGIN["top"] + MARGIN["bottom"]
+    cell_w, cell_h = width // columns, panel_height + m["top"] + m["bottom"]
     image = Image.new("RGB", (width, rows * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=14)
+    font = ImageFont.load_default(size=font_size)
     for i, (title, series) in enumerate(panels):
-        left, top = (i % columns) * cell_w, (i // columns) * cell_h + MARGIN["top"]
-        box = (left + MARGIN["left"], top, left + cell_w - MARGIN["right"], top + panel_height)
+        left, top = (i % columns) * cell_w, (i // columns) * cell_h + m["top"]
+        box = (left + m["left"], top, left + cell_w - m["right"], top + panel_height)
         _panel(draw, font, box, title, series, x_label)
     return np.asarray(image)
 
@@ -79,5 +84,5 @@ def loss_chart(losses: list[float]) -> np.ndarray:
     kernel = np.ones(window) / window
     average = np.convolve(losses, kernel, mode="valid").tolist() if losses else []
     average = [math.nan] * (len(losses) - len(average)) + average
-    return line_chart([("tuning loss (MSE of the prediction)", {"loss": list(losses), f"mean of {window}": average})],
-                      "step")
+    return line_chart([("tuning loss (MSE)", {"loss": list(losses), f"mean of {window}": average})],
+                      "step", width=640)

@@ -90,4 +90,4 @@ def chart(report: dict) -> np.ndarray:
         ("clip_score", "CLIP score to the prompt", "CLIP score"),
         ("psnr", "PSNR to the source (dB)", "PSNR"), ("ssim", "SSIM to the source", "SSIM"))
         if key in per_frame]
-    return line_chart(panels or [("no per-frame scores", {})], "frame", panel_height=200, columns=2)
+    return line_chart(panels or [("no per-frame scores", {})], "frame", width=1200, panel_height=300, columns=2)

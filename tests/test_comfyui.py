@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import CKPT, CLIP_TEXT, CLIP_VISION, CONTROLNET, FRAMES, IP2P, ROOT, SIZE, TUNED
-from tav_core import demo_video, read_video
+from tav_core import demo_video, read_video, write_video
 from tav_core.weights import read_metadata, write_tuned
 from tolerance import EPS, max_abs, nudge, within
 
@@ -23,7 +23,7 @@ from server import error_message  # noqa: E402  (tests/comfy is on the path: con
 from workflow_api import ui_to_api  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "workflows"))
-from build_workflows import workflows  # noqa: E402
+from build_workflows import MEASURE, REUSE, SAVE, VIDEO, workflows  # noqa: E402
 
 NODES = ["TuneAVideoLoadInflateCheckpoint", "TuneAVideoInflateModel", "TuneAVideoTune", "TuneAVideoLoadTunedWeights",
          "TuneAVideoInvert", "TuneAVideoSampler"]
@@ -67,12 +67,30 @@ def test_workflow_files_are_current_and_listed_as_templates_with_thumbnails(comf
     templates = comfy.get("/workflow_templates")
     stems = [Path(n).stem for n in workflows(object_info)]
     assert sorted(templates["tuneavideo-comfy"]) == sorted(stems)
+    cards = {}
     for stem in stems:
         served = comfy.get(f"/api/workflow_templates/tuneavideo-comfy/{quote(stem)}.json")
         assert served["nodes"] and served["links"]
         with urllib.request.urlopen(f"{comfy.url}/api/workflow_templates/tuneavideo-comfy/{quote(stem)}.jpg") as r:
             thumbnail = Image.open(io.BytesIO(r.read()))
         assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 256, f"{stem}.jpg is not a usable thumbnail"
+        cards[stem] = np.asarray(thumbnail.convert("RGB").resize((64, 64)), np.float32)
+    for a in cards:  # they differ at a glance: in the mean colour of a 64x64 copy, by far more than JPEG noise
+        for b in cards:
+            assert a == b or np.abs(cards[a] - cards[b]).mean() > 5, f"the cards of {a} and {b} look alike"
+
+
+def test_the_example_clip_is_in_the_input_folder_and_never_replaces_a_users_file(comfy, tmp_path):
+    """The pack wrote it when the server loaded it, so the workflows' Load Video has a clip; a file of that name that
+    is already there stays as it was."""
+    from tav_core.example_clip import EXAMPLE_CLIP, install_example_clip
+    assert VIDEO == EXAMPLE_CLIP
+    assert read_video(comfy.base / "input" / EXAMPLE_CLIP).shape == (64, 512, 512, 3)
+    (tmp_path / EXAMPLE_CLIP).write_bytes(b"the user's own clip")
+    assert install_example_clip(tmp_path) is None
+    assert (tmp_path / EXAMPLE_CLIP).read_bytes() == b"the user's own clip"
+    assert install_example_clip(tmp_path / "new") == tmp_path / "new" / EXAMPLE_CLIP
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [EXAMPLE_CLIP]  # no scratch file left behind
 
 
 def small(prompt: dict, name: str) -> dict:
@@ -98,16 +116,14 @@ def run_workflow(comfy, object_info, path: Path, name: str) -> dict:
     return run_ok(comfy, small(ui_to_api(json.loads(path.read_text()), object_info), name))
 
 
-@pytest.mark.parametrize("name", ["Tune and save weights", "Tune and edit a video", "Edit with saved weights",
-                                  "Tune and edit with ControlNet", "Tune and edit with Prompt-to-Prompt",
-                                  "Tune and edit a long video", "Zero-shot edit (no tuning)"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "workflows").glob("*.json") if p.stem != MEASURE))
 def test_shared_workflows_run(comfy, object_info, name):
     folder = comfy.base / "models" / "tuneavideo"
-    if name == "Edit with saved weights" and not (folder / TUNED).exists():
-        run_workflow(comfy, object_info, ROOT / "workflows" / "Tune and save weights.json", "tune-first")
+    if name == REUSE and not (folder / TUNED).exists():
+        run_workflow(comfy, object_info, ROOT / "workflows" / f"{SAVE}.json", "tune-first")
     saved_before = set(folder.glob("test-skiing_*"))
     run_workflow(comfy, object_info, ROOT / "workflows" / f"{name}.json", name)
-    if name == "Tune and save weights":  # a graph that only tunes: its output is the saved file
+    if name == SAVE:  # a graph that only tunes: its output is the saved file
         new = set(folder.glob("test-skiing_*")) - saved_before
         assert len(new) == 1
         meta = read_metadata(new.pop())
@@ -118,18 +134,22 @@ def test_shared_workflows_run(comfy, object_info, name):
     assert read_video(videos[-1]).shape == (FRAMES, SIZE, SIZE, 3)
 
 
-def test_the_measuring_stage_of_a_shipped_workflow_scores_the_edit(comfy, object_info):
-    """Shipped bypassed; turned on (Ctrl+B in the editor), Score Video measures the edit against its source."""
-    workflow = json.loads((ROOT / "workflows" / "Tune and edit a video.json").read_text())
-    bypassed = [n for n in workflow["nodes"] if n.get("mode") == 4]
-    assert {n["type"] for n in bypassed} == {"CLIPVisionLoader", "CLIPLoader", "TuneAVideoScoreVideo"}
-    for node in bypassed:
-        node["mode"] = 0
+def test_the_measuring_workflow_scores_an_edit_against_its_source(comfy, object_info):
+    """Its own graph (the edit's graphs need no CLIP files): the source's frames as they were edited, the edit as
+    saved, Score Video between them."""
+    write_video(comfy.base / "input" / "tav-test-edit.mp4", demo_video(FRAMES, SIZE, SIZE)[::-1].copy())
+    workflow = json.loads((ROOT / "workflows" / f"{MEASURE}.json").read_text())
+    assert not any(n.get("mode") for n in workflow["nodes"]), "nothing is shipped bypassed"
     prompt = small(ui_to_api(workflow, object_info), "measured")
+    edit = next(n for n in workflow["nodes"] if n.get("title") == "Load Video (the edit)")
+    prompt[str(edit["id"])]["inputs"]["file"] = "tav-test-edit.mp4"
     outputs = run_ok(comfy, prompt)["outputs"]
     score_id = next(k for k, n in prompt.items() if n["class_type"] == "TuneAVideoScoreVideo")
     report = json.loads(outputs[score_id]["report"][0])
     assert report["frames"] == FRAMES and {"frame_consistency", "text_alignment", "psnr", "ssim"} <= set(report)
+    chart = outputs[score_id]["images"][0]  # the chart on the node carries the graph, as stock previews do
+    shown = Image.open(comfy.base / chart["type"] / chart["subfolder"] / chart["filename"])
+    assert json.loads(shown.info["prompt"])[score_id]["class_type"] == "TuneAVideoScoreVideo"
 
 
 def test_first_release_workflows_still_load_and_run(comfy, object_info):
@@ -477,9 +497,12 @@ def test_one_shot_tune_shows_and_returns_its_loss_curve(comfy):
     graph = base_graph({"10": tune_node(["9", 0], steps=3),
                         "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 1], "filename_prefix": "tav-test/loss"}}})
     outputs = run_ok(comfy, graph)["outputs"]
-    assert outputs["10"]["images"]  # previewed on the node itself
+    preview = outputs["10"]["images"][0]  # previewed on the node itself, carrying the graph as stock previews do
+    shown = Image.open(comfy.base / preview["type"] / preview["subfolder"] / preview["filename"])
+    assert json.loads(shown.info["prompt"])["10"]["class_type"] == "TuneAVideoTune"
     saved = sorted((comfy.base / "output" / "tav-test").glob("loss_*.png"))[-1]
-    assert Image.open(saved).size == (800, 308)
+    from tav_core.charts import loss_chart
+    assert Image.open(saved).size == loss_chart([1.0, 0.5]).shape[1::-1]  # one chart of the default size
 
 
 def equivalence_setup(comfy, test_models, name: str, frames: int = FRAMES):

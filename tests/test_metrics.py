@@ -12,7 +12,7 @@ from transformers import CLIPConfig, CLIPModel
 
 from tav_core import TavError, demo_video, read_video, write_video
 from tav_core import metrics
-from tav_core.charts import loss_chart
+from tav_core.charts import FONT_SIZE, MARGIN, loss_chart
 from tav_core.cli import main
 from tav_core.clip_embedder import CLIP_MEAN, CLIP_STD, ClipEmbedder, clip_pixels
 from tav_core.scoring import chart, score, table, to_json
@@ -182,13 +182,15 @@ def test_report_table_json_and_chart():
     same = json.loads(to_json(score(EMBEDS, None, source, source)))
     assert same["psnr"] is None and same["per_frame"]["psnr"] == [None] * 5  # identical frames: infinite PSNR
     image = chart(report)
-    assert image.dtype == np.uint8 and image.shape == (2 * 268, 800, 3) and image.std() > 10  # 4 panels, 2 a row
+    row = 300 + round(MARGIN["top"] * FONT_SIZE) + round(MARGIN["bottom"] * FONT_SIZE)  # a panel and its margins
+    assert image.dtype == np.uint8 and image.shape == (2 * row, 1200, 3) and image.std() > 10  # 4 panels, 2 a row
     assert "frame_consistency" not in score(EMBEDS[:1])  # one frame: nothing to be consistent with
 
 
 def test_loss_chart_is_an_image():
     image = loss_chart(list(np.linspace(1.0, 0.2, 50)))
-    assert image.shape == (308, 800, 3) and image.std() > 10
+    height = 240 + round(MARGIN["top"] * FONT_SIZE) + round(MARGIN["bottom"] * FONT_SIZE)  # one default panel
+    assert image.shape == (height, 640, 3) and image.std() > 10
 
 
 def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys):
@@ -204,7 +206,7 @@ def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys
                  "--source", str(tmp_path / "source.gif"), "--mask", str(tmp_path / "mask.png")]) == 0
     printed = capsys.readouterr().out
     report = json.loads((tmp_path / "edit.score.json").read_text())
-    assert "PSNR outside the mask" in printed and Image.open(tmp_path / "edit.score.png").size[0] == 800
+    assert "PSNR outside the mask" in printed and Image.open(tmp_path / "edit.score.png").size[0] == 1200
     embedder = ClipEmbedder(clip_folder)
     pixels = clip_pixels(read_video(tmp_path / "edit"), embedder.size, embedder.mean, embedder.std)
     ids = embedder.tokenizer("a yellow square", padding="max_length", max_length=77, return_tensors="pt").input_ids
@@ -236,4 +238,4 @@ def test_run_with_clip_scores_the_edit_and_tune_writes_the_loss_curve(tmp_path, 
                  "--out", str(out), "--clip", str(clip_folder)]) == 0
     report = json.loads((tmp_path / "edit.score.json").read_text())
     assert report["frames"] == 3 and {"frame_consistency", "text_alignment", "psnr", "ssim"} <= set(report)
-    assert (tmp_path / "edit.score.png").is_file() and Image.open(tmp_path / "w.loss.png").size[0] == 800
+    assert (tmp_path / "edit.score.png").is_file() and Image.open(tmp_path / "w.loss.png").size[0] == 640

@@ -10,6 +10,7 @@ files carry a view (``extra.ds``) that shows the whole graph, with readable text
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -24,18 +25,24 @@ CLIP_VISION = {"name": "clip-vit-large-patch14.safetensors", "directory": "clip_
                "url": "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors"}
 CLIP_TEXT = {"name": "clip_l.safetensors", "directory": "text_encoders",
              "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"}
-VIDEO = "skiing.mp4"
-SAVE_NAME = "skiing"
-SOURCE = "a man is skiing"
-EDIT = "spider man is skiing on the beach, cartoon style"
-P2P_EDIT = "a spider man is skiing"  # Prompt-to-Prompt keeps what the prompt does not change: the slope stays
+VIDEO = "tuneavideo-example.mp4"  # drawn by the pack and put in ComfyUI/input when it loads (tav_core/example_clip.py)
+SAVE_NAME = "ball"
+SOURCE = "a red ball is rolling on the grass"
+EDIT = "a glowing blue globe is rolling on the beach, cartoon style"
+P2P_EDIT = "a blue ball is rolling on the grass"  # Prompt-to-Prompt keeps what the prompt does not change
+# file names: the template browser's titles and descriptions; numbered so its A-Z sort lists the main one first
+MAIN, CONTROLNET, P2P = "1. Video edit - tune, then edit", "2. Video edit with ControlNet", "3. Video edit with Prompt-to-Prompt"
+LONG, SAVE, REUSE = "4. Long video edit (64 frames)", "5. Tune and save weights", "6. Video edit with saved weights"
+ZERO, MEASURE = "7. Zero-shot video edit (no tuning)", "8. Measure an edit (CLIP scores, PSNR)"
 # layout, in canvas units: columns of nodes, one group per stage of the work
 WIDTH, COLUMN_GAP, ROW_GAP, TITLE, GROUP_TOP = 340, 60, 20, 30, 50
 SLOT, WIDGET = 20, 26
 # room for a square preview, a text box, the loss curve or the score chart shown on the node after a run
-HEIGHT = {"LoadVideo": 400, "CLIPTextEncode": 110, "PrimitiveStringMultiline": 110, "SaveVideo": 440,
-          "TuneAVideoTune": 380, "TuneAVideoScoreVideo": 400, "TuneAVideoAttentionControl": 400}
-BYPASSED = 4  # a node's mode when it is skipped on Run (Ctrl+B in the editor)
+# (One-Shot Tune: 512 with its loss curve, measured in the editor)
+HEIGHT = {"LoadVideo": 420, "CLIPTextEncode": 110, "PrimitiveStringMultiline": 110, "SaveVideo": 440,
+          "TuneAVideoTune": 600, "TuneAVideoScoreVideo": 860, "TuneAVideoAttentionControl": 400}
+PROGRESS_TEXT = 50  # the line under a node that says what its memory plan chose, shown after a run
+SHOWS_TEXT = {"TuneAVideoInvert", "TuneAVideoSampler", "TuneAVideoNullTextInvert"}
 STAGE_COLORS = ["#3f789e", "#8a6b3f", "#5e8a3f", "#7a3f8a", "#3f8a7a"]
 # the view stored in the files: a 1600x900 window, less the editor's bars and overlays (measured in frontend
 # 1.32.9 with its first-run banner showing): sidebar on the left, tabs and floating menus on top, the minimap
@@ -43,91 +50,72 @@ STAGE_COLORS = ["#3f789e", "#8a6b3f", "#5e8a3f", "#7a3f8a", "#3f8a7a"]
 WINDOW = dict(left=65, top=135, right=1590, bottom=890, corner_left=1335, corner_top=635)
 MIN_ZOOM = 0.62
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# notes are written as level-2 headings: the editor draws a note's plain text at 10 canvas units (6 px on screen
+# at the files' zoom), its headings at 15
+NOTE_LINE, NOTE_CHARS = 22, 40  # canvas units per line, characters per line, at a note's width
 
-NOTE_START = """**Start here**
+PROMPTS = {"both": "Say what the clip shows and what it should become in the prompts",
+           "source": "Say what the clip shows in the source prompt", "edit": "Say what the clip should become"}
 
-1. **Load Video**: your clip (put it in ComfyUI/input).
-2. **Frames to edit**: which frames (the paper: 24, every 2nd frame); **Resize**: 512x512 for SD 1.5.
-3. **Checkpoint**: an SD 1.x/2.x checkpoint.
-4. **Prompts**: the source prompt describes the clip as it is; the edited prompt says what it should become.
 
-Then press Run. Optional, **6. Measure**: select the group and press Ctrl+B to score the edit as the paper
-does (needs CLIP ViT-L/14 vision and clip_l, offered for download on opening)."""
-NOTE_TUNE = """**One-Shot Tune** learns this clip (paper: 500 steps, lr 3e-5). It is the slow part: minutes on a GPU,
-hours on a CPU. Memory grows with frames x size. Before the first step the node plans the run's peak memory
-against what is free; with *memory* on auto (the default) it turns on gradient checkpointing, half-precision
-autocast or a shorter *frame_window* when needed and says so on the node (24 frames at 512x512 fit a 12 GB GPU).
-
-With a *save name* the tuned weights go to models/tuneavideo/<name>_00001_.safetensors: tune once, then edit
-as often as you like with the **Edit with saved weights** template. The seed stays fixed, so running the graph
-again with the same settings does not tune again."""
-NOTE_REUSE = """**Edit with saved weights**
-
-No tuning here: **Load Tuned Weights** takes a file that One-Shot Tune saved (run **Tune and save weights**
-first; the list is empty until then). Use the checkpoint and the frames (count, size) it was tuned on.
-
-Change the edited prompt and run: inversion and sampling take a fraction of the tuning time. Optional,
-**6. Measure**: select the group and press Ctrl+B to score the edit."""
-NOTE_SAVE = """**Tune and save weights**
-
-Only tunes: One-Shot Tune saves models/tuneavideo/skiing_00001_.safetensors (the next number if it exists).
-Then open **Edit with saved weights** to edit the clip as often as you like."""
-NOTE_ZERO = """**Zero-shot edit**
-
-No tuning: the inflated model edits the clip with sparse-causal attention only (the temporal layers start at
-zero). Quick, but less faithful to the motion than a tuned model."""
-NOTE_P2P = """**Prompt-to-Prompt** (Video-P2P): keeps what the edit prompt does not change.
-
-**Null-Text Invert** makes the source branch retrace the clip (inner_steps backward passes per step: slower than
-DDIM Invert; save it to reuse). **Attention Control** then gives the edit the source's attention for the first
-steps; *local blend* keeps everything outside the blend words' region equal to the source. Its prompts come from
-the two String nodes, the same texts that are encoded."""
-NOTE_LONG = """**A long clip**: 64 frames here, any number in general. Memory stays that of a short clip:
-
-- One-Shot Tune learns from random runs of *frame_window* (8) consecutive frames.
-- **Context Windows (Manual)** (ComfyUI's own) makes DDIM Invert and Video KSampler run the clip in overlapping
-  windows of 16 frames; every window still attends to the clip's first frame, so the windows agree.
-
-With *memory* on auto, DDIM Invert and Video KSampler pick windows themselves when a clip does not fit."""
-NOTE_CONTROLNET = """**ControlNet**: one Canny hint per frame keeps the edit on the source's outlines. Raise
-*strength* in Apply ControlNet for a closer structure, lower it for freer edits."""
+def start_note(prompts: str = "both") -> str:
+    """The first note: the three things to set before Run (only the prompts the graph has)."""
+    return f"""## 1. **Load Video (your clip)**: the example clip, or yours (ComfyUI/input).
+## 2. **Checkpoint (SD 1.x/2.x)**: an SD 1.x or 2.x model.
+## 3. {PROMPTS[prompts]}, then press Run."""
+NOTE_TUNE = """## **One-Shot Tune** learns the clip: minutes on a GPU (500 steps), hours on a CPU.
+## With a *save_name* the weights go to `models/tuneavideo`: reuse them in **6. Video edit with saved weights**."""
+NOTE_MEASURE = f"""## Scores an edit as the paper does: frame consistency and text alignment (CLIP), PSNR and SSIM.
+## 1. **Load Video (the source)**: the clip that was edited, with the same frames and size.
+## 2. **Load Video (the edit)**: *choose file to upload*, pick it in `ComfyUI/output/tuneavideo`.
+## 3. Run: the editor offers the two CLIP files ([ViT-L/14]({CLIP_VISION["url"]}), [clip_l]({CLIP_TEXT["url"]}))."""
+NOTE_REUSE = """## No tuning: **Load Tuned Weights** takes a file One-Shot Tune saved (**5. Tune and save weights**).
+## New files show in its list after pressing R (refresh). Use the checkpoint and frames they were tuned on."""
+NOTE_SAVE = """## Tunes only: the weights go to `models/tuneavideo/ball_00001_.safetensors` (next number if taken).
+## Then edit with **6. Video edit with saved weights**, as often as you like."""
+NOTE_ZERO = """## No tuning: the inflated model edits with sparse-causal attention only. Quick, less faithful to the motion."""
+NOTE_P2P = """## Prompt-to-Prompt keeps what the edited prompt does not change.
+## **Null-Text Invert** makes the source retrace the clip; **Attention Control** gives the edit the source's \
+attention; its prompts come from the two String nodes."""
+NOTE_LONG = """## A long clip (64 frames) in the memory of a short one: One-Shot Tune learns from 8-frame windows; \
+**Context Windows (16 frames)** makes inversion and sampling run in windows that all see frame 1."""
+NOTE_OUT = f"""## The edit is saved in `output/tuneavideo`. To score it: **{MEASURE}**."""
+NOTE_CONTROLNET = """## One Canny hint per frame keeps the edit on the source's outlines: *strength* sets how closely."""
 
 
 class Graph:
     def __init__(self, info: dict):
         self.info, self.nodes, self.links, self.groups = info, [], [], []
-        self.columns = []  # [x, y of the next node] per column
+        self.columns = []  # [x, y of the next node, width] per column
         self.current = None  # the column nodes go into
-        self.mode = 0  # the mode given to new nodes (BYPASSED for optional stages)
 
-    def stage(self, title: str, under: tuple[int, int] | None = None, mode: int = 0):
-        """Start a new group (one stage of the work): to the right of the last column, or ``under`` the nodes of
-        existing columns (first, last) where they leave room."""
+    def stage(self, title: str, under: tuple[int, int] | None = None, width: int = WIDTH):
+        """Start a new group (one stage of the work): to the right of the last column (``width`` wide), or
+        ``under`` the nodes of existing columns (first, last) where they leave room."""
         group = {"title": title, "bounding": [0, 0, 0, 0], "color": STAGE_COLORS[len(self.groups) % 5],
                  "font_size": 24, "flags": {}, "columns": [], "top": 0}
         self.groups.append(group)
-        self.mode = mode
         if under:
             group["span"] = list(range(under[0], under[1] + 1))
             group["top"] = max(self.columns[i][1] for i in group["span"]) + ROW_GAP
             for i in group["span"]:
                 self.columns[i][1] = group["top"] + GROUP_TOP
-        self.column()
+        self.column(width)
 
-    def column(self):
+    def column(self, width: int = WIDTH):
         """Continue the current stage in its next column."""
         group = self.groups[-1]
         if "span" in group:
             self.current = group["span"][len(group["columns"])]
         else:
-            x = max(c[0] for c in self.columns) + WIDTH + COLUMN_GAP if self.columns else 0
-            self.columns.append([x, GROUP_TOP])
+            x = max(c[0] + c[2] for c in self.columns) + COLUMN_GAP if self.columns else 0
+            self.columns.append([x, GROUP_TOP, width])
             self.current = len(self.columns) - 1
         group["columns"].append(self.current)
 
     def _place(self, height: int) -> tuple[list, list]:
         column = self.columns[self.current]
-        at, size = [column[0], column[1] + TITLE], [WIDTH, height]  # a node's title bar sits above its position
+        at, size = [column[0], column[1] + TITLE], [column[2], height]  # a node's title bar sits above its position
         column[1] += TITLE + height + ROW_GAP
         return at, size
 
@@ -138,9 +126,10 @@ class Graph:
                    for i, (n, t) in enumerate(zip(spec["output_name"], spec["output"]))]
         sockets = max(len(spec["input_order"]["required"]) + len(spec["input_order"].get("optional", [])) - len(widgets),
                       len(outputs))
-        at, size = self._place(HEIGHT.get(kind, SLOT * sockets + WIDGET * len(widgets) + 12))
+        at, size = self._place(HEIGHT.get(kind, SLOT * sockets + WIDGET * len(widgets) + 12
+                                          + PROGRESS_TEXT * (kind in SHOWS_TEXT)))
         node = {"id": len(self.nodes) + 1, "type": kind, "pos": at, "size": size, "flags": {},
-                "order": len(self.nodes), "mode": self.mode, "inputs": [], "outputs": outputs,
+                "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": outputs,
                 "properties": {"Node name for S&R": kind}, "widgets_values": list(widgets)}
         if models:
             node["properties"]["models"] = models  # the editor offers downloads when the file is missing
@@ -163,21 +152,23 @@ class Graph:
 
     def note(self, text: str, column: int | None = None):
         """A note below the last node of this column (or of an earlier ``column`` with room to spare)."""
-        lines = sum(1 + len(line) // 60 for line in text.splitlines())  # wrapped at the note's width
+        shown = re.sub(r"\[([^]]*)\]\([^)]*\)|[*`#]", r"\1", text)  # what is drawn: no links' addresses, no marks
+        lines = sum(1 + len(line.strip()) // NOTE_CHARS for line in shown.splitlines())  # wrapped at the width
         current, self.current = self.current, self.current if column is None else column
-        at, size = self._place(36 + 12 * lines)  # the editor's markdown: about 12 units a line
+        at, size = self._place(30 + NOTE_LINE * lines)
         self.current = current
         self.nodes.append({"id": len(self.nodes) + 1, "type": "MarkdownNote", "pos": at, "size": size, "flags": {},
-                           "order": len(self.nodes), "mode": self.mode, "properties": {}, "widgets_values": [text],
+                           "order": len(self.nodes), "mode": 0, "properties": {}, "widgets_values": [text],
                            "color": "#432", "bgcolor": "#653"})
 
     def _view(self, height: int) -> dict:
         """Zoom and offset that show the whole graph in the free part of a 1600x900 editor window."""
-        width = self.columns[-1][0] + WIDTH + COLUMN_GAP / 2
+        width = self.columns[-1][0] + self.columns[-1][2] + COLUMN_GAP / 2
         zoom = min(1.0, (WINDOW["right"] - WINDOW["left"]) / width, (WINDOW["bottom"] - WINDOW["top"]) / height)
-        for x, bottom in self.columns:  # columns reaching the bottom-right corner must end above its overlays
-            if WINDOW["left"] + (x + WIDTH) * zoom > WINDOW["corner_left"]:
-                zoom = min(zoom, (WINDOW["corner_top"] - WINDOW["top"]) / bottom)
+        for x, bottom, column_width in self.columns:  # columns reaching the bottom-right corner end above its
+            if WINDOW["left"] + (x + column_width) * zoom > WINDOW["corner_left"]:  # overlays, or left of them
+                zoom = min(zoom, max((WINDOW["corner_top"] - WINDOW["top"]) / bottom,
+                                     (WINDOW["corner_left"] - WINDOW["left"]) / (x + column_width)))
         assert zoom >= MIN_ZOOM, f"the graph is too large to show with its text at 1600x900 (zoom {zoom:.2f})"
         left = -COLUMN_GAP / 2
         return {"scale": round(zoom, 4), "offset": [round(WINDOW["left"] / zoom - left, 1), round(WINDOW["top"] / zoom, 1)]}
@@ -187,16 +178,16 @@ class Graph:
             cols = [self.columns[i] for i in group.pop("columns")]
             top = group.pop("top")
             group.pop("span", None)
-            group["bounding"] = [cols[0][0] - COLUMN_GAP / 2 + 6, top, cols[-1][0] - cols[0][0] + WIDTH + COLUMN_GAP - 12,
-                                 max(y for _, y in cols) - top]
-        height = max(y for _, y in self.columns)
+            group["bounding"] = [cols[0][0] - COLUMN_GAP / 2 + 6, top, cols[-1][0] - cols[0][0] + cols[-1][2] + COLUMN_GAP - 12,
+                                 max(y for _, y, _ in cols) - top]
+        height = max(y for _, y, _ in self.columns)
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": self.groups, "config": {}, "extra": {"ds": self._view(height)},
                 "version": 0.4}
 
 
 def video_in(g: Graph, note: str, frames: int = 8):
-    g.stage("1. Source video")
+    g.stage("1. Start here: source video")
     g.note(note)
     video = g.node("LoadVideo", VIDEO, "image", title="Load Video (your clip)")
     parts = g.node("GetVideoComponents", video=(video, 0))
@@ -250,21 +241,34 @@ def invert_and_sample(g: Graph, model, latent, prompts, controlnet=None, windows
                   latent_image=(noise, 0))
 
 
-def video_out(g: Graph, vae, latent, name: str):
+def video_out(g: Graph, vae, latent, name: str) -> None:
     g.stage("5. Edited video")
     images = g.node("VAEDecode", samples=(latent, 0), vae=(vae, 2))
     video = g.node("CreateVideo", 8.0, images=(images, 0))
     g.node("SaveVideo", f"tuneavideo/{name}", "auto", "auto", video=(video, 0))
-    return images
+    g.note(NOTE_OUT)
 
 
-def measure(g: Graph, edited, source, prompts):
-    """Score Video on the edit: shipped bypassed, as it needs two CLIP files that not everyone has."""
-    g.stage("6. Measure (Ctrl+B: on)", mode=BYPASSED)
+def measure_workflow(info) -> dict:
+    """Score an edit as the paper does: its own graph, as it needs two CLIP files the edit does not."""
+    g = Graph(info)
+    g.stage("1. Source and edit")
+    video = g.node("LoadVideo", VIDEO, "image", title="Load Video (the source)")
+    parts = g.node("GetVideoComponents", video=(video, 0))
+    frames = g.node("ImageFromBatch", 0, 8, title="Frames that were edited", image=(parts, 0))
+    source = g.node("ImageScale", "bicubic", 512, 512, "center", title="Resize (as for the edit)", image=(frames, 0))
+    g.column()
+    g.note(NOTE_MEASURE)
+    edit = g.node("LoadVideo", VIDEO, "image", title="Load Video (the edit)")
+    edited = g.node("GetVideoComponents", video=(edit, 0))
+    g.stage("2. CLIP and prompt")
     vision = g.node("CLIPVisionLoader", CLIP_VISION["name"], models=[CLIP_VISION])
     clip = g.node("CLIPLoader", CLIP_TEXT["name"], "stable_diffusion", "default", models=[CLIP_TEXT])
+    prompt = g.node("PrimitiveStringMultiline", EDIT, title="Edited prompt (as in the edit)")
+    g.stage("3. Scores", width=2 * WIDTH)
     g.node("TuneAVideoScoreVideo", EDIT, images=(edited, 0), clip_vision=(vision, 0), clip=(clip, 0),
-           prompt=(prompts["edit_text"], 0), source_images=(source, 0))
+                   prompt=(prompt, 0), source_images=(source, 0))
+    return g.json()
 
 
 def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str, frame_window: int = 0):
@@ -278,7 +282,7 @@ def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str, frame
 
 def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     g = Graph(info)
-    frames = video_in(g, NOTE_START)
+    frames = video_in(g, start_note())
     ckpt, prompts = checkpoint_and_prompts(g, source=tune)
     hints = controlnet_hints(g, frames) if controlnet else None
     model = (ckpt, 0)
@@ -289,47 +293,42 @@ def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
         g.stage("3. Encode")
         latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
         g.note(NOTE_ZERO)
-    edited = video_out(g, ckpt, invert_and_sample(g, model, latent, prompts, hints), name)
-    measure(g, edited, frames, prompts)
+    video_out(g, ckpt, invert_and_sample(g, model, latent, prompts, hints), name)
     return g.json()
 
 
 def long_workflow(info) -> dict:
     """A clip longer than memory allows at once: tuning on frame windows, editing in the host's context windows."""
     g = Graph(info)
-    frames = video_in(g, NOTE_START, frames=64)
+    frames = video_in(g, start_note(), frames=64)
     ckpt, prompts = checkpoint_and_prompts(g)
     latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_LONG, SAVE_NAME + "-long", frame_window=8)
-    edited = video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts, windows=True), "long")
-    measure(g, edited, frames, prompts)
+    video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts, windows=True), "long")
     return g.json()
 
 
 def p2p_workflow(info) -> dict:
     """Video-P2P on the tuned model: null-text inversion, then the source and the edit sampled together."""
     g = Graph(info)
-    frames = video_in(g, NOTE_START)
+    frames = video_in(g, start_note())
     ckpt, prompts = checkpoint_and_prompts(g, source_text=True, edit_prompt=P2P_EDIT)
     latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_TUNE, SAVE_NAME)
     g.stage("4. Null text and attention control")
     noise = g.node("TuneAVideoNullTextInvert", 50, 7.5, 10, "", "auto", model=(tuned, 0), positive=(prompts["source"], 0),
                    negative=(prompts["empty"], 0), latent_image=(latent, 0))
-    control = g.node("TuneAVideoAttentionControl", SOURCE, P2P_EDIT, "auto", 0.2, 0.5, "spider:2", "man", "man", 0.3,
+    control = g.node("TuneAVideoAttentionControl", SOURCE, P2P_EDIT, "auto", 0.2, 0.5, "blue:2", "ball", "ball", 0.3,
                      0.2, source_prompt=(prompts["source_text"], 0), edit_prompt=(prompts["edit_text"], 0))
     edited = g.node("TuneAVideoSampler", 0, 0, 7.5, 0.0, "auto", model=(tuned, 0), positive=(prompts["edit"], 0),
                     negative=(prompts["empty"], 0), latent_image=(noise, 0), control=(control, 0),
                     source_positive=(prompts["source"], 0))
     g.note(NOTE_P2P, column=2)  # under the tuning, where there is room
-    images = video_out(g, ckpt, edited, "p2p")
-    measure(g, images, frames, prompts)
+    video_out(g, ckpt, edited, "p2p")
     return g.json()
 
 
 def tune_and_save_workflow(info) -> dict:
     g = Graph(info)
-    frames = video_in(g, NOTE_START.replace("4. **Prompts**: the source prompt describes the clip as it is; the edited "
-                                            "prompt says what it should become.", "4. **Source prompt**: describe "
-                                            "the clip as it is."))
+    frames = video_in(g, start_note("source"))
     ckpt, prompts = checkpoint_and_prompts(g, edit=False)
     tune_stage(g, ckpt, frames, prompts, NOTE_SAVE, SAVE_NAME)
     return g.json()
@@ -337,31 +336,32 @@ def tune_and_save_workflow(info) -> dict:
 
 def reuse_workflow(info) -> dict:
     g = Graph(info)
-    frames = video_in(g, NOTE_REUSE)
+    frames = video_in(g, start_note("edit"))
     ckpt, prompts = checkpoint_and_prompts(g, loader="CheckpointLoaderSimple", source=False)
     g.stage("3. Tuned weights")
     tuned = g.node("TuneAVideoLoadTunedWeights", f"{SAVE_NAME}_00001_.safetensors", model=(ckpt, 0))
+    g.note(NOTE_REUSE)
     latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
-    edited = video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "reuse")
-    measure(g, edited, frames, prompts)
+    video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "reuse")
     return g.json()
 
 
 def workflows(info: dict) -> dict[str, dict]:
     """File name (the template's title) -> workflow."""
-    return {"Tune and edit a video.json": edit_workflow(info, name="edit"),
-            "Tune and save weights.json": tune_and_save_workflow(info),
-            "Edit with saved weights.json": reuse_workflow(info),
-            "Tune and edit with ControlNet.json": edit_workflow(info, controlnet=True, name="edit-controlnet"),
-            "Tune and edit with Prompt-to-Prompt.json": p2p_workflow(info),
-            "Tune and edit a long video.json": long_workflow(info),
-            "Zero-shot edit (no tuning).json": edit_workflow(info, tune=False, name="zero-shot")}
+    return {f"{MAIN}.json": edit_workflow(info, name="edit"),
+            f"{CONTROLNET}.json": edit_workflow(info, controlnet=True, name="edit-controlnet"),
+            f"{P2P}.json": p2p_workflow(info),
+            f"{LONG}.json": long_workflow(info),
+            f"{SAVE}.json": tune_and_save_workflow(info),
+            f"{REUSE}.json": reuse_workflow(info),
+            f"{ZERO}.json": edit_workflow(info, tune=False, name="zero-shot"),
+            f"{MEASURE}.json": measure_workflow(info)}
 
 
 if __name__ == "__main__":
     info = json.loads(Path(sys.argv[1]).read_text())
-    for old in HERE.glob("*.json"):
-        if old.name not in workflows(info):
+    for old in [*HERE.glob("*.json"), *HERE.glob("*.jpg")]:
+        if old.with_suffix(".json").name not in workflows(info):
             old.unlink()
     for name, workflow in workflows(info).items():
         (HERE / name).write_text(json.dumps(workflow, indent=1) + "\n")

@@ -1,62 +1,53 @@
-"""Writes each workflow's template-browser thumbnail (``<name>.jpg``): a screenshot of the graph in the real editor.
+"""Writes each workflow's template-browser card (``<name>.jpg``): the example clip the workflows open with, under a
+band that names what the workflow does in large type, in a colour of its own, so the cards differ at a glance.
 
-    python workflows/make_thumbnails.py        # needs .cache/ComfyUI (bash .ci/install-comfyui) and Chromium
+    python workflows/make_thumbnails.py
 
-Starts ComfyUI with the pack on loopback, opens every workflow in headless Chromium in a large window, centres
-the graph well away from the editor's bars and overlays, crops the screenshot to it and pads it to the square of
-the template cards.
+(The browser shows a card at about 200 px: a screenshot of a whole graph is unreadable there.)
 """
 
 import sys
-import tempfile
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests" / "comfy"))
-from browser import Frontend  # noqa: E402
-from server import ComfyServer  # noqa: E402
+sys.path.insert(0, str(HERE.parent))
+from build_workflows import CONTROLNET, LONG, MAIN, MEASURE, P2P, REUSE, SAVE, ZERO  # noqa: E402
+from tav_core.example_clip import example_clip  # noqa: E402
 
 SIZE = 640
-WINDOW = (2400, 1500)
-CENTRE_GRAPH_JS = """([width, height]) => { const ds = app.canvas.ds, b = app.graph._groups.map(g => g._bounding);
-    const x0 = Math.min(...b.map(r => r[0])), y0 = Math.min(...b.map(r => r[1]));
-    const x1 = Math.max(...b.map(r => r[0] + r[2])), y1 = Math.max(...b.map(r => r[1] + r[3]));
-    ds.scale = Math.min(0.8, 0.6 * width / (x1 - x0), 0.6 * height / (y1 - y0));
-    ds.offset = [width / 2 / ds.scale - (x0 + x1) / 2, height / 2 / ds.scale - (y0 + y1) / 2];
-    app.canvas.setDirty(true, true); app.canvas.draw(true, true);
-    return {x: (x0 + ds.offset[0]) * ds.scale, y: (y0 + ds.offset[1]) * ds.scale,
-            width: (x1 - x0) * ds.scale, height: (y1 - y0) * ds.scale}; }"""
+# name -> (what it does, the steps it runs, band colour)
+CARDS = {MAIN: ("Tune + edit", "tune 500 steps > invert > edit", (63, 120, 158)),
+         CONTROLNET: ("ControlNet", "tune > invert > edit on Canny hints", (138, 107, 63)),
+         P2P: ("Prompt-to-Prompt", "tune > null-text > attention control", (122, 63, 138)),
+         LONG: ("Long clip", "64 frames in 16-frame windows", (63, 138, 122)),
+         SAVE: ("Save weights", "tune once > models/tuneavideo", (94, 138, 63)),
+         REUSE: ("Reuse weights", "saved weights > invert > edit", (158, 90, 63)),
+         ZERO: ("Zero-shot", "no tuning > invert > edit", (110, 110, 110)),
+         MEASURE: ("Measure", "CLIP consistency, text, PSNR, SSIM", (40, 40, 40))}
 
 
-def square(shot: Path, box: dict, out: Path) -> None:
-    """The graph cut out of the screenshot, centred on a square of the canvas's own background."""
-    page = Image.open(shot).convert("RGB")
-    background = page.getpixel((int(box["x"]) - 20, int(box["y"]) - 20))  # empty canvas beside the graph
-    graph = page.crop((int(box["x"]), int(box["y"]), int(box["x"] + box["width"]), int(box["y"] + box["height"])))
-    side = max(graph.size) + 40
-    canvas = Image.new("RGB", (side, side), background)
-    canvas.paste(graph, ((side - graph.width) // 2, (side - graph.height) // 2))
-    canvas.resize((SIZE, SIZE), Image.Resampling.LANCZOS).save(out, "JPEG", quality=88)
+def card(title: str, steps: str, colour: tuple, frames: np.ndarray) -> Image.Image:
+    image = Image.new("RGB", (SIZE, SIZE), colour)
+    strip = [Image.fromarray(f).resize((SIZE // 3, SIZE // 3), Image.Resampling.LANCZOS) for f in frames]
+    for i, frame in enumerate(strip):
+        image.paste(frame, (i * SIZE // 3 + (SIZE - 3 * (SIZE // 3)) // 2, 40))
+    draw = ImageDraw.Draw(image)
+    big, small = ImageFont.load_default(size=76), ImageFont.load_default(size=34)
+    draw.text((SIZE // 2, 40 + SIZE // 3 + 110), title, font=big, fill="white", anchor="mm")
+    draw.text((SIZE // 2, 40 + SIZE // 3 + 210), steps, font=small, fill=(235, 235, 235), anchor="mm")
+    return image
 
 
 def main() -> None:
-    server = ComfyServer(ROOT / ".cache" / "ComfyUI", Path(tempfile.mkdtemp()))
-    try:
-        frontend = Frontend(server, *WINDOW, settings={"Comfy.Workflow.ShowMissingModelsWarning": False,
-                                                       "Comfy.Minimap.Visible": False})
-        for path in sorted(HERE.glob("*.json")):
-            frontend.load(path)
-            frontend.close_dialogs()
-            box = frontend.page.evaluate(CENTRE_GRAPH_JS, list(WINDOW))
-            frontend.page.wait_for_timeout(800)  # DOM widgets (notes, prompts) follow the canvas
-            square(frontend.screenshot(Path(tempfile.mkdtemp()) / "page.png"), box, path.with_suffix(".jpg"))
-            print("wrote", path.with_suffix(".jpg"))
-        frontend.close()
-    finally:
-        server.stop()
+    clip = example_clip()
+    frames = clip[[0, len(clip) // 2, len(clip) - 1]]
+    for name, (title, steps, colour) in CARDS.items():
+        path = HERE / f"{name}.jpg"
+        card(title, steps, colour, frames).save(path, "JPEG", quality=88)
+        print("wrote", path)
 
 
 if __name__ == "__main__":
