@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from PIL import Image
 
 from browser import Frontend
 from conftest import CKPT, CLIP_TEXT, CLIP_VISION, ROOT
@@ -109,6 +110,8 @@ def check_notes(frontend, workflow) -> None:
             and note["code"] == marked(source, "`"), f"the note renders other marks than it has: {note}"
         for name in note["strong"]:
             assert any(f.startswith(name.rstrip(":")) for f in findable), f"the note names {name!r}: not in the graph"
+        for prompt in ("source prompt", "what the clip shows"):  # a prompt the note asks for is in the graph
+            assert prompt not in note["text"] or any(f.startswith("Source prompt") for f in findable), note["text"]
 
 
 def test_template_browser_shows_the_workflows_with_titles_and_thumbnails(frontend):
@@ -171,6 +174,8 @@ def test_tune_and_edit_runs_from_the_run_button(frontend, comfy):
     frontend.page.wait_for_timeout(1000)  # nodes grow to show what they made (loss curve, memory reports)
     assert frontend.page.evaluate(OVERLAPS_JS) == [], "after the run a node covers another (e.g. the loss curve)"
     frontend.screenshot(SCREENSHOTS / "main-workflow-after-a-run.png")
+    curve = max((comfy.base / "temp").glob("*.png"), key=lambda p: p.stat().st_mtime)  # the loss curve on the node
+    assert json.loads(Image.open(curve).info["workflow"])["nodes"], "the chart does not carry the workflow"
 
     frontend.page.evaluate("() => document.activeElement?.blur()")  # R refreshes the model lists, as the note says
     frontend.page.keyboard.press("r")

@@ -38,7 +38,7 @@ ZERO, MEASURE = "7. Zero-shot video edit (no tuning)", "8. Measure an edit (CLIP
 WIDTH, COLUMN_GAP, ROW_GAP, TITLE, GROUP_TOP = 340, 60, 20, 30, 50
 SLOT, WIDGET = 20, 26
 # room for a square preview, a text box, the loss curve or the score chart shown on the node after a run
-# (One-Shot Tune: 512 with its loss curve, measured in the editor)
+# (sizes measured in the editor after a run; the browser tests check that no node then covers another)
 HEIGHT = {"LoadVideo": 420, "CLIPTextEncode": 110, "PrimitiveStringMultiline": 110, "SaveVideo": 440,
           "TuneAVideoTune": 600, "TuneAVideoScoreVideo": 860, "TuneAVideoAttentionControl": 400}
 PROGRESS_TEXT = 50  # the line under a node that says what its memory plan chose, shown after a run
@@ -54,15 +54,6 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # at the files' zoom), its headings at 15
 NOTE_LINE, NOTE_CHARS = 22, 40  # canvas units per line, characters per line, at a note's width
 
-PROMPTS = {"both": "Say what the clip shows and what it should become in the prompts",
-           "source": "Say what the clip shows in the source prompt", "edit": "Say what the clip should become"}
-
-
-def start_note(prompts: str = "both") -> str:
-    """The first note: the three things to set before Run (only the prompts the graph has)."""
-    return f"""## 1. **Load Video (your clip)**: the example clip, or yours (ComfyUI/input).
-## 2. **Checkpoint (SD 1.x/2.x)**: an SD 1.x or 2.x model.
-## 3. {PROMPTS[prompts]}, then press Run."""
 NOTE_TUNE = """## **One-Shot Tune** learns the clip: minutes on a GPU (500 steps), hours on a CPU.
 ## With a *save_name* the weights go to `models/tuneavideo`: reuse them in **6. Video edit with saved weights**."""
 NOTE_MEASURE = f"""## Scores an edit as the paper does: frame consistency and text alignment (CLIP), PSNR and SSIM.
@@ -71,7 +62,7 @@ NOTE_MEASURE = f"""## Scores an edit as the paper does: frame consistency and te
 ## 3. Run: the editor offers the two CLIP files ([ViT-L/14]({CLIP_VISION["url"]}), [clip_l]({CLIP_TEXT["url"]}))."""
 NOTE_REUSE = """## No tuning: **Load Tuned Weights** takes a file One-Shot Tune saved (**5. Tune and save weights**).
 ## New files show in its list after pressing R (refresh). Use the checkpoint and frames they were tuned on."""
-NOTE_SAVE = """## Tunes only: the weights go to `models/tuneavideo/ball_00001_.safetensors` (next number if taken).
+NOTE_SAVE = f"""## Tunes only: the weights go to `models/tuneavideo/{SAVE_NAME}_00001_.safetensors` (next number if taken).
 ## Then edit with **6. Video edit with saved weights**, as often as you like."""
 NOTE_ZERO = """## No tuning: the inflated model edits with sparse-causal attention only. Quick, less faithful to the motion."""
 NOTE_P2P = """## Prompt-to-Prompt keeps what the edited prompt does not change.
@@ -81,6 +72,15 @@ NOTE_LONG = """## A long clip (64 frames) in the memory of a short one: One-Shot
 **Context Windows (16 frames)** makes inversion and sampling run in windows that all see frame 1."""
 NOTE_OUT = f"""## The edit is saved in `output/tuneavideo`. To score it: **{MEASURE}**."""
 NOTE_CONTROLNET = """## One Canny hint per frame keeps the edit on the source's outlines: *strength* sets how closely."""
+PROMPTS = {"both": "Say what the clip shows and what it should become in the prompts",
+           "source": "Say what the clip shows in the source prompt", "edit": "Say what the clip should become"}
+
+
+def start_note(prompts: str = "both") -> str:
+    """The first note: the three things to set before Run (only the prompts the graph has)."""
+    return f"""## 1. **Load Video (your clip)**: the example clip, or yours (ComfyUI/input).
+## 2. **Checkpoint (SD 1.x/2.x)**: an SD 1.x or 2.x model.
+## 3. {PROMPTS[prompts]}, then press Run."""
 
 
 class Graph:
@@ -282,7 +282,7 @@ def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str, frame
 
 def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     g = Graph(info)
-    frames = video_in(g, start_note())
+    frames = video_in(g, start_note("both" if tune else "edit"))
     ckpt, prompts = checkpoint_and_prompts(g, source=tune)
     hints = controlnet_hints(g, frames) if controlnet else None
     model = (ckpt, 0)
