@@ -186,12 +186,10 @@ def test_a_failed_state_save_warns_and_tuning_goes_on(tmp_path, capsys, monkeypa
 
 def test_ctrl_c_prints_one_line_with_how_to_resume(tmp_path):
     """The installed command, interrupted by SIGINT during a long run with checkpoints on."""
-    script = Path(sys.executable).parent / "tuneavideo"
     weights = tmp_path / "w.safetensors"
     state = weights.with_suffix(".state.safetensors")
-    process = subprocess.Popen([str(script), "tune", "--frames", "2", "--tune-steps", "100000", "--checkpoint-every",
-                                "1", "--weights", str(weights)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    process = run_tune_process(["tune", "--frames", "2", "--tune-steps", "100000", "--checkpoint-every", "1",
+                                "--weights", str(weights)])
     out, err = interrupt_when(process, state)  # SIGINT once the first state is saved; waits for events
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err
@@ -492,8 +490,11 @@ def test_a_clip_folder_with_damaged_weights_is_one_line(tmp_path, capsys):
 
 
 def run_tune_process(args: list[str], **kwargs) -> subprocess.Popen:
+    """The installed command in a process of its own that Ctrl-C reaches: a suite started in the background by a
+    shell without job control inherits SIGINT ignored, and so would the command, which then never stops."""
     return subprocess.Popen([str(Path(sys.executable).parent / "tuneavideo"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def interrupt_when(process: subprocess.Popen, ready: Path) -> tuple[str, str]:
