@@ -183,6 +183,9 @@ def test_tune_and_edit_runs_from_the_run_button(frontend, comfy):
         (() => { const n = LiteGraph.createNode('TuneAVideoLoadTunedWeights');
                  return n.widgets[0].options.values.includes('from-the-ui_00001_.safetensors'); })()""",
                                      timeout=600_000)
+    again = frontend.run()  # the unchanged graph once more: One-Shot Tune comes from the cache, nothing is tuned
+    cached = next(m[1]["nodes"] for m in again["status"]["messages"] if m[0] == "execution_cached")
+    assert next(str(n["id"]) for n in frontend.nodes() if n["type"] == "TuneAVideoTune") in cached, cached
     assert frontend.errors() == []
 
 
