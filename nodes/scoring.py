@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+import comfy.sd1_clip
 from server import PromptServer
 
 from ..tav_core import scoring
@@ -20,15 +21,31 @@ PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safeten
          " or ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP")
 
 
+def _remembering_the_projection(load_sd):
+    """ComfyUI builds a text tower's projection uninitialised and fills it only from a file that has one (an SD 1.x
+    checkpoint's CLIP never does): its values say nothing, so each tower records whether it was loaded."""
+    def load(self, sd):
+        self.tav_projection_loaded = any(key.endswith("text_projection.weight") for key in sd)
+        return load_sd(self, sd)
+    return load
+
+
+if not hasattr(comfy.sd1_clip.SDClipModel.load_sd, "__wrapped__"):
+    comfy.sd1_clip.SDClipModel.load_sd = _remembering_the_projection(comfy.sd1_clip.SDClipModel.load_sd)
+    comfy.sd1_clip.SDClipModel.load_sd.__wrapped__ = True
+
+
 def text_projection(clip) -> torch.Tensor:
-    """The text tower's projection into CLIP's joint space; refused when the CLIP has none (SD 1.x checkpoints:
-    ComfyUI leaves it zero) or several towers (SDXL: use the single-tower file)."""
+    """The text tower's projection into CLIP's joint space; refused when the CLIP has none (SD 1.x checkpoints)
+    or several towers (SDXL: use the single-tower file)."""
     found = [m.weight for name, m in clip.cond_stage_model.named_modules() if name.endswith("text_projection")]
     check(len(found) == 1, f"this CLIP has {len(found)} text towers; text alignment needs one CLIP text encoder with "
                            f"its projection: {PAIRS}")
+    towers = [m for m in clip.cond_stage_model.modules() if isinstance(m, comfy.sd1_clip.SDClipModel)]
     weight = found[0].detach().float()
     eye = torch.eye(*weight.shape, device=weight.device)
-    check(bool(torch.isfinite(weight).all()) and bool(weight.abs().sum() > 0) and not torch.equal(weight, eye),
+    check(all(getattr(t, "tav_projection_loaded", True) for t in towers) and bool(torch.isfinite(weight).all())
+          and bool(weight.abs().sum() > 0) and not torch.equal(weight, eye),
           f"this CLIP has no text projection (SD 1.x checkpoints do not store it), so its text embedding is not in "
           f"CLIP's joint space: {PAIRS}")
     return weight
