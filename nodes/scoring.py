@@ -27,12 +27,12 @@ def _remembering_the_projection(load_sd):
     def load(self, sd):
         self.tav_projection_loaded = any(key.endswith("text_projection.weight") for key in sd)
         return load_sd(self, sd)
+    load.tav_remembers_projection = True
     return load
 
 
-if not hasattr(comfy.sd1_clip.SDClipModel.load_sd, "__wrapped__"):
+if not getattr(comfy.sd1_clip.SDClipModel.load_sd, "tav_remembers_projection", False):  # once, if reloaded
     comfy.sd1_clip.SDClipModel.load_sd = _remembering_the_projection(comfy.sd1_clip.SDClipModel.load_sd)
-    comfy.sd1_clip.SDClipModel.load_sd.__wrapped__ = True
 
 
 def text_projection(clip) -> torch.Tensor:

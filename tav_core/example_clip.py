@@ -15,8 +15,8 @@ EXAMPLE_CLIP = "tuneavideo-example.mp4"
 
 
 def example_clip(num_frames: int = 64, size: int = 512) -> np.ndarray:
-    """The pack's example clip, drawn rather than filmed (free to ship, nothing to download): a red ball with a
-    white band rolls left to right across a meadow under a blue sky; the workflows' prompts describe it."""
+    """A red ball with a white band rolls left to right across a meadow under a blue sky (the workflows' prompts
+    describe it)."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     horizon = 0.58
