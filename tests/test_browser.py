@@ -101,8 +101,8 @@ def check_notes(frontend, workflow) -> None:
     notes = [n for n in frontend.page.evaluate(NOTES_JS) if n["text"].strip()]  # (Preview Any shows text this way)
     sources = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "MarkdownNote"]
     assert len(notes) == len(sources)
-    findable = {n.get("title") or "" for n in frontend.nodes()} | {n["title"] for n in frontend.nodes()} \
-        | {g["title"] for g in workflow["groups"]} | {p.stem for p in WORKFLOWS}
+    findable = {n["title"] for n in frontend.nodes()} | {g["title"] for g in workflow["groups"]} \
+        | {p.stem for p in WORKFLOWS}
     for note, source in zip(notes, sources):
         assert note["smallest"] >= SMALLEST_TEXT, f"text {note['smallest']:.1f} px tall on screen: {note['text'][:60]}"
         assert note["overflow"] <= 1, f"the note's text runs {note['overflow']} px past its box: {note['text'][:60]}"
