@@ -5,6 +5,7 @@ text into the unconditional rows of the source branch (and of the edit branch un
 """
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -81,7 +82,16 @@ def with_edit_plan(model, plan: EditPlan):
         for block, number in attention_blocks(model):
             model.set_model_attn1_replace(patch(False), block, number)
             model.set_model_attn2_replace(patch(True), block, number)
+        if not plan.controller.control.source_cfg:
+            model.set_model_sampler_post_cfg_function(partial(source_without_guidance, plan.frames))
     return model
+
+
+def source_without_guidance(frames: int, args: dict) -> torch.Tensor:
+    """Post-CFG: the source branch's rows take the conditional prediction alone (Video-P2P's --fast)."""
+    denoised = args["denoised"].clone()
+    denoised[:frames] = args["cond_denoised"][:frames]
+    return denoised
 
 
 def comfy_attention(q, k, v, heads):

@@ -12,6 +12,7 @@ import comfy.utils
 import folder_paths
 
 from ..tav_core.attention_control import MODES, AttentionController, EditControl, parse_reweights
+from ..tav_core.choices import SELF_CONTROL
 from ..tav_core.denoiser import DiscreteDenoiser
 from ..tav_core.errors import check
 from ..tav_core.models import clip_tokenizer
@@ -83,13 +84,15 @@ class NullTextInvert:
             denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + table.to(device) ** 2), PREDICTION[model.model.model_type])
             hooks = video_hooks(diffusion_model(model))
             pairs = layers.to(device).pairs() if layers is not None else None
+            kind = layers.frame_attention if layers is not None else None
             handler = model.model_options.get("context_handler")
             if isinstance(handler, comfy.context_windows.IndexListContextHandler):  # the host's context windows
                 denoiser = Windowed(denoiser, frames, HostWindows(handler),
-                                    lambda n, window: hooks.video(n, pairs, window))
+                                    lambda n, window: hooks.video(n, pairs, window, kind))
             latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
-            cond, uncond = (c[0][0].clone().to(device, torch.float32) for c in (positive, negative))  # out of
-            with hooks.video(frames, pairs):                                                        # inference mode
+            # out of inference mode:
+            cond, uncond = (c[0][0].clone().to(device, torch.float32) for c in (positive, negative))
+            with hooks.video(frames, pairs, None, kind):
                 noise, embeddings = null_text_inversion(denoiser, latents, sigmas.clone().to(device), cond, uncond,
                                                         cfg, inner_steps, callback=progress)
         noise_out = model.model.process_latent_out(noise.detach()).cpu()
@@ -160,15 +163,19 @@ class AttentionControl:
             "blend_edit_words": ("STRING", {"default": "", "tooltip": "Local blend: words of the edit prompt whose region may change."}),
             "blend_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Attention above this fraction of its maximum is inside the region (Video-P2P: 0.3)."}),
             "blend_start": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Fraction of the steps before the blend starts (P2P: 0.2)."}),
+        }, "optional": {
+            "self_attention": (list(SELF_CONTROL), {"default": "spatial", "tooltip": "Which self-attention self_steps controls: spatial (Prompt-to-Prompt, the paper: the frames' attention at 32x32 and below) or temporal (Video-P2P's code: the temporal attention at every resolution)."}),
+            "source_cfg": ("BOOLEAN", {"default": True, "tooltip": "Off: the source branch samples without guidance, Video-P2P's --fast (after DDIM Invert with the source prompt instead of Null-Text Invert)."}),
         }}
 
     def make(self, source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight, blend_source_words,
-             blend_edit_words, blend_threshold, blend_start):
+             blend_edit_words, blend_threshold, blend_start, self_attention="spatial", source_cfg=True):
         check(bool(source_prompt.strip()) and bool(edit_prompt.strip()), "give the texts of both the source and the "
                                                                           "edit prompt")
         source, edit = _words(blend_source_words), _words(blend_edit_words)
         check(bool(source) == bool(edit), "local blend needs words of both prompts (or neither)")
         control = EditControl(source_prompt.strip(), edit_prompt.strip(), mode, cross_steps, self_steps,
-                              parse_reweights(reweight, "reweight"), (source, edit) if source else None, blend_threshold, blend_start)
+                              parse_reweights(reweight, "reweight"), (source, edit) if source else None, blend_threshold,
+                              blend_start, self_control=self_attention, source_cfg=source_cfg)
         AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))  # every word and setting checked here
         return (control,)

@@ -3,9 +3,16 @@
 import folder_paths
 import nodes
 
+from ..tav_core.choices import FRAME_ATTENTION
 from .sampling import CATEGORY
 from .tuning import FOLDER
 from .video_model import inflate_model, load_tuned_model
+
+
+FRAME_ATTENTION_INPUT = (list(FRAME_ATTENTION), {
+    "default": "sparse_causal", "tooltip": "What each frame's self-attention looks at: sparse_causal (Tune-A-Video): "
+    "frame 0 and the previous frame; first_frame (Video-P2P's model): frame 0 only. Tune and edit with the same; "
+    "tuned weights keep theirs."})
 
 
 class LoadInflateCheckpoint:
@@ -21,11 +28,12 @@ class LoadInflateCheckpoint:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),
-                                           {"tooltip": "SD 1.x/2.x checkpoint from models/checkpoints."})}}
+                                           {"tooltip": "SD 1.x/2.x checkpoint from models/checkpoints."})},
+                "optional": {"frame_attention": FRAME_ATTENTION_INPUT}}
 
-    def load(self, ckpt_name):
+    def load(self, ckpt_name, frame_attention="sparse_causal"):
         model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
-        return (inflate_model(model), clip, vae)
+        return (inflate_model(model, frame_attention, self.TITLE), clip, vae)
 
 
 class InflateModel:
@@ -40,16 +48,17 @@ class InflateModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL", {"tooltip": "An SD 1.x/2.x MODEL."})}}
+        return {"required": {"model": ("MODEL", {"tooltip": "An SD 1.x/2.x MODEL."})},
+                "optional": {"frame_attention": FRAME_ATTENTION_INPUT}}
 
-    def inflate(self, model):
-        return (inflate_model(model),)
+    def inflate(self, model, frame_attention="sparse_causal"):
+        return (inflate_model(model, frame_attention),)
 
 
 class LoadTunedWeights:
     TITLE = "Load Tuned Weights"
     DESCRIPTION = ("Applies tuned weights saved by One-Shot Tune (or 'tuneavideo tune') to a MODEL, inflating "
-                   "it. Refuses weights tuned on a different base model.")
+                   "it with the frame attention they were tuned with. Refuses weights tuned on a different base model.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The MODEL, inflated, with the tuned weights: DDIM Invert and Video KSampler take it.",)

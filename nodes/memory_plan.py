@@ -73,7 +73,7 @@ def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Pl
         latent_shape, context_shape = _shapes(model, settings)
         copies = "all" if settings.clone_frozen_weights else "inference"
         with trainable_weights(unet, queries, copies):
-            return plan_tuning([unet, layers], unet_fn, trained, lambda f: hooks.video(f, layers.pairs()),
+            return plan_tuning([unet, layers], unet_fn, trained, lambda f: layers.video(hooks, f),
                                latent_shape, context_shape, settings,
                                (lambda: checkpointed(unet)) if settings.gradient_checkpointing else nullcontext,
                                count_flops)
@@ -89,13 +89,13 @@ def plan_comfy_stage(model, stage: str, settings: Settings) -> Plan:
         denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + torch.tensor(sigma_table) ** 2), prediction)
         frames = settings.frames
         fn = denoiser if settings.windows is None else Windowed(
-            denoiser, frames, settings.windows, lambda n, window: hooks.video(n, layers.pairs(), window))
+            denoiser, frames, settings.windows, lambda n, window: layers.video(hooks, n, window))
         latent_shape, context_shape = _shapes(model, settings)
         rows = 2 * frames if stage == "p2p" else frames
         x, context = torch.zeros(rows, *latent_shape[1:]), torch.zeros(context_shape)
         sigmas = torch.tensor([14.6, 0.03])
         copies = "all" if settings.clone_frozen_weights else "inference"
-        with trainable_weights(unet, {}, copies), hooks.video(frames, layers.pairs()), \
+        with trainable_weights(unet, {}, copies), layers.video(hooks, frames), \
                 AllocationPeak() as tracker:
             cond = context.expand(rows, -1, -1)
             if stage == "invert":

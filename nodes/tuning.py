@@ -73,7 +73,7 @@ def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config:
         if config.mixed_precision == "no":  # half-precision weights need autocast and the gradient scaler
             config.mixed_precision = compute_precision(model)
         latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
-        losses = tune(unet_fn, params, lambda f: hooks.video(f, layers.pairs()), latents,
+        losses = tune(unet_fn, params, lambda f: layers.video(hooks, f), latents,
                       cond.clone().to(device, torch.float32), scheduler_config(model), config, callback)
     return layers.to("cpu").requires_grad_(False), {k: q.detach().cpu() for k, q in queries.items()}, losses
 

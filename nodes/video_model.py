@@ -6,6 +6,8 @@ an inflated MODEL's APPLY_MODEL wrapper runs a clip through them; temporal layer
 their own ModelPatcher; tuned query projections are ordinary weight patches of the tuned clone.
 """
 
+import copy
+
 import torch
 
 import comfy.lora
@@ -14,10 +16,11 @@ import comfy.model_patcher
 import comfy.patcher_extension
 import comfy.utils
 
+from ..tav_core.attention_control import controlled_temporal
 from ..tav_core.errors import TavError, check, plural
 from ..tav_core.frames import FrameContext
 from ..tav_core.inflation import Inflation, TemporalLayers, transformer_blocks
-from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, write_tuned
+from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, tuned_frame_attention, write_tuned
 from ..tav_core.windows import Window
 from .context_windows import KEY as WINDOW_KEY, anchor_host_windows
 from .edit_plan import KEY as EDIT_KEY
@@ -96,7 +99,13 @@ class VideoWrapper:
         window = transformer_options.get(WINDOW_KEY)  # a window of a longer clip (nodes.context_windows)
         if window is not None:  # its anchor cache keeps each clip's rows apart: by cond kind and branch
             window = Window(window.indices, window.anchors, [(kind, b) for kind in chunks for b in range(branches)])
-        with video_hooks(executor.class_obj.diffusion_model).video(x.shape[0] // clips, self.layers.pairs(), window):
+        controller = plan.controller if plan is not None else None
+        temporal = []
+        if controller is not None:  # the temporal attention's control (Video-P2P's) needs the batch and the step
+            controller.chunks, controller.step = chunks, plan.step_of(t)
+            temporal = [attn for _, attn in self.layers.pairs()]
+        with self.layers.video(video_hooks(executor.class_obj.diffusion_model), x.shape[0] // clips, window), \
+                controlled_temporal(temporal, controller):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
@@ -130,18 +139,24 @@ def attach(model, layers: TemporalLayers):
     return model
 
 
-def new_temporal_layers(model) -> TemporalLayers:
+def new_temporal_layers(model, frame_attention: str = "sparse_causal") -> TemporalLayers:
     """Fresh (zero-output) temporal layers for this MODEL's UNet, as ordinary (non-inference) fp32 tensors."""
     with torch.inference_mode(False):
-        return TemporalLayers(diffusion_model(model)).to("cpu", torch.float32)
+        return TemporalLayers(diffusion_model(model), frame_attention).to("cpu", torch.float32)
 
 
-def inflate_model(model):
-    """A video clone of ``model`` with fresh (zero-output) temporal layers; an inflated MODEL is returned as is."""
-    require_sd(model, "Inflate Model")
-    if temporal_layers(model) is not None:
+def inflate_model(model, frame_attention: str = "sparse_causal", node: str = "Inflate Model"):
+    """A video clone of ``model`` with fresh (zero-output) temporal layers; an inflated MODEL keeps its layers (a
+    clone with this frame attention, if it had another)."""
+    require_sd(model, node)
+    layers = temporal_layers(model)
+    if layers is None:
+        return attach(model.clone(), new_temporal_layers(model, frame_attention))
+    if layers.frame_attention == frame_attention:
         return model
-    return attach(model.clone(), new_temporal_layers(model))
+    other = copy.copy(layers)  # the same tensors, another frame attention
+    other.frame_attention = frame_attention
+    return attach(model.clone(), other)
 
 
 def base_weight(model, key: str) -> torch.Tensor:
@@ -171,14 +186,14 @@ def tuned_clone(model, layers: TemporalLayers, queries: dict[str, torch.Tensor])
 def save_tuned_model(path, model, layers: TemporalLayers, queries: dict[str, torch.Tensor], **metadata) -> None:
     names = query_names(model)
     tensors = {names[k]: q for k, q in queries.items()} | layers.state_dict()
-    write_tuned(path, tensors, base_fingerprint(model), **metadata)
+    write_tuned(path, tensors, base_fingerprint(model), frame_attention=layers.frame_attention, **metadata)
 
 
 def load_tuned_model(path, model) -> tuple:
     """(tuned clone, metadata) from a tuned-weights file; refuses files tuned on another base model."""
     require_sd(model, "Load Tuned Weights")
     tensors, meta = read_tuned(path, base_fingerprint(model))
-    layers = new_temporal_layers(model)
+    layers = new_temporal_layers(model, tuned_frame_attention(meta, path))
     names = query_names(model)
     expected = set(layers.state_dict()) | set(names.values())
     check(set(tensors) == expected, f"{path} does not fit this model's UNet ({len(tensors)} tensors, "

@@ -5,6 +5,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .choices import FRAME_ATTENTION
+from .errors import check
+
+
+def check_frame_attention(kind: str) -> str:
+    check(kind in FRAME_ATTENTION, f"frame attention {kind!r} is not one of {FRAME_ATTENTION} (sparse_causal: "
+                                   "Tune-A-Video's, first_frame: Video-P2P's)")
+    return kind
+
 
 def previous_frame(frame: int) -> int:
     """The frame whose keys a frame takes besides frame 0's: the one before it (frame 0 takes itself)."""
@@ -22,8 +31,14 @@ def sparse_causal(x: torch.Tensor, num_frames: int) -> torch.Tensor:
     return rearrange(torch.cat([first, x[:, previous]], dim=2), "b f n c -> (b f) n c")
 
 
-def sparse_causal_window(x: torch.Tensor, window, layer) -> torch.Tensor:
-    """``sparse_causal`` for a window of a longer clip (``tav_core.windows.Window``): frame i of the clip sees
+def first_frame(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Keys/values of Video-P2P's ``FrameAttention``: every frame sees frame 0 alone. ``(b f) n c -> (b f) n c``."""
+    x = rearrange(x, "(b f) n c -> b f n c", f=num_frames)
+    return rearrange(x[:, [0] * num_frames], "b f n c -> (b f) n c")
+
+
+def sparse_causal_window(x: torch.Tensor, window, layer, first_only: bool = False) -> torch.Tensor:
+    """``sparse_causal`` (``first_only``: ``first_frame``) for a window of a longer clip (``tav_core.windows.Window``): frame i of the clip sees
     [frame 0 ‖ frame i-1] of the clip; the rows of frames outside the window come from ``window.anchors`` (computed
     by an earlier window of this evaluation), and this window's rows that later windows need are kept there. A frame
     whose anchor or previous frame no earlier window computed (windows run out of clip order) takes the window's
@@ -44,9 +59,11 @@ def sparse_causal_window(x: torch.Tensor, window, layer) -> torch.Tensor:
         return position[frame]
 
     anchor = source(0, 0)
-    previous = [source(previous_frame(i), p) for p, i in enumerate(window.indices)]
+    previous = [] if first_only else [source(previous_frame(i), p) for p, i in enumerate(window.indices)]
     frames = torch.cat(pool, dim=1)
-    out = torch.cat([frames[:, [anchor] * f], frames[:, previous]], dim=2)
+    out = frames[:, [anchor] * f]
+    if not first_only:
+        out = torch.cat([out, frames[:, previous]], dim=2)
     for p, frame in enumerate(window.indices):
         for j, k in enumerate(keys):
             window.anchors.store(layer, k, frame, x[j, p])
@@ -74,9 +91,14 @@ class TemporalAttention(nn.Module):
         nn.init.zeros_(self.to_out[0].weight)
         nn.init.zeros_(self.to_out[0].bias)
 
+    control = None  # a callable (q, k, v, heads) -> out on (positions, frames, heads * dim): attention control
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (positions, frames, dim)."""
-        q, k, v = (rearrange(p(x), "b f (h d) -> b h f d", h=self.heads) for p in (self.to_q, self.to_k, self.to_v))
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        if self.control is not None:
+            return self.to_out[0](self.control(q, k, v, self.heads))
+        q, k, v = (rearrange(t, "b f (h d) -> b h f d", h=self.heads) for t in (q, k, v))
         out = self.attention(q, k, v)
         return self.to_out[0](rearrange(out, "b h f d -> b f (h d)"))
 

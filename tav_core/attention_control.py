@@ -5,8 +5,10 @@ chunks, for the first steps:
 
 * cross-attention (``cross_steps``): the edit's maps follow the source's: word swap ``P_src M``, refinement
   ``P_src[:, mapper] a + P_edit (1 - a)``, optionally reweighted per word (``P * scale``);
-* self-attention (the sparse-causal maps, ``self_steps``): the edit's maps are the source's, at layers with at most
-  ``self_max_pixels`` query pixels (Prompt-to-Prompt: 32x32 for 512-pixel images).
+* self-attention (``self_steps``): the edit's maps are the source's: ``self_control="spatial"`` (default) the
+  sparse-causal attention at layers with at most ``self_max_pixels`` query pixels (Prompt-to-Prompt: 32x32 for
+  512-pixel images); ``"temporal"`` the temporal attention at every resolution, where Video-P2P's code applies it
+  (it hooks attention modules by class name, and only its temporal attention has that class).
 
 No map is materialised for this: each rule is linear in the values, so ``P_src @ f(V_edit)`` is one scaled-dot-
 product attention on the source's queries and keys with transformed edit values, at any resolution, in the
@@ -16,7 +18,9 @@ resolutions up to 32x32, averaged over heads as they are computed and summed ove
 
 Local blend: after every step from ``blend_start``, a mask from those maps (the resolution nearest a quarter of
 the latent's side, as Prompt-to-Prompt's 16x16 for 64x64 latents; dilated 3x3, normalised per frame,
-thresholded, the union of source and edit words) keeps the edit's latents equal to the source's outside it.
+thresholded, the union of source and edit words) keeps the edit's latents equal to the source's outside it. Inside
+the cross window the edit's maps summed are the controlled ones, as in the reference (whose control writes into
+the stored maps).
 """
 
 import math
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .choices import SELF_CONTROL
 from .errors import check, in_range
 from .prompt_alignment import TOKENS, equalizer, refinement_mapper, replacement_mapper, word_token_indices
 
@@ -75,6 +80,8 @@ class EditControl:
     blend_threshold: float = 0.3
     blend_start: float = 0.2           # fraction of the steps before local blend starts
     self_max_pixels: int = 32 * 32
+    self_control: str = "spatial"      # which self-attention "self_steps" controls: SELF_CONTROL
+    source_cfg: bool = True            # False: the source branch samples without guidance (Video-P2P's --fast)
 
     def resolved_mode(self) -> str:
         check(self.mode in MODES, f"attention control mode {self.mode!r} is not one of {MODES}")
@@ -91,6 +98,9 @@ class AttentionController:
         for name in ("cross_steps", "self_steps", "blend_start", "blend_threshold"):
             value = getattr(control, name)
             check(0 <= value <= 1, f"{name} must be from 0 to 1, got {value}")
+        check(control.self_control in SELF_CONTROL, f"self_control {control.self_control!r} is not one of "
+                                                    f"{SELF_CONTROL} (spatial: Prompt-to-Prompt's, temporal: Video-P2P "
+                                                    "code's)")
         self.control, self.frames, self.latent_size, self.attention = control, frames, latent_size, attention
         self.mode = control.resolved_mode()
         src, edit = control.source_prompt, control.edit_prompt
@@ -122,26 +132,30 @@ class AttentionController:
 
     # ---- one attention layer
 
-    def __call__(self, q, k, v, heads: int, is_cross: bool, chunks: list[int]) -> torch.Tensor:
-        """Attention of one layer for a batch of ``chunks`` (0: conditional, 1: unconditional) x 2 branches x frames."""
+    def __call__(self, q, k, v, heads: int, is_cross: bool, chunks: list[int], temporal: bool = False) -> torch.Tensor:
+        """Attention of one layer for a batch of ``chunks`` (0: conditional, 1: unconditional) x 2 branches x frames
+        (``temporal``: of the temporal attention, x pixels, attending over frames)."""
         out = self.attention(q, k, v, heads)
         f = len(self.window[0]) if self.window is not None else self.frames
-        check(q.shape[0] == len(chunks) * 2 * f, f"attention batch of {q.shape[0]} is not {len(chunks)} x 2 branches "
-                                                 f"x {f} frames")
+        rows = q.shape[0] // (2 * len(chunks))  # of one branch of one chunk
+        check(q.shape[0] == len(chunks) * 2 * rows and (temporal or rows == f),
+              f"attention batch of {q.shape[0]} is not {len(chunks)} x 2 branches x {f} frames")
+        controls_self = temporal == (self.control.self_control == "temporal")
         for c, kind in enumerate(chunks):
             if kind != 0:  # the unconditional chunks are left as they are, as Prompt-to-Prompt does
                 continue
-            src, edit = slice(2 * c * f, (2 * c + 1) * f), slice((2 * c + 1) * f, (2 * c + 2) * f)
+            src, edit = slice(2 * c * rows, (2 * c + 1) * rows), slice((2 * c + 1) * rows, (2 * c + 2) * rows)
             if is_cross:
                 self._record(q, k, heads, src, edit)
                 controlled = self._cross(q, k, v, heads, src, edit)
             else:
-                controlled = self._self(q, k, v, heads, src, edit)
+                controlled = self._self(q, k, v, heads, src, edit) if controls_self else None
             if controlled is not None:
                 out[edit] = controlled
         return out
 
     def _self(self, q, k, v, heads, src, edit):
+        # the size limit counts queries: pixels, or frames in the temporal attention (as the reference's test does)
         if self.step >= self.self_stop or q.shape[1] > self.control.self_max_pixels:
             return None
         return self.attention(q[src], k[src], v[edit], heads)  # the source's maps on the edit's values
@@ -163,16 +177,25 @@ class AttentionController:
         own = self._token_scale(ve, (1 - self.alphas) * self.scale)
         return self.attention(q[src], k[src], gathered, heads) + self.attention(q[edit], k[edit], own, heads)
 
+    def _controlled_maps(self, p_src: torch.Tensor, p_edit: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+        """The edit's cross-attention maps after control, at ``tokens``: (frames, heads, pixels, len(tokens))."""
+        scale = self.scale.to(p_src)[tokens]
+        if self.mode == "replace":
+            return p_src @ (self.mapper.to(p_src)[:, tokens] * scale)
+        alphas = self.alphas.to(p_src)[tokens]
+        return p_src[..., self.mapper[tokens].to(p_src.device)] * alphas * scale + p_edit[..., tokens] * (1 - alphas) * scale
+
     def _record(self, q, k, heads, src, edit):
-        """Local blend's maps: cross-attention of its words, averaged over heads (small layers only)."""
+        """Local blend's maps: cross-attention of its words, averaged over heads (small layers only); the edit's
+        are taken after control in the cross window."""
         pixels = q.shape[1]
         if self.blend_tokens is None or pixels > 32 * 32:
             return
-        maps = []
-        for rows, tokens in zip((src, edit), self.blend_tokens):
-            p = probabilities(q[rows], k[rows], heads)[..., tokens].sum(-1)  # (frames, heads, pixels)
-            maps.append(p.mean(1).float())
-        maps = torch.stack(maps)
+        p_src, p_edit = probabilities(q[src], k[src], heads), probabilities(q[edit], k[edit], heads)
+        src_tokens, edit_tokens = self.blend_tokens
+        edit_maps = (self._controlled_maps(p_src, p_edit, edit_tokens) if self.step < self.cross_stop
+                     else p_edit[..., edit_tokens])
+        maps = torch.stack([p_src[..., src_tokens].sum(-1).mean(1), edit_maps.sum(-1).mean(1)]).float()
         if self.window is None:
             self.maps[pixels] = self.maps.get(pixels, 0) + maps
             return
@@ -222,15 +245,34 @@ class ControlledProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+def temporal_control(controller: AttentionController):
+    """What a ``TemporalAttention.control`` runs: the temporal attention through ``controller``."""
+    return lambda q, k, v, heads: controller(q, k, v, heads, False, controller.chunks, temporal=True)
+
+
+@contextmanager
+def controlled_temporal(attentions, controller: AttentionController):
+    """Route these ``TemporalAttention`` modules through ``controller`` while inside."""
+    for a in attentions:
+        a.control = temporal_control(controller)
+    try:
+        yield controller
+    finally:
+        for a in attentions:
+            a.control = None
+
+
 @contextmanager
 def controlled(blocks, controller: AttentionController):
-    """Route the attention of these diffusers transformer blocks through ``controller`` while inside."""
+    """Route the attention of these diffusers transformer blocks (their temporal attention too) through
+    ``controller`` while inside."""
     saved = [(b.attn1, b.attn1.processor, b.attn2, b.attn2.processor) for b in blocks]
     for b in blocks:
         b.attn1.set_processor(ControlledProcessor(controller, False))
         b.attn2.set_processor(ControlledProcessor(controller, True))
     try:
-        yield controller
+        with controlled_temporal([b.attn_temp for b in blocks if hasattr(b, "attn_temp")], controller):
+            yield controller
     finally:
         for attn1, p1, attn2, p2 in saved:
             attn1.set_processor(p1)

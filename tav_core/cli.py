@@ -12,9 +12,9 @@ import warnings
 from pathlib import Path
 
 from . import preflight as pf
+from .choices import FRAME_ATTENTION, FUSE_METHODS, SELF_CONTROL
 from .errors import TavError, TavWarning, check, summary
 
-FUSE_METHODS = ("pyramid", "flat", "overlap-linear")  # tav_core.windows (not imported: --help stays instant)
 
 PAPER = dict(size=512, tune_steps=500, steps=50)
 TINY = dict(size=64, tune_steps=30, steps=20)
@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
                    help="override the model's (SD2 checkpoints default to v_prediction; SD2-base needs epsilon)")
     g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt checkpoints (they can run code: trust the source)")
+    g.add_argument("--frame-attention", choices=list(FRAME_ATTENTION),
+                   help="what each frame's self-attention looks at: sparse_causal (Tune-A-Video, the default): frame 0 "
+                        "and the previous frame; first_frame (Video-P2P's model): frame 0 only. Tuned weights keep "
+                        "theirs (edit reads it from --weights)")
     g.add_argument("--weights", default="out/tuned.safetensors",
                    help="tuned weights .safetensors: written by tune/run, read by edit (default out/tuned.safetensors)")
 
@@ -111,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--blend", nargs=2, metavar=("SOURCE_WORDS", "EDIT_WORDS"),
                    help="local blend: comma-separated words of each prompt whose region may change (e.g. rabbit rabbit)")
     g.add_argument("--blend-threshold", type=float, default=0.3, help="local blend mask threshold (default 0.3)")
+    g.add_argument("--self-control", choices=list(SELF_CONTROL), default="spatial",
+                   help="which self-attention --self-steps controls: spatial (default; Prompt-to-Prompt, the paper: "
+                        "the frames' attention at 32x32 and below) or temporal (Video-P2P's code: the temporal "
+                        "attention at every resolution)")
+    g.add_argument("--fast", action="store_true", help="Video-P2P's --fast: DDIM inversion with the source prompt "
+                                                      "instead of null-text inversion, the source branch sampled "
+                                                      "without guidance (minutes instead of ~20x the inversion)")
 
     scoring = argparse.ArgumentParser(add_help=False)
     g = scoring.add_argument_group("scoring")
@@ -155,7 +166,7 @@ def _check_args(args, defaults):
     model's configs, read from the checkpoint's headers."""
     from .files import check_free_space, check_writable, is_file
     from .models import ModelConfigs, inspect_checkpoint
-    from .weights import check_tuned_file
+    from .weights import check_tuned_file, tuned_frame_attention
 
     pf.check_numbers(args)
     pf.check_device(args.device)
@@ -192,6 +203,9 @@ def _check_args(args, defaults):
             for path in pf.score_paths(args.out):
                 check_writable(path, "score report")
                 outputs[f"the score report {path.suffix}"] = path
+        check(args.p2p or not args.fast, "--fast is Video-P2P's fast mode of a --p2p edit; add --p2p")
+        check(not (args.fast and args.inversion), "--fast makes no null-text inversion, so there is none to save or "
+                                                  "reuse: drop --inversion (or --fast)")
         if args.p2p:
             _edit_control(args)
             if args.inversion:
@@ -213,7 +227,11 @@ def _check_args(args, defaults):
         from .tiny import tiny_components
         configs = ModelConfigs.of(tiny_components(args.seed))
     if not _tunes(args):
-        check_tuned_file(weights, args.model, args.config)  # header, base model (from the checkpoint's header), NaN
+        meta = check_tuned_file(weights, args.model, args.config)  # header, base model (checkpoint's header), NaN
+        tuned_with = tuned_frame_attention(meta, weights)
+        check(args.frame_attention in (None, tuned_with), f"{weights} was tuned with {tuned_with} frame attention, and "
+                                                          "edits with it; drop --frame-attention (or tune again with "
+                                                          f"{args.frame_attention})")
     else:
         from .stage_memory import tuned_bytes
         size = tuned_bytes(configs)
@@ -243,7 +261,8 @@ def _load(args, defaults):
         print("no --model given: using a tiny random model (shows the machinery; the output is not a real edit)")
         components = tiny_components(args.seed, args.prediction_type or "epsilon")
     mixed = None if args.fp16 else args.mixed_precision
-    return TuneAVideo(components, device, dtype, getattr(args, "gradient_checkpointing", False), mixed)
+    return TuneAVideo(components, device, dtype, getattr(args, "gradient_checkpointing", False), mixed,
+                      args.frame_attention)
 
 
 def _edit_passes(args):
@@ -275,8 +294,8 @@ def _plan(args, configs, defaults) -> dict:
         stages["tune"] = dict(config=config, gradient_checkpointing=args.gradient_checkpointing)
     if _edits(args):
         passes, steps = _edit_passes(args), args.steps or defaults["steps"]
-        edit_stages = (("null_text",) if not _reuses_inversion(args) else ()) + ("p2p",) if args.p2p else \
-            ("invert", "sample")
+        inversion = ("invert",) if args.fast else ("null_text",) if not _reuses_inversion(args) else ()
+        edit_stages = inversion + ("p2p",) if args.p2p else ("invert", "sample")
         stages.update({stage: dict(passes=passes, steps=steps) for stage in edit_stages})
         stages["decode"] = {}
     chosen, as_asked = {}, []
@@ -364,7 +383,8 @@ def _edit_control(args):
     from .models import clip_tokenizer
     blend = tuple([w for w in words.split(",") if w] for words in args.blend) if args.blend else None
     control = EditControl(args.prompt, args.edit_prompt, args.mode, args.cross_steps, args.self_steps,
-                          parse_reweights(args.reweight, "--reweight"), blend, args.blend_threshold)
+                          parse_reweights(args.reweight, "--reweight"), blend, args.blend_threshold,
+                          self_control=args.self_control, source_cfg=not args.fast)
     AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))
     return control
 
@@ -372,6 +392,10 @@ def _edit_control(args):
 def _p2p(args, pipe, latents, steps, cfg, planned):
     from .editing import edit, null_text_invert
     from .null_text import NullTextInversion
+    if args.fast:  # Video-P2P's fast mode: plain DDIM inversion with the source prompt, no null text
+        noise = pipe.invert(latents, steps, args.prompt, passes=_passes(args, planned, "invert"))
+        return edit(pipe, noise, _edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed,
+                    passes=_passes(args, planned, "p2p"))[1]
     inversion = None
     made_from = _inversion_source(pipe, latents)
     if args.inversion and Path(args.inversion).is_file():

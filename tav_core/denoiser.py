@@ -39,13 +39,14 @@ class DiscreteDenoiser:
         return x * c_in ** 2 - out * s * c_in
 
 
-def guided(model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float, batched: bool = True,
-           on_chunks: Callable | None = None) -> Callable:
+def guided(model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, scale: float | torch.Tensor,
+           batched: bool = True, on_chunks: Callable | None = None) -> Callable:
     """Classifier-free guidance: ``uncond + scale * (cond - uncond)``, both halves in one batch, or (``batched``
-    False: half the memory of a pass) one after the other. ``on_chunks(kinds)`` is told what the next call's batch
-    holds, in ComfyUI's words: 1 unconditional, 0 conditional (attention control reads it)."""
+    False: half the memory of a pass) one after the other; ``scale`` may be a tensor of one scale per row.
+    ``on_chunks(kinds)`` is told what the next call's batch holds, in ComfyUI's words: 1 unconditional,
+    0 conditional (attention control reads it)."""
     tell = on_chunks or (lambda kinds: None)
-    if uncond is None or scale == 1.0:
+    if uncond is None or (not torch.is_tensor(scale) and scale == 1.0):
         def conditional(x, sigma):
             tell([0])
             return model(x, sigma, cond)
@@ -60,5 +61,5 @@ def guided(model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, sca
             u = model(x, sigma, uncond)
             tell([0])
             c = model(x, sigma, cond)
-        return u + scale * (c - u)
+        return u + (scale.to(u) if torch.is_tensor(scale) else scale) * (c - u)
     return fn

@@ -49,6 +49,8 @@ def edit(pipe: TuneAVideo, inverted: NullTextInversion | torch.Tensor, control: 
     With a ``NullTextInversion`` the source branch's unconditional embedding at every step is the optimised one
     and, ``decoupled`` (Video-P2P), the edit branch keeps the plain ``negative_prompt``; otherwise both use it.
     ``attention_control=False`` samples the two prompts side by side without control (for comparison).
+    ``control.source_cfg=False`` (Video-P2P's --fast, from ``pipe.invert(latents, steps, source_prompt)``): the
+    source branch takes the conditional prediction alone, the edit branch keeps the guidance.
     ``passes``: precision, frame windows (both branches run each window together) and CFG batching.
     """
     noise = inverted.noise if isinstance(inverted, NullTextInversion) else inverted
@@ -67,6 +69,9 @@ def edit(pipe: TuneAVideo, inverted: NullTextInversion | torch.Tensor, control: 
     cond = torch.cat([pipe.encode_prompt(control.source_prompt).expand(frames, -1, -1),
                       pipe.encode_prompt(control.edit_prompt).expand(frames, -1, -1)])
     negative = pipe.encode_prompt(negative_prompt).expand(frames, -1, -1)
+    scale = guidance_scale
+    if not control.source_cfg:  # per row: 1 (the conditional prediction) for the source, the guidance for the edit
+        scale = torch.tensor([1.0] * frames + [guidance_scale] * frames, dtype=noise.dtype).view(-1, 1, 1, 1)
     controller = None
     if attention_control:
         controller = AttentionController(control, pipe.c.tokenizer, steps, frames, tuple(noise.shape[2:]))
@@ -79,7 +84,7 @@ def edit(pipe: TuneAVideo, inverted: NullTextInversion | torch.Tensor, control: 
         uncond = torch.cat([source_uncond, negative if decoupled else source_uncond])
         if controller is not None:
             controller.step = step
-        return guided(denoiser, cond, uncond, guidance_scale, passes.batch_cfg, on_chunks)(x, sigma)
+        return guided(denoiser, cond, uncond, scale, passes.batch_cfg, on_chunks)(x, sigma)
 
     def on_chunks(kinds):
         if controller is not None:

@@ -10,8 +10,8 @@ from functools import partial
 
 from torch import nn
 
-from .attention import (TemporalAttention, clip_group_norm_in, clip_group_norm_out, sparse_causal,
-                        sparse_causal_window, temporal_residual)
+from .attention import (TemporalAttention, check_frame_attention, clip_group_norm_in, clip_group_norm_out,
+                        first_frame, sparse_causal, sparse_causal_window, temporal_residual)
 from .errors import check
 from .frames import FrameContext
 
@@ -56,12 +56,17 @@ class TemporalLayers(nn.Module):
     """The temporal layers of a UNet kept outside it (ComfyUI shares one UNet among MODELs); state-dict keys
     ``blocks.{i}.norm_temp.*`` / ``blocks.{i}.attn_temp.*`` match the tuned-weights files."""
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, unet: nn.Module, frame_attention: str = "sparse_causal"):
         super().__init__()
         self.blocks = nn.ModuleList(make_temporal_layers(b, nn.Module()) for _, b in transformer_blocks(unet))
+        self.frame_attention = check_frame_attention(frame_attention)  # part of the video model: tuned with it
 
     def pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return temporal_pairs(self.blocks)
+
+    def video(self, inflation: "Inflation", num_frames: int, window=None):
+        """``inflation.video`` with these layers and their frame attention."""
+        return inflation.video(num_frames, self.pairs(), window, self.frame_attention)
 
 
 def temporal_pairs(holders) -> list[tuple[nn.Module, nn.Module]]:
@@ -76,12 +81,14 @@ def is_trainable(name: str) -> bool:
 
 class Inflation:
     """Hooks that make one UNet a video model while a clip runs through it (``video()``), an image model
-    otherwise. ``temporal`` holds each transformer block's (norm_temp, attn_temp); ``remove()`` unhooks."""
+    otherwise. ``temporal`` holds each transformer block's (norm_temp, attn_temp); ``frame_attention`` what the
+    self-attention looks at (``attention.FRAME_ATTENTION``); ``remove()`` unhooks."""
 
     def __init__(self, unet: nn.Module, context: FrameContext,
-                 temporal: list[tuple[nn.Module, nn.Module]] | None = None):
+                 temporal: list[tuple[nn.Module, nn.Module]] | None = None, frame_attention: str = "sparse_causal"):
         self.context = context
         self.temporal = temporal
+        self.frame_attention = check_frame_attention(frame_attention)
         self.handles = []
         blocks = transformer_blocks(unet)
         check(bool(blocks), f"{type(unet).__name__} has no transformer blocks with attn1/attn2/ff; "
@@ -95,22 +102,27 @@ class Inflation:
             self.handles.append(norm.register_forward_hook(self._norm_out))
 
     @contextmanager
-    def video(self, num_frames: int, temporal: list[tuple[nn.Module, nn.Module]] | None = None, window=None):
-        """Run clips of ``num_frames`` frames inside this block (with these temporal layers, if given); ``window``
-        (``tav_core.windows.Window``): the frames are that window of a longer clip."""
-        previous = self.temporal
+    def video(self, num_frames: int, temporal: list[tuple[nn.Module, nn.Module]] | None = None, window=None,
+              frame_attention: str | None = None):
+        """Run clips of ``num_frames`` frames inside this block (with these temporal layers and frame attention, if
+        given); ``window`` (``tav_core.windows.Window``): the frames are that window of a longer clip."""
+        previous = self.temporal, self.frame_attention
         self.temporal = self.temporal if temporal is None else temporal
+        self.frame_attention = check_frame_attention(frame_attention or self.frame_attention)
         try:
             with self.context.frames(num_frames, window):
                 yield self
         finally:
-            self.temporal = previous
+            self.temporal, self.frame_attention = previous
 
     def _sparse_causal(self, module, args, out):
         f = self.context.active(out.shape[0])
+        first_only = self.frame_attention == "first_frame"
         if self.context.window is not None:
-            return sparse_causal_window(out, self.context.window, module)
-        return out if f in (None, 1) else sparse_causal(out, f)  # one frame: [f0 ‖ f0] attends like f0 alone
+            return sparse_causal_window(out, self.context.window, module, first_only)
+        if f in (None, 1):
+            return out  # one frame: [f0 ‖ f0] (or f0) attends like f0 alone
+        return first_frame(out, f) if first_only else sparse_causal(out, f)
 
     def _temporal(self, index, block, args, out):
         f = self.context.active(out.shape[0])
@@ -133,16 +145,19 @@ class Inflation:
         self.handles.clear()
 
 
-def inflate(unet: nn.Module, context: FrameContext | None = None) -> Inflation:
-    """Inflate ``unet`` in place (idempotent): temporal layers inside its blocks, as in the reference.
+def inflate(unet: nn.Module, context: FrameContext | None = None, frame_attention: str | None = None) -> Inflation:
+    """Inflate ``unet`` in place (idempotent): temporal layers inside its blocks, as in the reference;
+    ``frame_attention`` (default sparse_causal) sets what its self-attention looks at, also when inflated already.
 
     Returns its ``Inflation`` (also ``unet.tav_inflation``).
     """
     existing = getattr(unet, "tav_inflation", None)
     if existing is not None:
+        if frame_attention is not None:
+            existing.frame_attention = check_frame_attention(frame_attention)
         return existing
     temporal = temporal_pairs(make_temporal_layers(block) for _, block in transformer_blocks(unet))
-    inflation = Inflation(unet, context or FrameContext(), temporal)
+    inflation = Inflation(unet, context or FrameContext(), temporal, frame_attention or "sparse_causal")
     unet.tav_inflation = inflation
     return inflation
 

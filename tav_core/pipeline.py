@@ -24,13 +24,15 @@ class TuneAVideo:
 
     def __init__(self, components: Components, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False,
-                 mixed_precision: str | None = None):
+                 mixed_precision: str | None = None, frame_attention: str | None = None):
         """``dtype``: the frozen weights'; ``mixed_precision`` ("no", "bf16", "fp16"): the autocast every UNet pass
-        (tuning, inversion, sampling, editing) computes in; half-precision weights compute in their own dtype."""
+        (tuning, inversion, sampling, editing) computes in; half-precision weights compute in their own dtype.
+        ``frame_attention``: "sparse_causal" (Tune-A-Video, the default) or "first_frame" (Video-P2P's model);
+        tuned weights carry theirs, and loading them sets it."""
         self.c = components
         self.device, self.dtype = torch.device(device), dtype
         self.mixed_precision = compute_precision(dtype, mixed_precision)
-        self.inflation = inflate(components.unet)
+        self.inflation = inflate(components.unet, frame_attention=frame_attention)
         for m in (components.unet, components.vae, components.text_encoder):
             first = next(m.parameters())
             if first.dtype != dtype:  # diffusers warns about any dtype given to .to()
@@ -191,7 +193,7 @@ class TuneAVideo:
 
     def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig) -> None:
         save_tuned(path, self.c.unet, prompt=self.prompt_used(prompt), frames=frames, width=width, height=height,
-                   tuning=recorded(config))
+                   tuning=recorded(config), frame_attention=self.inflation.frame_attention)
 
     def load_tuned(self, path) -> dict:
         return load_tuned(path, self.c.unet)

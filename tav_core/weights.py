@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .choices import FRAME_ATTENTION
 from .errors import check
 from .files import atomic_path, parsed_metadata, read_header, read_safetensors
 from .inflation import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
@@ -118,11 +119,20 @@ def read_tuned(path: str | Path, base_fingerprint: list[float]) -> tuple[dict[st
 
 
 def load_tuned(path: str | Path, unet: nn.Module) -> dict:
-    """Load tuned tensors into a UNet (inflating it if needed). Returns the metadata."""
+    """Load tuned tensors into a UNet (inflating it if needed, with the frame attention they were tuned with).
+    Returns the metadata."""
     tensors, meta = read_tuned(path, fingerprint(unet))
-    inflate(unet)
+    inflate(unet, frame_attention=tuned_frame_attention(meta, path))
     load_video_parameters(unet, tensors, str(path))
     return meta
+
+
+def tuned_frame_attention(meta: dict, path) -> str:
+    """The frame attention weights were tuned with (files from before the choice existed: sparse_causal)."""
+    kind = meta.get("frame_attention", "sparse_causal")
+    check(kind in FRAME_ATTENTION, f"{path} was tuned with frame attention {kind!r}, which this version does not know "
+                                   f"({FRAME_ATTENTION}); update the pack or tune again")
+    return kind
 
 
 def load_video_parameters(unet: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

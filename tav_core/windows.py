@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 
 from .attention import previous_frame
+from .choices import FUSE_METHODS
 from .errors import check
 
-FUSE_METHODS = ("pyramid", "flat", "overlap-linear")
 
 
 @dataclass(frozen=True)

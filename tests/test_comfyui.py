@@ -505,10 +505,11 @@ def test_one_shot_tune_shows_and_returns_its_loss_curve(comfy):
     assert Image.open(saved).size == loss_chart([1.0, 0.5]).shape[1::-1]  # one chart of the default size
 
 
-def equivalence_setup(comfy, test_models, name: str, frames: int = FRAMES):
+def equivalence_setup(comfy, test_models, name: str, frames: int = FRAMES, frame_attention: str | None = None):
     """The headless engine on the test checkpoint with tuned (non-zero) temporal layers, saved for ComfyUI too."""
     from tav_core import TuneAVideo, TuneConfig, load_components
-    pipe = TuneAVideo(load_components(test_models / CKPT, config=test_models / "tiny-sd15-config"))
+    pipe = TuneAVideo(load_components(test_models / CKPT, config=test_models / "tiny-sd15-config"),
+                      frame_attention=frame_attention)
     latents = pipe.encode_video(demo_video(frames, SIZE, SIZE))
     pipe.tune(latents, "a red square", TuneConfig(steps=3, learning_rate=1e-2), progress=False)
     pipe.save_tuned(comfy.base / f"models/tuneavideo/{name}.safetensors", "a red square", frames, SIZE, SIZE,
@@ -573,6 +574,36 @@ def test_null_text_inversion_and_controlled_edit_equal_the_engine(comfy, test_mo
         # ComfyUI's modules vs diffusers': limit 100x how far the engine's result moves (max, relative) when the
         # latents move by one ulp; CFG 7.5 and Adam on the null text amplify it. One inner step fewer moves the
         # embeddings by 2e-2, reweighting 2.5 instead of 2 moves the edit by 6e-2
+        assert within(relative(theirs, ours), relative(nudged, ours), 100, f"ComfyUI vs engine: {name}")
+
+
+def test_video_p2p_recipe_equals_the_engine(comfy, test_models):
+    """Video-P2P's recipe: weights tuned with first-frame attention (Load Tuned Weights takes it from the file),
+    --fast (DDIM Invert with the source prompt, the source branch unguided) and self-attention control on the
+    temporal layers, against the engine's."""
+    from tav_core.attention_control import EditControl
+    from tav_core.editing import edit
+    pipe, latents, graph = equivalence_setup(comfy, test_models, "videop2p", frame_attention="first_frame")
+    steps, cfg = 4, 7.5
+    graph.update({
+        "7": {"class_type": "TuneAVideoInvert", "inputs": {"model": ["5", 0], "conditioning": ["2", 0],
+                                                           "latent_image": ["4", 0], "steps": steps}},
+        "9": control_node("a red square", "a yellow square", self_attention="temporal", source_cfg=False),
+        "10": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["5", 0], "seed": 0, "steps": 0, "cfg": cfg,
+               "eta": 0.0, "positive": ["6", 0], "negative": ["3", 0], "latent_image": ["7", 0], "control": ["9", 0],
+               "source_positive": ["2", 0]}},
+        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "tav-test/vp2p-edit"}},
+        "12": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 1], "filename_prefix": "tav-test/vp2p-source"}},
+    })
+    run_ok(comfy, graph)
+    control = EditControl("a red square", "a yellow square", cross_steps=0.4, self_control="temporal",
+                          source_cfg=False)
+    results = [edit(pipe, pipe.invert(x, steps, "a red square"), control, cfg, steps) for x in (latents, nudge(latents))]
+    (source, edited), (moved_source, moved_edit) = results
+    for name, ours, nudged in (("vp2p-source", source, moved_source), ("vp2p-edit", edited, moved_edit)):
+        theirs = load_latent(comfy, f"tav-test/{name}") * pipe.scaling
+        # ComfyUI's modules vs diffusers': limit 100x how far the engine's result moves when the latents move by
+        # one ulp (CFG 7.5 amplifies it on the edit)
         assert within(relative(theirs, ours), relative(nudged, ours), 100, f"ComfyUI vs engine: {name}")
 
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import randomize_temporal
 from tav_core import TavError, TuneAVideo, demo_video
-from tav_core.attention import sparse_causal, sparse_causal_window
+from tav_core.attention import first_frame, sparse_causal, sparse_causal_window
 from tav_core.attention_control import AttentionController, EditControl
 from tav_core.editing import edit, null_text_invert
 from tav_core.tiny import tiny_components
@@ -55,19 +55,20 @@ def test_fuse_weights_are_comfyuis():
         ContextWindows(4, 4)
 
 
-@pytest.mark.parametrize("frames", [11, 41])
-def test_each_window_sees_the_keys_of_the_clips_anchor_and_previous_frame(frames):
-    """At an attention layer, window by window in clip order, each frame gets [frame 0 || frame i-1] of the clip:
-    exactly the rows the whole clip gives it (rows are copied, never computed: equal bit for bit)."""
+@pytest.mark.parametrize("frames, first_only", [(11, False), (41, False), (11, True)])
+def test_each_window_sees_the_keys_of_the_clips_anchor_and_previous_frame(frames, first_only):
+    """At an attention layer, window by window in clip order, each frame gets [frame 0 || frame i-1] of the clip
+    (Video-P2P's frame attention: frame 0 alone): exactly the rows the whole clip gives it (rows are copied, never
+    computed: equal bit for bit)."""
     clips = 2
     keys = torch.randn(clips * frames, 5, 3)
-    whole = sparse_causal(keys, frames).view(clips, frames, 10, 3)
+    whole = (first_frame if first_only else sparse_causal)(keys, frames).view(clips, frames, -1, 3)
     plan = ContextWindows(4, 1).windows(frames)
     anchors, most_kept = AnchorCache(plan), 0
     for indices in plan:
         rows = torch.tensor([c * frames + i for c in range(clips) for i in indices])
-        out = sparse_causal_window(keys[rows], Window(indices, anchors), layer="attn1.to_k")
-        assert torch.equal(out.view(clips, len(indices), 10, 3), whole[:, indices])
+        out = sparse_causal_window(keys[rows], Window(indices, anchors), layer="attn1.to_k", first_only=first_only)
+        assert torch.equal(out.view(clips, len(indices), -1, 3), whole[:, indices])
         most_kept = max(most_kept, len({k[2] for k in anchors.rows}))
         anchors.done(indices)
     assert anchors.missing == 0 and not anchors.rows  # nothing was missing, nothing is left

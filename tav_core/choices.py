@@ -1,0 +1,11 @@
+"""Named choices shared by the engine, the CLI and the nodes, in a module without torch (``--help`` stays instant)."""
+
+# how overlapping frame windows' results are weighted (tav_core.windows; ComfyUI's context windows' names)
+FUSE_METHODS = ("pyramid", "flat", "overlap-linear")
+
+# what a frame's self-attention looks at: Tune-A-Video's [frame 0 ‖ frame i-1], or Video-P2P's frame 0 alone
+FRAME_ATTENTION = ("sparse_causal", "first_frame")
+
+# which self-attention Prompt-to-Prompt's self-attention control replaces: the frames' (the paper's, at 32x32 and
+# below) or the temporal attention (where Video-P2P's code applies it)
+SELF_CONTROL = ("spatial", "temporal")
