@@ -14,6 +14,8 @@ import comfy.sd1_clip
 from server import PromptServer
 
 from ..tav_core import scoring
+from ..tav_core.choices import CLIP_CLAMPS, SSIM_CONVENTIONS
+from ..tav_core.clip_embedder import clip_frames
 from ..tav_core.errors import check
 from .sampling import CATEGORY, preview_with_workflow
 
@@ -90,12 +92,17 @@ class ScoreVideo:
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edit prompt (text alignment)."}),
             "source_images": ("IMAGE", {"tooltip": "The source frames the edit started from (PSNR and SSIM)."}),
             "mask": ("MASK", {"tooltip": "The edited region (white): PSNR/SSIM also inside and outside it."}),
+            "clip_score_clamp": (list(CLIP_CLAMPS), {"default": "frame", "tooltip": "Text alignment: clamp each frame's CLIP score at 0, then average (the paper's), or clamp the mean (torchmetrics' CLIPScore over the frames)."}),
+            "ssim_convention": (list(SSIM_CONVENTIONS), {"default": "whole_frame", "tooltip": "SSIM averaged over the whole frame (torchmetrics) or without the 5-pixel border (scikit-image)."}),
         }, "hidden": {"unique_id": "UNIQUE_ID", "api_prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
-    def score(self, images, clip_vision, clip=None, prompt="", source_images=None, mask=None, unique_id=None,
-              api_prompt=None, extra_pnginfo=None):
+    def score(self, images, clip_vision, clip=None, prompt="", source_images=None, mask=None,
+              clip_score_clamp="frame", ssim_convention="whole_frame", unique_id=None, api_prompt=None,
+              extra_pnginfo=None):
         check(len(images) >= 1, "images is empty; connect the edited frames")
-        image_embeds = clip_vision.encode_image(images)["image_embeds"].float().cpu()
+        # the frames as saved (8-bit), resized and cropped as transformers' CLIPProcessor does, as papers score them
+        pixels = clip_frames(uint8_frames(images), clip_vision.image_size)
+        image_embeds = clip_vision.encode_image(pixels, crop=False)["image_embeds"].float().cpu()
         text = None
         if clip is not None and prompt.strip():
             text = text_embedding(clip, prompt)
@@ -112,7 +119,7 @@ class ScoreVideo:
                       f"mask is {tuple(mask.shape)}; give one mask of the frames' size {tuple(images.shape[1:3])} "
                       "or one per frame")
                 region = (mask[0] if mask.shape[0] == 1 else mask).cpu().numpy() > 0.5
-        report = scoring.score(image_embeds, text, source, edit, region)
+        report = scoring.score(image_embeds, text, source, edit, region, clip_score_clamp, ssim_convention)
         chart = torch.from_numpy(scoring.chart(report)).float()[None] / 255
         table = scoring.table(report)
         if unique_id is not None and PromptServer.instance is not None:

@@ -9,3 +9,11 @@ FRAME_ATTENTION = ("sparse_causal", "first_frame")
 # which self-attention Prompt-to-Prompt's self-attention control replaces: the frames' (the paper's, at 32x32 and
 # below) or the temporal attention (where Video-P2P's code applies it)
 SELF_CONTROL = ("spatial", "temporal")
+
+# text alignment: max(100 cos, 0) per frame, then the mean (CLIPScore per image, Hessel et al.); or the mean of
+# 100 cos, then max(., 0) (torchmetrics' CLIPScore given the frames as one batch)
+CLIP_CLAMPS = ("frame", "mean")
+
+# SSIM: the mean over the whole frame, borders reflect-padded (torchmetrics); or without the 5-pixel border the
+# 11x11 window overhangs (scikit-image's structural_similarity)
+SSIM_CONVENTIONS = ("whole_frame", "skimage")

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from . import preflight as pf
-from .choices import FRAME_ATTENTION, FUSE_METHODS, SELF_CONTROL
+from .choices import CLIP_CLAMPS, FRAME_ATTENTION, FUSE_METHODS, SELF_CONTROL, SSIM_CONVENTIONS
 from .errors import TavError, TavWarning, check, summary
 
 
@@ -135,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--start", type=int, default=0, help="the source's first frame used for the edit (default 0)")
     g.add_argument("--mask", help="image (all frames) or folder/video (one per frame) of the edited region: PSNR/SSIM "
                                   "also inside and outside it (white = inside)")
+    g.add_argument("--clip-clamp", choices=list(CLIP_CLAMPS), default="frame",
+                   help="text alignment: clamp each frame's CLIP score at 0, then average (default, the paper's "
+                        "per-frame CLIP score), or clamp the mean (torchmetrics' CLIPScore over the frames)")
+    g.add_argument("--ssim", choices=list(SSIM_CONVENTIONS), default="whole_frame",
+                   help="SSIM averaged over the whole frame, borders reflect-padded (default, torchmetrics), or "
+                        "without the 5-pixel border (scikit-image)")
     g.add_argument("--out", help="report JSON (default <video>.score.json; the chart goes beside it as .png)")
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 
@@ -449,12 +455,14 @@ def _write_png(path: Path, image) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def _report(embedder, frames, prompt, source, mask, out_json: Path, out_png: Path) -> None:
+def _report(embedder, frames, prompt, source, mask, out_json: Path, out_png: Path, clip_clamp: str = "frame",
+            ssim: str = "whole_frame") -> None:
     """Score frames with a ClipEmbedder; print the table, write the JSON and the chart."""
     from .files import atomic_path
     from .scoring import chart, score, table, to_json
     text = embedder.text(prompt) if prompt else None
-    report = score(embedder.images(frames), text, source, frames if source is not None else None, mask)
+    report = score(embedder.images(frames), text, source, frames if source is not None else None, mask, clip_clamp,
+                   ssim)
     print(table(report))
     with atomic_path(out_json) as tmp:
         tmp.write_text(to_json(report))
@@ -483,7 +491,7 @@ def _score(args) -> None:
         source = read_video(args.source, len(frames), args.stride, args.start, frames.shape[2], frames.shape[1])
     mask = _mask(args.mask, frames) if args.mask else None
     embedder = ClipEmbedder(args.clip, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _report(embedder, frames, args.prompt, source, mask, *pf.report_paths(args))
+    _report(embedder, frames, args.prompt, source, mask, *pf.report_paths(args), args.clip_clamp, args.ssim)
 
 
 def _check_score_args(args) -> None:

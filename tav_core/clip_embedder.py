@@ -4,29 +4,36 @@ The folder is the user's: e.g. openai/clip-vit-large-patch14 as downloaded (conf
 files are used when present, else the shipped CLIP vocabulary). Nothing is fetched.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from transformers import CLIPModel, CLIPTokenizer
+from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from .errors import TavError, check, summary
 from .models import clip_tokenizer
 
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+def clip_processor(size: int, folder: Path | None = None) -> CLIPImageProcessor:
+    """The image half of transformers' ``CLIPProcessor``, which papers' CLIP scores use: the folder's own settings
+    (preprocessor_config.json), else CLIP's at ``size``: shortest side to ``size`` (PIL bicubic on the 8-bit
+    frame), centre crop, rescale to [0, 1], normalise with CLIP's mean and std."""
+    if folder is not None and (folder / "preprocessor_config.json").is_file():
+        return CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
-def clip_pixels(frames: np.ndarray, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
-    """uint8 (frames, H, W, 3) -> CLIP's input: shortest side to ``size`` (bicubic, antialiased), centre crop,
-    normalised. (frames, 3, size, size)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-    scale = size / min(x.shape[2:])
-    x = F.interpolate(x, size=(round(x.shape[2] * scale), round(x.shape[3] * scale)), mode="bicubic", antialias=True)
-    top, left = (x.shape[2] - size) // 2, (x.shape[3] - size) // 2
-    x = x[:, :, top:top + size, left:left + size].clamp(0, 1)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+def clip_pixels(frames: np.ndarray, processor: CLIPImageProcessor) -> torch.Tensor:
+    """uint8 (frames, H, W, 3) -> the vision tower's input (frames, 3, size, size)."""
+    return processor(images=list(np.asarray(frames)), input_data_format="channels_last", return_tensors="pt").pixel_values
+
+
+def clip_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 frames resized and cropped as ``clip_pixels`` does but not normalised, (frames, size, size, 3) in
+    [0, 1] (multiples of 1/255), for a host whose image encoder normalises them itself."""
+    pixels = clip_processor(size)(images=list(np.asarray(frames)), do_normalize=False,
+                                  input_data_format="channels_last", return_tensors="pt")
+    return pixels.pixel_values.permute(0, 2, 3, 1)
 
 
 class ClipEmbedder:
@@ -42,15 +49,12 @@ class ClipEmbedder:
         self.device = torch.device(device)
         self.tokenizer = (CLIPTokenizer.from_pretrained(folder, local_files_only=True)
                           if (folder / "vocab.json").is_file() else clip_tokenizer())
-        processor = folder / "preprocessor_config.json"
-        settings = json.loads(processor.read_text()) if processor.is_file() else {}
-        self.mean, self.std = settings.get("image_mean", CLIP_MEAN), settings.get("image_std", CLIP_STD)
-        self.size = self.model.config.vision_config.image_size
+        self.processor = clip_processor(self.model.config.vision_config.image_size, folder)
 
     @torch.no_grad()
     def images(self, frames: np.ndarray, batch: int = 16) -> torch.Tensor:
         """Projected image embeddings of uint8 frames: (frames, dims)."""
-        pixels = clip_pixels(frames, self.size, self.mean, self.std)
+        pixels = clip_pixels(frames, self.processor)
         return torch.cat([self.model.get_image_features(pixel_values=p.to(self.device)).float().cpu()
                           for p in pixels.split(batch)])
 

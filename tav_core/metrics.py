@@ -3,9 +3,11 @@ of uint8 frames (frames, height, width, 3).
 
 * frame consistency: mean cosine similarity of the frames' image embeddings over all pairs, x100 (Tune-A-Video's
   Table 1: 92.40), or over consecutive frames (V2VBench: 0.917 for Tune-A-Video, here x100 as well);
-* text alignment: mean CLIP score of each frame against the edit prompt, CLIP score = max(100 cos, 0) (the
-  paper: 27.58; torchmetrics' definition);
-* preservation of the source: PSNR and SSIM per frame, optionally only inside or outside a mask.
+* text alignment: mean CLIP score of each frame against the edit prompt, CLIP score = max(100 cos, 0) per frame
+  (the paper: 27.58), or the mean clamped instead (``clamp="mean"``: torchmetrics' ``CLIPScore`` given the frames as
+  one batch; the two differ only where some cosines are negative);
+* preservation of the source: PSNR and SSIM per frame, optionally only inside or outside a mask; SSIM over the whole
+  frame, borders reflect-padded (torchmetrics), or without the border its window overhangs (``"skimage"``).
 """
 
 import math
@@ -13,7 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .choices import CLIP_CLAMPS, SSIM_CONVENTIONS
 from .errors import check
+
+SSIM_WINDOW = 11
 
 
 def _unit(embeds: torch.Tensor) -> torch.Tensor:
@@ -57,9 +62,14 @@ def clip_scores(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> torch.T
     return (100 * (e @ t.T).squeeze(1)).clamp(min=0).float()
 
 
-def text_alignment(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> float:
-    """Mean CLIP score of the frames against the prompt."""
-    return float(clip_scores(image_embeds, text_embed).mean())
+def text_alignment(image_embeds: torch.Tensor, text_embed: torch.Tensor, clamp: str = "frame") -> float:
+    """Mean CLIP score of the frames against the prompt; ``clamp`` (CLIP_CLAMPS): at 0 per frame, or the mean."""
+    check(clamp in CLIP_CLAMPS, f"CLIP score clamp {clamp!r} is not one of {CLIP_CLAMPS}")
+    if clamp == "frame":
+        return float(clip_scores(image_embeds, text_embed).mean())
+    e, t = _unit(image_embeds), _unit(text_embed.reshape(1, -1))
+    check(e.shape[1] == t.shape[1], f"image embeddings have {e.shape[1]} dims but the text embedding {t.shape[1]}")
+    return max(float((100 * (e @ t.T)).mean()), 0.0)
 
 
 def _pair(source, edit, mask):
@@ -84,7 +94,7 @@ def psnr(source, edit, mask=None) -> torch.Tensor:
     return torch.where(mse == 0, torch.tensor(math.inf, dtype=mse.dtype), 10 * torch.log10(255.0 ** 2 / mse)).float()
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
     g = g / g.sum()
@@ -99,8 +109,10 @@ def ssim_map(source, edit) -> torch.Tensor:
     x, y = (t.permute(0, 3, 1, 2).reshape(-1, 1, *t.shape[1:3]) for t in (a, b))  # (frames*3, 1, h, w)
     window = _gaussian_window()[None, None]
 
+    pad = SSIM_WINDOW // 2
+
     def blur(t):
-        return F.conv2d(F.pad(t, (5, 5, 5, 5), mode="reflect"), window)
+        return F.conv2d(F.pad(t, (pad,) * 4, mode="reflect"), window)
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -108,8 +120,17 @@ def ssim_map(source, edit) -> torch.Tensor:
     return s.reshape(len(a), 3, *a.shape[1:3]).mean(1)
 
 
-def ssim(source, edit, mask=None) -> torch.Tensor:
-    """Per frame: mean SSIM over the pixels in ``mask`` (windows still see the whole frame)."""
+def ssim(source, edit, mask=None, convention: str = "whole_frame") -> torch.Tensor:
+    """Per frame: mean SSIM over the pixels in ``mask`` (windows still see the whole frame); ``convention``
+    (SSIM_CONVENTIONS) "skimage" leaves out the border where the window overhangs the frame, as scikit-image's
+    ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` does."""
+    check(convention in SSIM_CONVENTIONS, f"SSIM convention {convention!r} is not one of {SSIM_CONVENTIONS}")
     _, _, m = _pair(source, edit, mask)
     s = ssim_map(source, edit)
+    if convention == "skimage":
+        pad = SSIM_WINDOW // 2
+        m = m.clone()
+        m[:, :pad], m[:, -pad:], m[:, :, :pad], m[:, :, -pad:] = False, False, False, False
+        check(bool(m.flatten(1).any(1).all()), f"no pixel of the region is {pad} pixels inside the frame: SSIM's "
+                                               "skimage convention has nothing to average; use whole_frame")
     return ((s * m).flatten(1).sum(1) / m.flatten(1).sum(1)).float()

@@ -19,14 +19,21 @@ LABELS = {"frame_consistency": "frame consistency (all pairs, x100; paper 92.40)
           "ssim_inside": "SSIM inside the mask", "ssim_outside": "SSIM outside the mask"}
 
 
+CONVENTIONS = {("clip_score_clamp", "frame"): "CLIP score clamped at 0 per frame",
+               ("clip_score_clamp", "mean"): "CLIP score: the mean clamped at 0",
+               ("ssim", "whole_frame"): "SSIM over the whole frame",
+               ("ssim", "skimage"): "SSIM without the 5-pixel border (skimage)"}
+
+
 def _mean(values: torch.Tensor) -> float:
     return float(values.double().mean())
 
 
 def score(image_embeds: torch.Tensor, text_embed: torch.Tensor | None = None, source=None, edit=None,
-          mask=None) -> dict:
+          mask=None, clip_clamp: str = "frame", ssim_convention: str = "whole_frame") -> dict:
     """Everything measurable from what is given: the CLIP numbers need 2+ frames' embeddings (and a text
-    embedding for alignment); preservation needs the source and edit frames (uint8, same shape)."""
+    embedding for alignment); preservation needs the source and edit frames (uint8, same shape). The conventions
+    (``metrics``: CLIP_CLAMPS, SSIM_CONVENTIONS) are recorded in the report."""
     frames = len(image_embeds)
     report: dict = {"frames": frames, "per_frame": {}}
     if frames >= 2:
@@ -35,10 +42,13 @@ def score(image_embeds: torch.Tensor, text_embed: torch.Tensor | None = None, so
         report["per_frame"]["consistency_to_neighbours"] = metrics.neighbour_consistency(image_embeds).tolist()
     if text_embed is not None:
         scores = metrics.clip_scores(image_embeds, text_embed)
-        report["text_alignment"] = _mean(scores)
+        report["text_alignment"] = metrics.text_alignment(image_embeds, text_embed, clip_clamp)
         report["per_frame"]["clip_score"] = scores.tolist()
+        report.setdefault("conventions", {})["clip_score_clamp"] = clip_clamp
     if source is not None and edit is not None:
-        for name, fn in (("psnr", metrics.psnr), ("ssim", metrics.ssim)):
+        ssim = lambda a, b, m=None: metrics.ssim(a, b, m, ssim_convention)
+        report.setdefault("conventions", {})["ssim"] = ssim_convention
+        for name, fn in (("psnr", metrics.psnr), ("ssim", ssim)):
             values = fn(source, edit)
             report[name], report["per_frame"][name] = _mean(values), values.tolist()
             if mask is not None:
@@ -65,7 +75,9 @@ def table(report: dict) -> str:
     rows = [(LABELS[k], report[k]) for k in LABELS if k in report]
     width = max([len(label) for label, _ in rows], default=0)
     lines = [f"{label:<{width}}  {value:8.3f}" for label, value in rows]
-    return "\n".join([f"{report['frames']} frames", *lines])
+    conventions = report.get("conventions", {})
+    said = [CONVENTIONS[k, v] for k, v in conventions.items()]
+    return "\n".join([f"{report['frames']} frames", *lines] + ([f"({'; '.join(said)})"] if said else []))
 
 
 def to_json(report: dict) -> str:

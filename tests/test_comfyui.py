@@ -451,7 +451,7 @@ def test_score_video_measures_what_the_engine_measures(comfy, test_models):
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
     from tav_core import metrics
-    from tav_core.clip_embedder import clip_pixels
+    from tav_core.clip_embedder import clip_pixels, clip_processor
     graph = base_graph({"52": {"class_type": "ImageInvert", "inputs": {"image": ["7", 0]}},
                         "53": {"class_type": "ImageToMask", "inputs": {"image": ["7", 0], "channel": "red"}},
                         "55": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "tav-test/src"}},
@@ -476,15 +476,18 @@ def test_score_video_measures_what_the_engine_measures(comfy, test_models):
     text = CLIPTextModelWithProjection(CLIPTextConfig(**json.loads((SD1 / "text_encoder" / "config.json").read_text())))
     text.load_state_dict({k: v.float() for k, v in load_file(str(test_models / CLIP_TEXT)).items()}, strict=False)
     from tav_core.models import clip_tokenizer
-    with torch.no_grad():
-        image_embeds = vision(pixel_values=clip_pixels(edit, 224)).image_embeds
+    with torch.no_grad():  # transformers' CLIP on CLIPProcessor's pixels, as papers score
+        pixels = clip_pixels(edit, clip_processor(224))
+        image_embeds = vision(pixel_values=pixels).image_embeds
         ids = clip_tokenizer()("a red square", padding="max_length", max_length=77, return_tensors="pt").input_ids
         text_embed = text(input_ids=ids).text_embeds
-    print(f"Score Video vs transformers: consistency {report['frame_consistency']:.3f} vs "
-          f"{metrics.frame_consistency(image_embeds):.3f}, alignment {report['text_alignment']:.3f} vs "
-          f"{metrics.text_alignment(image_embeds, text_embed):.3f}")
-    assert report["frame_consistency"] == pytest.approx(metrics.frame_consistency(image_embeds), abs=0.1)
-    assert report["text_alignment"] == pytest.approx(metrics.text_alignment(image_embeds, text_embed), abs=0.1)
+    for name, fn in (("frame_consistency", metrics.frame_consistency),
+                     ("text_alignment", lambda e: metrics.text_alignment(e, text_embed))):
+        # ComfyUI's CLIP modules vs transformers': limit 100x how far the number moves when the embeddings move by
+        # one ulp (the two towers round differently; a cosine near 1 hardly moves when the pixels do)
+        expected = fn(image_embeds)
+        assert within(abs(report[name] - expected), abs(fn(nudge(image_embeds)) - expected), 100,
+                      f"Score Video vs transformers: {name}")
 
 
 def test_score_video_refuses_a_text_encoder_without_clip_projection(comfy):

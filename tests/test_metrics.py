@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from tav_core import TavError, demo_video, read_video, write_video
 from tav_core import metrics
 from tav_core.charts import FONT_SIZE, MARGIN, loss_chart
 from tav_core.cli import main
-from tav_core.clip_embedder import CLIP_MEAN, CLIP_STD, ClipEmbedder, clip_pixels
+from tav_core.clip_embedder import ClipEmbedder, clip_frames, clip_pixels, clip_processor
+from tav_core.models import clip_tokenizer
 from tav_core.scoring import chart, score, table, to_json
 from tolerance import EPS, max_abs, nudge, within
 
@@ -47,6 +48,20 @@ def test_consistency_and_alignment_equal_their_formulas():
     np.testing.assert_allclose(metrics.clip_scores(EMBEDS, TEXT), scores, rtol=ROUNDED)  # float32 result
     assert metrics.text_alignment(EMBEDS, TEXT) == pytest.approx(np.mean(scores), rel=FLOAT32_MEAN)  # their mean
     assert metrics.clip_scores(EMBEDS, -EMBEDS[0]).min() == 0  # negative cosines are clamped to exactly 0
+
+
+def test_text_alignment_clamps_per_frame_or_the_mean_as_torchmetrics():
+    """Mixed signs: per frame (the paper's CLIP score of each frame, averaged) the negative frames count 0; torchmetrics'
+    CLIPScore over the frames as one batch clamps the mean (max(100 mean cos, 0)) instead."""
+    mixed = torch.cat([EMBEDS[:3], -EMBEDS[3:]])
+    cosines = [100 * cos(e, TEXT[0]) for e in mixed]
+    assert min(cosines) < 0 < max(cosines)
+    assert metrics.text_alignment(mixed, TEXT, "frame") == pytest.approx(np.mean([max(c, 0) for c in cosines]),
+                                                                         rel=FLOAT32_MEAN)
+    assert metrics.text_alignment(mixed, TEXT, "mean") == pytest.approx(max(np.mean(cosines), 0), rel=FLOAT64)
+    assert metrics.text_alignment(-EMBEDS, TEXT, "mean") == 0.0  # all negative: both conventions give 0
+    with pytest.raises(TavError, match="CLIP score clamp 'median' is not one of"):
+        metrics.text_alignment(EMBEDS, TEXT, "median")
 
 
 def test_metrics_refuse_what_they_cannot_measure():
@@ -120,6 +135,28 @@ def test_psnr_and_ssim_equal_their_formulas_inside_and_outside_a_mask():
     assert (metrics.ssim(source, edit) < 1).all()
 
 
+def test_psnr_and_ssim_equal_scikit_image():
+    """scikit-image's functions themselves: PSNR, and SSIM with Wang et al.'s settings (Gaussian window sigma 1.5,
+    no sample-covariance correction), which averages away from the 5-pixel border its window overhangs: the
+    "skimage" convention; "whole_frame" (torchmetrics') averages every pixel and differs on small frames."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    source, edit, _ = frames_pair(shape=(2, 24, 30, 3))
+    theirs = lambda f: structural_similarity(source[f], edit[f], gaussian_weights=True, sigma=1.5,
+                                             use_sample_covariance=False, data_range=255, channel_axis=-1)
+    # float64 both, reduced in another order, the result rounded once to float32: limit ROUNDED (20x eps/2)
+    np.testing.assert_allclose(metrics.ssim(source, edit, convention="skimage"), [theirs(0), theirs(1)], rtol=ROUNDED)
+    np.testing.assert_allclose(metrics.psnr(source, edit),
+                               [peak_signal_noise_ratio(source[f], edit[f], data_range=255) for f in range(2)],
+                               rtol=ROUNDED)
+    whole = metrics.ssim(source, edit)
+    print(f"SSIM on 30x24 frames: whole frame {whole.tolist()}, skimage's {[theirs(0), theirs(1)]}")
+    assert (whole - torch.tensor([theirs(0), theirs(1)])).abs().max() > 1e-3  # the border counts here
+    with pytest.raises(TavError, match="SSIM convention 'valid' is not one of"):
+        metrics.ssim(source, edit, convention="valid")
+    with pytest.raises(TavError, match="skimage convention has nothing to average"):
+        metrics.ssim(source, edit, np.pad(np.ones((4, 4), bool), ((0, 20), (0, 26))), convention="skimage")
+
+
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
     """A tiny random CLIP (vision and text towers, projection to 16 dims), saved as a transformers folder."""
@@ -144,21 +181,40 @@ def embeddings(model: CLIPModel, pixels, ids, nudged=False):
     return images, text
 
 
-def test_clip_preprocessing_and_embeddings(clip_folder):
+@pytest.mark.parametrize("height, width", [(37, 53), (53, 37), (41, 41), (224, 300)])
+def test_clip_pixels_are_clipprocessors(clip_folder, tmp_path, height, width):
+    """What papers feed CLIP: transformers' CLIPProcessor on PIL frames. Odd sizes, where rounding the resized side
+    (instead of truncating) or resizing in float would differ; a folder's own processor settings win over the
+    vision tower's size. The same code's numbers: limit 1e-6 (pixels are k/255 normalised, up to ~2.2)."""
+    frames = np.random.default_rng(height).integers(0, 256, (2, height, width, 3)).astype(np.uint8)
+    reference = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=clip_tokenizer())
+    expected = reference(images=[Image.fromarray(f) for f in frames], return_tensors="pt").pixel_values
+    assert max_abs(clip_pixels(frames, ClipEmbedder(clip_folder).processor), expected) <= 1e-6
+    unnormalised = (expected * torch.tensor(reference.image_processor.image_std).view(1, 3, 1, 1)
+                    + torch.tensor(reference.image_processor.image_mean).view(1, 3, 1, 1))
+    assert max_abs(clip_frames(frames, 32).permute(0, 3, 1, 2), unnormalised) <= 1e-6  # ComfyUI normalises these
+    own = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=[0.5] * 3,
+                             image_std=[0.25] * 3, resample=Image.Resampling.BILINEAR)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for item in clip_folder.iterdir():
+        (folder / item.name).symlink_to(item)
+    own.save_pretrained(folder)
+    expected = CLIPImageProcessor.from_pretrained(folder)(images=[Image.fromarray(f) for f in frames],
+                                                          return_tensors="pt").pixel_values  # CLIPProcessor's half
+    assert max_abs(clip_pixels(frames, ClipEmbedder(folder).processor), expected) <= 1e-6
+
+
+def test_clip_embeddings(clip_folder):
     embedder = ClipEmbedder(clip_folder)
     frames = demo_video(3, 32, 32)
-    normalise = lambda x: (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
-    # right size: normalised only (and a same-size resize): limit 100x the formula's change under a 1-ulp nudge
-    assert within(max_abs(clip_pixels(frames, 32), normalise(x)), max_abs(normalise(nudge(x)), normalise(x)), 100,
-                  "pixels")
-    wide = clip_pixels(demo_video(1, 96, 48), 32)
-    assert wide.shape == (1, 3, 32, 32)  # shortest side to 32, then the middle of the long side
     model = CLIPModel.from_pretrained(clip_folder)
     ours, theirs = embedder.model.state_dict(), model.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)  # the same file read
     ids = embedder.tokenizer("a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids
-    pixels = clip_pixels(frames, 32)
+    pixels = clip_pixels(frames, clip_processor(32))
     expected, moved = embeddings(model, pixels, ids), embeddings(model, pixels, ids, nudged=True)
     for what, got, want, nudged in zip(("images", "text"), (embedder.images(frames), embedder.text("a cat")),
                                        expected, moved):
@@ -208,7 +264,7 @@ def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys
     report = json.loads((tmp_path / "edit.score.json").read_text())
     assert "PSNR outside the mask" in printed and Image.open(tmp_path / "edit.score.png").size[0] == 1200
     embedder = ClipEmbedder(clip_folder)
-    pixels = clip_pixels(read_video(tmp_path / "edit"), embedder.size, embedder.mean, embedder.std)
+    pixels = clip_pixels(read_video(tmp_path / "edit"), embedder.processor)
     ids = embedder.tokenizer("a yellow square", padding="max_length", max_length=77, return_tensors="pt").input_ids
     expected = score(*embeddings(embedder.model, pixels, ids))
     moved = score(*embeddings(embedder.model, pixels, ids, nudged=True))
@@ -216,6 +272,14 @@ def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys
         # the command's own CLIP instance: limit 100x how far the score moves when its inputs move by one ulp
         assert within(abs(report[name] - expected[name]), abs(moved[name] - expected[name]), 100, name)
     assert report["psnr_inside"] < report["psnr_outside"]  # the edit changed the square only
+    assert report["conventions"] == {"clip_score_clamp": "frame", "ssim": "whole_frame"}
+    assert main(["score", "--clip", str(clip_folder), "--video", video, "--prompt", "a yellow square",
+                 "--source", str(tmp_path / "source.gif"), "--clip-clamp", "mean", "--ssim", "skimage"]) == 0
+    other = json.loads((tmp_path / "edit.score.json").read_text())
+    assert other["conventions"] == {"clip_score_clamp": "mean", "ssim": "skimage"}
+    assert "SSIM without the 5-pixel border (skimage)" in capsys.readouterr().out
+    assert other["ssim"] == pytest.approx(float(metrics.ssim(read_video(tmp_path / "source.gif"), read_video(video),
+                                                             convention="skimage").double().mean()), rel=1e-12)
 
 
 @pytest.mark.parametrize("args, message", [
