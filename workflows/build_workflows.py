@@ -40,7 +40,8 @@ SLOT, WIDGET = 20, 26
 # room for a square preview, a text box, the loss curve or the score chart shown on the node after a run
 # (sizes measured in the editor after a run; the browser tests check that no node then covers another)
 HEIGHT = {"LoadVideo": 420, "CLIPTextEncode": 110, "PrimitiveStringMultiline": 110, "SaveVideo": 440,
-          "TuneAVideoTune": 600, "TuneAVideoScoreVideo": 860, "TuneAVideoAttentionControl": 400}
+          "TuneAVideoTune": 600, "TuneAVideoScoreVideo": 860 + 2 * WIDGET,
+          "TuneAVideoAttentionControl": 400}
 PROGRESS_TEXT = 50  # the line under a node that says what its memory plan chose, shown after a run
 SHOWS_TEXT = {"TuneAVideoInvert", "TuneAVideoSampler", "TuneAVideoNullTextInvert"}
 STAGE_COLORS = ["#3f789e", "#8a6b3f", "#5e8a3f", "#7a3f8a", "#3f8a7a"]
@@ -199,7 +200,8 @@ def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", s
                            source_text=False, edit_prompt=EDIT):
     """The model and the prompts; a prompt other nodes also read is one text (a String node) that is encoded."""
     g.stage("2. Model and prompts")
-    ckpt = g.node(loader, CHECKPOINT["name"], title="Checkpoint (SD 1.x/2.x)", models=[CHECKPOINT])
+    options = ["sparse_causal"] if loader == "TuneAVideoLoadInflateCheckpoint" else []  # frame attention
+    ckpt = g.node(loader, CHECKPOINT["name"], *options, title="Checkpoint (SD 1.x/2.x)", models=[CHECKPOINT])
     prompts = {}
     if source and source_text:
         prompts["source_text"] = g.node("PrimitiveStringMultiline", SOURCE, title="Source prompt (the clip as it is)")
@@ -266,7 +268,7 @@ def measure_workflow(info) -> dict:
     clip = g.node("CLIPLoader", CLIP_TEXT["name"], "stable_diffusion", "default", models=[CLIP_TEXT])
     prompt = g.node("PrimitiveStringMultiline", EDIT, title="Edited prompt (as in the edit)")
     g.stage("3. Scores", width=2 * WIDTH)
-    g.node("TuneAVideoScoreVideo", EDIT, images=(edited, 0), clip_vision=(vision, 0), clip=(clip, 0),
+    g.node("TuneAVideoScoreVideo", EDIT, "frame", "whole_frame", images=(edited, 0), clip_vision=(vision, 0), clip=(clip, 0),
                    prompt=(prompt, 0), source_images=(source, 0))
     return g.json()
 
@@ -317,7 +319,7 @@ def p2p_workflow(info) -> dict:
     noise = g.node("TuneAVideoNullTextInvert", 50, 7.5, 10, "", "auto", model=(tuned, 0), positive=(prompts["source"], 0),
                    negative=(prompts["empty"], 0), latent_image=(latent, 0))
     control = g.node("TuneAVideoAttentionControl", SOURCE, P2P_EDIT, "auto", 0.2, 0.5, "blue:2", "ball", "ball", 0.3,
-                     0.2, source_prompt=(prompts["source_text"], 0), edit_prompt=(prompts["edit_text"], 0))
+                     0.2, "spatial", True, source_prompt=(prompts["source_text"], 0), edit_prompt=(prompts["edit_text"], 0))
     edited = g.node("TuneAVideoSampler", 0, 0, 7.5, 0.0, "auto", model=(tuned, 0), positive=(prompts["edit"], 0),
                     negative=(prompts["empty"], 0), latent_image=(noise, 0), control=(control, 0),
                     source_positive=(prompts["source"], 0))
