@@ -92,7 +92,7 @@ class ScoreVideo:
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edit prompt (text alignment)."}),
             "source_images": ("IMAGE", {"tooltip": "The source frames the edit started from (PSNR and SSIM)."}),
             "mask": ("MASK", {"tooltip": "The edited region (white): PSNR/SSIM also inside and outside it."}),
-            "clip_score_clamp": (list(CLIP_CLAMPS), {"default": "frame", "tooltip": "Text alignment: clamp each frame's CLIP score at 0, then average (the paper's), or clamp the mean (torchmetrics' CLIPScore over the frames)."}),
+            "clip_score_clamp": (list(CLIP_CLAMPS), {"default": "frame", "tooltip": "Text alignment: clamp each frame's CLIP score at 0, then average them (the paper averages per-frame CLIP scores), or clamp the mean (torchmetrics' CLIPScore over the frames)."}),
             "ssim_convention": (list(SSIM_CONVENTIONS), {"default": "whole_frame", "tooltip": "SSIM averaged over the whole frame (torchmetrics) or without the 5-pixel border (scikit-image)."}),
         }, "hidden": {"unique_id": "UNIQUE_ID", "api_prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 

@@ -136,8 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--mask", help="image (all frames) or folder/video (one per frame) of the edited region: PSNR/SSIM "
                                   "also inside and outside it (white = inside)")
     g.add_argument("--clip-clamp", choices=list(CLIP_CLAMPS), default="frame",
-                   help="text alignment: clamp each frame's CLIP score at 0, then average (default, the paper's "
-                        "per-frame CLIP score), or clamp the mean (torchmetrics' CLIPScore over the frames)")
+                   help="text alignment: clamp each frame's CLIP score at 0, then average them (default; the paper "
+                        "averages per-frame CLIP scores), or clamp the mean (torchmetrics' CLIPScore over the frames)")
     g.add_argument("--ssim", choices=list(SSIM_CONVENTIONS), default="whole_frame",
                    help="SSIM averaged over the whole frame, borders reflect-padded (default, torchmetrics), or "
                         "without the 5-pixel border (scikit-image)")
