@@ -1,5 +1,6 @@
 """The attention pieces against naive loop implementations of the paper's formulas."""
 
+import pytest
 import torch
 
 from tav_core.attention import TemporalAttention, clip_group_norm_in, clip_group_norm_out, temporal_residual
@@ -16,8 +17,13 @@ def naive_attention(q, k, v, heads):
     return torch.cat(out, -1)
 
 
-def test_sparse_causal_attention_matches_loop(tiny):
-    inflation = inflate(tiny.unet)
+CONTEXT = {"sparse_causal": lambda x, first, i, frames: torch.cat([x[first], x[first + max(i - 1, 0)]]),  # [0 ‖ i-1]
+           "first_frame": lambda x, first, i, frames: x[first]}  # Video-P2P's FrameAttention: frame 0 alone
+
+
+@pytest.mark.parametrize("kind", list(CONTEXT))
+def test_frame_attention_matches_loop(tiny, kind):
+    inflation = inflate(tiny.unet, frame_attention=kind)
     attn = transformer_blocks(tiny.unet)[0][1].attn1
     frames, tokens, dim = 5, 6, attn.to_q.in_features
     x = torch.randn(2 * frames, tokens, dim)
@@ -28,16 +34,18 @@ def test_sparse_causal_attention_matches_loop(tiny):
         out = torch.empty_like(got)
         for b in range(2):
             for i in range(frames):
-                row = b * frames + i
-                context = torch.cat([x[b * frames], x[b * frames + max(i - 1, 0)]])  # [frame 0 ‖ frame i-1]
+                context = CONTEXT[kind](x, b * frames, i, frames)
                 with torch.no_grad():
-                    o = naive_attention(attn.to_q(x[row]), attn.to_k(context), attn.to_v(context), attn.heads)
-                    out[row] = attn.to_out[0](o)
+                    o = naive_attention(attn.to_q(x[b * frames + i]), attn.to_k(context), attn.to_v(context), attn.heads)
+                    out[b * frames + i] = attn.to_out[0](o)
         return out
     expected = loop(x)
     # batched vs looped attention: different kernels. Limit 100x the loop's change under a 1-ulp input nudge
-    # (~1e-5); attending to frame i instead of i-1 moves the output by 0.5
-    assert within(max_abs(got, expected), max_abs(loop(nudge(x)), expected), 100, "sparse-causal vs loop")
+    # (~1e-7); attending to frame i instead of i-1, or to [0 ‖ i-1] instead of 0, moves the output by > 1e-2
+    assert within(max_abs(got, expected), max_abs(loop(nudge(x)), expected), 100, f"{kind} vs loop")
+    other = next(k for k in CONTEXT if k != kind)
+    with torch.no_grad(), inflation.video(frames, frame_attention=other):
+        assert max_abs(attn(x), expected) > 1e-2
 
 
 def test_temporal_attention_matches_per_pixel_loop():

@@ -60,6 +60,19 @@ def test_pack_imports_cleanly_and_every_node_is_listed(comfy, object_info):
         "model", "positive", "negative", "latent_image", "cfg", "steps", "eta", "seed"}
 
 
+def test_every_node_has_a_docs_page_that_explains_each_of_its_inputs(comfy, object_info):
+    """web/docs/<NodeId>.md, served where the editor's node docs panel fetches it; deprecated nodes need none."""
+    nodes = {k: v for k, v in object_info.items() if k.startswith("TuneAVideo") and not v.get("deprecated")}
+    assert len(nodes) == 10
+    for node_id, info in nodes.items():
+        with urllib.request.urlopen(f"{comfy.url}/extensions/tuneavideo-comfy/docs/{node_id}.md") as r:
+            page = r.read().decode()
+        assert page.startswith(f"# {info['display_name']}\n")
+        inputs = [n for section in ("required", "optional") for n in info["input_order"].get(section, [])]
+        missing = [n for n in inputs if f"`{n}`" not in page]
+        assert not missing, f"docs/{node_id}.md does not explain {missing}"
+
+
 def test_workflow_files_are_current_and_listed_as_templates_with_thumbnails(comfy, object_info):
     for name, workflow in workflows(object_info).items():
         assert json.loads((ROOT / "workflows" / name).read_text()) == workflow, \
