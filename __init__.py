@@ -7,10 +7,8 @@ is the ``tav_core`` package.
 try:
     import folder_paths  # noqa: F401  (only inside ComfyUI)
 except ImportError:
-    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
+    pass
 else:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .nodes import comfy_entrypoint  # noqa: F401  (ComfyUI calls it for the node list)
 
 WEB_DIRECTORY = "./web"  # docs/<NodeId>.md: the pages the editor's node docs panel shows
-
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -1,4 +1,5 @@
-"""ComfyUI adapters over tav_core: the nodes of the pack and the models/tuneavideo folder."""
+"""ComfyUI adapters over tav_core: the nodes of the pack (registered through ``comfy_entrypoint``) and the
+models/tuneavideo folders."""
 
 import os
 
@@ -14,6 +15,7 @@ from .editing import INVERSIONS, AttentionControl, LoadNullTextInversion, NullTe
 from .legacy import LEGACY_NODES
 from .loaders import InflateModel, LoadInflateCheckpoint, LoadTunedWeights
 from .sampling import DDIMInvert, VideoKSampler
+from .schema import ComfyExtension, io
 from .scoring import ScoreVideo
 from .tuning import FOLDER, OneShotTune
 
@@ -24,18 +26,14 @@ for folder in (FOLDER, INVERSIONS):  # tuned weights; null-text inversions
 
 install_example_clip(folder_paths.get_input_directory())  # what the shipped workflows open with
 
-NODE_CLASS_MAPPINGS = {
-    "TuneAVideoLoadInflateCheckpoint": LoadInflateCheckpoint,
-    "TuneAVideoInflateModel": InflateModel,
-    "TuneAVideoTune": OneShotTune,
-    "TuneAVideoLoadTunedWeights": LoadTunedWeights,
-    "TuneAVideoInvert": DDIMInvert,
-    "TuneAVideoSampler": VideoKSampler,
-    "TuneAVideoScoreVideo": ScoreVideo,
-    "TuneAVideoNullTextInvert": NullTextInvert,
-    "TuneAVideoLoadNullTextInversion": LoadNullTextInversion,
-    "TuneAVideoAttentionControl": AttentionControl,
-    **LEGACY_NODES,
-}
-# names as the menus show them (the category already says Tune-A-Video); messages use the same TITLEs
-NODE_DISPLAY_NAME_MAPPINGS = {node_id: node.TITLE for node_id, node in NODE_CLASS_MAPPINGS.items()}
+NODES = [LoadInflateCheckpoint, InflateModel, OneShotTune, LoadTunedWeights, DDIMInvert, VideoKSampler, ScoreVideo,
+         NullTextInvert, LoadNullTextInversion, AttentionControl, *LEGACY_NODES]
+
+
+class TuneAVideoExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES
+
+
+async def comfy_entrypoint() -> TuneAVideoExtension:
+    return TuneAVideoExtension()

@@ -19,8 +19,9 @@ from ..tav_core.models import clip_tokenizer
 from ..tav_core.null_text import NullTextInversion, null_text_inversion
 from ..tav_core.windows import Windowed
 from .memory_plan import fit_comfy_stage
-from .sampling import (CATEGORY, CONTROL, INVERSION_STEPS, MEMORY, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas, show_report,
-                       show_text)
+from .sampling import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas, memory_input,
+                       show_report, show_text)
+from .schema import io
 from .autograd import autograd_unet
 from .context_windows import HostWindows
 from .tuning import PREDICTION, check_save_name, numbered_path
@@ -34,40 +35,47 @@ def null_text_latent(latent: dict, noise: torch.Tensor, embeddings: torch.Tensor
             NULL_TEXT: embeddings, NULL_TEXT_CFG: cfg}
 
 
-class NullTextInvert:
+class NullTextInvert(io.ComfyNode):
     TITLE = "Null-Text Invert"
-    DESCRIPTION = ("Null-text inversion (Mokady et al.; for video as Video-P2P): DDIM-inverts the clip with the "
-                   "source prompt, then optimises one unconditional embedding per step, shared by all frames, so "
-                   "that sampling at this CFG retraces the clip. Feed it to Video KSampler; with Attention Control "
-                   "the source branch uses it and the edit keeps the plain negative prompt. Costs about inner_steps "
-                   "backward passes per step. With a save name it is also saved for later sessions.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("noise",)
-    OUTPUT_TOOLTIPS = ("The inverted noise carrying its null text (and step count) for Video KSampler.",)
-    FUNCTION = "invert"
-    OUTPUT_NODE = True  # with a save name, the saved inversion is an output in itself
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The (tuned) inflated model you sample with."}),
-            "positive": ("CONDITIONING", {"tooltip": "The source prompt (the clip's caption)."}),
-            "negative": ("CONDITIONING", {"tooltip": "The empty prompt: where the null text starts."}),
-            "latent_image": ("LATENT", {"tooltip": "The source video's latents (VAE Encode)."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 999, "tooltip": "DDIM steps (Video-P2P: 50); sampling reuses them."}),
-            "cfg": ("FLOAT", {"default": 7.5, "min": 1.0, "max": 100.0, "step": 0.1, "tooltip": "The guidance the null text is optimised for; sample at the same (Video-P2P: 7.5)."}),
-            "inner_steps": ("INT", {"default": 10, "min": 1, "max": 100, "tooltip": "Adam iterations per step at most (Mokady et al.: 10); each stops early once close enough."}),
-            "save_name": ("STRING", {"default": "", "tooltip": "Also save to models/tuneavideo_inversions/<name>_00001_.safetensors (numbered); empty: do not save."}),
-        }, "optional": {"memory": MEMORY}, "hidden": {"unique_id": "UNIQUE_ID"}}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoNullTextInvert", display_name=cls.TITLE, category=CATEGORY,
+            description="Null-text inversion (Mokady et al.; for video as Video-P2P): DDIM-inverts the clip with the "
+                        "source prompt, then optimises one unconditional embedding per step, shared by all frames, so "
+                        "that sampling at this CFG retraces the clip. Feed it to Video KSampler; with Attention "
+                        "Control the source branch uses it and the edit keeps the plain negative prompt. Costs about "
+                        "inner_steps backward passes per step. With a save name it is also saved for later sessions.",
+            inputs=[
+                io.Model.Input("model", tooltip="The (tuned) inflated model you sample with."),
+                io.Conditioning.Input("positive", tooltip="The source prompt (the clip's caption)."),
+                io.Conditioning.Input("negative", tooltip="The empty prompt: where the null text starts."),
+                io.Latent.Input("latent_image", tooltip="The source video's latents (VAE Encode)."),
+                io.Int.Input("steps", default=50, min=1, max=999, tooltip="DDIM steps (Video-P2P: 50); sampling "
+                                                                          "reuses them."),
+                io.Float.Input("cfg", default=7.5, min=1.0, max=100.0, step=0.1, tooltip="The guidance the null text "
+                               "is optimised for; sample at the same (Video-P2P: 7.5)."),
+                io.Int.Input("inner_steps", default=10, min=1, max=100, tooltip="Adam iterations per step at most "
+                             "(Mokady et al.: 10); each stops early once close enough."),
+                io.String.Input("save_name", default="", tooltip="Also save to models/tuneavideo_inversions/"
+                                "<name>_00001_.safetensors (numbered); empty: do not save."),
+                memory_input(),
+            ],
+            outputs=[io.Latent.Output(display_name="noise", tooltip="The inverted noise carrying its null text (and "
+                                                                     "step count) for Video KSampler.")],
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True)  # with a save name, the saved inversion is an output in itself
 
-    def invert(self, model, positive, negative, latent_image, steps, cfg, inner_steps, save_name, memory="auto",
-               unique_id=None):
-        require_sd(model, self.TITLE)
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, steps, cfg, inner_steps, save_name,
+                memory="auto") -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
+        require_sd(model, cls.TITLE)
         name = check_save_name(save_name) if save_name.strip() else None
         samples = latent_image["samples"]
         check(samples.ndim == 4 and bool(torch.isfinite(samples).all()), "LATENT must be finite video latents (VAE Encode)")
-        model, report = fit_comfy_stage(model, samples, "null_text", memory, self.TITLE)
+        model, report = fit_comfy_stage(model, samples, "null_text", memory, cls.TITLE)
         show_report(unique_id, report)
         check(model.model.model_type in PREDICTION, f"model type {model.model.model_type.name} is not supported")
         sigmas = ddim_sigmas(model, steps)
@@ -100,76 +108,90 @@ class NullTextInvert:
             path = numbered_path(name, INVERSIONS)
             NullTextInversion(noise.detach().cpu(), embeddings.cpu(), steps, cfg, "").save(path, frames=frames)
             show_text(unique_id, f"saved models/{INVERSIONS}/{os.path.basename(path)}")
-        return (null_text_latent(latent_image, noise_out, embeddings.cpu(), steps, cfg),)
+        return io.NodeOutput(null_text_latent(latent_image, noise_out, embeddings.cpu(), steps, cfg))
 
 
-class LoadNullTextInversion:
+class LoadNullTextInversion(io.ComfyNode):
     TITLE = "Load Null-Text Inversion"
-    DESCRIPTION = "Loads a null-text inversion saved by Null-Text Invert (or NullTextInversion.save), for more edits."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("noise",)
-    OUTPUT_TOOLTIPS = ("The inverted noise carrying its null text, as Null-Text Invert gives it.",)
-    FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The model it was inverted with (its latent scaling is used)."}),
-            "inversion_name": (folder_paths.get_filename_list(INVERSIONS),
-                               {"tooltip": "File in models/tuneavideo_inversions."}),
-        }}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoLoadNullTextInversion", display_name=cls.TITLE, category=CATEGORY,
+            description="Loads a null-text inversion saved by Null-Text Invert (or NullTextInversion.save), for more "
+                        "edits.",
+            inputs=[io.Model.Input("model", tooltip="The model it was inverted with (its latent scaling is used)."),
+                    io.Combo.Input("inversion_name", options=folder_paths.get_filename_list(INVERSIONS),
+                                   tooltip="File in models/tuneavideo_inversions.")],
+            outputs=[io.Latent.Output(display_name="noise", tooltip="The inverted noise carrying its null text, as "
+                                                                     "Null-Text Invert gives it.")])
 
     @classmethod
-    def VALIDATE_INPUTS(cls, inversion_name):
+    def validate_inputs(cls, inversion_name):
         if inversion_name in folder_paths.get_filename_list(INVERSIONS):
             return True
         return (f"no null-text inversion named '{inversion_name}' in models/{INVERSIONS}; run Null-Text Invert with "
                 "a save name first")
 
-    def load(self, model, inversion_name):
+    @classmethod
+    def execute(cls, model, inversion_name) -> io.NodeOutput:
         inversion = NullTextInversion.load(folder_paths.get_full_path_or_raise(INVERSIONS, inversion_name))
         noise = model.model.process_latent_out(inversion.noise)
-        return (null_text_latent({}, noise, inversion.embeddings, inversion.steps, inversion.guidance_scale),)
+        return io.NodeOutput(null_text_latent({}, noise, inversion.embeddings, inversion.steps,
+                                              inversion.guidance_scale))
 
 
 def _words(text: str) -> list[str]:
     return [w for w in text.replace(",", " ").split() if w]
 
 
-class AttentionControl:
+class AttentionControl(io.ComfyNode):
     TITLE = "Attention Control (Prompt-to-Prompt)"
-    DESCRIPTION = ("Prompt-to-Prompt / Video-P2P control of an edit: Video KSampler then samples the source and the "
-                   "edit together and, for the first steps, gives the edit the source's cross-attention (word swap "
-                   "or refinement, optional reweighting) and self-attention; local blend keeps everything outside "
-                   "the blend words' region equal to the source. The prompts here must be the texts of the source "
-                   "and edit conditionings (connect one String node to both).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CONTROL,)
-    RETURN_NAMES = ("control",)
-    OUTPUT_TOOLTIPS = ("Connect to Video KSampler's control input (with source_positive).",)
-    FUNCTION = "make"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "source_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Text of the source prompt (the clip's caption)."}),
-            "edit_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Text of the edit prompt."}),
-            "mode": (list(MODES), {"default": "auto", "tooltip": "replace: word swap (same number of words); refine: words added or removed; auto: by word count."}),
-            "cross_steps": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Fraction of the steps whose cross-attention follows the source (Video-P2P: 0.2; P2P images: 0.8)."}),
-            "self_steps": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Fraction of the steps whose self-attention is the source's (Video-P2P: 0.5): more keeps more structure."}),
-            "reweight": ("STRING", {"default": "", "tooltip": "Scale the attention to words of the edit prompt, e.g. 'origami:2' (during cross_steps)."}),
-            "blend_source_words": ("STRING", {"default": "", "tooltip": "Local blend: words of the source prompt whose region may change (e.g. 'rabbit'); empty: no blend."}),
-            "blend_edit_words": ("STRING", {"default": "", "tooltip": "Local blend: words of the edit prompt whose region may change."}),
-            "blend_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Attention above this fraction of its maximum is inside the region (Video-P2P: 0.3)."}),
-            "blend_start": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "Fraction of the steps before the blend starts (P2P: 0.2)."}),
-        }, "optional": {
-            "self_attention": (list(SELF_CONTROL), {"default": "spatial", "tooltip": "Which self-attention self_steps controls: spatial (Prompt-to-Prompt, the paper: the frames' attention at 32x32 and below) or temporal (Video-P2P's code: the temporal attention at every resolution)."}),
-            "source_cfg": ("BOOLEAN", {"default": True, "tooltip": "Off: the source branch samples without guidance, Video-P2P's --fast (after DDIM Invert with the source prompt instead of Null-Text Invert)."}),
-        }}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoAttentionControl", display_name=cls.TITLE, category=CATEGORY,
+            description="Prompt-to-Prompt / Video-P2P control of an edit: Video KSampler then samples the source and "
+                        "the edit together and, for the first steps, gives the edit the source's cross-attention "
+                        "(word swap or refinement, optional reweighting) and self-attention; local blend keeps "
+                        "everything outside the blend words' region equal to the source. The prompts here must be the "
+                        "texts of the source and edit conditionings (connect one String node to both).",
+            inputs=[
+                io.String.Input("source_prompt", multiline=True, default="", tooltip="Text of the source prompt (the "
+                                                                                     "clip's caption)."),
+                io.String.Input("edit_prompt", multiline=True, default="", tooltip="Text of the edit prompt."),
+                io.Combo.Input("mode", options=list(MODES), default="auto", tooltip="replace: word swap (same number "
+                               "of words); refine: words added or removed; auto: by word count."),
+                io.Float.Input("cross_steps", default=0.2, min=0.0, max=1.0, step=0.05, tooltip="Fraction of the steps "
+                               "whose cross-attention follows the source (Video-P2P: 0.2; P2P images: 0.8)."),
+                io.Float.Input("self_steps", default=0.5, min=0.0, max=1.0, step=0.05, tooltip="Fraction of the steps "
+                               "whose self-attention is the source's (Video-P2P: 0.5): more keeps more structure."),
+                io.String.Input("reweight", default="", tooltip="Scale the attention to words of the edit prompt, e.g. "
+                                "'origami:2' (during cross_steps)."),
+                io.String.Input("blend_source_words", default="", tooltip="Local blend: words of the source prompt "
+                                "whose region may change (e.g. 'rabbit'); empty: no blend."),
+                io.String.Input("blend_edit_words", default="", tooltip="Local blend: words of the edit prompt whose "
+                                "region may change."),
+                io.Float.Input("blend_threshold", default=0.3, min=0.0, max=1.0, step=0.01, tooltip="Attention above "
+                               "this fraction of its maximum is inside the region (Video-P2P: 0.3)."),
+                io.Float.Input("blend_start", default=0.2, min=0.0, max=1.0, step=0.05, tooltip="Fraction of the steps "
+                               "before the blend starts (P2P: 0.2)."),
+                io.Combo.Input("self_attention", options=list(SELF_CONTROL), default="spatial", optional=True,
+                               tooltip="Which self-attention self_steps controls: spatial (Prompt-to-Prompt, the "
+                                       "paper: the frames' attention at 32x32 and below) or temporal (Video-P2P's "
+                                       "code: the temporal attention at every resolution)."),
+                io.Boolean.Input("source_cfg", default=True, optional=True, tooltip="Off: the source branch samples "
+                                 "without guidance, Video-P2P's --fast (after DDIM Invert with the source prompt "
+                                 "instead of Null-Text Invert)."),
+            ],
+            outputs=[CONTROL.Output(display_name="control", tooltip="Connect to Video KSampler's control input (with "
+                                                                     "source_positive).")])
 
-    def make(self, source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight, blend_source_words,
-             blend_edit_words, blend_threshold, blend_start, self_attention="spatial", source_cfg=True):
+    @classmethod
+    def execute(cls, source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight, blend_source_words,
+                blend_edit_words, blend_threshold, blend_start, self_attention="spatial",
+                source_cfg=True) -> io.NodeOutput:
         check(bool(source_prompt.strip()) and bool(edit_prompt.strip()), "give the texts of both the source and the "
                                                                           "edit prompt")
         source, edit = _words(blend_source_words), _words(blend_edit_words)
@@ -178,4 +200,4 @@ class AttentionControl:
                               parse_reweights(reweight, "reweight"), (source, edit) if source else None, blend_threshold,
                               blend_start, self_control=self_attention, source_cfg=source_cfg)
         AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))  # every word and setting checked here
-        return (control,)
+        return io.NodeOutput(control)

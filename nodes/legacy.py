@@ -5,35 +5,43 @@ inputs and runs the current node. The frontend maps saved widget values by posit
 old seed's "control after generate" widget, must stay exactly as they were.
 """
 
+import copy
+
 from .sampling import DDIMInvert, VideoKSampler
 from .tuning import OneShotTune
 
 
-def legacy(node, old_order: list[str], renames: dict[str, str]):
-    """A deprecated node with ``node``'s behaviour under the old input names (``renames``: old -> new)."""
-    def input_types(cls):
-        spec = node.INPUT_TYPES()
-        required = spec["required"]
-        old = {}
-        for name in old_order:
-            kind, options = required[renames.get(name, name)]
-            if name == "seed":
-                options = {**options, "control_after_generate": True}
-            old[name] = (kind, options)
-        return {**spec, "required": old}
+def legacy(node, node_id: str, old_order: list[str], renames: dict[str, str]):
+    """A deprecated node ``node_id`` with ``node``'s behaviour under the old input names (``renames``: old -> new),
+    in the old order; the optional inputs added since follow them."""
+    class Legacy(node):
+        @classmethod
+        def define_schema(cls):
+            schema = node.define_schema()
+            current = {i.id: i for i in schema.inputs}
+            old = []
+            for name in old_order:
+                spec = copy.copy(current[renames.get(name, name)])
+                spec.id = name
+                if name == "seed":
+                    spec.control_after_generate = True
+                old.append(spec)
+            schema.inputs = old + [i for i in schema.inputs if i.optional]
+            schema.node_id, schema.display_name, schema.is_deprecated = node_id, f"{node.TITLE} (old)", True
+            return schema
 
-    def run(self, **inputs):
-        return getattr(node, node.FUNCTION)(self, **{renames.get(k, k): v for k, v in inputs.items()})
+        @classmethod
+        def execute(cls, **inputs):
+            return super().execute(**{renames.get(k, k): v for k, v in inputs.items()})
 
-    return type(f"Legacy{node.__name__}", (node,), {"DEPRECATED": True, "TITLE": f"{node.TITLE} (old)",
-                                                    "INPUT_TYPES": classmethod(input_types), "FUNCTION": "run_legacy",
-                                                    "run_legacy": run})
+    Legacy.__name__ = Legacy.__qualname__ = f"Legacy{node.__name__}"
+    return Legacy
 
 
-LEGACY_NODES = {
-    "TuneAVideoOneShotTune": legacy(OneShotTune, ["model", "conditioning", "latent", "steps", "learning_rate", "seed",
+LEGACY_NODES = [
+    legacy(OneShotTune, "TuneAVideoOneShotTune", ["model", "conditioning", "latent", "steps", "learning_rate", "seed",
                                                   "save_name"], {"conditioning": "positive", "latent": "latent_image"}),
-    "TuneAVideoDDIMInvert": legacy(DDIMInvert, ["model", "latent", "conditioning", "steps"], {"latent": "latent_image"}),
-    "TuneAVideoVideoKSampler": legacy(VideoKSampler, ["model", "positive", "negative", "latent", "cfg", "steps", "eta",
+    legacy(DDIMInvert, "TuneAVideoDDIMInvert", ["model", "latent", "conditioning", "steps"], {"latent": "latent_image"}),
+    legacy(VideoKSampler, "TuneAVideoVideoKSampler", ["model", "positive", "negative", "latent", "cfg", "steps", "eta",
                                                       "seed"], {"latent": "latent_image"}),
-}
+]

@@ -4,80 +4,91 @@ import folder_paths
 import nodes
 
 from ..tav_core.choices import FRAME_ATTENTION
+from .schema import io
 from .sampling import CATEGORY
 from .tuning import FOLDER
 from .video_model import inflate_model, load_tuned_model
 
 
-FRAME_ATTENTION_INPUT = (list(FRAME_ATTENTION), {
-    "default": "sparse_causal", "tooltip": "What each frame's self-attention looks at: sparse_causal (Tune-A-Video): "
-    "frame 0 and the previous frame; first_frame (Video-P2P's model): frame 0 only. Tune and edit with the same; "
-    "tuned weights keep theirs."})
+def frame_attention_input() -> io.Combo.Input:
+    return io.Combo.Input("frame_attention", options=list(FRAME_ATTENTION), default="sparse_causal", optional=True,
+                          tooltip="What each frame's self-attention looks at: sparse_causal (Tune-A-Video): frame 0 "
+                                  "and the previous frame; first_frame (Video-P2P's model): frame 0 only. Tune and "
+                                  "edit with the same; tuned weights keep theirs.")
 
 
-class LoadInflateCheckpoint:
+class LoadInflateCheckpoint(io.ComfyNode):
     TITLE = "Load & Inflate Checkpoint"
-    DESCRIPTION = "Loads an SD 1.x/2.x checkpoint like Load Checkpoint and inflates its MODEL to video."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
-    OUTPUT_TOOLTIPS = ("The inflated (video) MODEL: One-Shot Tune, DDIM Invert and Video KSampler take it.",
-                       "The CLIP model, for CLIP Text Encode of the prompts.",
-                       "The VAE, for VAE Encode of the frames and VAE Decode of the edit.")
-    FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),
-                                           {"tooltip": "SD 1.x/2.x checkpoint from models/checkpoints."})},
-                "optional": {"frame_attention": FRAME_ATTENTION_INPUT}}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoLoadInflateCheckpoint", display_name=cls.TITLE, category=CATEGORY,
+            description="Loads an SD 1.x/2.x checkpoint like Load Checkpoint and inflates its MODEL to video.",
+            inputs=[io.Combo.Input("ckpt_name", options=folder_paths.get_filename_list("checkpoints"),
+                                   tooltip="SD 1.x/2.x checkpoint from models/checkpoints."),
+                    frame_attention_input()],
+            outputs=[io.Model.Output(tooltip="The inflated (video) MODEL: One-Shot Tune, DDIM Invert and Video "
+                                             "KSampler take it."),
+                     io.Clip.Output(tooltip="The CLIP model, for CLIP Text Encode of the prompts."),
+                     io.Vae.Output(tooltip="The VAE, for VAE Encode of the frames and VAE Decode of the edit.")])
 
-    def load(self, ckpt_name, frame_attention="sparse_causal"):
+    @classmethod
+    def validate_inputs(cls, ckpt_name):
+        """Before anything runs, as the stock loaders' lists are checked (v3 lists are not checked by the host)."""
+        if ckpt_name in folder_paths.get_filename_list("checkpoints"):
+            return True
+        return (f"ckpt_name: '{ckpt_name}' not in models/checkpoints; put that SD 1.x/2.x checkpoint there (or pick "
+                "one from the list) and press R to refresh")
+
+    @classmethod
+    def execute(cls, ckpt_name, frame_attention="sparse_causal") -> io.NodeOutput:
         model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
-        return (inflate_model(model, frame_attention, self.TITLE), clip, vae)
+        return io.NodeOutput(inflate_model(model, frame_attention, cls.TITLE), clip, vae)
 
 
-class InflateModel:
+class InflateModel(io.ComfyNode):
     TITLE = "Inflate Model"
-    DESCRIPTION = ("Makes a video model of any SD 1.x/2.x MODEL (after LoRA loaders, merges...): sparse-causal "
-                   "self-attention, temporal attention (starting at zero) and clip-wide GroupNorm. The MODEL "
-                   "given is not changed. Frames are the latent batch.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL",)
-    OUTPUT_TOOLTIPS = ("The inflated (video) MODEL; before tuning it edits like the image model, frame by frame.",)
-    FUNCTION = "inflate"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL", {"tooltip": "An SD 1.x/2.x MODEL."})},
-                "optional": {"frame_attention": FRAME_ATTENTION_INPUT}}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoInflateModel", display_name=cls.TITLE, category=CATEGORY,
+            description="Makes a video model of any SD 1.x/2.x MODEL (after LoRA loaders, merges...): sparse-causal "
+                        "self-attention, temporal attention (starting at zero) and clip-wide GroupNorm. The MODEL "
+                        "given is not changed. Frames are the latent batch.",
+            inputs=[io.Model.Input("model", tooltip="An SD 1.x/2.x MODEL."), frame_attention_input()],
+            outputs=[io.Model.Output(tooltip="The inflated (video) MODEL; before tuning it edits like the image "
+                                             "model, frame by frame.")])
 
-    def inflate(self, model, frame_attention="sparse_causal"):
-        return (inflate_model(model, frame_attention),)
+    @classmethod
+    def execute(cls, model, frame_attention="sparse_causal") -> io.NodeOutput:
+        return io.NodeOutput(inflate_model(model, frame_attention, cls.TITLE))
 
 
-class LoadTunedWeights:
+class LoadTunedWeights(io.ComfyNode):
     TITLE = "Load Tuned Weights"
-    DESCRIPTION = ("Applies tuned weights saved by One-Shot Tune (or 'tuneavideo tune') to a MODEL, inflating "
-                   "it with the frame attention they were tuned with. Refuses weights tuned on a different base model.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL",)
-    OUTPUT_TOOLTIPS = ("The MODEL, inflated, with the tuned weights: DDIM Invert and Video KSampler take it.",)
-    FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The base MODEL the weights were tuned on."}),
-            "weights_name": (folder_paths.get_filename_list(FOLDER),
-                             {"tooltip": "File in models/tuneavideo, saved by One-Shot Tune's save name."}),
-        }}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoLoadTunedWeights", display_name=cls.TITLE, category=CATEGORY,
+            description="Applies tuned weights saved by One-Shot Tune (or 'tuneavideo tune') to a MODEL, inflating it "
+                        "with the frame attention they were tuned with. Refuses weights tuned on a different base "
+                        "model.",
+            inputs=[io.Model.Input("model", tooltip="The base MODEL the weights were tuned on."),
+                    io.Combo.Input("weights_name", options=folder_paths.get_filename_list(FOLDER),
+                                   tooltip="File in models/tuneavideo, saved by One-Shot Tune's save name.")],
+            outputs=[io.Model.Output(tooltip="The MODEL, inflated, with the tuned weights: DDIM Invert and Video "
+                                             "KSampler take it.")])
 
     @classmethod
-    def VALIDATE_INPUTS(cls, weights_name):
+    def validate_inputs(cls, weights_name):
         if weights_name in folder_paths.get_filename_list(FOLDER):
             return True
         return (f"no tuned weights named '{weights_name}' in models/{FOLDER}; tune first (One-Shot Tune with a save "
                 "name, e.g. the '5. Tune and save weights' template) or pick a file from the list")
 
-    def load(self, model, weights_name):
-        return (load_tuned_model(folder_paths.get_full_path_or_raise(FOLDER, weights_name), model)[0],)
+    @classmethod
+    def execute(cls, model, weights_name) -> io.NodeOutput:
+        return io.NodeOutput(load_tuned_model(folder_paths.get_full_path_or_raise(FOLDER, weights_name), model)[0])

@@ -24,11 +24,12 @@ from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.models import clip_tokenizer, sd_scheduler_config
 from .edit_plan import EditPlan, comfy_attention, with_edit_plan
 from .memory_plan import fit_comfy_stage
+from .schema import io
 from .video_model import require_sd
 
 INVERSION_STEPS = "tav_inversion_steps"
 NULL_TEXT, NULL_TEXT_CFG = "tav_null_text", "tav_null_text_cfg"  # a null-text inversion's embeddings and its CFG
-CONTROL = "TAV_ATTENTION_CONTROL"
+CONTROL = io.Custom("TAV_ATTENTION_CONTROL")  # an Attention Control's settings, for Video KSampler
 CATEGORY = "Tune-A-Video"
 
 
@@ -59,10 +60,17 @@ def show_report(unique_id, report: str) -> None:
         show_text(unique_id, report)
 
 
-MEMORY = (list(MEMORY_MODES), {"default": "auto", "tooltip": "Before the first step, this node's peak memory is "
-          "planned against the device's free memory. auto: if the clip does not fit, run it in overlapping frame "
-          "windows (as Context Windows (Manual) would, each window anchored on the clip's first frame) of the "
-          "longest length that fits; check: refuse instead, saying what fits; off: no planning."})
+def memory_input() -> io.Combo.Input:
+    return io.Combo.Input("memory", options=list(MEMORY_MODES), default="auto", optional=True, tooltip="Before the "
+                          "first step, this node's peak memory is planned against the device's free memory. auto: if "
+                          "the clip does not fit, run it in overlapping frame windows (as Context Windows (Manual) "
+                          "would, each window anchored on the clip's first frame) of the longest length that fits; "
+                          "check: refuse instead, saying what fits; off: no planning.")
+
+
+def seed_input(tooltip: str) -> io.Int.Input:
+    """A seed that stays as set (no "randomize after generate"): an unchanged graph is not run again."""
+    return io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False, tooltip=tooltip)
 
 
 def _progress(callback):
@@ -93,72 +101,81 @@ def _run(model, sampler, sigmas, positive, negative, cfg, latent, seed, noise_ma
                                       samples, noise_mask=noise_mask, callback=callback, seed=seed)
 
 
-class DDIMInvert:
+class DDIMInvert(io.ComfyNode):
     TITLE = "DDIM Invert"
-    DESCRIPTION = ("DDIM inversion as in Tune-A-Video: runs the sampler backwards from the video's latents to the "
-                   "noise that regenerates them. Feed the result to Video KSampler with an edited prompt.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("noise",)
-    OUTPUT_TOOLTIPS = ("The inverted noise (it remembers its step count for Video KSampler).",)
-    FUNCTION = "invert"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The (tuned) inflated model; the same one you sample with."}),
-            "conditioning": ("CONDITIONING", {"tooltip": "Prompt of the inversion; the paper uses the empty prompt."}),
-            "latent_image": ("LATENT", {"tooltip": "The source video's latents (VAE Encode of the frames)."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 999, "tooltip": "DDIM steps (paper: 50); Video KSampler reuses this."}),
-        }, "optional": {"memory": MEMORY}, "hidden": {"unique_id": "UNIQUE_ID"}}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoInvert", display_name=cls.TITLE, category=CATEGORY,
+            description="DDIM inversion as in Tune-A-Video: runs the sampler backwards from the video's latents to the "
+                        "noise that regenerates them. Feed the result to Video KSampler with an edited prompt.",
+            inputs=[io.Model.Input("model", tooltip="The (tuned) inflated model; the same one you sample with."),
+                    io.Conditioning.Input("conditioning", tooltip="Prompt of the inversion; the paper uses the empty "
+                                                                  "prompt."),
+                    io.Latent.Input("latent_image", tooltip="The source video's latents (VAE Encode of the frames)."),
+                    io.Int.Input("steps", default=50, min=1, max=999, tooltip="DDIM steps (paper: 50); Video KSampler "
+                                                                              "reuses this."),
+                    memory_input()],
+            outputs=[io.Latent.Output(display_name="noise", tooltip="The inverted noise (it remembers its step count "
+                                                                     "for Video KSampler).")],
+            hidden=[io.Hidden.unique_id])
 
-    def invert(self, model, conditioning, latent_image, steps, memory="auto", unique_id=None):
-        require_sd(model, self.TITLE)
-        model, report = fit_comfy_stage(model, latent_image["samples"], "invert", memory, self.TITLE)
-        show_report(unique_id, report)
+    @classmethod
+    def execute(cls, model, conditioning, latent_image, steps, memory="auto") -> io.NodeOutput:
+        require_sd(model, cls.TITLE)
+        model, report = fit_comfy_stage(model, latent_image["samples"], "invert", memory, cls.TITLE)
+        show_report(cls.hidden.unique_id, report)
         sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
         sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
         out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent_image, 0)
-        return ({**{k: v for k, v in latent_image.items() if k != "samples"}, "samples": out, INVERSION_STEPS: steps},)
+        return io.NodeOutput({**{k: v for k, v in latent_image.items() if k != "samples"}, "samples": out,
+                              INVERSION_STEPS: steps})
 
 
-class VideoKSampler:
+class VideoKSampler(io.ComfyNode):
     TITLE = "Video KSampler"
-    DESCRIPTION = ("DDIM sampling of a whole clip from inverted latents with classifier-free guidance. Works "
-                   "with ControlNet Apply (one hint image per frame) and any conditioning. From a Null-Text Invert "
-                   "LATENT each step uses its optimised null text; with Attention Control (and source_positive) it "
-                   "samples the source and the edit together, Prompt-to-Prompt / Video-P2P style.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("LATENT", "LATENT")
-    RETURN_NAMES = ("LATENT", "source")
-    OUTPUT_TOOLTIPS = ("The edited video's latents, one per frame: VAE Decode them.",
-                       "With Attention Control, the source branch (the clip as the model retraces it); otherwise "
-                       "the same as the first output.")
-    FUNCTION = "sample"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The (tuned) inflated model."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
-                             "tooltip": "Seed of the eta noise (unused at eta 0); stays as set."}),
-            "steps": ("INT", {"default": 0, "min": 0, "max": 999, "tooltip": "DDIM steps; 0 = as many as DDIM Invert used (else 50)."}),
-            "cfg": ("FLOAT", {"default": 12.5, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip": "Guidance scale (paper: 12.5; after Null-Text Invert use its cfg)."}),
-            "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "DDIM eta: 0 is deterministic (paper)."}),
-            "positive": ("CONDITIONING", {"tooltip": "The edited prompt."}),
-            "negative": ("CONDITIONING", {"tooltip": "Negative prompt (empty prompt in the paper)."}),
-            "latent_image": ("LATENT", {"tooltip": "Output of DDIM Invert or Null-Text Invert (or any latents at the top noise level)."}),
-        }, "optional": {
-            "control": (CONTROL, {"tooltip": "Attention Control (Prompt-to-Prompt): sample the source and the edit together; needs source_positive."}),
-            "source_positive": ("CONDITIONING", {"tooltip": "The source prompt's conditioning, for the source branch of a controlled edit."}),
-            "memory": MEMORY,
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoSampler", display_name=cls.TITLE, category=CATEGORY,
+            description="DDIM sampling of a whole clip from inverted latents with classifier-free guidance. Works "
+                        "with ControlNet Apply (one hint image per frame) and any conditioning. From a Null-Text Invert "
+                        "LATENT each step uses its optimised null text; with Attention Control (and source_positive) "
+                        "it samples the source and the edit together, Prompt-to-Prompt / Video-P2P style.",
+            inputs=[
+                io.Model.Input("model", tooltip="The (tuned) inflated model."),
+                seed_input("Seed of the eta noise (unused at eta 0); stays as set."),
+                io.Int.Input("steps", default=0, min=0, max=999, tooltip="DDIM steps; 0 = as many as DDIM Invert used "
+                                                                         "(else 50)."),
+                io.Float.Input("cfg", default=12.5, min=0.0, max=100.0, step=0.1, tooltip="Guidance scale (paper: "
+                               "12.5; after Null-Text Invert use its cfg)."),
+                io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="DDIM eta: 0 is deterministic "
+                                                                                        "(paper)."),
+                io.Conditioning.Input("positive", tooltip="The edited prompt."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (empty prompt in the paper)."),
+                io.Latent.Input("latent_image", tooltip="Output of DDIM Invert or Null-Text Invert (or any latents at "
+                                                        "the top noise level)."),
+                CONTROL.Input("control", optional=True, tooltip="Attention Control (Prompt-to-Prompt): sample the "
+                              "source and the edit together; needs source_positive."),
+                io.Conditioning.Input("source_positive", optional=True, tooltip="The source prompt's conditioning, for "
+                                      "the source branch of a controlled edit."),
+                memory_input(),
+            ],
+            outputs=[io.Latent.Output(display_name="LATENT", tooltip="The edited video's latents, one per frame: VAE "
+                                                                      "Decode them."),
+                     io.Latent.Output(display_name="source", tooltip="With Attention Control, the source branch (the "
+                                      "clip as the model retraces it); otherwise the same as the first output.")],
+            hidden=[io.Hidden.unique_id])
 
-    def sample(self, model, seed, steps, cfg, eta, positive, negative, latent_image, control=None,
-               source_positive=None, memory="auto", unique_id=None):
-        require_sd(model, self.TITLE)
+    @classmethod
+    def execute(cls, model, seed, steps, cfg, eta, positive, negative, latent_image, control=None,
+                source_positive=None, memory="auto") -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
+        require_sd(model, cls.TITLE)
         model, report = fit_comfy_stage(model, latent_image["samples"], "p2p" if control is not None else "sample",
-                                        memory, self.TITLE)
+                                        memory, cls.TITLE)
         show_report(unique_id, report)
         latent = latent_image
         inverted = latent.get(INVERSION_STEPS)
@@ -189,4 +206,4 @@ class VideoKSampler:
         out = _run(model, sampler, sigmas, positive, negative, cfg, {**latent, "samples": samples}, seed,
                    latent.get("noise_mask"))  # inpainting masks apply while sampling, never while inverting
         rest = {k: v for k, v in latent.items() if k not in ("samples", INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG)}
-        return ({**rest, "samples": out[-frames:]}, {**rest, "samples": out[:frames]})
+        return io.NodeOutput({**rest, "samples": out[-frames:]}, {**rest, "samples": out[:frames]})

@@ -18,6 +18,7 @@ from ..tav_core.choices import CLIP_CLAMPS, SSIM_CONVENTIONS
 from ..tav_core.clip_embedder import clip_frames
 from ..tav_core.errors import check
 from .sampling import CATEGORY, preview_with_workflow
+from .schema import io
 
 PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safetensors (Load CLIP, type stable_diffusion),"
          " or ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP")
@@ -64,41 +65,58 @@ def uint8_frames(images: torch.Tensor) -> np.ndarray:
     return (images[..., :3] * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-class ScoreVideo:
+class ScoreVideo(io.ComfyNode):
     TITLE = "Score Video"
-    DESCRIPTION = ("Measures an edited video as the Tune-A-Video paper does: CLIP frame consistency (all pairs, and "
-                   "consecutive frames as V2VBench) and text alignment (CLIP score to the prompt); with the source "
-                   "frames, PSNR and SSIM to them (also inside/outside a mask). Shows a per-frame chart.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "FLOAT", "FLOAT", "STRING", "IMAGE")
-    RETURN_NAMES = ("frame_consistency", "consecutive_consistency", "text_alignment", "psnr", "ssim", "report", "chart")
-    OUTPUT_TOOLTIPS = ("Mean CLIP cosine over all pairs of frames, x100 (paper: 92.40).",
-                       "Mean CLIP cosine of consecutive frames, x100 (V2VBench's temporal consistency).",
-                       "Mean CLIP score of the frames to the prompt (paper: 27.58); NaN without CLIP and prompt.",
-                       "Mean PSNR to the source frames in dB; NaN without source images.",
-                       "Mean SSIM to the source frames; NaN without source images.",
-                       "All numbers as a table.", "Per-frame chart: consistency to the neighbouring frames, CLIP "
-                       "score to the prompt, PSNR/SSIM.")
-    OUTPUT_NODE = True
-    FUNCTION = "score"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "images": ("IMAGE", {"tooltip": "The edited frames (VAE Decode of Video KSampler's output)."}),
-            "clip_vision": ("CLIP_VISION", {"tooltip": "CLIP Vision Loader: e.g. clip-vit-large-patch14 (ViT-L/14)."}),
-        }, "optional": {
-            "clip": ("CLIP", {"tooltip": f"For text alignment, a CLIP text encoder with its projection: {PAIRS}."}),
-            "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edit prompt (text alignment)."}),
-            "source_images": ("IMAGE", {"tooltip": "The source frames the edit started from (PSNR and SSIM)."}),
-            "mask": ("MASK", {"tooltip": "The edited region (white): PSNR/SSIM also inside and outside it."}),
-            "clip_score_clamp": (list(CLIP_CLAMPS), {"default": "frame", "tooltip": "Text alignment: clamp each frame's CLIP score at 0, then average them (the paper averages per-frame CLIP scores), or clamp the mean (torchmetrics' CLIPScore over the frames)."}),
-            "ssim_convention": (list(SSIM_CONVENTIONS), {"default": "whole_frame", "tooltip": "SSIM averaged over the whole frame (torchmetrics) or without the 5-pixel border (scikit-image)."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID", "api_prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoScoreVideo", display_name=cls.TITLE, category=CATEGORY,
+            description="Measures an edited video as the Tune-A-Video paper does: CLIP frame consistency (all pairs, "
+                        "and consecutive frames as V2VBench) and text alignment (CLIP score to the prompt); with the "
+                        "source frames, PSNR and SSIM to them (also inside/outside a mask). Shows a per-frame chart.",
+            inputs=[
+                io.Image.Input("images", tooltip="The edited frames (VAE Decode of Video KSampler's output)."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP Vision Loader: e.g. clip-vit-large-patch14 "
+                                                           "(ViT-L/14)."),
+                io.Clip.Input("clip", optional=True, tooltip=f"For text alignment, a CLIP text encoder with its "
+                                                             f"projection: {PAIRS}."),
+                io.String.Input("prompt", multiline=True, default="", optional=True, tooltip="The edit prompt (text "
+                                                                                             "alignment)."),
+                io.Image.Input("source_images", optional=True, tooltip="The source frames the edit started from (PSNR "
+                                                                       "and SSIM)."),
+                io.Mask.Input("mask", optional=True, tooltip="The edited region (white): PSNR/SSIM also inside and "
+                                                             "outside it."),
+                io.Combo.Input("clip_score_clamp", options=list(CLIP_CLAMPS), default="frame", optional=True,
+                               tooltip="Text alignment: clamp each frame's CLIP score at 0, then average them (the "
+                                       "paper averages per-frame CLIP scores), or clamp the mean (torchmetrics' "
+                                       "CLIPScore over the frames)."),
+                io.Combo.Input("ssim_convention", options=list(SSIM_CONVENTIONS), default="whole_frame", optional=True,
+                               tooltip="SSIM averaged over the whole frame (torchmetrics) or without the 5-pixel "
+                                       "border (scikit-image)."),
+            ],
+            outputs=[
+                io.Float.Output(display_name="frame_consistency", tooltip="Mean CLIP cosine over all pairs of frames, "
+                                                                          "x100 (paper: 92.40)."),
+                io.Float.Output(display_name="consecutive_consistency", tooltip="Mean CLIP cosine of consecutive "
+                                "frames, x100 (V2VBench's temporal consistency)."),
+                io.Float.Output(display_name="text_alignment", tooltip="Mean CLIP score of the frames to the prompt "
+                                "(paper: 27.58); NaN without CLIP and prompt."),
+                io.Float.Output(display_name="psnr", tooltip="Mean PSNR to the source frames in dB; NaN without "
+                                                             "source images."),
+                io.Float.Output(display_name="ssim", tooltip="Mean SSIM to the source frames; NaN without source "
+                                                             "images."),
+                io.String.Output(display_name="report", tooltip="All numbers as a table."),
+                io.Image.Output(display_name="chart", tooltip="Per-frame chart: consistency to the neighbouring "
+                                "frames, CLIP score to the prompt, PSNR/SSIM."),
+            ],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True)
 
-    def score(self, images, clip_vision, clip=None, prompt="", source_images=None, mask=None,
-              clip_score_clamp="frame", ssim_convention="whole_frame", unique_id=None, api_prompt=None,
-              extra_pnginfo=None):
+    @classmethod
+    def execute(cls, images, clip_vision, clip=None, prompt="", source_images=None, mask=None,
+                clip_score_clamp="frame", ssim_convention="whole_frame") -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
         check(len(images) >= 1, "images is empty; connect the edited frames")
         # the frames as saved (8-bit), resized and cropped as transformers' CLIPProcessor does, as papers score them
         pixels = clip_frames(uint8_frames(images), clip_vision.image_size)
@@ -126,6 +144,5 @@ class ScoreVideo:
             PromptServer.instance.send_progress_text(table, unique_id)
         numbers = tuple(report.get(k, math.nan) for k in ("frame_consistency", "consecutive_consistency",
                                                              "text_alignment", "psnr", "ssim"))
-        ui = preview_with_workflow(chart, api_prompt, extra_pnginfo)
-        return {"ui": {**ui, "text": [table], "report": [scoring.to_json(report)]},
-                "result": (*numbers, table, chart)}
+        ui = preview_with_workflow(chart, cls.hidden.prompt, cls.hidden.extra_pnginfo)
+        return io.NodeOutput(*numbers, table, chart, ui={**ui, "text": [table], "report": [scoring.to_json(report)]})

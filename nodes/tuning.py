@@ -20,7 +20,8 @@ from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.tuning import TuneConfig, recorded, tune
 from .autograd import autograd_unet
 from .memory_plan import compute_precision, fit_comfy_tuning
-from .sampling import CATEGORY, preview_with_workflow, show_report, show_text
+from .sampling import CATEGORY, preview_with_workflow, seed_input, show_report, show_text
+from .schema import io
 from .video_model import (diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
 
@@ -78,48 +79,55 @@ def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config:
     return layers.to("cpu").requires_grad_(False), {k: q.detach().cpu() for k, q in queries.items()}, losses
 
 
-SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
-                "tooltip": "Seed of the tuning draws (timesteps, noise): stays as set, so an unchanged graph is not tuned again."})
-
-
-class OneShotTune:
+class OneShotTune(io.ComfyNode):
     TITLE = "One-Shot Tune"
-    DESCRIPTION = ("Tune-A-Video one-shot tuning: learns the video from its caption by training the query "
-                   "projections and the temporal attention (AdamW, paper defaults; 500 steps take minutes on a "
-                   "GPU). Interruptible. An output node: with a save name it saves the tuned weights to "
-                   "models/tuneavideo, so a graph may only tune.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL", "IMAGE")
-    RETURN_NAMES = ("tuned_model", "loss_curve")
-    OUTPUT_TOOLTIPS = ("The MODEL with the tuned query projections and temporal attention (the input MODEL is not "
-                       "changed): feed it to DDIM Invert and Video KSampler.",
-                       "The loss of every step and its moving average (also shown on the node): a falling, "
-                       "flattening curve means tuning converged.")
-    FUNCTION = "tune"
-    OUTPUT_NODE = True  # a graph that only tunes and saves is complete: the saved file is its output
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "An inflated MODEL (Inflate Model / Load & Inflate Checkpoint)."}),
-            "positive": ("CONDITIONING", {"tooltip": "Caption of the source video (CLIP Text Encode)."}),
-            "latent_image": ("LATENT", {"tooltip": "The source video's latents, one per frame (VAE Encode). VAE Encode "
-                                        "gives the posterior mean, and every step tunes on it; the reference (and "
-                                        "'tuneavideo tune') draws a fresh posterior sample each step instead."}),
-            "seed": SEED,
-            "steps": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": "Tuning steps (paper: 500)."}),
-            "learning_rate": ("FLOAT", {"default": 3e-5, "min": 1e-7, "max": 1e-2, "step": 1e-6, "round": False,
-                                        "tooltip": "AdamW learning rate (paper: 3e-5)."}),
-            "save_name": ("STRING", {"default": "", "tooltip": "Saves the tuned weights as models/tuneavideo/<name>_00001_.safetensors (numbered like ComfyUI's savers, never overwriting); empty: do not save."}),
-        }, "optional": {
-            "frame_window": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "Tune each step on a random run of this many consecutive frames (0: all). Lets long videos fit in memory."}),
-            "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: about half the memory, ~1.7x the step time."}),
-            "memory": (list(MEMORY_MODES), {"default": "auto", "tooltip": "Before any step, the run's peak memory is planned against the free memory of the device. auto: if it would not fit, tune with the first of gradient checkpointing, half-precision autocast, a shorter frame window that fits (shown on the node and in the console); check: refuse instead, saying what would fit; off: no planning."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID", "api_prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TuneAVideoTune", display_name=cls.TITLE, category=CATEGORY,
+            description="Tune-A-Video one-shot tuning: learns the video from its caption by training the query "
+                        "projections and the temporal attention (AdamW, paper defaults; 500 steps take minutes on a "
+                        "GPU). Interruptible. An output node: with a save name it saves the tuned weights to "
+                        "models/tuneavideo, so a graph may only tune.",
+            inputs=[
+                io.Model.Input("model", tooltip="An inflated MODEL (Inflate Model / Load & Inflate Checkpoint)."),
+                io.Conditioning.Input("positive", tooltip="Caption of the source video (CLIP Text Encode)."),
+                io.Latent.Input("latent_image", tooltip="The source video's latents, one per frame (VAE Encode). VAE "
+                                "Encode gives the posterior mean, and every step tunes on it; the reference (and "
+                                "'tuneavideo tune') draws a fresh posterior sample each step instead."),
+                seed_input("Seed of the tuning draws (timesteps, noise): stays as set, so an unchanged graph is not "
+                           "tuned again."),
+                io.Int.Input("steps", default=500, min=1, max=100000, tooltip="Tuning steps (paper: 500)."),
+                io.Float.Input("learning_rate", default=3e-5, min=1e-7, max=1e-2, step=1e-6, round=False,
+                               tooltip="AdamW learning rate (paper: 3e-5)."),
+                io.String.Input("save_name", default="", tooltip="Saves the tuned weights as models/tuneavideo/"
+                                "<name>_00001_.safetensors (numbered like ComfyUI's savers, never overwriting); "
+                                "empty: do not save."),
+                io.Int.Input("frame_window", default=0, min=0, max=4096, optional=True, tooltip="Tune each step on a "
+                             "random run of this many consecutive frames (0: all). Lets long videos fit in memory."),
+                io.Boolean.Input("gradient_checkpointing", default=False, optional=True, tooltip="Recompute "
+                                 "activations in the backward pass: about half the memory, ~1.7x the step time."),
+                io.Combo.Input("memory", options=list(MEMORY_MODES), default="auto", optional=True, tooltip="Before any "
+                               "step, the run's peak memory is planned against the free memory of the device. auto: if "
+                               "it would not fit, tune with the first of gradient checkpointing, half-precision "
+                               "autocast, a shorter frame window that fits (shown on the node and in the console); "
+                               "check: refuse instead, saying what would fit; off: no planning."),
+            ],
+            outputs=[io.Model.Output(display_name="tuned_model", tooltip="The MODEL with the tuned query projections "
+                                     "and temporal attention (the input MODEL is not changed): feed it to DDIM Invert "
+                                     "and Video KSampler."),
+                     io.Image.Output(display_name="loss_curve", tooltip="The loss of every step and its moving "
+                                     "average (also shown on the node): a falling, flattening curve means tuning "
+                                     "converged.")],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True)  # a graph that only tunes and saves is complete: the saved file is its output
 
-    def tune(self, model, positive, latent_image, seed, steps, learning_rate, save_name, frame_window=0,
-             gradient_checkpointing=False, memory="auto", unique_id=None, api_prompt=None, extra_pnginfo=None):
-        layers = require_inflated(model, self.TITLE)
+    @classmethod
+    def execute(cls, model, positive, latent_image, seed, steps, learning_rate, save_name, frame_window=0,
+                gradient_checkpointing=False, memory="auto") -> io.NodeOutput:
+        unique_id = cls.hidden.unique_id
+        layers = require_inflated(model, cls.TITLE)
         check(len(positive) >= 1, "positive is empty; connect a CLIP Text Encode of the video's caption")
         name = check_save_name(save_name) if save_name.strip() else None
         config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed, frame_window=frame_window or None,
@@ -133,7 +141,7 @@ class OneShotTune:
 
         samples = latent_image["samples"]
         config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
-        show_report(unique_id, report and f"{self.TITLE}: {report}")
+        show_report(unique_id, report and f"{cls.TITLE}: {report}")
         layers, queries, losses = tune_model(model, layers, positive[0][0], samples, config, gradient_checkpointing,
                                              progress)
         if name:
@@ -143,4 +151,5 @@ class OneShotTune:
                              tuning=recorded(config), final_loss=losses[-1] if losses else None)
             show_text(unique_id, f"saved models/{FOLDER}/{os.path.basename(path)}")
         curve = torch.from_numpy(loss_chart(losses)).float()[None] / 255
-        return {"ui": preview_with_workflow(curve, api_prompt, extra_pnginfo), "result": (tuned_clone(model, layers, queries), curve)}
+        return io.NodeOutput(tuned_clone(model, layers, queries), curve,
+                             ui=preview_with_workflow(curve, cls.hidden.prompt, cls.hidden.extra_pnginfo))

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import sys
 import time
 import urllib.request
@@ -14,7 +15,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from conftest import CKPT, CLIP_TEXT, CLIP_VISION, CONTROLNET, FRAMES, IP2P, ROOT, SIZE, TUNED
+from conftest import CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, FRAMES, IP2P, ROOT, SIZE, TUNED
 from tav_core import demo_video, read_video, write_video
 from tav_core.weights import read_metadata, write_tuned
 from tolerance import EPS, max_abs, nudge, within
@@ -71,6 +72,33 @@ def test_every_node_has_a_docs_page_that_explains_each_of_its_inputs(comfy, obje
         inputs = [n for section in ("required", "optional") for n in info["input_order"].get(section, [])]
         missing = [n for n in inputs if f"`{n}`" not in page]
         assert not missing, f"docs/{node_id}.md does not explain {missing}"
+
+
+def requirement_names(lines) -> set[str]:
+    return {re.split(r"[<>=~!;\[ ]", line.strip(), maxsplit=1)[0].lower()
+            for line in lines if line.strip() and not line.strip().startswith("#")}
+
+
+def test_pyproject_reads_as_the_registry_reads_it_and_requirements_are_what_comfyui_lacks():
+    """The host's own parser of a pack's pyproject.toml (comfy_config, kept in step with comfy-cli's registry
+    types), and the registry's documented rules for the fields it reads."""
+    sys.path.insert(0, str(COMFYUI))
+    from comfy_config.config_parser import extract_node_configuration
+    config = extract_node_configuration(str(ROOT))
+    project, tool = config.project, config.tool_comfy
+    name = project.name
+    assert len(name) < 100 and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*([-_.][A-Za-z0-9]+)*", name) \
+        and "comfyui" not in name.lower()  # letters first, no doubled special characters, no "ComfyUI"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project.version)
+    assert project.supported_os == ["POSIX :: Linux"]  # the parser keeps only classifiers the registry knows
+    assert tool.display_name == "Tune-A-Video" and tool.icon == "" and tool.publisher_id == ""  # none invented
+    tested = re.search(r'"([\d.]+)"', (COMFYUI / "comfyui_version.py").read_text()).group(1)
+    assert project.supported_comfyui_version == f">={tested}"
+    icon = Image.open(ROOT / "web" / "icon.png")
+    assert icon.format == "PNG" and icon.size == (400, 400)
+    runtime = requirement_names(project.dependencies)
+    host = requirement_names((COMFYUI / "requirements.txt").read_text().splitlines())
+    assert requirement_names((ROOT / "requirements.txt").read_text().splitlines()) == runtime - host == {"diffusers"}
 
 
 def test_workflow_files_are_current_and_listed_as_templates_with_thumbnails(comfy, object_info):
