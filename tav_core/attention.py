@@ -38,8 +38,8 @@ def first_frame(x: torch.Tensor, num_frames: int) -> torch.Tensor:
 
 
 def sparse_causal_window(x: torch.Tensor, window, layer, first_only: bool = False) -> torch.Tensor:
-    """``sparse_causal`` (``first_only``: ``first_frame``) for a window of a longer clip (``tav_core.windows.Window``): frame i of the clip sees
-    [frame 0 ‖ frame i-1] of the clip; the rows of frames outside the window come from ``window.anchors`` (computed
+    """``sparse_causal`` (``first_only``: ``first_frame``) for a window of a longer clip (``tav_core.windows.Window``):
+    frame i of the clip sees [frame 0 ‖ frame i-1] of the clip; the rows of frames outside the window come from ``window.anchors`` (computed
     by an earlier window of this evaluation), and this window's rows that later windows need are kept there. A frame
     whose anchor or previous frame no earlier window computed (windows run out of clip order) takes the window's
     first frame as anchor and itself as previous, as a clip starting there would."""

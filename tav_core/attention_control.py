@@ -183,7 +183,8 @@ class AttentionController:
         if self.mode == "replace":
             return p_src @ (self.mapper.to(p_src)[:, tokens] * scale)
         alphas = self.alphas.to(p_src)[tokens]
-        return p_src[..., self.mapper[tokens].to(p_src.device)] * alphas * scale + p_edit[..., tokens] * (1 - alphas) * scale
+        taken = p_src[..., self.mapper[tokens].to(p_src.device)]
+        return taken * alphas * scale + p_edit[..., tokens] * (1 - alphas) * scale
 
     def _record(self, q, k, heads, src, edit):
         """Local blend's maps: cross-attention of its words, averaged over heads (small layers only); the edit's

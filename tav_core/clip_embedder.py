@@ -25,7 +25,8 @@ def clip_processor(size: int, folder: Path | None = None) -> CLIPImageProcessor:
 
 def clip_pixels(frames: np.ndarray, processor: CLIPImageProcessor) -> torch.Tensor:
     """uint8 (frames, H, W, 3) -> the vision tower's input (frames, 3, size, size)."""
-    return processor(images=list(np.asarray(frames)), input_data_format="channels_last", return_tensors="pt").pixel_values
+    pixels = processor(images=list(np.asarray(frames)), input_data_format="channels_last", return_tensors="pt")
+    return pixels.pixel_values
 
 
 def clip_frames(frames: np.ndarray, size: int) -> torch.Tensor:
