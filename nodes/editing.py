@@ -21,7 +21,7 @@ from ..tav_core.windows import Windowed
 from .memory_plan import fit_comfy_stage
 from .sampling import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas, memory_input,
                        show_report, show_text)
-from .schema import io
+from .schema import hidden, io
 from .autograd import autograd_unet
 from .context_windows import HostWindows
 from .tuning import PREDICTION, check_save_name, numbered_path
@@ -70,7 +70,7 @@ class NullTextInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, steps, cfg, inner_steps, save_name,
                 memory="auto") -> io.NodeOutput:
-        unique_id = cls.hidden.unique_id
+        unique_id = hidden(cls, "unique_id")
         require_sd(model, cls.TITLE)
         name = check_save_name(save_name) if save_name.strip() else None
         samples = latent_image["samples"]

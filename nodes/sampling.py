@@ -24,7 +24,7 @@ from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.models import clip_tokenizer, sd_scheduler_config
 from .edit_plan import EditPlan, comfy_attention, with_edit_plan
 from .memory_plan import fit_comfy_stage
-from .schema import io
+from .schema import hidden, io
 from .video_model import require_sd
 
 INVERSION_STEPS = "tav_inversion_steps"
@@ -125,7 +125,7 @@ class DDIMInvert(io.ComfyNode):
     def execute(cls, model, conditioning, latent_image, steps, memory="auto") -> io.NodeOutput:
         require_sd(model, cls.TITLE)
         model, report = fit_comfy_stage(model, latent_image["samples"], "invert", memory, cls.TITLE)
-        show_report(cls.hidden.unique_id, report)
+        show_report(hidden(cls, "unique_id"), report)
         sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
         sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
         out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent_image, 0)
@@ -172,7 +172,7 @@ class VideoKSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed, steps, cfg, eta, positive, negative, latent_image, control=None,
                 source_positive=None, memory="auto") -> io.NodeOutput:
-        unique_id = cls.hidden.unique_id
+        unique_id = hidden(cls, "unique_id")
         require_sd(model, cls.TITLE)
         model, report = fit_comfy_stage(model, latent_image["samples"], "p2p" if control is not None else "sample",
                                         memory, cls.TITLE)

@@ -4,3 +4,9 @@ version is what the host keeps answering as it moves on; ``comfy_api.latest`` mo
 the same classes)."""
 
 from comfy_api.v0_0_2 import ComfyExtension, io  # noqa: F401
+
+
+def hidden(node: type[io.ComfyNode], name: str):
+    """A hidden input the host gave this run of ``node`` (unique_id, prompt, extra_pnginfo); None when the node is
+    called directly, as benchmarks and tests do."""
+    return getattr(node.hidden, name, None)

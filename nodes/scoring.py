@@ -18,7 +18,7 @@ from ..tav_core.choices import CLIP_CLAMPS, SSIM_CONVENTIONS
 from ..tav_core.clip_embedder import clip_frames
 from ..tav_core.errors import check
 from .sampling import CATEGORY, preview_with_workflow
-from .schema import io
+from .schema import hidden, io
 
 PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safetensors (Load CLIP, type stable_diffusion),"
          " or ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP")
@@ -116,7 +116,7 @@ class ScoreVideo(io.ComfyNode):
     @classmethod
     def execute(cls, images, clip_vision, clip=None, prompt="", source_images=None, mask=None,
                 clip_score_clamp="frame", ssim_convention="whole_frame") -> io.NodeOutput:
-        unique_id = cls.hidden.unique_id
+        unique_id = hidden(cls, "unique_id")
         check(len(images) >= 1, "images is empty; connect the edited frames")
         # the frames as saved (8-bit), resized and cropped as transformers' CLIPProcessor does, as papers score them
         pixels = clip_frames(uint8_frames(images), clip_vision.image_size)
@@ -144,5 +144,5 @@ class ScoreVideo(io.ComfyNode):
             PromptServer.instance.send_progress_text(table, unique_id)
         numbers = tuple(report.get(k, math.nan) for k in ("frame_consistency", "consecutive_consistency",
                                                              "text_alignment", "psnr", "ssim"))
-        ui = preview_with_workflow(chart, cls.hidden.prompt, cls.hidden.extra_pnginfo)
+        ui = preview_with_workflow(chart, hidden(cls, "prompt"), hidden(cls, "extra_pnginfo"))
         return io.NodeOutput(*numbers, table, chart, ui={**ui, "text": [table], "report": [scoring.to_json(report)]})

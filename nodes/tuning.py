@@ -21,7 +21,7 @@ from ..tav_core.tuning import TuneConfig, recorded, tune
 from .autograd import autograd_unet
 from .memory_plan import compute_precision, fit_comfy_tuning
 from .sampling import CATEGORY, preview_with_workflow, seed_input, show_report, show_text
-from .schema import io
+from .schema import hidden, io
 from .video_model import (diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
 
@@ -126,7 +126,7 @@ class OneShotTune(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, latent_image, seed, steps, learning_rate, save_name, frame_window=0,
                 gradient_checkpointing=False, memory="auto") -> io.NodeOutput:
-        unique_id = cls.hidden.unique_id
+        unique_id = hidden(cls, "unique_id")
         layers = require_inflated(model, cls.TITLE)
         check(len(positive) >= 1, "positive is empty; connect a CLIP Text Encode of the video's caption")
         name = check_save_name(save_name) if save_name.strip() else None
@@ -152,4 +152,4 @@ class OneShotTune(io.ComfyNode):
             show_text(unique_id, f"saved models/{FOLDER}/{os.path.basename(path)}")
         curve = torch.from_numpy(loss_chart(losses)).float()[None] / 255
         return io.NodeOutput(tuned_clone(model, layers, queries), curve,
-                             ui=preview_with_workflow(curve, cls.hidden.prompt, cls.hidden.extra_pnginfo))
+                             ui=preview_with_workflow(curve, hidden(cls, "prompt"), hidden(cls, "extra_pnginfo")))

@@ -75,14 +75,14 @@ with torch.inference_mode():  # as ComfyUI runs nodes
     latent = {"samples": samples}
     try:
         if node == "tune":
-            tuning.OneShotTune().tune(model, cond, latent, 0, 1, 3e-5, "", memory=mode)
+            tuning.OneShotTune.execute(model, cond, latent, 0, 1, 3e-5, "", memory=mode)
         elif node == "invert":
-            sampling.DDIMInvert().invert(model, cond, latent, 1, memory=mode)
+            sampling.DDIMInvert.execute(model, cond, latent, 1, memory=mode)
         elif node == "null_text":
-            editing.NullTextInvert().invert(model, cond, cond, latent, 1, 7.5, 1, "", memory=mode)
+            editing.NullTextInvert.execute(model, cond, cond, latent, 1, 7.5, 1, "", memory=mode)
         else:
             inverted = {**latent, sampling.INVERSION_STEPS: 1}
-            sampling.VideoKSampler().sample(model, 0, 0, 7.5, 0.0, cond, cond, inverted, memory=mode)
+            sampling.VideoKSampler.execute(model, 0, 0, 7.5, 0.0, cond, cond, inverted, memory=mode)
         print(json.dumps({"ran": ran, "log": [r for r in records if "memory" in r], "needs": needs, "free": free}))
     except Exception as e:  # noqa: BLE001  (reported to the test)
         print(json.dumps({"error": f"{type(e).__name__}: {e}", "ran": ran, "needs": needs, "free": free}))
