@@ -396,12 +396,19 @@ def _edit_control(args):
 
 
 def _p2p(args, pipe, latents, steps, cfg, planned):
-    from .editing import edit, null_text_invert
-    from .null_text import NullTextInversion
+    from .editing import edit
     if args.fast:  # Video-P2P's fast mode: plain DDIM inversion with the source prompt, no null text
-        noise = pipe.invert(latents, steps, args.prompt, passes=_passes(args, planned, "invert"))
-        return edit(pipe, noise, _edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed,
-                    passes=_passes(args, planned, "p2p"))[1]
+        inverted = pipe.invert(latents, steps, args.prompt, passes=_passes(args, planned, "invert"))
+    else:
+        inverted = _null_text(args, pipe, latents, steps, cfg, planned)
+    return edit(pipe, inverted, _edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed,
+                passes=_passes(args, planned, "p2p"))[1]
+
+
+def _null_text(args, pipe, latents, steps, cfg, planned):
+    """The null-text inversion of the clip: reused from --inversion if it was made from it, else made (and saved)."""
+    from .editing import null_text_invert
+    from .null_text import NullTextInversion
     inversion = None
     made_from = _inversion_source(pipe, latents)
     if args.inversion and Path(args.inversion).is_file():
@@ -415,8 +422,7 @@ def _p2p(args, pipe, latents, steps, cfg, planned):
         if args.inversion:
             inversion.save(args.inversion, frames=len(latents), **made_from)
             print(f"null-text inversion saved: {args.inversion}")
-    return edit(pipe, inversion, _edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed,
-                passes=_passes(args, planned, "p2p"))[1]
+    return inversion
 
 
 def _inversion_source(pipe, latents) -> dict:

@@ -23,18 +23,18 @@ def clip_processor(size: int, folder: Path | None = None) -> CLIPImageProcessor:
     return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
-def clip_pixels(frames: np.ndarray, processor: CLIPImageProcessor) -> torch.Tensor:
-    """uint8 (frames, H, W, 3) -> the vision tower's input (frames, 3, size, size)."""
-    pixels = processor(images=list(np.asarray(frames)), input_data_format="channels_last", return_tensors="pt")
+def clip_pixels(frames: np.ndarray, processor: CLIPImageProcessor, **options) -> torch.Tensor:
+    """uint8 (frames, H, W, 3) -> the vision tower's input (frames, 3, size, size); ``options`` override the
+    processor's settings for this call."""
+    pixels = processor(images=list(np.asarray(frames)), input_data_format="channels_last", return_tensors="pt",
+                       **options)
     return pixels.pixel_values
 
 
 def clip_frames(frames: np.ndarray, size: int) -> torch.Tensor:
     """uint8 frames resized and cropped as ``clip_pixels`` does but not normalised, (frames, size, size, 3) in
     [0, 1] (multiples of 1/255), for a host whose image encoder normalises them itself."""
-    pixels = clip_processor(size)(images=list(np.asarray(frames)), do_normalize=False,
-                                  input_data_format="channels_last", return_tensors="pt")
-    return pixels.pixel_values.permute(0, 2, 3, 1)
+    return clip_pixels(frames, clip_processor(size), do_normalize=False).permute(0, 2, 3, 1)
 
 
 class ClipEmbedder:

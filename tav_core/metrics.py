@@ -19,6 +19,7 @@ from .choices import CLIP_CLAMPS, SSIM_CONVENTIONS
 from .errors import check
 
 SSIM_WINDOW = 11
+SSIM_BORDER = SSIM_WINDOW // 2  # pixels the window overhangs the frame at its edges
 
 
 def _unit(embeds: torch.Tensor) -> torch.Tensor:
@@ -54,12 +55,17 @@ def neighbour_consistency(image_embeds: torch.Tensor) -> torch.Tensor:
     return (total / count * 100).float()
 
 
-def clip_scores(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
-    """Per frame: CLIP score against the prompt, max(100 cos, 0)."""
+def _cosines(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
+    """Per frame: 100 cos of its embedding with the prompt's (float64, not clamped)."""
     e, t = _unit(image_embeds), _unit(text_embed.reshape(1, -1))
     check(e.shape[1] == t.shape[1], f"image embeddings have {e.shape[1]} dims but the text embedding {t.shape[1]}: "
                                     "they come from different CLIP models; use a matching image and text tower")
-    return (100 * (e @ t.T).squeeze(1)).clamp(min=0).float()
+    return 100 * (e @ t.T).squeeze(1)
+
+
+def clip_scores(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
+    """Per frame: CLIP score against the prompt, max(100 cos, 0)."""
+    return _cosines(image_embeds, text_embed).clamp(min=0).float()
 
 
 def text_alignment(image_embeds: torch.Tensor, text_embed: torch.Tensor, clamp: str = "frame") -> float:
@@ -67,9 +73,7 @@ def text_alignment(image_embeds: torch.Tensor, text_embed: torch.Tensor, clamp: 
     check(clamp in CLIP_CLAMPS, f"CLIP score clamp {clamp!r} is not one of {CLIP_CLAMPS}")
     if clamp == "frame":
         return float(clip_scores(image_embeds, text_embed).mean())
-    e, t = _unit(image_embeds), _unit(text_embed.reshape(1, -1))
-    check(e.shape[1] == t.shape[1], f"image embeddings have {e.shape[1]} dims but the text embedding {t.shape[1]}")
-    return max(float((100 * (e @ t.T)).mean()), 0.0)
+    return max(float(_cosines(image_embeds, text_embed).mean()), 0.0)
 
 
 def _pair(source, edit, mask):
@@ -109,10 +113,8 @@ def ssim_map(source, edit) -> torch.Tensor:
     x, y = (t.permute(0, 3, 1, 2).reshape(-1, 1, *t.shape[1:3]) for t in (a, b))  # (frames*3, 1, h, w)
     window = _gaussian_window()[None, None]
 
-    pad = SSIM_WINDOW // 2
-
     def blur(t):
-        return F.conv2d(F.pad(t, (pad,) * 4, mode="reflect"), window)
+        return F.conv2d(F.pad(t, (SSIM_BORDER,) * 4, mode="reflect"), window)
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -128,9 +130,9 @@ def ssim(source, edit, mask=None, convention: str = "whole_frame") -> torch.Tens
     _, _, m = _pair(source, edit, mask)
     s = ssim_map(source, edit)
     if convention == "skimage":
-        pad = SSIM_WINDOW // 2
+        b = SSIM_BORDER
         m = m.clone()
-        m[:, :pad], m[:, -pad:], m[:, :, :pad], m[:, :, -pad:] = False, False, False, False
-        check(bool(m.flatten(1).any(1).all()), f"no pixel of the region is {pad} pixels inside the frame: SSIM's "
+        m[:, :b], m[:, -b:], m[:, :, :b], m[:, :, -b:] = False, False, False, False
+        check(bool(m.flatten(1).any(1).all()), f"no pixel of the region is {b} pixels inside the frame: SSIM's "
                                                "skimage convention has nothing to average; use whole_frame")
     return ((s * m).flatten(1).sum(1) / m.flatten(1).sum(1)).float()
