@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+import comfy.sd
 import comfy.sd1_clip
 from server import PromptServer
 
@@ -26,16 +27,22 @@ PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safeten
 
 def _remembering_the_projection(load_sd):
     """ComfyUI builds a text tower's projection uninitialised and fills it only from a file that has one (an SD 1.x
-    checkpoint's CLIP never does): its values say nothing, so each tower records whether it was loaded."""
-    def load(self, sd):
-        self.tav_projection_loaded = any(key.endswith("text_projection.weight") for key in sd)
-        return load_sd(self, sd)
+    checkpoint's CLIP never does): its values say nothing, so each tower records whether it was loaded. Both ways a
+    CLIP loads go through ``CLIP.load_sd``: a checkpoint's (``full_model``, keys prefixed with the tower's name) and
+    a text encoder file's (keys of the tower itself)."""
+    def load(self, sd, full_model=False):
+        out = load_sd(self, sd, full_model)
+        for name, tower in self.cond_stage_model.named_modules():
+            if isinstance(tower, comfy.sd1_clip.SDClipModel):
+                key = f"{name}.transformer.text_projection.weight" if full_model else "text_projection.weight"
+                tower.tav_projection_loaded = any(k.endswith(key) for k in sd)
+        return out
     load.tav_remembers_projection = True
     return load
 
 
-if not getattr(comfy.sd1_clip.SDClipModel.load_sd, "tav_remembers_projection", False):  # once, if reloaded
-    comfy.sd1_clip.SDClipModel.load_sd = _remembering_the_projection(comfy.sd1_clip.SDClipModel.load_sd)
+if not getattr(comfy.sd.CLIP.load_sd, "tav_remembers_projection", False):  # once, if reloaded
+    comfy.sd.CLIP.load_sd = _remembering_the_projection(comfy.sd.CLIP.load_sd)
 
 
 def text_projection(clip) -> torch.Tensor:
