@@ -17,6 +17,7 @@ from .errors import TavError, TavWarning, check, summary
 
 
 PAPER = dict(size=512, tune_steps=500, steps=50)
+SDXL_SIZE = 1024  # SDXL's training size: its default, where SD's is the paper's 512
 TINY = dict(size=64, tune_steps=30, steps=20)
 OUT_SUFFIXES = (".mp4", ".gif", "")
 
@@ -34,7 +35,7 @@ with no --video a built-in clip is used. 'tuneavideo run --help' lists the optio
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("input")
-    g.add_argument("--model", help="SD 1.x/2.x .safetensors checkpoint or diffusers folder (default: tiny random model)")
+    g.add_argument("--model", help="SD 1.x/2.x or SDXL .safetensors checkpoint or diffusers folder (default: tiny random model)")
     g.add_argument("--config", help="diffusers config folder for a single-file checkpoint of an unusual shape "
                                     "(default: the shipped SD1/SD2 configs)")
     g.add_argument("--video", help="mp4/webm/mov/gif/webp file or folder of frames (default: built-in clip)")
@@ -42,8 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--frames", type=int, default=8, help="number of frames to use (default 8; the paper: 24)")
     g.add_argument("--stride", type=int, default=1, help="take every N-th frame (default 1)")
     g.add_argument("--start", type=int, default=0, help="first frame to take (default 0)")
-    g.add_argument("--width", type=int, help="frame width, a multiple of 8 (default 512; 64 with the tiny model)")
-    g.add_argument("--height", type=int, help="frame height, a multiple of 8 (default 512; 64 with the tiny model)")
+    g.add_argument("--width", type=int, help="frame width, a multiple of 8 (default 512, SDXL 1024; 64 with the tiny "
+                                                    "model)")
+    g.add_argument("--height", type=int, help="frame height, a multiple of 8 (default 512, SDXL 1024; 64 with the "
+                                                     "tiny model)")
     g.add_argument("--seed", type=int, default=0, help="seed of tuning's random draws and of the eta noise (default 0)")
     g.add_argument("--device", help="torch device: cuda, cuda:1, cpu, ... (default: cuda if available, else cpu)")
     g.add_argument("--fp16", action="store_true", help="keep frozen weights in half precision (GPU; tuned tensors stay "
@@ -171,7 +174,7 @@ def _check_args(args, defaults):
     """Every check that needs no model, before anything is loaded or decoded (``tav_core.preflight``); returns the
     model's configs, read from the checkpoint's headers."""
     from .files import check_free_space, check_writable, is_file
-    from .models import ModelConfigs, inspect_checkpoint
+    from .models import ModelConfigs, inspect_checkpoint, is_sdxl_unet
     from .weights import check_tuned_file, tuned_frame_attention
 
     pf.check_numbers(args)
@@ -225,13 +228,15 @@ def _check_args(args, defaults):
                     check_writable(args.inversion, "null-text inversion")
                     outputs["--inversion"] = args.inversion
     pf.check_distinct(outputs, inputs)
-    width, height = args.width or defaults["size"], args.height or defaults["size"]
-    pf.check_clip_fits_in_memory(args.frames, width, height)
     if args.model:
         configs = inspect_checkpoint(args.model, args.allow_pickle, args.config)
+        if is_sdxl_unet(configs.unet):
+            defaults["size"] = SDXL_SIZE
     else:
         from .tiny import tiny_components
         configs = ModelConfigs.of(tiny_components(args.seed))
+    width, height = args.width or defaults["size"], args.height or defaults["size"]
+    pf.check_clip_fits_in_memory(args.frames, width, height)
     if not _tunes(args):
         meta = check_tuned_file(weights, args.model, args.config)  # header, base model (checkpoint's header), NaN
         tuned_with = tuned_frame_attention(meta, weights)
@@ -545,7 +550,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    defaults = PAPER if getattr(args, "model", None) else TINY
+    defaults = dict(PAPER if getattr(args, "model", None) else TINY)  # (an SDXL model's size is set on inspection)
     with warnings.catch_warnings():
         warnings.simplefilter("always", TavWarning)  # each one says something about this run
         warnings.showwarning = _show_warning

@@ -36,7 +36,8 @@ def null_text_invert(pipe: TuneAVideo, latents: torch.Tensor, prompt: str, steps
     model = pipe.model(len(latents), passes)
     with pipe.inflation.video(len(latents)):
         noise, embeddings = null_text_inversion(model, latents.to(pipe.device), sigmas, pipe.encode_prompt(prompt),
-                                                pipe.encode_prompt(""), guidance_scale, inner_steps, epsilon, callback)
+                                                pipe.encode_prompt(""), guidance_scale, inner_steps, epsilon, callback,
+                                                pipe.null_text_tokens)
     return NullTextInversion(noise, embeddings, steps, guidance_scale, pipe.prompt_used(prompt))
 
 

@@ -92,7 +92,7 @@ class Inflation:
         self.handles = []
         blocks = transformer_blocks(unet)
         check(bool(blocks), f"{type(unet).__name__} has no transformer blocks with attn1/attn2/ff; "
-                            "give a Stable Diffusion 1.x/2.x UNet")
+                            "give a Stable Diffusion 1.x/2.x or SDXL UNet")
         for i, (_, block) in enumerate(blocks):
             for proj in (block.attn1.to_k, block.attn1.to_v):
                 self.handles.append(proj.register_forward_hook(self._sparse_causal))

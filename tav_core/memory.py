@@ -242,12 +242,19 @@ def inference_flops(unet_fn: Callable, latent_shape: tuple, context_shape: tuple
     return counter.get_total_flops(), tracker.peak
 
 
+def _resident_dtype(unet_config: dict, config: dict, dtype: torch.dtype) -> torch.dtype:
+    """A resident module's dtype beside weights of ``dtype``: SDXL's VAE stays fp32 (``pipeline.vae_dtype``)."""
+    from .pipeline import vae_dtype
+    return vae_dtype(unet_config, config, dtype) if "latent_channels" in config else dtype
+
+
 def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple = (), count_flops: bool = True) -> Plan:
     """Plan the headless pipeline's tuning step for a diffusers UNet config: frozen weights in
     ``settings.weights_dtype``, tuned tensors in fp32, as ``TuneAVideo`` keeps them. ``resident_configs``:
     (build, config) of the other modules on the device (VAE, text encoder): ``build(config)`` makes one."""
     from diffusers import UNet2DConditionModel
 
+    from .conditioning import context_tokens, pooled_width, unet_inputs
     from .inflation import inflate
     from .weights import video_parameters
     with planning():
@@ -256,13 +263,16 @@ def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple
         trained = video_parameters(unet, trainable_only=True)
         for p in trained.values():
             p.data = p.data.float()
-        others = [cast(cls(config), settings.weights_dtype) for cls, config in resident_configs]
+        others = [cast(cls(config), _resident_dtype(unet_config, config, settings.weights_dtype))
+                  for cls, config in resident_configs]
         if settings.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         latent_shape = (settings.frames, unet.config.in_channels, settings.height // 8, settings.width // 8)
-        context_shape = (1, 77, unet.config.cross_attention_dim)
+        context_shape = (1, context_tokens(unet.config), unet.config.cross_attention_dim)
 
         def unet_fn(x, t, context):
-            return unet(x.to(settings.weights_dtype), t, encoder_hidden_states=context.to(settings.weights_dtype)).sample
+            x = x.to(settings.weights_dtype)
+            context, added = unet_inputs(context.to(settings.weights_dtype), x, pooled_width(unet.config))
+            return unet(x, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
         return plan_tuning([unet, *others], unet_fn, trained, inflation.video, latent_shape, context_shape, settings,
                            count_flops=count_flops)

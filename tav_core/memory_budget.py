@@ -112,7 +112,7 @@ def fit(plan_for: Callable[[Settings], Plan], settings: Settings, already: int, 
 
 def loaded_bytes(pipe) -> int:
     """What the pipeline already holds on its device: the weights of UNet (and tuned tensors), VAE, text encoder."""
-    return sum(p.numel() * p.element_size() for m in (pipe.c.unet, pipe.c.vae, pipe.c.text_encoder)
+    return sum(p.numel() * p.element_size() for m in (pipe.c.unet, pipe.c.vae, *pipe.c.text_encoders)
                for p in m.parameters())
 
 

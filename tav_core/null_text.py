@@ -25,7 +25,7 @@ FORMAT = "tuneavideo-nulltext-v1"
 
 def optimize_null_text(model: Callable, trajectory: list[torch.Tensor], sigmas: torch.Tensor, cond: torch.Tensor,
                        uncond: torch.Tensor, guidance_scale: float, inner_steps: int = 10, epsilon: float = 1e-5,
-                       callback: Callable | None = None) -> list[torch.Tensor]:
+                       callback: Callable | None = None, tokens: int | None = None) -> list[torch.Tensor]:
     """One unconditional embedding per sampling step.
 
     ``trajectory[i]`` is the inverted latent at ``sigmas[i]`` (descending sampling sigmas: ``trajectory[0]`` is the
@@ -34,7 +34,8 @@ def optimize_null_text(model: Callable, trajectory: list[torch.Tensor], sigmas: 
     deterministic DDIM step with CFG and ``trajectory[i + 1]``, stopping once it is below ``epsilon + 2e-5 i``.
     ``model(x, sigma, context)`` is differentiable in ``context`` (one row per latent; ``cond``/``uncond`` are one
     row); a ``Windowed`` model takes each iteration's gradient window by window (``_windowed_loss``).
-    ``callback(i, losses)`` follows every step.
+    ``callback(i, losses)`` follows every step. ``tokens``: only the first rows of the context are the null text
+    (SDXL's context carries its pooled embedding after them, ``tav_core.conditioning``): the rest stay as given.
     """
     check(len(trajectory) == len(sigmas), f"{len(trajectory)} inverted latents for {len(sigmas)} sigmas")
     check(inner_steps >= 1, f"inner steps must be at least 1, got {inner_steps}")
@@ -56,6 +57,10 @@ def optimize_null_text(model: Callable, trajectory: list[torch.Tensor], sigmas: 
         with torch.no_grad():
             denoised_cond = model(x, s, cond.expand(len(x), -1, -1))
         u = uncond.clone().requires_grad_(True)
+        if tokens is not None:  # the pooled rows get no gradient, so Adam leaves them exactly as they are
+            kept = torch.zeros_like(u)
+            kept[:, :tokens] = 1
+            u.register_hook(lambda grad: grad * kept)
         optimizer = torch.optim.Adam([u], lr=1e-2 * (1 - i / 100))
         losses = []
         with torch.enable_grad():
@@ -95,17 +100,17 @@ def _windowed_loss(model: "Windowed", step: Callable, sigma_next: torch.Tensor, 
 
 def null_text_inversion(model: Callable, latents: torch.Tensor, sigmas: torch.Tensor, cond: torch.Tensor,
                         uncond: torch.Tensor, guidance_scale: float, inner_steps: int = 10, epsilon: float = 1e-5,
-                        callback: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        callback: Callable | None = None, tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """DDIM-invert the VP-scaled clean ``latents`` with ``cond`` and no guidance (Mokady et al., Video-P2P), then
     optimise the null text along that trajectory. ``model(x, sigma, context)`` with a context row per latent (a
-    ``Windowed`` model runs over its windows); ``cond`` and ``uncond`` are one row. Returns (noise, embeddings
-    (steps, tokens, dim))."""
+    ``Windowed`` model runs over its windows); ``cond`` and ``uncond`` are one row; ``tokens`` as in
+    ``optimize_null_text``. Returns (noise, embeddings (steps, tokens, dim))."""
     states = []
     noise = invert_ddim(lambda x, s: model(x, s, cond.expand(len(x), -1, -1)), latents, sigmas.flip(0),
                         callback=lambda i, x, denoised: states.append(x))
     trajectory = [latents / vp_scale(sigmas[-1]).to(latents), *states][::-1]
     embeddings = optimize_null_text(model, trajectory, sigmas, cond, uncond, guidance_scale, inner_steps, epsilon,
-                                    callback)
+                                    callback, tokens)
     return noise, torch.cat(embeddings)
 
 

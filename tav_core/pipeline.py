@@ -6,17 +6,25 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .conditioning import encode_sdxl, pooled_width, unet_inputs
 from .ddim import invert_ddim, sample_ddim
 from .denoiser import DiscreteDenoiser, guided
 from .errors import TavWarning, check, plural
 from .inflation import inflate
-from .models import Components
+from .models import Components, is_sdxl_unet
 from .null_text import NullTextInversion
 from .schedule import alphas_cumprod, ddim_sigmas, ddim_timesteps, final_sigma, sigma_table
 from .precision import autocast, compute_precision
 from .tuning import TuneConfig, recorded, tune
 from .windows import Passes, Windowed
 from .weights import load_tuned, save_tuned, video_parameters
+
+
+def vae_dtype(unet_config, vae_config, dtype: torch.dtype) -> torch.dtype:
+    """SDXL's VAE overflows in fp16 (its config says force_upcast): it stays fp32 beside fp16 weights, as diffusers'
+    SDXL pipeline upcasts it; a VAE fixed for fp16 (force_upcast false) runs in fp16. SD 1.x/2.x VAEs run in fp16."""
+    upcast = is_sdxl_unet(unet_config) and dtype == torch.float16 and vae_config.get("force_upcast", True)
+    return torch.float32 if upcast else dtype
 
 
 class TuneAVideo:
@@ -33,10 +41,12 @@ class TuneAVideo:
         self.device, self.dtype = torch.device(device), dtype
         self.mixed_precision = compute_precision(dtype, mixed_precision)
         self.inflation = inflate(components.unet, frame_attention=frame_attention)
-        for m in (components.unet, components.vae, components.text_encoder):
+        self.vae_dtype = vae_dtype(components.unet.config, components.vae.config, dtype)
+        for m in (components.unet, components.vae, *components.text_encoders):
             first = next(m.parameters())
-            if first.dtype != dtype:  # diffusers warns about any dtype given to .to()
-                m.to(dtype)
+            wanted = self.vae_dtype if m is components.vae else dtype
+            if first.dtype != wanted:  # diffusers warns about any dtype given to .to()
+                m.to(wanted)
             if first.device != self.device:  # (the memory planner's fake modules cannot move)
                 m.to(self.device)
             m.eval().requires_grad_(False)
@@ -49,6 +59,9 @@ class TuneAVideo:
         self.alphas = alphas_cumprod(components.scheduler_config)
         self.denoiser = self.model(1)  # in the pipeline's precision, no windows
         self.scaling = components.vae.config.scaling_factor
+        self.pooled_width = pooled_width(components.unet.config)  # SDXL's; None for SD 1.x/2.x
+        # the rows of a prompt's conditioning null-text inversion optimises: CLIP's tokens (not SDXL's pooled rows)
+        self.null_text_tokens = components.tokenizer.model_max_length if self.pooled_width else None
 
     def unet_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Raw UNet prediction, computed under the pipeline's autocast (tuned tensors are fp32). With none it
@@ -57,8 +70,10 @@ class TuneAVideo:
             return self.raw_unet_fn(x, t, cond)
 
     def raw_unet_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The UNet under whatever autocast the caller opened (tuning opens its config's)."""
-        return self.c.unet(x, t, encoder_hidden_states=cond.to(x.dtype)).sample.to(x.dtype)
+        """The UNet under whatever autocast the caller opened (tuning opens its config's). An SDXL prompt carries its
+        pooled embedding (``tav_core.conditioning``); the size conditioning is the clip's."""
+        cond, added = unet_inputs(cond, x, self.pooled_width)
+        return self.c.unet(x, t, encoder_hidden_states=cond.to(x.dtype), added_cond_kwargs=added).sample.to(x.dtype)
 
     def prompt_used(self, prompt: str) -> str:
         """The part of ``prompt`` the text encoder reads: CLIP takes 77 tokens (75 and start/end), as the reference."""
@@ -71,6 +86,8 @@ class TuneAVideo:
         used = self.prompt_used(prompt)
         if used != prompt:
             warnings.warn(f"the prompt is longer than CLIP's 77 tokens; only {used!r} is used", TavWarning, stacklevel=2)
+        if self.c.is_sdxl:  # (rows, 77 + 1, 2048): the pooled embedding as the last row
+            return encode_sdxl([self.c.tokenizer, self.c.tokenizer_2], self.c.text_encoders, prompt, self.device)
         tokens = self.c.tokenizer(prompt, padding="max_length", max_length=self.c.tokenizer.model_max_length,
                                   truncation=True, return_tensors="pt").input_ids
         return self.c.text_encoder(tokens.to(self.device))[0].float()
@@ -93,7 +110,7 @@ class TuneAVideo:
         means, stds = [], []
         for frame in frames:  # one frame on the device at a time: memory does not grow with the clip
             pixels = torch.from_numpy(frame).permute(2, 0, 1)[None].to(self.device, torch.float32) / 127.5 - 1
-            posterior = self.c.vae.encode(pixels.to(self.dtype)).latent_dist
+            posterior = self.c.vae.encode(pixels.to(self.vae_dtype)).latent_dist
             means.append(posterior.mean.float() * self.scaling)
             stds.append(posterior.std.float() * self.scaling)
         return torch.cat(means), torch.cat(stds)
@@ -106,7 +123,7 @@ class TuneAVideo:
     def decode_frames(self, latents: torch.Tensor) -> torch.Tensor:
         frames = []
         for latent in latents:
-            image = self.c.vae.decode((latent[None] / self.scaling).to(self.device, self.dtype)).sample.float()
+            image = self.c.vae.decode((latent[None] / self.scaling).to(self.device, self.vae_dtype)).sample.float()
             frames.append(((image + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
         return torch.cat(frames)
 

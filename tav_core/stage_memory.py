@@ -10,10 +10,12 @@ per-window peak, the clip-sized tensors growing linearly), so planning costs the
 """
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import torch
 
+from .conditioning import context_tokens
 from .errors import check
 from .memory import AllocationPeak, Plan, Settings, cast, frozen_bytes, planning
 from .models import ModelConfigs  # noqa: F401  (the plans' input, re-exported)
@@ -27,16 +29,19 @@ def fake_pipeline(configs: ModelConfigs, settings: Settings):
     """A ``TuneAVideo`` on fake components (inside ``planning()``): inflated UNet with fp32 tuned tensors, VAE, text
     encoder in the settings' weights dtype, the pipeline's autocast the settings'."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     from .models import Components, clip_tokenizer
-    from .pipeline import TuneAVideo
+    from .pipeline import TuneAVideo, vae_dtype
     dtype = settings.weights_dtype
     unet = cast(UNet2DConditionModel.from_config(configs.unet), dtype)
-    vae = cast(AutoencoderKL.from_config(configs.vae), dtype)
-    text = cast(CLIPTextModel(CLIPTextConfig(**configs.text_encoder)), dtype)
+    vae = cast(AutoencoderKL.from_config(configs.vae), vae_dtype(configs.unet, configs.vae, dtype))
+    text = cast(_text_encoder(configs.text_encoder), dtype)
     tokenizer = clip_tokenizer(configs.text_encoder.get("hidden_size") == 1024)
-    pipe = TuneAVideo(Components(unet, vae, text, tokenizer, dict(configs.scheduler)), "cpu", dtype,
+    second = {}
+    if configs.text_encoder_2 is not None:  # SDXL
+        second = dict(text_encoder_2=cast(_text_encoder(configs.text_encoder_2, True), dtype),
+                      tokenizer_2=clip_tokenizer(True))
+    pipe = TuneAVideo(Components(unet, vae, text, tokenizer, dict(configs.scheduler), **second), "cpu", dtype,
                       settings.gradient_checkpointing, settings.mixed_precision)
     if settings.vae_tiling:
         vae.enable_tiling()
@@ -50,13 +55,12 @@ def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_typ
     check(stage in STAGES, f"no stage {stage!r}; the stages are {', '.join(STAGES)}")
     if stage == "tune":
         from .memory import plan_pipeline
-        return plan_pipeline(configs.unet, settings, ((_vae, configs.vae), (_text_encoder, configs.text_encoder)),
-                             count_flops=False)
+        return plan_pipeline(configs.unet, settings, resident_modules(configs), count_flops=False)
     with planning():
         pipe = fake_pipeline(configs, settings)
         trained = video_parameters(pipe.c.unet)
         keys = {p.untyped_storage()._cdata for p in trained.values()}
-        plan = Plan(frozen_bytes((pipe.c.unet, pipe.c.vae, pipe.c.text_encoder), keys),
+        plan = Plan(frozen_bytes((pipe.c.unet, pipe.c.vae, *pipe.c.text_encoders), keys),
                     sum(p.numel() * p.element_size() for p in trained.values()), 0, 0, 0, 0, 0)
         clip = settings.frames * _latent_frame_bytes(pipe.c.unet, settings)
         if stage in ("encode", "decode"):
@@ -68,9 +72,15 @@ def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_typ
             peak = _clip_peak(lambda frames: _unet_step(pipe, stage, replace(settings, frames=frames)), settings)
             held = clip  # the latents the stage starts from
             if stage == "null_text":  # the trace kept two inverted latents and one embedding; a run keeps them all
-                embedding = 77 * pipe.c.unet.config.cross_attention_dim * 4
+                embedding = context_tokens(pipe.c.unet.config) * pipe.c.unet.config.cross_attention_dim * 4
                 held += (settings.steps - 1) * (clip + embedding)
     return replace(plan, step_peak=peak, held=held)
+
+
+def resident_modules(configs: ModelConfigs) -> tuple:
+    """(build, config) of the modules on the device besides the UNet: the VAE and the text encoder(s)."""
+    second = ((partial(_text_encoder, projection=True), configs.text_encoder_2),) if configs.text_encoder_2 else ()
+    return ((_vae, configs.vae), (_text_encoder, configs.text_encoder), *second)
 
 
 def _vae(config):
@@ -78,9 +88,9 @@ def _vae(config):
     return AutoencoderKL.from_config(config)
 
 
-def _text_encoder(config):
-    from transformers import CLIPTextConfig, CLIPTextModel
-    return CLIPTextModel(CLIPTextConfig(**config))
+def _text_encoder(config, projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(CLIPTextConfig(**config))
 
 
 def _latent_frame_bytes(unet, settings: Settings) -> int:

@@ -36,7 +36,7 @@ def fingerprint_names(unet: nn.Module) -> list[str]:
     """Parameters that identify the base model: the input conv and the first block's attn1.to_k."""
     conv = next(name for name, m in unet.named_modules() if isinstance(m, nn.Conv2d))
     blocks = transformer_blocks(unet)
-    check(bool(blocks), "the model has no transformer blocks; give a Stable Diffusion 1.x/2.x UNet")
+    check(bool(blocks), "the model has no transformer blocks; give a Stable Diffusion 1.x/2.x or SDXL UNet")
     return [f"{conv}.weight", f"{blocks[0][0]}.attn1.to_k.weight"]
 
 

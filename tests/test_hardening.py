@@ -226,11 +226,10 @@ def test_damaged_weights_are_refused_on_load(tmp_path, capsys):
 
 
 def test_unsupported_checkpoints_get_short_clear_messages(tmp_path, capsys, test_models):
-    sdxl = tmp_path / "sdxl.safetensors"
-    safetensors.torch.save_file({"conditioner.embedders.0.x": torch.zeros(1),
-                                 "model.diffusion_model.x": torch.zeros(1)}, str(sdxl))
-    code, err = run_cli(["run", "--model", str(sdxl)], capsys)
-    assert code == 2 and "is a SDXL checkpoint" in err and "SD 1.x/2.x" in err
+    sd3 = tmp_path / "sd3.safetensors"
+    safetensors.torch.save_file({"model.diffusion_model.joint_blocks.0.x": torch.zeros(1)}, str(sd3))
+    code, err = run_cli(["run", "--model", str(sd3)], capsys)
+    assert code == 2 and "is a SD3 checkpoint" in err and "SD 1.x/2.x or SDXL" in err
     inpaint = tmp_path / "inpaint.safetensors"
     safetensors.torch.save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 9, 3, 3)}, str(inpaint))
     code, err = run_cli(["run", "--model", str(inpaint)], capsys)

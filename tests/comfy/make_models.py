@@ -6,8 +6,10 @@ Weights are made with diffusers and renamed to the original (LDM) layout with Co
 diffusers UNet is saved beside them, so loaders can be checked against it. A UNet-only instruct-pix2pix variant
 (8 input channels) is there to be refused. For Score Video: CLIP ViT-L/14's vision tower (ComfyUI 0.3.75 loads
 CLIP Vision only in its real sizes; random weights stored in fp8 to halve the file) and the same CLIP-L text
-encoder with a random text projection (what clip_l.safetensors holds). ``STAMP`` is written last: a complete,
-current set.
+encoder with a random text projection (what clip_l.safetensors holds). A tiny SDXL-architecture checkpoint
+(``tav_core.tiny.TINY_SDXL_UNET``, SD's real VAE, two toy text encoders in SDXL's single-file layout: CLIP-L's under
+conditioner.embedders.0, bigG's in OpenCLIP's layout under conditioner.embedders.1), its config folder and its
+diffusers UNet. ``STAMP`` is written last: a complete, current set.
 """
 
 import json
@@ -21,13 +23,16 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVi
 
 ROOT = Path(__file__).resolve().parents[2]
 SD1 = ROOT / "tav_core" / "configs" / "sd1"
+SDXL = ROOT / "tav_core" / "configs" / "sdxl"
 UNET = dict(sample_size=8, block_out_channels=[320], layers_per_block=1, down_block_types=["CrossAttnDownBlock2D"],
             up_block_types=["CrossAttnUpBlock2D"], cross_attention_dim=768, attention_head_dim=8)
 LDM = dict(num_res_blocks=[1], channel_mult=[1], transformer_depth=[1], transformer_depth_output=[1, 1],
            transformer_depth_middle=1)
 VIT_L = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
              patch_size=14, projection_dim=768)
-STAMP = "complete-v2"
+SDXL_LDM = dict(num_res_blocks=[1, 1], channel_mult=[1, 4], transformer_depth=[0, 2], transformer_depth_output=[0, 0, 2, 2],
+                transformer_depth_middle=2)
+STAMP = "complete-v3"
 
 
 def ldm_controlnet_map(key_map: dict, state: dict) -> dict:
@@ -98,7 +103,34 @@ def main(out: Path) -> None:
     text = {k: v.half().contiguous() for k, v in clip.state_dict().items() if "position_ids" not in k}
     text["text_projection.weight"] = (torch.randn(768, 768) / 768 ** 0.5).half()
     save_file(text, str(out / "test-clip-l.safetensors"))
+    tiny_sdxl(out, vae)
     (out / STAMP).write_text("")
+
+
+def tiny_sdxl(out: Path, vae: AutoencoderKL) -> None:
+    import comfy.diffusers_convert
+    import comfy.utils
+    from tav_core.tiny import tiny_sdxl_components
+
+    c = tiny_sdxl_components(seed=0, vae=vae)
+    state = rename(c.unet.state_dict(), comfy.utils.unet_to_diffusers(SDXL_LDM), "model.diffusion_model.")
+    vae_state = comfy.diffusers_convert.convert_vae_state_dict(c.vae.state_dict())
+    state.update({"first_stage_model." + k: v.half().contiguous() for k, v in vae_state.items()})
+    state.update({"conditioner.embedders.0.transformer." + k: v.contiguous()
+                  for k, v in c.text_encoder.state_dict().items() if "position_ids" not in k})
+    bigg = {"transformer." + k: v for k, v in c.text_encoder_2.state_dict().items() if "position_ids" not in k}
+    state.update({"conditioner.embedders.1.model." + k: v.contiguous()
+                  for k, v in comfy.diffusers_convert.convert_text_enc_state_dict_v20(bigg).items()})
+    save_file(state, str(out / "tiny-sdxl.safetensors"))
+    c.unet.save_pretrained(out / "tiny-sdxl-unet-diffusers")
+    config = out / "tiny-sdxl-config"
+    for sub in ("model_index.json", "vae/config.json", "scheduler/scheduler_config.json"):
+        (config / sub).parent.mkdir(parents=True, exist_ok=True)
+        (config / sub).write_text((SDXL / sub).read_text())
+    for part, module in (("unet", c.unet), ("text_encoder", c.text_encoder), ("text_encoder_2", c.text_encoder_2)):
+        (config / part).mkdir(exist_ok=True)
+        (config / part / "config.json").write_text(module.config.to_json_string() if part != "unet"
+                                                   else json.dumps(dict(module.config)))
 
 
 if __name__ == "__main__":
