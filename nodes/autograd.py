@@ -11,6 +11,7 @@ import torch.utils.checkpoint
 
 import comfy.model_management
 
+from .conditioning import adm_width, call_unet
 from .video_model import diffusion_model
 
 
@@ -85,16 +86,16 @@ def checkpointed(unet: torch.nn.Module):
 
 @contextmanager
 def autograd_unet(model, queries: dict[str, torch.Tensor] | None = None, gradient_checkpointing: bool = False):
-    """Inside: ``(unet_fn(x, t, context), device, dtype)`` for the MODEL's diffusion model loaded as ComfyUI loads
+    """Inside: ``(unet_fn(x, t, packed conditioning), device, dtype)`` for the MODEL's diffusion model loaded as ComfyUI loads
     it (patches applied), usable with autograd; ``queries`` (ModelPatcher key -> tensor) stand in for those
     query projections. Outside inference mode, as the stock trainer runs."""
     with torch.inference_mode(False), torch.enable_grad():
         comfy.model_management.load_models_gpu([model], force_full_load=True)
         device, dtype = model.load_device, model.model.manual_cast_dtype or model.model.get_dtype()
-        unet = diffusion_model(model)
+        unet, adm = diffusion_model(model), adm_width(model)
 
-        def unet_fn(x, t, c):
-            return unet(x.to(dtype), t.float(), context=c.to(dtype), transformer_options={}).float()
+        def unet_fn(x, t, c):  # c: a packed conditioning (nodes.conditioning)
+            return call_unet(unet, x, t, c, adm, dtype)
 
         with frozen(unet), \
                 trainable_weights(unet, {k.removeprefix("diffusion_model."): q for k, q in (queries or {}).items()}), \

@@ -26,6 +26,7 @@ class EditPlan:
     null_text: torch.Tensor | None         # (steps, tokens, dim): optimised unconditional embeddings
     decoupled: bool = True                 # the edit branch keeps the plain negative prompt (Video-P2P)
     controller: AttentionController | None = None
+    source_adm: torch.Tensor | None = None  # SDXL: the source prompt's ADM vector (pooled text and size), one row
 
     def __deepcopy__(self, memo):
         return self  # ComfyUI deep-copies model options; the edit's state (blend maps) must stay one object
@@ -50,6 +51,18 @@ class EditPlan:
                 if self.branches == 2 and not self.decoupled:
                     context[c * rows + f:(c + 1) * rows] = null
         return context
+
+    def adm(self, y: torch.Tensor, chunks: list[int]) -> torch.Tensor:
+        """SDXL's ADM vector of every row: the source rows of the conditional chunks take the source prompt's."""
+        if self.source_adm is None:
+            return y
+        rows = y.shape[0] // len(chunks)
+        f = rows // self.branches
+        y = y.clone()
+        for c, kind in enumerate(chunks):
+            if kind == 0:
+                y[c * rows:c * rows + f] = self.source_adm.to(y)
+        return y
 
     @staticmethod
     def _fit(replacement: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,10 @@ from .sampling import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_
                        show_report, show_text)
 from .schema import hidden, io
 from .autograd import autograd_unet
+from .conditioning import packed_conditioning
 from .context_windows import HostWindows
 from .tuning import PREDICTION, check_save_name, numbered_path
-from .video_model import diffusion_model, require_sd, temporal_layers, video_hooks
+from .video_model import diffusion_model, require_supported, temporal_layers, video_hooks
 
 INVERSIONS = "tuneavideo_inversions"
 
@@ -71,7 +72,7 @@ class NullTextInvert(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, steps, cfg, inner_steps, save_name,
                 memory="auto") -> io.NodeOutput:
         unique_id = hidden(cls, "unique_id")
-        require_sd(model, cls.TITLE)
+        require_supported(model, cls.TITLE)
         name = check_save_name(save_name) if save_name.strip() else None
         samples = latent_image["samples"]
         check(samples.ndim == 4 and bool(torch.isfinite(samples).all()), "LATENT must be finite video latents (VAE Encode)")
@@ -99,10 +100,13 @@ class NullTextInvert(io.ComfyNode):
                                     lambda n, window: hooks.video(n, pairs, window, kind))
             latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
             # out of inference mode:
-            cond, uncond = (c[0][0].clone().to(device, torch.float32) for c in (positive, negative))
+            cond, uncond = (packed_conditioning(model, c[0], samples).clone().to(device, torch.float32)
+                            for c in (positive, negative))
+            tokens = negative[0][0].shape[1]  # the null text; SDXL's ADM rows after them stay the negative's
             with hooks.video(frames, pairs, None, kind):
                 noise, embeddings = null_text_inversion(denoiser, latents, sigmas.clone().to(device), cond, uncond,
-                                                        cfg, inner_steps, callback=progress)
+                                                        cfg, inner_steps, callback=progress, tokens=tokens)
+            embeddings = embeddings[:, :tokens]
         noise_out = model.model.process_latent_out(noise.detach()).cpu()
         if name:
             path = numbered_path(name, INVERSIONS)

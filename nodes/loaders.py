@@ -24,9 +24,9 @@ class LoadInflateCheckpoint(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TuneAVideoLoadInflateCheckpoint", display_name=cls.TITLE, category=CATEGORY,
-            description="Loads an SD 1.x/2.x checkpoint like Load Checkpoint and inflates its MODEL to video.",
+            description="Loads an SD 1.x/2.x or SDXL checkpoint like Load Checkpoint and inflates its MODEL to video.",
             inputs=[io.Combo.Input("ckpt_name", options=folder_paths.get_filename_list("checkpoints"),
-                                   tooltip="SD 1.x/2.x checkpoint from models/checkpoints."),
+                                   tooltip="SD 1.x/2.x or SDXL checkpoint from models/checkpoints."),
                     frame_attention_input()],
             outputs=[io.Model.Output(tooltip="The inflated (video) MODEL: One-Shot Tune, DDIM Invert and Video "
                                              "KSampler take it."),
@@ -38,8 +38,8 @@ class LoadInflateCheckpoint(io.ComfyNode):
         """Before anything runs, as the stock loaders' lists are checked (v3 lists are not checked by the host)."""
         if ckpt_name in folder_paths.get_filename_list("checkpoints"):
             return True
-        return (f"ckpt_name: '{ckpt_name}' not in models/checkpoints; put that SD 1.x/2.x checkpoint there (or pick "
-                "one from the list) and press R to refresh")
+        return (f"ckpt_name: '{ckpt_name}' not in models/checkpoints; put that SD 1.x/2.x or SDXL checkpoint there "
+                "(or pick one from the list) and press R to refresh")
 
     @classmethod
     def execute(cls, ckpt_name, frame_attention="sparse_causal") -> io.NodeOutput:
@@ -54,10 +54,10 @@ class InflateModel(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TuneAVideoInflateModel", display_name=cls.TITLE, category=CATEGORY,
-            description="Makes a video model of any SD 1.x/2.x MODEL (after LoRA loaders, merges...): sparse-causal "
-                        "self-attention, temporal attention (starting at zero) and clip-wide GroupNorm. The MODEL "
-                        "given is not changed. Frames are the latent batch.",
-            inputs=[io.Model.Input("model", tooltip="An SD 1.x/2.x MODEL."), frame_attention_input()],
+            description="Makes a video model of any SD 1.x/2.x or SDXL MODEL (after LoRA loaders, merges...): "
+                        "sparse-causal self-attention, temporal attention (starting at zero) and clip-wide GroupNorm. "
+                        "The MODEL given is not changed. Frames are the latent batch.",
+            inputs=[io.Model.Input("model", tooltip="An SD 1.x/2.x or SDXL MODEL."), frame_attention_input()],
             outputs=[io.Model.Output(tooltip="The inflated (video) MODEL; before tuning it edits like the image "
                                              "model, frame by frame.")])
 

@@ -28,6 +28,7 @@ from ..tav_core.memory_budget import fit, window_options
 from ..tav_core.windows import ContextWindows
 from ..tav_core.tuning import TuneConfig
 from .autograd import checkpointed, trainable_weights
+from .conditioning import adm_width, call_unet, context_rows
 from .context_windows import HostWindows
 from .video_model import diffusion_model, query_names
 
@@ -52,7 +53,7 @@ def fake_unet(model, settings: Settings):
 
         def unet_fn(x, t, c):
             with autocast("cpu", settings.mixed_precision):
-                return unet(x.to(compute), t.float(), context=c.to(compute), transformer_options={}).float()
+                return call_unet(unet, x, t, c, adm_width(model), compute)
         with mock.patch.object(comfy.model_management, "get_free_memory", _plenty_of_memory):
             yield unet, hooks, layers, unet_fn
 
@@ -60,7 +61,7 @@ def fake_unet(model, settings: Settings):
 def _shapes(model, settings: Settings) -> tuple[tuple, tuple]:
     config = model.model.model_config.unet_config
     latent_shape = (settings.frames, config.get("in_channels", 4), settings.height // 8, settings.width // 8)
-    return latent_shape, (1, 77, config["context_dim"])
+    return latent_shape, (1, context_rows(model), config["context_dim"])
 
 
 def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Plan:

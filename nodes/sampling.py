@@ -25,7 +25,8 @@ from ..tav_core.models import clip_tokenizer, sd_scheduler_config
 from .edit_plan import EditPlan, comfy_attention, with_edit_plan
 from .memory_plan import fit_comfy_stage
 from .schema import hidden, io
-from .video_model import require_sd
+from .conditioning import adm_vector
+from .video_model import require_supported
 
 INVERSION_STEPS = "tav_inversion_steps"
 NULL_TEXT, NULL_TEXT_CFG = "tav_null_text", "tav_null_text_cfg"  # a null-text inversion's embeddings and its CFG
@@ -123,7 +124,7 @@ class DDIMInvert(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, conditioning, latent_image, steps, memory="auto") -> io.NodeOutput:
-        require_sd(model, cls.TITLE)
+        require_supported(model, cls.TITLE)
         model, report = fit_comfy_stage(model, latent_image["samples"], "invert", memory, cls.TITLE)
         show_report(hidden(cls, "unique_id"), report)
         sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
@@ -173,7 +174,7 @@ class VideoKSampler(io.ComfyNode):
     def execute(cls, model, seed, steps, cfg, eta, positive, negative, latent_image, control=None,
                 source_positive=None, memory="auto") -> io.NodeOutput:
         unique_id = hidden(cls, "unique_id")
-        require_sd(model, cls.TITLE)
+        require_supported(model, cls.TITLE)
         model, report = fit_comfy_stage(model, latent_image["samples"], "p2p" if control is not None else "sample",
                                         memory, cls.TITLE)
         show_report(unique_id, report)
@@ -195,7 +196,8 @@ class VideoKSampler(io.ComfyNode):
                                                "conditioning, for the source branch")
             controller = AttentionController(control, clip_tokenizer(), steps, frames, tuple(samples.shape[2:]),
                                              attention=comfy_attention)
-            plan = EditPlan(frames, 2, sigmas, source_positive[0][0], null_text, controller=controller)
+            plan = EditPlan(frames, 2, sigmas, source_positive[0][0], null_text, controller=controller,
+                            source_adm=adm_vector(model, source_positive[0], samples))
             samples = torch.cat([samples, samples])
         elif null_text is not None:
             plan = EditPlan(frames, 1, sigmas, None, null_text)

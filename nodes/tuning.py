@@ -19,6 +19,7 @@ from ..tav_core.files import NAME_MAX
 from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.tuning import TuneConfig, recorded, tune
 from .autograd import autograd_unet
+from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
 from .sampling import CATEGORY, preview_with_workflow, seed_input, show_report, show_text
 from .schema import hidden, io
@@ -32,7 +33,7 @@ PREDICTION = {comfy.model_base.ModelType.EPS: "epsilon", comfy.model_base.ModelT
 def scheduler_config(model) -> dict:
     """The MODEL's own noise schedule, as a diffusers config (betas from its sigmas)."""
     check(model.model.model_type in PREDICTION, f"model type {model.model.model_type.name} is not supported; "
-                                                "Tune-A-Video tunes eps- and v-prediction SD 1.x/2.x models")
+                                                "Tune-A-Video tunes eps- and v-prediction SD 1.x/2.x and SDXL models")
     sigmas = model.get_model_object("model_sampling").sigmas.double().cpu()
     alphas = 1 / (1 + sigmas ** 2)
     betas = 1 - alphas / torch.cat([torch.ones(1, dtype=alphas.dtype), alphas[:-1]])
@@ -142,7 +143,8 @@ class OneShotTune(io.ComfyNode):
         samples = latent_image["samples"]
         config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
         show_report(unique_id, report and f"{cls.TITLE}: {report}")
-        layers, queries, losses = tune_model(model, layers, positive[0][0], samples, config, gradient_checkpointing,
+        cond = packed_conditioning(model, positive[0], samples)  # (SDXL: with its ADM vector)
+        layers, queries, losses = tune_model(model, layers, cond, samples, config, gradient_checkpointing,
                                              progress)
         if name:
             frames, _, h, w = samples.shape

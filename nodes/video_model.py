@@ -48,19 +48,29 @@ def temporal_layers(model) -> TemporalLayers | None:
     return model.get_attachment(KEY)
 
 
-def require_sd(model, node: str) -> None:
-    """Tune-A-Video inflates SD 1.x/2.x text-to-image UNets; refuse anything else at once, not inside the UNet."""
+# SD 1.x/2.x and SDXL (and SDXL's distillations, which the host builds as SDXL); exact classes: the SDXL refiner, SD3,
+# Flux, Stable Cascade... are other classes; DDIM needs an eps- or v-prediction model (not EDM: Playground 2.5)
+SUPPORTED = (comfy.model_base.BaseModel, comfy.model_base.SDXL)
+PREDICTIONS = (comfy.model_base.ModelType.EPS, comfy.model_base.ModelType.V_PREDICTION)
+
+
+def require_supported(model, node: str) -> None:
+    """Tune-A-Video inflates SD 1.x/2.x and SDXL text-to-image UNets; refuse anything else at once, not inside the
+    UNet."""
     base = model.model
-    check(type(base) is comfy.model_base.BaseModel,
+    check(type(base) in SUPPORTED,
           f"{node} got a {type(base).__name__} MODEL ({type(base.model_config).__name__}); Tune-A-Video works on "
-          "Stable Diffusion 1.x/2.x models: load an SD 1.x/2.x checkpoint")
+          "Stable Diffusion 1.x/2.x and SDXL models: load such a checkpoint")
+    check(base.model_type in PREDICTIONS, f"{node} got a {base.model_type.name} model ({type(base.model_config).__name__}); "
+                                          "DDIM inversion and Tune-A-Video's tuning need an eps- or v-prediction "
+                                          "model")
     channels = base.diffusion_model.in_channels
     check(channels == 4, f"{node} got a UNet with {channels} input channels (an inpainting or instruct model); "
-                         "Tune-A-Video needs a plain text-to-image SD 1.x/2.x checkpoint (4 latent channels)")
+                         "Tune-A-Video needs a plain text-to-image SD 1.x/2.x or SDXL checkpoint (4 latent channels)")
 
 
 def require_inflated(model, node: str) -> TemporalLayers:
-    require_sd(model, node)
+    require_supported(model, node)
     layers = temporal_layers(model)
     check(layers is not None, f"{node} needs an inflated MODEL: put 'Inflate Model' (or 'Load & Inflate "
                               "Checkpoint') before it")
@@ -94,6 +104,8 @@ class VideoWrapper:
         plan = transformer_options.get(EDIT_KEY)
         if plan is not None and c_crossattn is not None:
             c_crossattn = plan.context(c_crossattn, t, chunks)
+        if plan is not None and kwargs.get("y") is not None:  # SDXL: the source rows' pooled text too
+            kwargs["y"] = plan.adm(kwargs["y"], chunks)
         if next(self.layers.parameters()).device != x.device:  # normally loaded as an additional model
             self.layers.to(x.device)
         window = transformer_options.get(WINDOW_KEY)  # a window of a longer clip (nodes.context_windows)
@@ -148,7 +160,7 @@ def new_temporal_layers(model, frame_attention: str = "sparse_causal") -> Tempor
 def inflate_model(model, frame_attention: str = "sparse_causal", node: str = "Inflate Model"):
     """A video clone of ``model`` with fresh (zero-output) temporal layers; an inflated MODEL keeps its layers (a
     clone with this frame attention, if it had another)."""
-    require_sd(model, node)
+    require_supported(model, node)
     layers = temporal_layers(model)
     if layers is None:
         return attach(model.clone(), new_temporal_layers(model, frame_attention))
@@ -191,7 +203,7 @@ def save_tuned_model(path, model, layers: TemporalLayers, queries: dict[str, tor
 
 def load_tuned_model(path, model) -> tuple:
     """(tuned clone, metadata) from a tuned-weights file; refuses files tuned on another base model."""
-    require_sd(model, "Load Tuned Weights")
+    require_supported(model, "Load Tuned Weights")
     tensors, meta = read_tuned(path, base_fingerprint(model))
     layers = new_temporal_layers(model, tuned_frame_attention(meta, path))
     names = query_names(model)

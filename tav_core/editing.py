@@ -38,7 +38,10 @@ def null_text_invert(pipe: TuneAVideo, latents: torch.Tensor, prompt: str, steps
         noise, embeddings = null_text_inversion(model, latents.to(pipe.device), sigmas, pipe.encode_prompt(prompt),
                                                 pipe.encode_prompt(""), guidance_scale, inner_steps, epsilon, callback,
                                                 pipe.null_text_tokens)
-    return NullTextInversion(noise, embeddings, steps, guidance_scale, pipe.prompt_used(prompt))
+    # the token rows are the null text (SDXL's pooled rows after them stayed the empty prompt's): what a file keeps,
+    # and what the nodes' null text is
+    return NullTextInversion(noise, embeddings[:, :pipe.null_text_tokens], steps, guidance_scale,
+                             pipe.prompt_used(prompt))
 
 
 def edit(pipe: TuneAVideo, inverted: NullTextInversion | torch.Tensor, control: EditControl,
@@ -81,7 +84,7 @@ def edit(pipe: TuneAVideo, inverted: NullTextInversion | torch.Tensor, control: 
         step = int((sigmas.to(sigma) - sigma[0]).abs().argmin())
         source_uncond = negative
         if isinstance(inverted, NullTextInversion):
-            source_uncond = inverted.embedding_at(step).to(negative).expand(frames, -1, -1)
+            source_uncond = inverted.unconditional(step, negative).expand(frames, -1, -1)
         uncond = torch.cat([source_uncond, negative if decoupled else source_uncond])
         if controller is not None:
             controller.step = step

@@ -127,6 +127,12 @@ class NullTextInversion:
     def embedding_at(self, step: int) -> torch.Tensor:
         return self.embeddings[step][None]
 
+    def unconditional(self, step: int, negative: torch.Tensor) -> torch.Tensor:
+        """The unconditional conditioning of ``step`` (one row): the optimised token rows, then the rows the negative
+        conditioning carries after its tokens (SDXL's pooled embedding, ``tav_core.conditioning``; none for SD)."""
+        tokens = self.embeddings.shape[1]
+        return torch.cat([self.embedding_at(step).to(negative), negative[:1, tokens:]], dim=1)
+
     def save(self, path: str | Path, **metadata) -> None:
         """``metadata``: what else identifies it, e.g. the fingerprints of the latents and tuned weights it was made
         from (``check_made_from`` compares them on reuse)."""

@@ -202,7 +202,7 @@ class TuneAVideo:
         def model(x, sigma):
             u = uncond
             if null_text is not None:
-                u = null_text.embedding_at(int((sigmas.to(sigma) - sigma[0]).abs().argmin())).to(uncond)
+                u = null_text.unconditional(int((sigmas.to(sigma) - sigma[0]).abs().argmin()), uncond)
             return guided(denoiser, cond, u.expand(frames, -1, -1), guidance_scale, passes.batch_cfg)(x, sigma)
         generator = torch.Generator(self.device).manual_seed(seed)
         with self.inflation.video(frames):

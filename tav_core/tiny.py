@@ -10,16 +10,17 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from .models import Components, clip_tokenizer, sd_scheduler_config
 
 # SDXL's shape at toy size: no attention at the first level, two transformer blocks per layer after it, 64-channel
-# heads (as ComfyUI builds SDXL), linear projections, the added "text_time" input (pooled 1280 + 6 time ids x 256,
-# SDXL's 2816, which ComfyUI's SDXL model fixes). The text encoders differ in width (32 and 48: context 80), as
-# CLIP-L and bigG do, which is how a single-file loader tells them apart.
+# heads and 32 norm groups (as ComfyUI builds SDXL), linear projections, the added "text_time" input (pooled 1280 + 6 time ids x 256,
+# SDXL's 2816, which ComfyUI's SDXL model fixes). The text encoders differ in width (32 and bigG's own 1280, which
+# ComfyUI's CLIP requires of its projection: context 1312), as CLIP-L and bigG do, which is how a single-file loader
+# tells them apart; three layers (ComfyUI takes the penultimate's output only of more than two), narrow MLPs.
 TINY_SDXL_UNET = dict(
-    sample_size=8, block_out_channels=(32, 128), layers_per_block=1, norm_num_groups=8,
+    sample_size=8, block_out_channels=(32, 128), layers_per_block=1, norm_num_groups=32,
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2), attention_head_dim=(1, 2), cross_attention_dim=80, use_linear_projection=True,
+    transformer_layers_per_block=(1, 2), attention_head_dim=(1, 2), cross_attention_dim=1312, use_linear_projection=True,
     addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
-TINY_SDXL_TEXT = (dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
-                  dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+TINY_SDXL_TEXT = (dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4),
+                  dict(hidden_size=1280, intermediate_size=64, num_hidden_layers=3, num_attention_heads=20,
                        projection_dim=1280, hidden_act="gelu"))
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "tests" / "comfy"))
 
 CKPT, CONTROLNET, IP2P = "tiny-sd15.safetensors", "tiny-sd15-controlnet.safetensors", "tiny-ip2p-unet.safetensors"
 CLIP_VISION, CLIP_TEXT = "test-clip-vit-l.safetensors", "test-clip-l.safetensors"
+SDXL_CKPT = "tiny-sdxl.safetensors"  # ComfyUI recognises it through tests/comfy/tav_test_tiny_sdxl.py
 TUNED = "test-skiing_00001_.safetensors"  # the first file One-Shot Tune saves under the name "test-skiing"
 FRAMES, SIZE = 4, 64  # what the server tests shrink the shared workflows to
 
@@ -40,7 +41,7 @@ def comfy(test_models, tmp_path_factory):
     from tav_core import demo_video, write_video
     base = tmp_path_factory.mktemp("comfy")
     server = ComfyServer(COMFYUI, base)
-    for name, folder in ((CKPT, "checkpoints"), (CONTROLNET, "controlnet"), (IP2P, "diffusion_models"),
+    for name, folder in ((CKPT, "checkpoints"), (SDXL_CKPT, "checkpoints"), (CONTROLNET, "controlnet"), (IP2P, "diffusion_models"),
                          (CLIP_VISION, "clip_vision"), (CLIP_TEXT, "text_encoders")):
         (base / "models" / folder / name).symlink_to(test_models / name)
     write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))

@@ -32,7 +32,7 @@ VIT_L = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num
              patch_size=14, projection_dim=768)
 SDXL_LDM = dict(num_res_blocks=[1, 1], channel_mult=[1, 4], transformer_depth=[0, 2], transformer_depth_output=[0, 0, 2, 2],
                 transformer_depth_middle=2)
-STAMP = "complete-v3"
+STAMP = "complete-v7"
 
 
 def ldm_controlnet_map(key_map: dict, state: dict) -> dict:
@@ -116,9 +116,10 @@ def tiny_sdxl(out: Path, vae: AutoencoderKL) -> None:
     state = rename(c.unet.state_dict(), comfy.utils.unet_to_diffusers(SDXL_LDM), "model.diffusion_model.")
     vae_state = comfy.diffusers_convert.convert_vae_state_dict(c.vae.state_dict())
     state.update({"first_stage_model." + k: v.half().contiguous() for k, v in vae_state.items()})
-    state.update({"conditioner.embedders.0.transformer." + k: v.contiguous()
+    # text encoders in fp16, as the host keeps them on the CPU: both sides then compute with the same values
+    state.update({"conditioner.embedders.0.transformer." + k: v.half().contiguous()
                   for k, v in c.text_encoder.state_dict().items() if "position_ids" not in k})
-    bigg = {"transformer." + k: v for k, v in c.text_encoder_2.state_dict().items() if "position_ids" not in k}
+    bigg = {"transformer." + k: v.half() for k, v in c.text_encoder_2.state_dict().items() if "position_ids" not in k}
     state.update({"conditioner.embedders.1.model." + k: v.contiguous()
                   for k, v in comfy.diffusers_convert.convert_text_enc_state_dict_v20(bigg).items()})
     save_file(state, str(out / "tiny-sdxl.safetensors"))

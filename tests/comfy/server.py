@@ -29,6 +29,9 @@ class ComfyServer:
         pack = base / "custom_nodes" / "tuneavideo-comfy"
         if not pack.exists():
             pack.symlink_to(ROOT, target_is_directory=True)
+        support = base / "custom_nodes" / "tav_test_tiny_sdxl.py"  # the toy SDXL checkpoint recognised (test-only)
+        if not support.exists():
+            support.symlink_to(Path(__file__).parent / "tav_test_tiny_sdxl.py")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"

@@ -1,0 +1,120 @@
+"""SDXL in ComfyUI: the host's own SDXL MODEL and CLIP (Load Checkpoint on the toy SDXL checkpoint, which the test
+server recognises as SDXL through tests/comfy/tav_test_tiny_sdxl.py) through the pack's nodes, against the headless
+engine on diffusers' modules loaded from the same file."""
+
+import json
+import os
+import subprocess
+import sys
+
+import safetensors.torch
+import torch
+
+from conftest import FRAMES, ROOT, SDXL_CKPT, SIZE
+from tav_core import demo_video
+from tav_core.weights import read_metadata
+from test_comfyui import control_node, load_latent, relative, run_ok
+from tolerance import EPS, nudge, within
+
+
+def engine(test_models):
+    from tav_core import TuneAVideo, load_components
+    return TuneAVideo(load_components(test_models / SDXL_CKPT, config=test_models / "tiny-sdxl-config"))
+
+
+def sdxl_graph(comfy, pipe, latents, name: str) -> dict:
+    safetensors.torch.save_file({"latent_tensor": latents / pipe.scaling, "latent_format_version_0": torch.tensor([])},
+                                str(comfy.base / "input" / f"{name}.latent"))
+    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SDXL_CKPT}},
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
+            "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+            "4": {"class_type": "LoadLatent", "inputs": {"latent": f"{name}.latent"}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square", "clip": ["1", 1]}}}
+
+
+def test_one_shot_tune_on_sdxl_equals_the_engine(comfy, test_models):
+    """One-Shot Tune on the host's SDXL MODEL (its ADM vector built from CLIP Text Encode's pooled output and the
+    clip's size) tunes as the engine does: the loss of its second step (after one AdamW update) equal."""
+    from tav_core import TuneConfig
+    pipe = engine(test_models)
+    latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
+    graph = sdxl_graph(comfy, pipe, latents, "sdxl-tune")
+    graph.update({
+        "5": {"class_type": "TuneAVideoInflateModel", "inputs": {"model": ["1", 0]}},
+        "7": {"class_type": "TuneAVideoTune", "inputs": {"model": ["5", 0], "positive": ["2", 0],
+              "latent_image": ["4", 0], "seed": 0, "steps": 2, "learning_rate": 1e-3, "save_name": "sdxl-tuned",
+              "memory": "off"}}})  # (auto may choose bf16 autocast on a busy machine)
+    run_ok(comfy, graph)
+    saved = read_metadata(comfy.base / "models" / "tuneavideo" / "sdxl-tuned_00001_.safetensors")
+    config = TuneConfig(steps=2, learning_rate=1e-3, posterior="mean")
+    ours = pipe.tune(latents, "a red square", config, progress=False)[-1]
+    moved = engine(test_models).tune(nudge(latents), "a red square", config, progress=False)[-1]
+    # ComfyUI's UNet and CLIP vs diffusers': limit 100x how far the engine's loss moves when the latents move by one
+    # ulp (or the loss's own ulp, where that nudge does not move a mean)
+    floor = max(abs(moved - ours), EPS * ours)
+    assert within(abs(saved["final_loss"] - ours), floor, 100, "SDXL tuning, ComfyUI vs engine")
+
+
+def test_sdxl_inversion_edit_null_text_and_p2p_equal_the_engine(comfy, test_models):
+    """The same SDXL checkpoint, tuned weights and latents: DDIM Invert + Video KSampler, and Null-Text Invert + Video
+    KSampler with Attention Control (the source branch conditioned on the source prompt's pooled embedding too),
+    against the engine's invert/sample and null_text_invert/edit."""
+    from tav_core import TuneConfig
+    from tav_core.attention_control import EditControl
+    from tav_core.editing import edit, null_text_invert
+    pipe = engine(test_models)
+    latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
+    pipe.tune(latents, "a red square", TuneConfig(steps=3, learning_rate=1e-2), progress=False)  # non-zero temporal
+    pipe.save_tuned(comfy.base / "models/tuneavideo/sdxl-eq.safetensors", "a red square", FRAMES, SIZE, SIZE,
+                    TuneConfig(steps=3))
+    graph = sdxl_graph(comfy, pipe, latents, "sdxl-eq")
+    steps, cfg = 4, 7.5
+    graph.update({
+        "5": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {"model": ["1", 0],
+                                                                     "weights_name": "sdxl-eq.safetensors"}},
+        "7": {"class_type": "TuneAVideoInvert", "inputs": {"model": ["5", 0], "latent_image": ["4", 0],
+                                                           "conditioning": ["3", 0], "steps": steps}},
+        "8": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["5", 0], "positive": ["6", 0],
+              "negative": ["3", 0], "latent_image": ["7", 0], "cfg": 5.0, "steps": 0, "eta": 0.0, "seed": 0}},
+        "9": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "tav-test/sdxl-edit"}},
+        "10": {"class_type": "TuneAVideoNullTextInvert", "inputs": {"model": ["5", 0], "positive": ["2", 0],
+               "negative": ["3", 0], "latent_image": ["4", 0], "steps": steps, "cfg": cfg, "inner_steps": 3,
+               "save_name": ""}},
+        "11": control_node("a red square", "a yellow square", blend_source_words="square",
+                           blend_edit_words="square", blend_start=0.0),
+        "12": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["5", 0], "seed": 0, "steps": 0, "cfg": cfg,
+               "eta": 0.0, "positive": ["6", 0], "negative": ["3", 0], "latent_image": ["10", 0],
+               "control": ["11", 0], "source_positive": ["2", 0]}},
+        "13": {"class_type": "SaveLatent", "inputs": {"samples": ["12", 0], "filename_prefix": "tav-test/sdxl-p2p"}},
+        "14": {"class_type": "SaveLatent", "inputs": {"samples": ["12", 1],
+                                                      "filename_prefix": "tav-test/sdxl-p2p-source"}},
+    })
+    run_ok(comfy, graph)
+    control = EditControl("a red square", "a yellow square", cross_steps=0.4, blend_words=(["square"], ["square"]),
+                          blend_start=0.0)
+
+    def results(z):
+        plain = pipe.sample(pipe.invert(z, steps), "a yellow square", "", guidance_scale=5.0, steps=steps)
+        source, edited = edit(pipe, null_text_invert(pipe, z, "a red square", steps, cfg, inner_steps=3), control)
+        return {"sdxl-edit": plain, "sdxl-p2p": edited, "sdxl-p2p-source": source}
+    ours, moved = results(latents), results(nudge(latents))
+    for name in ours:
+        theirs = load_latent(comfy, f"tav-test/{name}") * pipe.scaling
+        # ComfyUI's modules vs diffusers': limit 100x how far the engine's result moves (max, relative) when the
+        # latents move by one ulp; CFG and Adam on the null text amplify it
+        assert within(relative(theirs, ours[name]), relative(moved[name], ours[name]), 100,
+                      f"SDXL, ComfyUI vs engine: {name}")
+
+
+def test_sd_and_sdxl_models_are_taken_and_other_families_refused_by_name():
+    """The host's own model classes: SD 1.x and SDXL (and SDXL's distillations) are taken; the SDXL refiner, SD3,
+    Flux, Stable Cascade and EDM models (Playground 2.5) are refused with a message naming them."""
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "family_refusals.py")], capture_output=True,
+                         text=True, cwd=ROOT, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    said = json.loads(out.stdout.strip().splitlines()[-1])
+    assert said["SD1.5"] is None and said["SDXL"] is None and said["SSD-1B"] is None
+    for family, model in (("SDXL refiner", "SDXLRefiner"), ("SD3", "SD3"), ("Flux", "Flux"),
+                          ("Stable Cascade", "StableCascade_C")):
+        assert said[family].startswith(f"Inflate Model got a {model} MODEL") and "1.x/2.x and SDXL" in said[family]
+    assert "got a EDM model" in said["Playground 2.5 (EDM)"] and "eps- or v-prediction" in said["Playground 2.5 (EDM)"]
