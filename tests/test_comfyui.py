@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from conftest import CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, FRAMES, IP2P, ROOT, SIZE, TUNED
+from conftest import CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, FRAMES, IP2P, ROOT, SDXL_CKPT, SIZE, TUNED
 from tav_core import demo_video, read_video, write_video
 from tav_core.weights import read_metadata, write_tuned
 from tolerance import EPS, max_abs, nudge, within
@@ -24,7 +24,7 @@ from server import error_message  # noqa: E402  (tests/comfy is on the path: con
 from workflow_api import ui_to_api  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "workflows"))
-from build_workflows import MEASURE, REUSE, SAVE, VIDEO, workflows  # noqa: E402
+from build_workflows import MEASURE, REUSE, SAVE, SDXL_CHECKPOINT, VIDEO, workflows  # noqa: E402
 
 NODES = ["TuneAVideoLoadInflateCheckpoint", "TuneAVideoInflateModel", "TuneAVideoTune", "TuneAVideoLoadTunedWeights",
          "TuneAVideoInvert", "TuneAVideoSampler"]
@@ -149,7 +149,10 @@ def small(prompt: dict, name: str) -> dict:
                  "ContextWindowsManual": {"context_length": 2, "context_overlap": 1},  # windows of a 4-frame clip
                  "SaveVideo": {"filename_prefix": f"tav-test/{name}"}}
     for node in prompt.values():
+        sdxl = node["inputs"].get("ckpt_name") == SDXL_CHECKPOINT["name"]
         node["inputs"].update(overrides.get(node["class_type"], {}))
+        if sdxl:  # the SDXL workflow runs on the toy SDXL checkpoint
+            node["inputs"]["ckpt_name"] = SDXL_CKPT
     return prompt
 
 

@@ -18,6 +18,9 @@ HERE = Path(__file__).parent
 CHECKPOINT = {"name": "v1-5-pruned-emaonly-fp16.safetensors", "directory": "checkpoints",
               "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
                      "v1-5-pruned-emaonly-fp16.safetensors?download=true"}
+SDXL_CHECKPOINT = {"name": "sd_xl_base_1.0.safetensors", "directory": "checkpoints",
+                   "url": "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/"
+                          "sd_xl_base_1.0.safetensors"}
 CANNY = {"name": "control_v11p_sd15_canny_fp16.safetensors", "directory": "controlnet",
          "url": "https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
                 "control_v11p_sd15_canny_fp16.safetensors"}
@@ -34,6 +37,7 @@ P2P_EDIT = "a blue ball is rolling on the grass"  # Prompt-to-Prompt keeps what 
 MAIN, CONTROLNET, P2P = "1. Video edit - tune, then edit", "2. Video edit with ControlNet", "3. Video edit with Prompt-to-Prompt"
 LONG, SAVE, REUSE = "4. Long video edit (64 frames)", "5. Tune and save weights", "6. Video edit with saved weights"
 ZERO, MEASURE = "7. Zero-shot video edit (no tuning)", "8. Measure an edit (CLIP scores, PSNR)"
+SDXL = "9. Tune and edit a video (SDXL)"
 # layout, in canvas units: columns of nodes, one group per stage of the work
 WIDTH, COLUMN_GAP, ROW_GAP, TITLE, GROUP_TOP = 340, 60, 20, 30, 50
 SLOT, WIDGET = 20, 26
@@ -77,10 +81,14 @@ PROMPTS = {"both": "Say what the clip shows and what it should become in the pro
            "source": "Say what the clip shows in the source prompt", "edit": "Say what the clip should become"}
 
 
-def start_note(prompts: str = "both") -> str:
+NOTE_SDXL = """## SDXL at 768x768, 16 frames: tuning and editing plan within a 24 GB GPU (ComfyUI loads SDXL in \
+fp16; the memory plan turns on gradient checkpointing). On a smaller card use fewer frames."""
+
+
+def start_note(prompts: str = "both", model: str = "SD 1.x/2.x", models: str = "an SD 1.x or 2.x model") -> str:
     """The first note: the three things to set before Run (only the prompts the graph has)."""
     return f"""## 1. **Load Video (your clip)**: the example clip, or yours (ComfyUI/input).
-## 2. **Checkpoint (SD 1.x/2.x)**: an SD 1.x or 2.x model.
+## 2. **Checkpoint ({model})**: {models}.
 ## 3. {PROMPTS[prompts]}, then press Run."""
 
 
@@ -187,21 +195,22 @@ class Graph:
                 "version": 0.4}
 
 
-def video_in(g: Graph, note: str, frames: int = 8):
+def video_in(g: Graph, note: str, frames: int = 8, size: int = 512, model: str = "SD 1.5"):
     g.stage("1. Start here: source video")
     g.note(note)
     video = g.node("LoadVideo", VIDEO, "image", title="Load Video (your clip)")
     parts = g.node("GetVideoComponents", video=(video, 0))
     frames = g.node("ImageFromBatch", 0, frames, title="Frames to edit", image=(parts, 0))
-    return g.node("ImageScale", "bicubic", 512, 512, "center", title="Resize (SD 1.5: 512x512)", image=(frames, 0))
+    return g.node("ImageScale", "bicubic", size, size, "center", title=f"Resize ({model}: {size}x{size})",
+                  image=(frames, 0))
 
 
 def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", source=True, edit=True,
-                           source_text=False, edit_prompt=EDIT):
+                           source_text=False, edit_prompt=EDIT, checkpoint=CHECKPOINT, model="SD 1.x/2.x"):
     """The model and the prompts; a prompt other nodes also read is one text (a String node) that is encoded."""
     g.stage("2. Model and prompts")
     options = ["sparse_causal"] if loader == "TuneAVideoLoadInflateCheckpoint" else []  # frame attention
-    ckpt = g.node(loader, CHECKPOINT["name"], *options, title="Checkpoint (SD 1.x/2.x)", models=[CHECKPOINT])
+    ckpt = g.node(loader, checkpoint["name"], *options, title=f"Checkpoint ({model})", models=[checkpoint])
     prompts = {}
     if source and source_text:
         prompts["source_text"] = g.node("PrimitiveStringMultiline", SOURCE, title="Source prompt (the clip as it is)")
@@ -282,6 +291,17 @@ def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str, frame
     return latent, tuned
 
 
+def sdxl_workflow(info) -> dict:
+    """The main workflow on SDXL: 16 frames at 768x768 (what plans within 24 GB), SDXL's checkpoint."""
+    g = Graph(info)
+    frames = video_in(g, start_note(model="SDXL", models="SDXL base 1.0 or a fine-tune of it"), frames=16, size=768,
+                      model="SDXL")
+    ckpt, prompts = checkpoint_and_prompts(g, checkpoint=SDXL_CHECKPOINT, model="SDXL")
+    latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_SDXL, SAVE_NAME + "-sdxl")
+    video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "edit-sdxl")
+    return g.json()
+
+
 def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     g = Graph(info)
     frames = video_in(g, start_note("both" if tune else "edit"))
@@ -357,7 +377,8 @@ def workflows(info: dict) -> dict[str, dict]:
             f"{SAVE}.json": tune_and_save_workflow(info),
             f"{REUSE}.json": reuse_workflow(info),
             f"{ZERO}.json": edit_workflow(info, tune=False, name="zero-shot"),
-            f"{MEASURE}.json": measure_workflow(info)}
+            f"{MEASURE}.json": measure_workflow(info),
+            f"{SDXL}.json": sdxl_workflow(info)}
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from build_workflows import CONTROLNET, LONG, MAIN, MEASURE, P2P, REUSE, SAVE, ZERO  # noqa: E402
+from build_workflows import CONTROLNET, LONG, MAIN, MEASURE, P2P, REUSE, SAVE, SDXL, ZERO  # noqa: E402
 from tav_core.example_clip import example_clip  # noqa: E402
 
 SIZE = 640
@@ -26,7 +26,8 @@ CARDS = {MAIN: ("Tune + edit", "tune 500 steps > invert > edit", (63, 120, 158))
          SAVE: ("Save weights", "tune once > models/tuneavideo", (94, 138, 63)),
          REUSE: ("Reuse weights", "saved weights > invert > edit", (158, 90, 63)),
          ZERO: ("Zero-shot", "no tuning > invert > edit", (110, 110, 110)),
-         MEASURE: ("Measure", "CLIP consistency, text, PSNR, SSIM", (40, 40, 40))}
+         MEASURE: ("Measure", "CLIP consistency, text, PSNR, SSIM", (40, 40, 40)),
+         SDXL: ("SDXL", "16 frames at 768 > tune > edit", (150, 60, 90))}
 
 
 def card(title: str, steps: str, colour: tuple, frames: np.ndarray) -> Image.Image:
