@@ -10,6 +10,8 @@ import torch
 import torch.utils.checkpoint
 
 import comfy.model_management
+from comfy.ldm.modules.attention import BasicTransformerBlock
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
 
 from .conditioning import adm_width, call_unet
 from .video_model import diffusion_model
@@ -73,15 +75,32 @@ def frozen(unet: torch.nn.Module):
 
 @contextmanager
 def checkpointed(unet: torch.nn.Module):
-    """Gradient checkpointing of every UNet block while inside (activations recomputed in backward)."""
-    blocks = [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
-    for block in blocks:
-        block.forward = partial(torch.utils.checkpoint.checkpoint, type(block).forward.__get__(block), use_reentrant=False)
+    """Gradient checkpointing while inside, as diffusers checkpoints its UNet: every ResNet block and every transformer
+    block (with its video hooks: the temporal attention) recomputes its activations in backward. The host runs a UNet
+    level's layers one by one, never the level's own forward, so the layers are what is wrapped."""
+    wrapped = []
+    for m in unet.modules():
+        if isinstance(m, (ResBlock, BasicTransformerBlock)):
+            hooks = dict(m._forward_hooks)  # run inside the checkpoint, not after it
+            m._forward_hooks.clear()
+            m.forward = partial(torch.utils.checkpoint.checkpoint, partial(_forward_and_hooks, m, hooks),
+                                use_reentrant=False)
+            wrapped.append((m, hooks))
     try:
         yield
     finally:
-        for block in blocks:
-            del block.forward
+        for m, hooks in wrapped:
+            del m.forward
+            m._forward_hooks.update(hooks)
+
+
+def _forward_and_hooks(module: torch.nn.Module, hooks: dict, *args, **kwargs):
+    """What calling ``module`` computes: its own forward, then its forward hooks."""
+    out = type(module).forward(module, *args, **kwargs)
+    for hook in hooks.values():
+        result = hook(module, args, out)
+        out = out if result is None else result
+    return out
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import ROOT
 from tav_core import TuneAVideo, TuneConfig, demo_video
 import tav_core.memory_budget
+from tolerance import within
 from tav_core.cli import main
 from tav_core.errors import TavError
 from tav_core.memory import AllocationPeak, Plan, Settings, inference_flops, plan_pipeline, planning
@@ -292,3 +293,18 @@ def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path,
     assert chosen.windows is not None and chosen.windows.length >= 8 and "frame windows of" in report
     with pytest.raises(TavError, match="CFG sampling needs about .* turn that on"):
         fit_stage(pipe, "sample", asked, "check", free=lambda n: int(need(windows8)) + 1)
+
+
+def test_one_shot_tune_checkpointing_keeps_less_and_gives_the_same_update(test_models):
+    """On the host's UNet (which runs a level's layers one by one) every ResNet and transformer block is checkpointed,
+    the temporal attention its video hook adds included: the plan keeps far less for backward, and two tuning steps
+    give the same tensors."""
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "checkpointing.py")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(result)
+    assert result["saved"]["True"] < 0.5 * result["saved"]["False"]
+    # recomputed forwards: limit 10x how far plain tuning moves when the latents move by one ulp
+    assert within(result["difference"], result["floor"], 10, "ComfyUI checkpointing")

@@ -1,0 +1,37 @@
+"""One-Shot Tune's gradient checkpointing on the host's UNet (ComfyUI imported as its server imports it, the tiny
+SD1.5 checkpoint): what a step keeps for backward, planned with and without it, and the tensors two tuning steps
+give with it, without it, and without it on latents moved by one ulp. Prints JSON."""
+
+import json
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore")
+from bench.comfy_tuning import CHECKPOINT, import_pack  # noqa: E402
+
+import_pack()
+import comfy.sd  # noqa: E402
+
+from tav_pack.nodes.memory_plan import plan_comfy_tuning  # noqa: E402
+from tav_pack.nodes.tuning import tune_model  # noqa: E402
+from tav_pack.nodes.video_model import inflate_model, temporal_layers  # noqa: E402
+from tav_pack.tav_core.memory import Settings  # noqa: E402
+from tav_pack.tav_core.tuning import TuneConfig  # noqa: E402
+
+with torch.inference_mode():  # as ComfyUI runs nodes
+    model = inflate_model(comfy.sd.load_checkpoint_guess_config(str(CHECKPOINT), output_vae=False, output_clip=False)[0])
+saved = {ck: plan_comfy_tuning(model, Settings(4, 128, 128, gradient_checkpointing=ck), count_flops=False).saved
+         for ck in (False, True)}
+g = torch.Generator().manual_seed(0)
+samples, cond = torch.randn(4, 4, 16, 16, generator=g), torch.randn(1, 77, 768, generator=g)
+moved = samples + samples.abs() * torch.finfo(torch.float32).eps
+tuned = []
+for ck, x in ((False, samples), (True, samples), (False, moved)):
+    layers, queries, _ = tune_model(model, temporal_layers(model), cond, x, TuneConfig(steps=2, learning_rate=1e-3,
+                                                                                      posterior="mean"), ck)
+    tuned.append({**layers.state_dict(), **queries})
+plain, checkpointed, nudged = tuned
+largest = lambda a, b: max((a[k].float() - b[k].float()).abs().max().item() for k in a)  # noqa: E731
+print(json.dumps({"saved": {str(k): v for k, v in saved.items()}, "difference": largest(checkpointed, plain),
+                  "floor": largest(nudged, plain)}))
