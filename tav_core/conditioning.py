@@ -5,10 +5,10 @@ states, concatenated: 768 + 1280 = 2048 wide), the second encoder's pooled proje
 (original size, crop corner, target size) embedded beside the timestep. Every stage handles a prompt as one
 (rows, tokens, width) tensor: tuning expands it over the frames, CFG concatenates two, windows take rows, null-text
 inversion optimises one, files save them. So the pooled embedding rides as more token rows (one for SDXL, where
-1280 < 2048; as many as it takes where the width is smaller, as in the tests' toy models; zero-padded) and is split
-off just before the UNet: no stage needs to know. The time ids depend on the clip's size only;
-they are made from the latents the UNet is given (original = target = the frame size, crop (0, 0): what diffusers'
-SDXL pipeline and ComfyUI's CLIP Text Encode give by default).
+1280 < 2048; as many as it takes for a narrower context; zero-padded) and is split off just before the UNet: no stage
+needs to know. The time ids depend on the clip's size only; they are made from the latents the UNet is given
+(original = target = the frame size, crop (0, 0): what diffusers' SDXL pipeline and ComfyUI's CLIP Text Encode give
+by default).
 """
 
 import math
