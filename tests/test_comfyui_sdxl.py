@@ -34,7 +34,8 @@ def sdxl_graph(comfy, pipe, latents, name: str) -> dict:
 
 def test_one_shot_tune_on_sdxl_equals_the_engine(comfy, test_models):
     """One-Shot Tune on the host's SDXL MODEL (its ADM vector built from CLIP Text Encode's pooled output and the
-    clip's size) tunes as the engine does: the loss of its second step (after one AdamW update) equal."""
+    clip's size, or CLIP Text Encode SDXL's sizes) tunes as the engine does: the loss of its second step (after one
+    AdamW update) equal."""
     from tav_core import TuneConfig
     pipe = engine(test_models)
     latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
@@ -44,15 +45,26 @@ def test_one_shot_tune_on_sdxl_equals_the_engine(comfy, test_models):
         "7": {"class_type": "TuneAVideoTune", "inputs": {"model": ["5", 0], "positive": ["2", 0],
               "latent_image": ["4", 0], "seed": 0, "steps": 2, "learning_rate": 1e-3, "save_name": "sdxl-tuned",
               "memory": "off"}}})  # (auto may choose bf16 autocast on a busy machine)
+    for name, size in (("sdxl-frame-size", SIZE), ("sdxl-1024", 1024)):  # CLIP Text Encode SDXL: its sizes are read
+        graph[name] = {"class_type": "CLIPTextEncodeSDXL", "inputs": {
+            "clip": ["1", 1], "width": size, "height": size, "crop_w": 0, "crop_h": 0, "target_width": size,
+            "target_height": size, "text_g": "a red square", "text_l": "a red square"}}
+        graph[f"{name}-tune"] = {"class_type": "TuneAVideoTune", "inputs": {
+            **graph["7"]["inputs"], "positive": [name, 0], "save_name": name}}
     run_ok(comfy, graph)
-    saved = read_metadata(comfy.base / "models" / "tuneavideo" / "sdxl-tuned_00001_.safetensors")
+    folder = comfy.base / "models" / "tuneavideo"
+    losses = {name: read_metadata(folder / f"{name}_00001_.safetensors")["final_loss"]
+              for name in ("sdxl-tuned", "sdxl-frame-size", "sdxl-1024")}
     config = TuneConfig(steps=2, learning_rate=1e-3, posterior="mean")
     ours = pipe.tune(latents, "a red square", config, progress=False)[-1]
     moved = engine(test_models).tune(nudge(latents), "a red square", config, progress=False)[-1]
     # ComfyUI's UNet and CLIP vs diffusers': limit 100x how far the engine's loss moves when the latents move by one
-    # ulp (or the loss's own ulp, where that nudge does not move a mean)
+    # ulp (or the loss's own ulp, where that nudge does not move a mean); CLIP Text Encode SDXL at the frame size
+    # conditions as CLIP Text Encode does (the engine's size ids), at 1024 it conditions otherwise
     floor = max(abs(moved - ours), EPS * ours)
-    assert within(abs(saved["final_loss"] - ours), floor, 100, "SDXL tuning, ComfyUI vs engine")
+    assert within(abs(losses["sdxl-tuned"] - ours), floor, 100, "SDXL tuning, ComfyUI vs engine")
+    assert within(abs(losses["sdxl-frame-size"] - ours), floor, 100, "CLIP Text Encode SDXL at the frame size")
+    assert abs(losses["sdxl-1024"] - ours) > 1000 * floor
 
 
 def test_sdxl_inversion_edit_null_text_and_p2p_equal_the_engine(comfy, test_models):
