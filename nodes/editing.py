@@ -61,7 +61,7 @@ class NullTextInvert(io.ComfyNode):
                              "(Mokady et al.: 10); each stops early once close enough."),
                 io.String.Input("save_name", default="", tooltip="Also save to models/tuneavideo_inversions/"
                                 "<name>_00001_.safetensors (numbered); empty: do not save."),
-                memory_input(),
+                memory_input(checkpointing=True),
             ],
             outputs=[io.Latent.Output(display_name="noise", tooltip="The inverted noise carrying its null text (and "
                                                                      "step count) for Video KSampler.")],
@@ -76,7 +76,7 @@ class NullTextInvert(io.ComfyNode):
         name = check_save_name(save_name) if save_name.strip() else None
         samples = latent_image["samples"]
         check(samples.ndim == 4 and bool(torch.isfinite(samples).all()), "LATENT must be finite video latents (VAE Encode)")
-        model, report = fit_comfy_stage(model, samples, "null_text", memory, cls.TITLE)
+        model, report, checkpointing = fit_comfy_stage(model, samples, "null_text", memory, cls.TITLE)
         show_report(unique_id, report)
         check(model.model.model_type in PREDICTION, f"model type {model.model.model_type.name} is not supported")
         sigmas = ddim_sigmas(model, steps)
@@ -89,7 +89,7 @@ class NullTextInvert(io.ComfyNode):
             bar.update_absolute(i + 1, steps)
             show_text(unique_id, f"step {i + 1}/{steps}  loss {losses[-1]:.2e} after {len(losses)} iterations")
 
-        with autograd_unet(model) as (unet_fn, device, dtype):
+        with autograd_unet(model, gradient_checkpointing=checkpointing) as (unet_fn, device, dtype):
             denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + table.to(device) ** 2), PREDICTION[model.model.model_type])
             hooks = video_hooks(diffusion_model(model))
             pairs = layers.to(device).pairs() if layers is not None else None

@@ -96,7 +96,8 @@ def plan_comfy_stage(model, stage: str, settings: Settings) -> Plan:
         x, context = torch.zeros(rows, *latent_shape[1:]), torch.zeros(context_shape)
         sigmas = torch.tensor([14.6, 0.03])
         copies = "all" if settings.clone_frozen_weights else "inference"
-        with trainable_weights(unet, {}, copies), layers.video(hooks, frames), \
+        checkpointing = checkpointed(unet) if stage == "null_text" and settings.gradient_checkpointing else nullcontext()
+        with trainable_weights(unet, {}, copies), checkpointing, layers.video(hooks, frames), \
                 AllocationPeak() as tracker:
             cond = context.expand(rows, -1, -1)
             if stage == "invert":
@@ -154,8 +155,13 @@ def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_
 
 
 def window_candidates(settings: Settings, device_type: str, stage: str) -> list[tuple[str, Settings]]:
-    """What a node may change to fit an inference stage: frame windows (CFG's halves are split by ComfyUI itself
-    when short of memory; the precision is the loader's)."""
+    """What a node may change to fit an inference stage: for null-text inversion's backward first gradient checkpointing
+    (the same result), then frame windows (CFG's halves are split by ComfyUI itself when short of memory; the
+    precision is the loader's)."""
+    if stage == "null_text" and not settings.gradient_checkpointing:
+        checkpointed_settings = replace(settings, gradient_checkpointing=True)
+        return [("gradient checkpointing", checkpointed_settings),
+                *[(f"gradient checkpointing and {name}", s) for name, s in window_options(checkpointed_settings)]]
     return window_options(settings)
 
 
@@ -169,10 +175,11 @@ def with_context_windows(model, windows: ContextWindows):
 
 
 def fit_comfy_stage(model, samples: torch.Tensor, stage: str, mode: str, node: str):
-    """(MODEL, report) for one inference stage of a node: the MODEL as given if its step fits the load device (over
-    the context windows it carries, if any), else in "auto" a clone with the longest frame windows that fit."""
+    """(MODEL, report, gradient checkpointing) for one inference stage of a node: the MODEL as given if its step fits
+    the load device (over the context windows it carries, if any), else in "auto" (null-text inversion with gradient
+    checkpointing, then) a clone with the longest frame windows that fit."""
     if mode == "off":
-        return model, ""
+        return model, "", False
     handler = model.model_options.get("context_handler")
     windows = HostWindows(handler) if isinstance(handler, cw.IndexListContextHandler) else None
     frames, _, height, width = samples.shape
@@ -182,4 +189,4 @@ def fit_comfy_stage(model, samples: torch.Tensor, stage: str, mode: str, node: s
                          model.load_device.type, mode, stage, window_candidates)
     if chosen.windows is not windows:
         model = with_context_windows(model, chosen.windows)
-    return model, report and f"{node}: {report}"
+    return model, report and f"{node}: {report}", chosen.gradient_checkpointing

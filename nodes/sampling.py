@@ -61,12 +61,13 @@ def show_report(unique_id, report: str) -> None:
         show_text(unique_id, report)
 
 
-def memory_input() -> io.Combo.Input:
+def memory_input(checkpointing: bool = False) -> io.Combo.Input:
+    first = "with gradient checkpointing (the same result), then if need be " if checkpointing else ""
     return io.Combo.Input("memory", options=list(MEMORY_MODES), default="auto", optional=True, tooltip="Before the "
                           "first step, this node's peak memory is planned against the device's free memory. auto: if "
-                          "the clip does not fit, run it in overlapping frame windows (as Context Windows (Manual) "
-                          "would, each window anchored on the clip's first frame) of the longest length that fits; "
-                          "check: refuse instead, saying what fits; off: no planning.")
+                          f"the clip does not fit, run it {first}in overlapping frame windows (as Context Windows "
+                          "(Manual) would, each window anchored on the clip's first frame) of the longest length that "
+                          "fits; check: refuse instead, saying what fits; off: no planning.")
 
 
 def seed_input(tooltip: str) -> io.Int.Input:
@@ -125,7 +126,7 @@ class DDIMInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, conditioning, latent_image, steps, memory="auto") -> io.NodeOutput:
         require_supported(model, cls.TITLE)
-        model, report = fit_comfy_stage(model, latent_image["samples"], "invert", memory, cls.TITLE)
+        model, report, _ = fit_comfy_stage(model, latent_image["samples"], "invert", memory, cls.TITLE)
         show_report(hidden(cls, "unique_id"), report)
         sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
         sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
@@ -175,7 +176,7 @@ class VideoKSampler(io.ComfyNode):
                 source_positive=None, memory="auto") -> io.NodeOutput:
         unique_id = hidden(cls, "unique_id")
         require_supported(model, cls.TITLE)
-        model, report = fit_comfy_stage(model, latent_image["samples"], "p2p" if control is not None else "sample",
+        model, report, _ = fit_comfy_stage(model, latent_image["samples"], "p2p" if control is not None else "sample",
                                         memory, cls.TITLE)
         show_report(unique_id, report)
         latent = latent_image

@@ -295,10 +295,11 @@ def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path,
         fit_stage(pipe, "sample", asked, "check", free=lambda n: int(need(windows8)) + 1)
 
 
-def test_one_shot_tune_checkpointing_keeps_less_and_gives_the_same_update(test_models):
+def test_checkpointing_on_the_host_keeps_less_and_gives_the_same_result(test_models):
     """On the host's UNet (which runs a level's layers one by one) every ResNet and transformer block is checkpointed,
-    the temporal attention its video hook adds included: the plan keeps far less for backward, and two tuning steps
-    give the same tensors."""
+    the temporal attention its video hook adds included: One-Shot Tune's plan keeps far less for backward, and two
+    tuning steps give the same tensors; Null-Text Invert's "auto" takes checkpointing when the free memory lies
+    between the two plans, and gives what it gives without."""
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "checkpointing.py")], cwd=ROOT,
                          capture_output=True, text=True, timeout=1800,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
@@ -308,3 +309,7 @@ def test_one_shot_tune_checkpointing_keeps_less_and_gives_the_same_update(test_m
     assert result["saved"]["True"] < 0.5 * result["saved"]["False"]
     # recomputed forwards: limit 10x how far plain tuning moves when the latents move by one ulp
     assert within(result["difference"], result["floor"], 10, "ComfyUI checkpointing")
+    assert result["null_text_needs"]["True"] < 0.8 * result["null_text_needs"]["False"]
+    assert result["null_text_checkpointing"] == [False, True, False]
+    # limit 10x how far the null text moves without checkpointing when the latents move by one ulp
+    assert within(result["null_text_difference"], result["null_text_floor"], 10, "Null-Text Invert checkpointing")
