@@ -23,7 +23,8 @@ from tav_pack.nodes import editing, sampling, tuning  # noqa: E402
 from tav_pack.nodes.memory_plan import plan_comfy_stage  # noqa: E402
 from tav_pack.nodes.video_model import inflate_model  # noqa: E402
 from tav_pack.tav_core.memory import Settings  # noqa: E402
-from tav_pack.tav_core.memory_budget import OVERHEAD, window_options  # noqa: E402
+from tav_pack.nodes.memory_plan import window_candidates  # noqa: E402
+from tav_pack.tav_core.memory_budget import OVERHEAD  # noqa: E402
 
 ran, needs = {}, {}
 records = []
@@ -66,9 +67,9 @@ with torch.inference_mode():  # as ComfyUI runs nodes
         asked = Settings(frames, 128, 128, model.model.get_dtype(),
                          clone_frozen_weights=node == "null_text" and any(
                              p.is_inference() for p in model.model.diffusion_model.parameters()))
-        for name, settings in [("whole clip", asked), *window_options(asked)]:
+        for name, settings in [("whole clip", asked), *window_candidates(asked, "cpu", stage)]:
             needs[name] = int(plan_comfy_stage(model, stage, settings).total * OVERHEAD["cpu"])
-    smallest = needs["frame window of 4" if node == "tune" else "frame windows of 4 (overlap 1)"] if needs else 0
+    smallest = list(needs.values())[-1] if needs else 0  # the last candidate: the shortest windows
     free = smallest + 2 ** 20 if free_spec == "tight" else int(free_spec)
     comfy.model_management.get_free_memory = \
         lambda device=None, torch_free_too=False: (free, free) if torch_free_too else free
