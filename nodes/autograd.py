@@ -105,8 +105,8 @@ def _forward_and_hooks(module: torch.nn.Module, hooks: dict, *args, **kwargs):
 
 @contextmanager
 def autograd_unet(model, queries: dict[str, torch.Tensor] | None = None, gradient_checkpointing: bool = False):
-    """Inside: ``(unet_fn(x, t, packed conditioning), device, dtype)`` for the MODEL's diffusion model loaded as ComfyUI loads
-    it (patches applied), usable with autograd; ``queries`` (ModelPatcher key -> tensor) stand in for those
+    """Inside: ``(unet_fn(x, t, packed conditioning), device, dtype)`` for the MODEL's diffusion model loaded as
+    ComfyUI loads it (patches applied), usable with autograd; ``queries`` (ModelPatcher key -> tensor) stand in for those
     query projections. Outside inference mode, as the stock trainer runs."""
     with torch.inference_mode(False), torch.enable_grad():
         comfy.model_management.load_models_gpu([model], force_full_load=True)

@@ -155,9 +155,9 @@ def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_
 
 
 def window_candidates(settings: Settings, device_type: str, stage: str) -> list[tuple[str, Settings]]:
-    """What a node may change to fit an inference stage: for null-text inversion's backward first gradient checkpointing
-    (the same result), then frame windows (CFG's halves are split by ComfyUI itself when short of memory; the
-    precision is the loader's)."""
+    """What a node may change to fit an inference stage: for null-text inversion's backward first gradient
+    checkpointing (the same result), then frame windows (CFG's halves are split by ComfyUI itself when short of
+    memory; the precision is the loader's)."""
     if stage == "null_text" and not settings.gradient_checkpointing:
         checkpointed_settings = replace(settings, gradient_checkpointing=True)
         return [("gradient checkpointing", checkpointed_settings),

@@ -177,7 +177,7 @@ class VideoKSampler(io.ComfyNode):
         unique_id = hidden(cls, "unique_id")
         require_supported(model, cls.TITLE)
         model, report, _ = fit_comfy_stage(model, latent_image["samples"], "p2p" if control is not None else "sample",
-                                        memory, cls.TITLE)
+                                           memory, cls.TITLE)
         show_report(unique_id, report)
         latent = latent_image
         inverted = latent.get(INVERSION_STEPS)

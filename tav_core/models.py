@@ -228,7 +228,9 @@ def _state_shapes(path: Path) -> dict[str, tuple]:
 # key prefixes of model families that are not SD 1.x/2.x or SDXL base, with their names
 OTHER_FAMILIES = {"conditioner.embedders.0.model.": "SDXL refiner", "model.diffusion_model.joint_blocks.": "SD3",
                   "model.diffusion_model.double_blocks.": "Flux", "double_blocks.": "Flux",
-                  "model.diffusion_model.down_blocks.": "Stable Cascade", "down_blocks.0.0.channelwise.": "Stable Cascade"}
+                  "model.diffusion_model.down_blocks.": "Stable Cascade", "down_blocks.0.0.channelwise.": "Stable Cascade",
+                  "edm_mean": "Playground 2.5 (EDM, not DDIM's schedule)",
+                  "edm_vpred.": "EDM v-prediction (not DDIM's schedule)"}
 SDXL_TEXT_ENCODERS = ("conditioner.embedders.0.transformer.", "conditioner.embedders.1.model.")
 SUPPORTED = "SD 1.x/2.x or SDXL (base or a fine-tune of it)"
 

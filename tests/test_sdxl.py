@@ -239,6 +239,7 @@ def test_other_families_are_refused_by_name(tmp_path):
                               "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1)},
              "SD3": {"model.diffusion_model.joint_blocks.0.x": torch.zeros(1)},
              "Flux": {"double_blocks.0.x": torch.zeros(1)},
+             "Playground 2.5": {"edm_mean": torch.zeros(1), "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1)},
              "not both of SDXL's text encoders": {"model.diffusion_model.label_emb.0.0.weight": torch.zeros(1),
                                                   "conditioner.embedders.0.transformer.x": torch.zeros(1)}}
     for name, tensors in cases.items():
