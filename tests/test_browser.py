@@ -122,8 +122,12 @@ def test_template_browser_shows_the_workflows_with_titles_and_thumbnails(fronten
     frontend.page.wait_for_timeout(1500)
     text = frontend.dialog_text()
     assert all(path.stem in text for path in WORKFLOWS)
-    widths = frontend.page.evaluate("() => [...document.querySelectorAll('.p-dialog img')].map(i => i.naturalWidth)")
-    assert len(widths) == len(WORKFLOWS) and min(widths) >= 256, f"thumbnails not loaded: {widths}"
+    cards = "() => Object.fromEntries([...document.querySelectorAll('.p-dialog img')].map(i => [i.src, i.naturalWidth]))"
+    widths = frontend.page.evaluate(cards)  # the cards in view; the browser loads the rest as they scroll into view
+    frontend.page.evaluate("() => document.querySelectorAll('.p-dialog *').forEach(e => e.scrollTop = e.scrollHeight)")
+    frontend.page.wait_for_timeout(1500)
+    widths.update(frontend.page.evaluate(cards))
+    assert len(widths) == len(WORKFLOWS) and min(widths.values()) >= 256, f"thumbnails not loaded: {widths}"
     search = frontend.page.locator(".p-dialog input[type='text'], .p-dialog input[placeholder*='earch']").first
     search.fill("video edit")  # what a person types: the main workflow is among the first cards found
     frontend.page.wait_for_timeout(1500)
