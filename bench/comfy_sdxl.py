@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--gib", type=float, default=24.0)
     p.add_argument("--name", default="comfy-sdxl")
     args = p.parse_args(argv)
-    tav = import_pack()
+    command = " ".join(["python -m bench.comfy_sdxl", *(argv if argv is not None else sys.argv[1:])])
+    tav = import_pack()  # (sets the host's own command line)
     import comfy.ldm.modules.attention as attention
     attention.optimized_attention = attention.optimized_attention_masked = attention.attention_pytorch  # CUDA's
     from tav_pack.nodes.memory_plan import plan_comfy_stage, plan_comfy_tuning, resident_bytes, window_candidates
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
                 rows.append({"size": size, "frames": frames, "stage": stage, "report": report,
                              "plan_seconds": time.perf_counter() - began})
                 print(f"{size} {frames:3} frames {stage:10} {report}", flush=True)
-    save_results(args.name, {"command": " ".join(["python -m bench.comfy_sdxl", *(argv or sys.argv[1:])]),
+    save_results(args.name, {"command": command,
                              "loaded_gb": loaded / GB, "free_gb": free / GB, "rows": rows,
                              "seconds": round(time.perf_counter() - start)})
     return 0
