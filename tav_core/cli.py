@@ -44,9 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--stride", type=int, default=1, help="take every N-th frame (default 1)")
     g.add_argument("--start", type=int, default=0, help="first frame to take (default 0)")
     g.add_argument("--width", type=int, help="frame width, a multiple of 8 (default 512, SDXL 1024; 64 with the tiny "
-                                                    "model)")
+                                             "model)")
     g.add_argument("--height", type=int, help="frame height, a multiple of 8 (default 512, SDXL 1024; 64 with the "
-                                                     "tiny model)")
+                                              "tiny model)")
     g.add_argument("--seed", type=int, default=0, help="seed of tuning's random draws and of the eta noise (default 0)")
     g.add_argument("--device", help="torch device: cuda, cuda:1, cpu, ... (default: cuda if available, else cpu)")
     g.add_argument("--fp16", action="store_true", help="keep frozen weights in half precision (GPU; tuned tensors stay "
