@@ -41,7 +41,8 @@ def comfy(test_models, tmp_path_factory):
     from tav_core import demo_video, write_video
     base = tmp_path_factory.mktemp("comfy")
     server = ComfyServer(COMFYUI, base)
-    for name, folder in ((CKPT, "checkpoints"), (SDXL_CKPT, "checkpoints"), (CONTROLNET, "controlnet"), (IP2P, "diffusion_models"),
+    for name, folder in ((CKPT, "checkpoints"), (SDXL_CKPT, "checkpoints"), (CONTROLNET, "controlnet"),
+                         (IP2P, "diffusion_models"),
                          (CLIP_VISION, "clip_vision"), (CLIP_TEXT, "text_encoders")):
         (base / "models" / folder / name).symlink_to(test_models / name)
     write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))
