@@ -25,8 +25,8 @@ from .schema import hidden, io
 from .autograd import autograd_unet
 from .conditioning import packed_conditioning
 from .context_windows import HostWindows
-from .tuning import PREDICTION, check_save_name, numbered_path
-from .video_model import diffusion_model, require_supported, temporal_layers, video_hooks
+from .tuning import check_save_name, numbered_path
+from .video_model import PREDICTION, diffusion_model, require_supported, temporal_layers, video_hooks
 
 INVERSIONS = "tuneavideo_inversions"
 
@@ -78,7 +78,6 @@ class NullTextInvert(io.ComfyNode):
         check(samples.ndim == 4 and bool(torch.isfinite(samples).all()), "LATENT must be finite video latents (VAE Encode)")
         model, report, checkpointing = fit_comfy_stage(model, samples, "null_text", memory, cls.TITLE)
         show_report(unique_id, report)
-        check(model.model.model_type in PREDICTION, f"model type {model.model.model_type.name} is not supported")
         sigmas = ddim_sigmas(model, steps)
         table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
         layers, frames = temporal_layers(model), len(samples)

@@ -11,7 +11,6 @@ from torch import nn
 
 import comfy.context_windows as cw
 import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
-import comfy.model_base
 import comfy.model_management
 import comfy.ops
 import comfy.utils
@@ -30,7 +29,7 @@ from ..tav_core.tuning import TuneConfig
 from .autograd import checkpointed, trainable_weights
 from .conditioning import adm_width, call_unet, context_rows
 from .context_windows import HostWindows
-from .video_model import diffusion_model, query_names
+from .video_model import PREDICTION, diffusion_model, query_names
 
 
 def _plenty_of_memory(device=None, torch_free_too=False):
@@ -45,6 +44,7 @@ def fake_unet(model, settings: Settings):
     attention unchunked (an upper bound)."""
     config = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("dtype", "device", "operations")}
     dtype, compute = settings.weights_dtype, model.model.manual_cast_dtype or settings.weights_dtype
+    adm = adm_width(model)
     with planning():
         operations = comfy.ops.manual_cast if model.model.manual_cast_dtype else comfy.ops.disable_weight_init
         unet = openaimodel.UNetModel(**config, dtype=dtype, device="cpu", operations=operations)
@@ -53,7 +53,7 @@ def fake_unet(model, settings: Settings):
 
         def unet_fn(x, t, c):
             with autocast("cpu", settings.mixed_precision):
-                return call_unet(unet, x, t, c, adm_width(model), compute)
+                return call_unet(unet, x, t, c, adm, compute)
         with mock.patch.object(comfy.model_management, "get_free_memory", _plenty_of_memory):
             yield unet, hooks, layers, unet_fn
 
@@ -85,7 +85,7 @@ def plan_comfy_stage(model, stage: str, settings: Settings) -> Plan:
     they fit; "p2p": two branches) or Null-Text Invert ("null_text") on ComfyUI's UNet: the growth over the loaded
     MODEL (its weights and temporal layers), over ``settings.windows`` if set."""
     sigma_table = model.get_model_object("model_sampling").sigmas.detach().float().cpu().tolist()
-    prediction = "v_prediction" if model.model.model_type == comfy.model_base.ModelType.V_PREDICTION else "epsilon"
+    prediction = PREDICTION[model.model.model_type]
     with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):
         denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + torch.tensor(sigma_table) ** 2), prediction)
         frames = settings.frames

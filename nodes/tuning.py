@@ -8,7 +8,6 @@ import re
 
 import torch
 
-import comfy.model_base
 import comfy.model_management
 import comfy.utils
 import folder_paths
@@ -23,17 +22,15 @@ from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
 from .sampling import CATEGORY, preview_with_workflow, seed_input, show_report, show_text
 from .schema import hidden, io
-from .video_model import (diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
+from .video_model import (PREDICTION, diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
 
 FOLDER = "tuneavideo"
-PREDICTION = {comfy.model_base.ModelType.EPS: "epsilon", comfy.model_base.ModelType.V_PREDICTION: "v_prediction"}
 
 
 def scheduler_config(model) -> dict:
-    """The MODEL's own noise schedule, as a diffusers config (betas from its sigmas)."""
-    check(model.model.model_type in PREDICTION, f"model type {model.model.model_type.name} is not supported; "
-                                                "Tune-A-Video tunes eps- and v-prediction SD 1.x/2.x and SDXL models")
+    """The MODEL's own noise schedule, as a diffusers config (betas from its sigmas); of a MODEL
+    ``require_supported`` took (eps or v prediction)."""
     sigmas = model.get_model_object("model_sampling").sigmas.double().cpu()
     alphas = 1 / (1 + sigmas ** 2)
     betas = 1 - alphas / torch.cat([torch.ones(1, dtype=alphas.dtype), alphas[:-1]])

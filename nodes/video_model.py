@@ -51,7 +51,7 @@ def temporal_layers(model) -> TemporalLayers | None:
 # SD 1.x/2.x and SDXL (and SDXL's distillations, which the host builds as SDXL); exact classes: the SDXL refiner, SD3,
 # Flux, Stable Cascade... are other classes; DDIM needs an eps- or v-prediction model (not EDM: Playground 2.5)
 SUPPORTED = (comfy.model_base.BaseModel, comfy.model_base.SDXL)
-PREDICTIONS = (comfy.model_base.ModelType.EPS, comfy.model_base.ModelType.V_PREDICTION)
+PREDICTION = {comfy.model_base.ModelType.EPS: "epsilon", comfy.model_base.ModelType.V_PREDICTION: "v_prediction"}
 
 
 def require_supported(model, node: str) -> None:
@@ -61,7 +61,7 @@ def require_supported(model, node: str) -> None:
     check(type(base) in SUPPORTED,
           f"{node} got a {type(base).__name__} MODEL ({type(base.model_config).__name__}); Tune-A-Video works on "
           "Stable Diffusion 1.x/2.x and SDXL models: load such a checkpoint")
-    check(base.model_type in PREDICTIONS, f"{node} got a {base.model_type.name} model ({type(base.model_config).__name__}); "
+    check(base.model_type in PREDICTION, f"{node} got a {base.model_type.name} model ({type(base.model_config).__name__}); "
                                           "DDIM inversion and Tune-A-Video's tuning need an eps- or v-prediction "
                                           "model")
     channels = base.diffusion_model.in_channels

@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from .models import is_sdxl_unet
+
 
 def pooled_rows(pooled_width: int, width: int) -> int:
     return math.ceil(pooled_width / width)
@@ -37,7 +39,7 @@ def unpack(context: torch.Tensor, pooled_width: int) -> tuple[torch.Tensor, torc
 def pooled_width(unet_config) -> int | None:
     """The pooled embedding's width an SDXL UNet takes (its added input less the six embedded time ids); None for
     a UNet without one (SD 1.x/2.x)."""
-    if unet_config.get("addition_embed_type") != "text_time":
+    if not is_sdxl_unet(unet_config):
         return None
     return unet_config["projection_class_embeddings_input_dim"] - 6 * unet_config["addition_time_embed_dim"]
 
