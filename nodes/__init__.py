@@ -11,7 +11,7 @@ from ..tav_core.example_clip import install_example_clip
 # ComfyUI names an error by its class's module, which for a custom node is its install path: name ours by class only
 TavError.__module__ = "builtins"
 
-from .editing import INVERSIONS, AttentionControl, LoadNullTextInversion, NullTextInvert
+from .editing import INVERSIONS, AttentionControl, LoadNullTextInversion, NullTextInvert, inline_literal_prompts
 from .legacy import LEGACY_NODES
 from .loaders import InflateModel, LoadInflateCheckpoint, LoadTunedWeights
 from .sampling import DDIMInvert, VideoKSampler
@@ -36,4 +36,8 @@ class TuneAVideoExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> TuneAVideoExtension:
+    from server import PromptServer
+    server = PromptServer.instance
+    if server is not None and inline_literal_prompts not in server.on_prompt_handlers:  # once, if asked again
+        server.add_on_prompt_handler(inline_literal_prompts)
     return TuneAVideoExtension()

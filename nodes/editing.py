@@ -2,8 +2,6 @@
 the inflated MODEL, through the host's own patch points (attn1/attn2 replace patches, an APPLY_MODEL wrapper), so
 LoRAs, tuned weights and ControlNet still compose. The engine's maths is tav_core's."""
 
-import os
-
 import torch
 
 import comfy.context_windows
@@ -14,18 +12,18 @@ import folder_paths
 from ..tav_core.attention_control import MODES, AttentionController, EditControl, parse_reweights
 from ..tav_core.choices import SELF_CONTROL
 from ..tav_core.denoiser import DiscreteDenoiser
-from ..tav_core.errors import check
+from ..tav_core.errors import TavError, check
 from ..tav_core.models import clip_tokenizer
 from ..tav_core.null_text import NullTextInversion, null_text_inversion
 from ..tav_core.windows import Windowed
 from .memory_plan import fit_comfy_stage
 from .sampling import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas, memory_input,
                        show_report, show_text)
-from .schema import hidden, io
+from .schema import finite_floats, hidden, io, require_finite
 from .autograd import autograd_unet
 from .conditioning import packed_conditioning
 from .context_windows import HostWindows
-from .tuning import check_save_name, numbered_path
+from .tuning import check_save_name, save_numbered
 from .video_model import PREDICTION, diffusion_model, require_supported, temporal_layers, video_hooks
 
 INVERSIONS = "tuneavideo_inversions"
@@ -69,8 +67,13 @@ class NullTextInvert(io.ComfyNode):
             is_output_node=True)  # with a save name, the saved inversion is an output in itself
 
     @classmethod
+    def validate_inputs(cls, cfg=None):
+        return finite_floats(cls, cfg=cfg)
+
+    @classmethod
     def execute(cls, model, positive, negative, latent_image, steps, cfg, inner_steps, save_name,
                 memory="auto") -> io.NodeOutput:
+        require_finite(cls, cfg=cfg)
         unique_id = hidden(cls, "unique_id")
         require_supported(model, cls.TITLE)
         name = check_save_name(save_name) if save_name.strip() else None
@@ -108,9 +111,8 @@ class NullTextInvert(io.ComfyNode):
             embeddings = embeddings[:, :tokens]
         noise_out = model.model.process_latent_out(noise.detach()).cpu()
         if name:
-            path = numbered_path(name, INVERSIONS)
-            NullTextInversion(noise.detach().cpu(), embeddings.cpu(), steps, cfg, "").save(path, frames=frames)
-            show_text(unique_id, f"saved models/{INVERSIONS}/{os.path.basename(path)}")
+            save_numbered(unique_id, name, INVERSIONS, "null-text inversion", lambda path: NullTextInversion(
+                noise.detach().cpu(), embeddings.cpu(), steps, cfg, "").save(path, frames=frames))
         return io.NodeOutput(null_text_latent(latent_image, noise_out, embeddings.cpu(), steps, cfg))
 
 
@@ -192,15 +194,68 @@ class AttentionControl(io.ComfyNode):
                                                                      "source_positive).")])
 
     @classmethod
-    def execute(cls, source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight, blend_source_words,
-                blend_edit_words, blend_threshold, blend_start, self_attention="spatial",
-                source_cfg=True) -> io.NodeOutput:
-        check(bool(source_prompt.strip()) and bool(edit_prompt.strip()), "give the texts of both the source and the "
-                                                                          "edit prompt")
-        source, edit = _words(blend_source_words), _words(blend_edit_words)
-        check(bool(source) == bool(edit), "local blend needs words of both prompts (or neither)")
-        control = EditControl(source_prompt.strip(), edit_prompt.strip(), mode, cross_steps, self_steps,
-                              parse_reweights(reweight, "reweight"), (source, edit) if source else None, blend_threshold,
-                              blend_start, self_control=self_attention, source_cfg=source_cfg)
-        AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))  # every word and setting checked here
-        return io.NodeOutput(control)
+    def validate_inputs(cls, source_prompt=None, edit_prompt=None, mode=None, cross_steps=None, self_steps=None,
+                        reweight=None, blend_source_words=None, blend_edit_words=None, blend_threshold=None,
+                        blend_start=None, self_attention=None):
+        """Before the graph runs, what the widgets show (words of the blend and reweighting in the prompts, the
+        numbers); prompts that come through links are checked when this node runs, which the host does as soon as
+        they are there (``execute`` is async), before the models downstream of it."""
+        floats = finite_floats(cls, cross_steps=cross_steps, self_steps=self_steps, blend_threshold=blend_threshold,
+                               blend_start=blend_start)
+        if floats is not True:
+            return floats
+        inputs = (source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight, blend_source_words,
+                  blend_edit_words, blend_threshold, blend_start)
+        if any(v is None for v in inputs):
+            return True
+        try:
+            _edit_control(*inputs, self_attention or "spatial", True)
+        except TavError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    async def execute(cls, source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight, blend_source_words,
+                      blend_edit_words, blend_threshold, blend_start, self_attention="spatial",
+                      source_cfg=True) -> io.NodeOutput:
+        require_finite(cls, cross_steps=cross_steps, self_steps=self_steps, blend_threshold=blend_threshold,
+                       blend_start=blend_start)
+        return io.NodeOutput(_edit_control(source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight,
+                                           blend_source_words, blend_edit_words, blend_threshold, blend_start,
+                                           self_attention, source_cfg))
+
+
+LITERAL_STRINGS = ("PrimitiveString", "PrimitiveStringMultiline")  # the host's String nodes: a typed value
+
+
+def inline_literal_prompts(json_data: dict) -> dict:
+    """A prompt handler (``PromptServer.add_on_prompt_handler``): Attention Control's texts that come from a host
+    String node holding a typed value become that value, so that validation, which sees widget values only, checks
+    their words before the graph runs (the shipped workflows feed both prompts from String nodes)."""
+    prompt = json_data.get("prompt")
+    if not isinstance(prompt, dict):
+        return json_data
+    for node in prompt.values():
+        if not isinstance(node, dict) or node.get("class_type") != AttentionControl.define_schema().node_id:
+            continue
+        inputs = node.get("inputs") or {}
+        for name, link in list(inputs.items()):
+            source = prompt.get(str(link[0])) if isinstance(link, list) and len(link) == 2 else None
+            value = source.get("inputs", {}).get("value") if isinstance(source, dict) else None
+            if source and source.get("class_type") in LITERAL_STRINGS and isinstance(value, str):
+                inputs[name] = value
+    return json_data
+
+
+def _edit_control(source_prompt, edit_prompt, mode, cross_steps, self_steps, reweight, blend_source_words,
+                  blend_edit_words, blend_threshold, blend_start, self_attention, source_cfg) -> EditControl:
+    """Attention Control's settings, every word and number checked against the prompts (CLIP's tokenizer)."""
+    check(bool(source_prompt.strip()) and bool(edit_prompt.strip()), "give the texts of both the source and the "
+                                                                      "edit prompt")
+    source, edit = _words(blend_source_words), _words(blend_edit_words)
+    check(bool(source) == bool(edit), "local blend needs words of both prompts (or neither)")
+    control = EditControl(source_prompt.strip(), edit_prompt.strip(), mode, cross_steps, self_steps,
+                          parse_reweights(reweight, "reweight"), (source, edit) if source else None, blend_threshold,
+                          blend_start, self_control=self_attention, source_cfg=source_cfg)
+    AttentionController(control, clip_tokenizer(), 50, 1, (8, 8))
+    return control

@@ -1,13 +1,33 @@
 """Getting an inflated MODEL: from a checkpoint, from any MODEL, or with saved tuned weights."""
 
+import pickle
+
 import folder_paths
 import nodes
+from safetensors import SafetensorError
 
 from ..tav_core.choices import FRAME_ATTENTION
+from ..tav_core.errors import TavError, summary
+from ..tav_core.files import read_header
 from .schema import io
 from .sampling import CATEGORY
 from .tuning import FOLDER
 from .video_model import inflate_model, load_tuned_model
+
+
+def load_checkpoint(ckpt_name: str) -> tuple:
+    """(MODEL, CLIP, VAE) as Load Checkpoint gives them; a damaged or foreign file is refused naming it and what is
+    wrong (a safetensors header is read first: seconds, not a load)."""
+    name = f"models/checkpoints/{ckpt_name}"
+    path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
+    fix = "download or copy it again, or pick another checkpoint"
+    if path.lower().endswith(".safetensors"):
+        read_header(path, fix, name)
+    try:
+        return nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
+    except (RuntimeError, ValueError, OSError, KeyError, pickle.UnpicklingError, SafetensorError) as e:
+        raise TavError(f"{name} could not be loaded ({summary(e, 1)}); it may be damaged or not an SD 1.x/2.x or "
+                       f"SDXL checkpoint: {fix}") from e
 
 
 def frame_attention_input() -> io.Combo.Input:
@@ -43,7 +63,7 @@ class LoadInflateCheckpoint(io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name, frame_attention="sparse_causal") -> io.NodeOutput:
-        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
+        model, clip, vae = load_checkpoint(ckpt_name)
         return io.NodeOutput(inflate_model(model, frame_attention, cls.TITLE), clip, vae)
 
 

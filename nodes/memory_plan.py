@@ -4,12 +4,12 @@ that fit the load device, chosen before any step."""
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
-from unittest import mock
 
 import torch
 from torch import nn
 
 import comfy.context_windows as cw
+import comfy.ldm.modules.attention as attention
 import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
 import comfy.model_management
 import comfy.ops
@@ -37,11 +37,37 @@ def _plenty_of_memory(device=None, torch_free_too=False):
 
 
 @contextmanager
+def _swapped(owner, name: str, value):
+    """``owner.name`` is ``value`` while inside."""
+    old = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, old)
+
+
+@contextmanager
+def _unchunked_attention():
+    """The host's chunked attentions (sub-quadratic, split: its CPU defaults) planned as its unchunked one
+    (``attention_basic``): an upper bound of their memory, the same where one chunk holds every query (up to 4096
+    tokens), and one operation whatever the size, so a plan costs the same at 64 and 65536 pixels (the chunk loop
+    made a 8192x8192 plan take minutes). The fused attentions (PyTorch's SDPA, CUDA's default) are one operation
+    already and stay."""
+    chunked = (attention.attention_sub_quad, attention.attention_split)
+    if attention.optimized_attention not in chunked and attention.optimized_attention_masked not in chunked:
+        yield
+        return
+    with _swapped(attention, "optimized_attention", attention.attention_basic), \
+            _swapped(attention, "optimized_attention_masked", attention.attention_basic):
+        yield
+
+
+@contextmanager
 def fake_unet(model, settings: Settings):
     """Inside ``planning()``: ComfyUI's UNet class of the MODEL's config on fake tensors, with the video hooks and
-    fp32 temporal layers: (unet, hooks, layers, unet_fn). ComfyUI's sub-quadratic attention (its CPU default) chunks
-    by the free memory, with slices that fake tensors cannot take: the plan sees plenty of memory, so it plans
-    attention unchunked (an upper bound)."""
+    fp32 temporal layers: (unet, hooks, layers, unet_fn). Attention is planned unchunked (an upper bound:
+    ``_unchunked_attention``), and the host's free-memory queries see plenty of memory."""
     config = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("dtype", "device", "operations")}
     dtype, compute = settings.weights_dtype, model.model.manual_cast_dtype or settings.weights_dtype
     adm = adm_width(model)
@@ -54,7 +80,7 @@ def fake_unet(model, settings: Settings):
         def unet_fn(x, t, c):
             with autocast("cpu", settings.mixed_precision):
                 return call_unet(unet, x, t, c, adm, compute)
-        with mock.patch.object(comfy.model_management, "get_free_memory", _plenty_of_memory):
+        with _swapped(comfy.model_management, "get_free_memory", _plenty_of_memory), _unchunked_attention():
             yield unet, hooks, layers, unet_fn
 
 

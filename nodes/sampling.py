@@ -24,7 +24,7 @@ from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.models import clip_tokenizer, sd_scheduler_config
 from .edit_plan import EditPlan, comfy_attention, with_edit_plan
 from .memory_plan import fit_comfy_stage
-from .schema import hidden, io
+from .schema import finite_floats, hidden, io, require_finite
 from .conditioning import adm_vector
 from .video_model import require_supported
 
@@ -172,8 +172,13 @@ class VideoKSampler(io.ComfyNode):
             hidden=[io.Hidden.unique_id])
 
     @classmethod
+    def validate_inputs(cls, cfg=None, eta=None):
+        return finite_floats(cls, cfg=cfg, eta=eta)
+
+    @classmethod
     def execute(cls, model, seed, steps, cfg, eta, positive, negative, latent_image, control=None,
                 source_positive=None, memory="auto") -> io.NodeOutput:
+        require_finite(cls, cfg=cfg, eta=eta)
         unique_id = hidden(cls, "unique_id")
         require_supported(model, cls.TITLE)
         model, report, _ = fit_comfy_stage(model, latent_image["samples"], "p2p" if control is not None else "sample",

@@ -121,10 +121,36 @@ class ScoreVideo(io.ComfyNode):
             is_output_node=True)
 
     @classmethod
+    def validate_inputs(cls, clip_score_clamp=None, ssim_convention=None):
+        """The conventions' names, before the graph runs (the host does not check these lists)."""
+        for name, value, options in (("clip_score_clamp", clip_score_clamp, CLIP_CLAMPS),
+                                     ("ssim_convention", ssim_convention, SSIM_CONVENTIONS)):
+            if value is not None and value not in options:
+                return f"{name} {value!r} is not one of {', '.join(options)}"
+        return True
+
+    @classmethod
     def execute(cls, images, clip_vision, clip=None, prompt="", source_images=None, mask=None,
                 clip_score_clamp="frame", ssim_convention="whole_frame") -> io.NodeOutput:
         unique_id = hidden(cls, "unique_id")
+        conventions = cls.validate_inputs(clip_score_clamp, ssim_convention)
+        check(conventions is True, str(conventions))
         check(len(images) >= 1, "images is empty; connect the edited frames")
+        source = edit = region = None  # every input checked before CLIP runs
+        if source_images is not None:
+            check(source_images.shape == images.shape, f"source_images are {tuple(source_images.shape)} but images "
+                                                       f"{tuple(images.shape)}: give the frames the edit started from, "
+                                                       "at the same size")
+            source, edit = uint8_frames(source_images), uint8_frames(images)
+        if mask is not None:
+            check(source_images is not None, "mask marks where PSNR/SSIM to the source are also measured: connect "
+                                             "source_images too")
+            check(mask.shape[0] in (1, len(images)) and tuple(mask.shape[1:]) == tuple(images.shape[1:3]),
+                  f"mask is {tuple(mask.shape)}; give one mask of the frames' size {tuple(images.shape[1:3])} "
+                  "or one per frame")
+            region = (mask[0] if mask.shape[0] == 1 else mask).cpu().numpy() > 0.5
+        if clip is not None and prompt.strip():
+            text_projection(clip)  # a CLIP without one is refused before any model runs
         # the frames as saved (8-bit), resized and cropped as transformers' CLIPProcessor does, as papers score them
         pixels = clip_frames(uint8_frames(images), clip_vision.image_size)
         image_embeds = clip_vision.encode_image(pixels, crop=False)["image_embeds"].float().cpu()
@@ -133,17 +159,6 @@ class ScoreVideo(io.ComfyNode):
             text = text_embedding(clip, prompt)
             check(text.shape[1] == image_embeds.shape[1], f"CLIP Vision embeds into {image_embeds.shape[1]} dims but "
                                                           f"the CLIP text encoder into {text.shape[1]}: not a pair; {PAIRS}")
-        source = edit = region = None
-        if source_images is not None:
-            check(source_images.shape == images.shape, f"source_images are {tuple(source_images.shape)} but images "
-                                                       f"{tuple(images.shape)}: give the frames the edit started from, "
-                                                       "at the same size")
-            source, edit = uint8_frames(source_images), uint8_frames(images)
-            if mask is not None:
-                check(mask.shape[0] in (1, len(images)) and tuple(mask.shape[1:]) == tuple(images.shape[1:3]),
-                      f"mask is {tuple(mask.shape)}; give one mask of the frames' size {tuple(images.shape[1:3])} "
-                      "or one per frame")
-                region = (mask[0] if mask.shape[0] == 1 else mask).cpu().numpy() > 0.5
         report = scoring.score(image_embeds, text, source, edit, region, clip_score_clamp, ssim_convention)
         chart = torch.from_numpy(scoring.chart(report)).float()[None] / 255
         table = scoring.table(report)

@@ -3,6 +3,7 @@
 """
 
 import copy
+import logging
 import os
 import re
 
@@ -14,14 +15,14 @@ import folder_paths
 
 from ..tav_core.charts import loss_chart
 from ..tav_core.errors import check
-from ..tav_core.files import NAME_MAX
+from ..tav_core.files import NAME_MAX, save_or_fallback
 from ..tav_core.memory_budget import MEMORY_MODES
 from ..tav_core.tuning import TuneConfig, recorded, tune
 from .autograd import autograd_unet
 from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
 from .sampling import CATEGORY, preview_with_workflow, seed_input, show_report, show_text
-from .schema import hidden, io
+from .schema import finite_floats, hidden, io, require_finite
 from .video_model import (PREDICTION, diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
 
@@ -54,6 +55,21 @@ def numbered_path(name: str, models_folder: str = FOLDER) -> str:
     """models/<folder>/<name>_00001_.safetensors, the next free number: as ComfyUI's own savers, never overwriting."""
     folder, filename, counter, _, _ = folder_paths.get_save_image_path(name, folder_paths.get_folder_paths(models_folder)[0])
     return os.path.join(folder, f"{filename}_{counter:05}_.safetensors")
+
+
+def save_numbered(unique_id, name: str, folder: str, what: str, save) -> str:
+    """Save into models/<folder>/<name>_NNNNN_.safetensors; on a full disk into the temp folder instead (the work
+    is kept: the node then says where, in its text and the console). Returns the line shown."""
+    path = numbered_path(name, folder)
+    where, error = save_or_fallback(save, path)
+    if error is None:
+        said = f"saved models/{folder}/{os.path.basename(path)}"
+    else:
+        said = (f"{what} NOT saved in models/{folder} ({error.strerror or error}): saved in {where} instead; move it "
+                f"to models/{folder} once there is room")
+        logging.warning(said)
+    show_text(unique_id, said)
+    return said
 
 
 def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config: TuneConfig,
@@ -122,8 +138,13 @@ class OneShotTune(io.ComfyNode):
             is_output_node=True)  # a graph that only tunes and saves is complete: the saved file is its output
 
     @classmethod
+    def validate_inputs(cls, learning_rate=None):
+        return finite_floats(cls, learning_rate=learning_rate)
+
+    @classmethod
     def execute(cls, model, positive, latent_image, seed, steps, learning_rate, save_name, frame_window=0,
                 gradient_checkpointing=False, memory="auto") -> io.NodeOutput:
+        require_finite(cls, learning_rate=learning_rate)
         unique_id = hidden(cls, "unique_id")
         layers = require_inflated(model, cls.TITLE)
         check(len(positive) >= 1, "positive is empty; connect a CLIP Text Encode of the video's caption")
@@ -145,10 +166,9 @@ class OneShotTune(io.ComfyNode):
                                              progress)
         if name:
             frames, _, h, w = samples.shape
-            path = numbered_path(name)
-            save_tuned_model(path, model, layers, queries, frames=frames, width=w * 8, height=h * 8,
-                             tuning=recorded(config), final_loss=losses[-1] if losses else None)
-            show_text(unique_id, f"saved models/{FOLDER}/{os.path.basename(path)}")
+            save_numbered(unique_id, name, FOLDER, "tuned weights", lambda path: save_tuned_model(
+                path, model, layers, queries, frames=frames, width=w * 8, height=h * 8, tuning=recorded(config),
+                final_loss=losses[-1] if losses else None))
         curve = torch.from_numpy(loss_chart(losses)).float()[None] / 255
         return io.NodeOutput(tuned_clone(model, layers, queries), curve,
                              ui=preview_with_workflow(curve, hidden(cls, "prompt"), hidden(cls, "extra_pnginfo")))

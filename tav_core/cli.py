@@ -9,11 +9,13 @@ import argparse
 import errno
 import sys
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 from . import preflight as pf
 from .choices import CLIP_CLAMPS, FRAME_ATTENTION, FUSE_METHODS, SELF_CONTROL, SSIM_CONVENTIONS
 from .errors import TavError, TavWarning, check, summary
+from .options import check_options_act
 
 
 PAPER = dict(size=512, tune_steps=500, steps=50)
@@ -160,6 +162,12 @@ def _parser() -> argparse.ArgumentParser:
 _tunes, _edits, _state_path, _loss_path = pf.tunes, pf.edits, pf.state_path, pf.loss_path
 
 
+def command_defaults(parser: argparse.ArgumentParser, command: str) -> dict:
+    """Every option of ``command`` (its destination name) with its default, in the parser's order."""
+    sub = parser._subparsers._group_actions[0].choices[command]
+    return {a.dest: a.default for a in sub._actions if a.dest != "help"}
+
+
 def _weights_dtype(args):
     import torch
     return torch.float16 if args.fp16 else torch.float32
@@ -170,10 +178,10 @@ def _device(args):
     return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _check_args(args, defaults):
+def _check_args(args, defaults, locks: ExitStack):
     """Every check that needs no model, before anything is loaded or decoded (``tav_core.preflight``); returns the
-    model's configs, read from the checkpoint's headers."""
-    from .files import check_free_space, check_writable, is_file
+    model's configs, read from the checkpoint's headers. The outputs are this run's from here on (``locks``)."""
+    from .files import check_free_space, check_writable, is_file, output_lock
     from .models import ModelConfigs, inspect_checkpoint, is_sdxl_unet
     from .weights import check_tuned_file, tuned_frame_attention
 
@@ -187,6 +195,7 @@ def _check_args(args, defaults):
         outputs.update({"--weights": weights, "the loss curve": _loss_path(args)})
         check_writable(weights, "tuned weights")
         check_writable(_loss_path(args), "loss curve")
+        locks.enter_context(output_lock(weights, "--weights"))  # its training state and loss curve too
         state = _state_path(args)
         if args.checkpoint_every or args.resume:
             check_writable(state, "training state")
@@ -197,7 +206,7 @@ def _check_args(args, defaults):
     else:
         inputs["--weights"] = weights
     if _edits(args):
-        check(bool(args.out.strip()), "--out is empty; give a .mp4 or .gif file, or a folder for PNG frames")
+        pf.check_out_named(args.out, "a .mp4 or .gif file, or a new folder for PNG frames")
         suffix = Path(args.out).suffix.lower()
         check(suffix in OUT_SUFFIXES, f"--out {args.out}: cannot write {suffix!r} videos; name it .mp4 or .gif, or "
                                       "give a path without suffix for a folder of PNG frames")
@@ -206,15 +215,13 @@ def _check_args(args, defaults):
             from .video import check_frame_folder
             check_frame_folder(args.out)
         outputs["--out"] = args.out
+        locks.enter_context(output_lock(args.out, "--out"))
         if args.clip:
             pf.check_clip_folder(args.clip)
             inputs["--clip"] = args.clip
             for path in pf.score_paths(args.out):
                 check_writable(path, "score report")
                 outputs[f"the score report {path.suffix}"] = path
-        check(args.p2p or not args.fast, "--fast is Video-P2P's fast mode of a --p2p edit; add --p2p")
-        check(not (args.fast and args.inversion), "--fast makes no null-text inversion, so there is none to save or "
-                                                  "reuse: drop --inversion (or --fast)")
         if args.p2p:
             _edit_control(args)
             if args.inversion:
@@ -227,6 +234,7 @@ def _check_args(args, defaults):
                 else:
                     check_writable(args.inversion, "null-text inversion")
                     outputs["--inversion"] = args.inversion
+                    locks.enter_context(output_lock(args.inversion, "--inversion"))
     pf.check_distinct(outputs, inputs)
     if args.model:
         configs = inspect_checkpoint(args.model, args.allow_pickle, args.config)
@@ -280,8 +288,7 @@ def _edit_passes(args):
     from .windows import ContextWindows, Passes
     windows = None
     if args.context_length:
-        windows = ContextWindows(args.context_length, min(args.context_overlap, args.context_length - 1),
-                                 args.fuse_method)
+        windows = ContextWindows(args.context_length, args.context_overlap, args.fuse_method)
     return Passes(windows=windows)
 
 
@@ -336,27 +343,26 @@ def _clip_record(args, defaults) -> dict:
             "stride": args.stride, "width": args.width or defaults["size"], "height": args.height or defaults["size"]}
 
 
+def _saved_elsewhere(what: str, path, where: Path, error: OSError) -> OSError:
+    """The error a run ends with when an output went to the temp folder: the disk's reason and where it is."""
+    return OSError(error.errno, f"{error.strerror or error}; the {what} {'are' if what.endswith('s') else 'is'} saved "
+                                f"in {where} instead: move {'them' if what.endswith('s') else 'it'} to {path} once "
+                                "there is room", str(path))
+
+
 def _save_weights(args, pipe, video, config) -> None:
     """Save the tuned weights; if the disk refuses them (full), save them in the temp folder and say so: the tuning
     is never lost to a failed write."""
-    import tempfile
-
-    from .files import is_file
-    weights = Path(args.weights)
+    from .files import is_file, save_or_fallback
     save = lambda path: pipe.save_tuned(path, args.prompt, len(video), video.shape[2], video.shape[1], config)
     try:
-        save(weights)
+        where, error = save_or_fallback(save, args.weights)
     except OSError as e:
-        fallback = Path(tempfile.gettempdir()) / weights.name
-        try:
-            save(fallback)
-        except OSError:
-            state = _state_path(args)
-            kept = f"; the last training state is {state} (--resume continues from it)" if is_file(state) else ""
-            raise OSError(e.errno, f"{e.strerror or e}: the tuned weights could not be saved, not even in "
-                                   f"{fallback.parent}{kept}", str(weights)) from e
-        raise OSError(e.errno, f"{e.strerror or e}; the tuned weights are saved in {fallback} instead: move them to "
-                               f"{weights} once there is room", str(weights)) from e
+        state = _state_path(args)
+        kept = f"; the last training state is {state} (--resume continues from it)" if is_file(state) else ""
+        raise OSError(e.errno, f"{e.strerror}: the tuned weights could not be saved{kept}", e.filename) from e
+    if error is not None:
+        raise _saved_elsewhere("tuned weights", args.weights, where, error)
     args.saved_weights = True
 
 
@@ -425,8 +431,16 @@ def _null_text(args, pipe, latents, steps, cfg, planned):
         inversion = null_text_invert(pipe, latents, args.prompt, steps, cfg, args.inner_steps,
                                      passes=_passes(args, planned, "null_text"))
         if args.inversion:
-            inversion.save(args.inversion, frames=len(latents), **made_from)
-            print(f"null-text inversion saved: {args.inversion}")
+            from .files import save_or_fallback
+            try:
+                where, error = save_or_fallback(lambda path: inversion.save(path, frames=len(latents), **made_from),
+                                                args.inversion)
+            except OSError as e:  # the edit needs it in memory only: it goes on
+                warnings.warn(f"the null-text inversion could not be saved ({_os_message(e)}); the edit goes on",
+                              TavWarning)
+            else:
+                print(f"null-text inversion saved: {where}" + (f" (not {args.inversion}: {_os_message(error)})"
+                                                               if error else ""))
     return inversion
 
 
@@ -443,6 +457,7 @@ def _passes(args, planned: dict, stage: str):
 
 
 def _edit(args, pipe, defaults, latents, planned) -> None:
+    from .files import save_or_fallback
     from .video import write_video
     steps = args.steps or defaults["steps"]
     cfg = args.cfg if args.cfg is not None else (7.5 if args.p2p else 12.5)
@@ -453,8 +468,10 @@ def _edit(args, pipe, defaults, latents, planned) -> None:
         edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, cfg, steps, args.eta, args.seed,
                              num_frames=len(latents), passes=_passes(args, planned, "sample"))
     frames = pipe.decode(edited)
-    out = write_video(args.out, frames, args.fps)
-    print(f"edited video: {out}")
+    where, error = save_or_fallback(lambda path: write_video(path, frames, args.fps), args.out)
+    if error is not None:
+        raise _saved_elsewhere("edited video", args.out, where, error)
+    print(f"edited video: {where}")
     return frames
 
 
@@ -466,18 +483,27 @@ def _write_png(path: Path, image) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
+def _write_text(path: Path, text: str) -> None:
+    from .files import atomic_path
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def _report(embedder, frames, prompt, source, mask, out_json: Path, out_png: Path, clip_clamp: str = "frame",
             ssim: str = "whole_frame") -> None:
     """Score frames with a ClipEmbedder; print the table, write the JSON and the chart."""
-    from .files import atomic_path
+    from .files import save_or_fallback
     from .scoring import chart, score, table, to_json
     text = embedder.text(prompt) if prompt else None
     report = score(embedder.images(frames), text, source, frames if source is not None else None, mask, clip_clamp,
                    ssim)
     print(table(report))
-    with atomic_path(out_json) as tmp:
-        tmp.write_text(to_json(report))
-    _write_png(out_png, chart(report))
+    where, error = save_or_fallback(lambda path: _write_text(path, to_json(report)), out_json)
+    if error is not None:
+        raise _saved_elsewhere("score report", out_json, where, error)
+    where, error = save_or_fallback(lambda path: _write_png(path, chart(report)), out_png)
+    if error is not None:
+        raise _saved_elsewhere("score chart", out_png, where, error)
     print(f"score: {out_json}, chart: {out_png}")
 
 
@@ -505,8 +531,10 @@ def _score(args) -> None:
     _report(embedder, frames, args.prompt, source, mask, *pf.report_paths(args), args.clip_clamp, args.ssim)
 
 
-def _check_score_args(args) -> None:
-    from .files import check_writable
+def _check_score_args(args, locks: ExitStack) -> None:
+    from .files import check_writable, output_lock
+    if args.out is not None:
+        pf.check_out_named(args.out, "a .json file name")
     pf.check_clip_folder(args.clip)
     pf.check_device(args.device)
     for name in ("video", "source", "mask"):
@@ -519,6 +547,7 @@ def _check_score_args(args) -> None:
     check(out_json.suffix == ".json", f"--out {args.out} must end in .json")
     check_writable(out_json, "score report")
     check_writable(out_png, "score chart")
+    locks.enter_context(output_lock(out_json, "--out"))  # and the chart beside it
     pf.check_distinct({"the score report": out_json, "the score chart": out_png},
                       {"--clip": args.clip, "--video": args.video, "--source": args.source, "--mask": args.mask})
 
@@ -549,17 +578,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     defaults = dict(PAPER if getattr(args, "model", None) else TINY)  # (an SDXL model's size is set on inspection)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), ExitStack() as locks:
         warnings.simplefilter("always", TavWarning)  # each one says something about this run
         warnings.showwarning = _show_warning
         try:
+            check_options_act(args, command_defaults(parser, args.command))
             if args.command == "score":
-                _check_score_args(args)
+                _check_score_args(args, locks)
                 _score(args)
                 return 0
-            configs = _check_args(args, defaults)
+            configs = _check_args(args, defaults, locks)
             planned = _plan(args, configs, defaults)
             video = _video(args, defaults)
             pipe = _load(args, defaults)

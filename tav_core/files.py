@@ -1,13 +1,16 @@
 """Writing files: refuse an unwritable output before any work, and never leave a half-written file behind."""
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import TavError, check
+from .errors import TavError, check, summary
 
 NAME_MAX = 255  # bytes in one file name on the usual file systems (ext4, APFS, NTFS)
 
@@ -30,6 +33,49 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file`` into ``atomic_path``; its own error for a failed write (full disk, no
+    permission) becomes the ``OSError`` it wraps, so callers handle every failed write alike."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            number = int(code[1])
+            raise OSError(number, os.strerror(number), str(path)) from e
+
+
+def save_or_fallback(save: Callable[[Path], object], path: str | os.PathLike) -> tuple[Path, OSError | None]:
+    """``save(path)``; if the disk refuses it (full, read-only), ``save`` into the temp folder instead under a
+    free name, so the work is never lost to a failed write. Returns where it went and the first write's error
+    (None if it went to ``path``); raises that error, naming both places, when neither takes it."""
+    path = Path(path)
+    try:
+        save(path)
+        return path, None
+    except OSError as first:
+        fallback = _free_name(Path(tempfile.gettempdir()) / path.name)
+        try:
+            save(fallback)
+        except OSError as second:
+            raise OSError(first.errno, f"{first.strerror or first}; not even the temp folder {fallback.parent} took "
+                                       f"it ({second.strerror or second})", str(path)) from first
+        return fallback, first
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``name-1.ext``, ``name-2.ext``...: a name nothing has yet (a fallback never overwrites)."""
+    stem, suffix, n = path.name.split(".")[0], "".join(path.suffixes), 0
+    while path.exists():
+        n += 1
+        path = path.with_name(f"{stem}-{n}{suffix}")
+    return path
 
 
 def is_file(path: str | os.PathLike) -> bool:
@@ -78,7 +124,7 @@ def read_header(path: str | os.PathLike, fix: str, name: str | None = None) -> d
         with safe_open(str(path), "pt") as f:
             return f.metadata() or {}
     except Exception as e:
-        raise TavError(f"{name or path} cannot be read ({type(e).__name__}); it is not a safetensors file or it is "
+        raise TavError(f"{name or path} cannot be read ({summary(e, 1)}); it is not a safetensors file or it is "
                        f"truncated: {fix}") from e
 
 
@@ -114,3 +160,63 @@ def read_safetensors(path: str | os.PathLike, fix: str, name: str | None = None)
             return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise TavError(f"{name or path} cannot be read ({type(e).__name__}); it may be truncated: {fix}") from e
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks since boot), so that a lock of a dead run whose number was
+    given to a new process is still seen as stale; None where that cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _holder_alive(holder: dict) -> bool:
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        pass
+    start = _process_start(pid)
+    return start is None or holder.get("start") in (None, start)
+
+
+@contextmanager
+def output_lock(path: str | os.PathLike, name: str):
+    """Own ``path`` (and the files named after it: training state, loss curve) for this run: ``<path>.lock`` holds
+    this process's id. A second run writing the same output is refused at once, naming the first; the lock of a
+    run that crashed or was killed (its process gone) is taken over."""
+    import sys
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "start": _process_start(os.getpid()), "command": " ".join(sys.argv[1:])[:500]}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            if isinstance(holder, dict) and _holder_alive(holder):
+                raise TavError(f"{name} {path} is being written by another run (process {holder['pid']}: "
+                               f"{holder.get('command') or '?'}); wait for it to end, or give another {name}") from None
+            lock.unlink(missing_ok=True)  # its run is gone: take it over
+    else:
+        raise TavError(f"{name} {path}: another run took its lock {lock} at the same moment; try again")
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    try:
+        yield lock
+    finally:
+        try:
+            if json.loads(lock.read_text()).get("pid") == me["pid"]:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass

@@ -8,6 +8,7 @@ Single-file loading is diffusers' own ``from_single_file``, pointed at the small
 import json
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 
 from .errors import TavError, check, summary
 from .inflation import inflate, transformer_blocks
+from .options import PICKLE_SUFFIXES
 from .weights import load_video_parameters, video_parameters
 
 CONFIGS = Path(__file__).parent / "configs"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+SINGLE_FILE_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 
 
 @dataclass
@@ -216,12 +218,13 @@ def _folder_tokenizer(path: Path, part: str, pads_with_bang: bool) -> CLIPTokeni
 
 
 def _state_shapes(path: Path) -> dict[str, tuple]:
-    """Tensor names and shapes of a checkpoint, without loading its tensors (safetensors) or code (pickles)."""
+    """Tensor names and shapes of a checkpoint, without reading its tensors (safetensors' header; a pickle's tensors
+    memory-mapped, untouched, as torch's zip format allows) or running code (pickles)."""
     if path.suffix == ".safetensors":
         with safe_open(str(path), "pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
     return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 

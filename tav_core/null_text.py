@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from .ddim import invert_ddim, vp_scale
 from .errors import check
-from .files import atomic_path, parsed_metadata, read_header, read_safetensors
+from .files import parsed_metadata, read_header, read_safetensors, write_safetensors
 from .windows import Windowed
 
 FORMAT = "tuneavideo-nulltext-v1"
@@ -140,8 +139,7 @@ class NullTextInversion:
                 "prompt": json.dumps(self.prompt), **{k: json.dumps(v) for k, v in metadata.items()}}
         tensors = {"noise": self.noise.detach().cpu().float().contiguous(),
                    "embeddings": self.embeddings.detach().cpu().float().contiguous()}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        write_safetensors(path, tensors, meta)
 
     @staticmethod
     def read_metadata(path: str | Path) -> dict:

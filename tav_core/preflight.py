@@ -9,8 +9,6 @@ from pathlib import Path
 from .errors import check, in_range
 
 MAX_SEED = 2 ** 64 - 1  # torch's generators take an unsigned 64-bit seed
-P2P_DEFAULTS = dict(reweight="", blend=None, cross_steps=0.2, self_steps=0.5, mode="auto", blend_threshold=0.3,
-                    inner_steps=10, inversion=None)
 
 
 def tunes(args) -> bool:
@@ -66,12 +64,19 @@ def check_numbers(args) -> None:
     check(args.context_length is None or args.context_length >= 2,
           f"--context-length must be at least 2 frames, got {args.context_length}")
     check(args.context_overlap >= 0, f"--context-overlap must be >= 0, got {args.context_overlap}")
+    check(args.context_length is None or args.context_overlap < args.context_length,
+          f"--context-overlap {args.context_overlap} must be less than --context-length {args.context_length} (windows "
+          "that share every frame never move on)")
     for name in ("cross_steps", "self_steps", "blend_threshold"):
         in_range(f"--{name.replace('_', '-')}", getattr(args, name), 0, 1)
-    if not args.p2p:
-        given = [name for name, default in P2P_DEFAULTS.items() if getattr(args, name) != default]
-        check(not given, f"--{given[0].replace('_', '-') if given else ''} sets a Prompt-to-Prompt edit, which this "
-                         "command does not run: add --p2p, or leave it out")
+
+
+def check_out_named(out: str, what: str) -> None:
+    """An --out that names a file or folder of its own: not empty, not ``.``/``..`` or a root (the folder it would
+    replace is where the command runs or above it)."""
+    check(bool(out.strip()), f"--out is empty; give {what}")
+    check(Path(out).name not in ("", ".", ".."), f"--out {out} names a folder the command runs in or above, not an "
+                                                 f"output of its own; give {what}")
 
 
 def check_device(name: str | None) -> None:

@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .errors import TavError, check, summary
-from .files import atomic_path, read_safetensors
+from .files import read_safetensors, write_safetensors
 from .weights import fingerprint_of
 
 # TuneConfig fields that change what is learnt, with the words a message uses for them
@@ -63,8 +62,7 @@ def save_state(path, params, optimizer, scaler, generator, step: int, losses: li
     tensors["rng"] = generator.get_state()
     meta = {"step": str(step), "losses": json.dumps(losses), "identity": json.dumps(identity),
             "scaler": json.dumps(scaler.state_dict())}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta)
 
 
 def load_state(path, params, optimizer, scaler, generator, identity: dict) -> tuple[int, list[float]]:

@@ -9,12 +9,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from .choices import FRAME_ATTENTION
 from .errors import check
-from .files import atomic_path, parsed_metadata, read_header, read_safetensors
+from .files import parsed_metadata, read_header, read_safetensors, write_safetensors
 from .inflation import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
 
 FORMAT = "tuneavideo-tuned-v1"
@@ -65,8 +64,7 @@ def write_tuned(path: str | Path, tensors: dict[str, torch.Tensor], base_fingerp
     blocks = {int(k.split(".")[1]) for k in tensors}
     meta = {"format": FORMAT, "fingerprint": json.dumps(base_fingerprint), "blocks": str(len(blocks))}
     meta.update({k: json.dumps(v) for k, v in metadata.items()})
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta)
 
 
 def save_tuned(path: str | Path, unet: nn.Module, **metadata) -> None:

@@ -56,6 +56,16 @@ def object_info(comfy):
 
 
 @pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if the CLI gets as far as loading a model: the error had to come before."""
+    from tav_core import cli
+
+    def load(*args):
+        raise AssertionError("the model was loaded before the bad input was refused")
+    monkeypatch.setattr(cli, "_load", load)
+
+
+@pytest.fixture
 def tiny():
     """Fresh tiny random components (each test may inflate or tune them)."""
     return tiny_components(seed=0)

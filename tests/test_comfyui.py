@@ -671,7 +671,8 @@ def test_identity_edit_reproduces_the_source_branch_and_bad_controls_are_named(c
     # the source moves when its latent moves by one ulp (CFG 7.5 amplifies it)
     assert within(max_abs(load_latent(comfy, "tav-test/id-edit"), source), floor, 100, "identity edit vs source")
     graph["21"] = control_node("a red square", "a yellow square", blend_source_words="cat", blend_edit_words="square")
-    expect_error(comfy, graph, "'cat' is not a word of the prompt 'a red square'")
+    answer = comfy.post("/prompt", {"prompt": graph})  # refused at validation: nothing runs
+    assert answer.get("http_error") == 400 and "'cat' is not a word of the prompt 'a red square'" in json.dumps(answer)
     graph["21"] = control_node("a red square", "a yellow square")
     del graph["22"]["inputs"]["source_positive"]
     expect_error(comfy, graph, "Attention Control needs source_positive")

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,14 +23,6 @@ from tav_core.tiny import tiny_components
 from tav_core.weights import read_metadata
 
 TUNE = ["tune", "--frames", "2", "--tune-steps", "2"]
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fail the test if the CLI gets as far as loading a model: the error had to come before."""
-    def load(*args):
-        raise AssertionError("the model was loaded before the bad input was refused")
-    monkeypatch.setattr(cli, "_load", load)
 
 
 def run_cli(args, capsys) -> tuple[int, str]:
@@ -169,7 +162,9 @@ def test_os_errors_end_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("tav_core.video.write_video", full)
     code, err = run_cli(["run", "--frames", "2", "--tune-steps", "1", "--steps", "2", "--weights",
                          str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "edit.mp4")], capsys)
-    assert code == 1 and err.strip().splitlines()[-1] == f"error: No space left on device ({tmp_path / 'edit.mp4'}); free disk space or choose another place"
+    assert code == 1 and err.strip().splitlines()[-1] == (
+        f"error: No space left on device; not even the temp folder {tempfile.gettempdir()} took it (No space left on "
+        f"device) ({tmp_path / 'edit.mp4'}); free disk space or choose another place")
     assert read_metadata(tmp_path / "w.safetensors")["frames"] == 2  # the tuned weights came before: kept
 
 
@@ -252,6 +247,36 @@ def test_pickle_refusal_does_not_quote_torch_advice(tmp_path, capsys):
     torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}, "extra": PickledObject()}, path)
     code, err = run_cli(["run", "--model", str(path), "--allow-pickle"], capsys)
     assert code == 2 and "cannot be loaded safely" in err and "weights_only" not in err
+
+
+PEAK_MEMORY = """import resource, runpy, sys
+sys.argv = ["tuneavideo", *sys.argv[1:]]
+try:
+    runpy.run_module("tav_core", run_name="__main__")
+except SystemExit as e:
+    print("rc", e.code)
+print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def refusal_peak(path, tmp_path) -> tuple[str, int]:
+    """The CLI's refusal of a pickle checkpoint in a fresh process: (stderr, the process's peak memory)."""
+    done = subprocess.run([sys.executable, "-c", PEAK_MEMORY, "edit", "--model", str(path), "--allow-pickle", "--out",
+                           str(tmp_path / "e.gif"), "--weights", str(tmp_path / "w.safetensors")],
+                          capture_output=True, text=True, timeout=900)
+    assert "rc 2" in done.stdout, done.stderr
+    return done.stderr, int(done.stdout.split("peak")[-1])
+
+
+def test_a_large_pickle_without_sd_tensors_is_refused_from_its_header_without_reading_its_tensors(tmp_path):
+    """The tensors of a zip-format .ckpt are memory-mapped, never read, to list its keys: refusing one with 512 MB
+    of tensors takes no more memory than refusing one of a few bytes."""
+    torch.save({"state_dict": {"first_stage_model.x": torch.zeros(4)}}, tmp_path / "small.ckpt")
+    torch.save({"state_dict": {"first_stage_model.x": torch.ones(2 ** 27)}}, tmp_path / "large.ckpt")
+    small_err, small_peak = refusal_peak(tmp_path / "small.ckpt", tmp_path)
+    large_err, large_peak = refusal_peak(tmp_path / "large.ckpt", tmp_path)
+    assert "holds no Stable Diffusion UNet (no model.diffusion_model.* keys)" in large_err, large_err
+    assert large_peak < small_peak + 2 ** 28, (small_peak, large_peak)  # its 512 MB were never read
 
 
 def test_every_option_has_help_and_help_needs_no_torch():
