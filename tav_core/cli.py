@@ -215,7 +215,6 @@ def _check_args(args, defaults, locks: ExitStack):
             from .video import check_frame_folder
             check_frame_folder(args.out)
         outputs["--out"] = args.out
-        locks.enter_context(output_lock(args.out, "--out"))
         if args.clip:
             pf.check_clip_folder(args.clip)
             inputs["--clip"] = args.clip
@@ -234,8 +233,10 @@ def _check_args(args, defaults, locks: ExitStack):
                 else:
                     check_writable(args.inversion, "null-text inversion")
                     outputs["--inversion"] = args.inversion
-                    locks.enter_context(output_lock(args.inversion, "--inversion"))
     pf.check_distinct(outputs, inputs)
+    for name in ("--out", "--inversion"):  # (--weights is this run's already)
+        if name in outputs:
+            locks.enter_context(output_lock(outputs[name], name))
     if args.model:
         configs = inspect_checkpoint(args.model, args.allow_pickle, args.config)
         if is_sdxl_unet(configs.unet):
@@ -350,6 +351,15 @@ def _saved_elsewhere(what: str, path, where: Path, error: OSError) -> OSError:
                                 "there is room", str(path))
 
 
+def _save_output(what: str, path, save) -> Path:
+    """``save(path)``, or in the temp folder if the disk refuses it; then the run ends saying where it went."""
+    from .files import save_or_fallback
+    where, error = save_or_fallback(save, path)
+    if error is not None:
+        raise _saved_elsewhere(what, path, where, error)
+    return where
+
+
 def _save_weights(args, pipe, video, config) -> None:
     """Save the tuned weights; if the disk refuses them (full), save them in the temp folder and say so: the tuning
     is never lost to a failed write."""
@@ -457,7 +467,6 @@ def _passes(args, planned: dict, stage: str):
 
 
 def _edit(args, pipe, defaults, latents, planned) -> None:
-    from .files import save_or_fallback
     from .video import write_video
     steps = args.steps or defaults["steps"]
     cfg = args.cfg if args.cfg is not None else (7.5 if args.p2p else 12.5)
@@ -468,10 +477,7 @@ def _edit(args, pipe, defaults, latents, planned) -> None:
         edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, cfg, steps, args.eta, args.seed,
                              num_frames=len(latents), passes=_passes(args, planned, "sample"))
     frames = pipe.decode(edited)
-    where, error = save_or_fallback(lambda path: write_video(path, frames, args.fps), args.out)
-    if error is not None:
-        raise _saved_elsewhere("edited video", args.out, where, error)
-    print(f"edited video: {where}")
+    print(f"edited video: {_save_output('edited video', args.out, lambda path: write_video(path, frames, args.fps))}")
     return frames
 
 
@@ -492,18 +498,13 @@ def _write_text(path: Path, text: str) -> None:
 def _report(embedder, frames, prompt, source, mask, out_json: Path, out_png: Path, clip_clamp: str = "frame",
             ssim: str = "whole_frame") -> None:
     """Score frames with a ClipEmbedder; print the table, write the JSON and the chart."""
-    from .files import save_or_fallback
     from .scoring import chart, score, table, to_json
     text = embedder.text(prompt) if prompt else None
     report = score(embedder.images(frames), text, source, frames if source is not None else None, mask, clip_clamp,
                    ssim)
     print(table(report))
-    where, error = save_or_fallback(lambda path: _write_text(path, to_json(report)), out_json)
-    if error is not None:
-        raise _saved_elsewhere("score report", out_json, where, error)
-    where, error = save_or_fallback(lambda path: _write_png(path, chart(report)), out_png)
-    if error is not None:
-        raise _saved_elsewhere("score chart", out_png, where, error)
+    _save_output("score report", out_json, lambda path: _write_text(path, to_json(report)))
+    _save_output("score chart", out_png, lambda path: _write_png(path, chart(report)))
     print(f"score: {out_json}, chart: {out_png}")
 
 
@@ -541,8 +542,6 @@ def _check_score_args(args, locks: ExitStack) -> None:
         path = getattr(args, name)
         check(path is None or Path(path).exists(), f"--{name} {path} does not exist")
     check(args.stride >= 1 and args.start >= 0, f"--stride must be >= 1 and --start >= 0, got {args.stride}, {args.start}")
-    check(args.mask is None or args.source is not None, "--mask compares the edit with the source inside and outside "
-                                                        "the mask: give --source too")
     out_json, out_png = pf.report_paths(args)
     check(out_json.suffix == ".json", f"--out {args.out} must end in .json")
     check_writable(out_json, "score report")

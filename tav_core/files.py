@@ -1,6 +1,5 @@
 """Writing files: refuse an unwritable output before any work, and never leave a half-written file behind."""
 
-import errno
 import json
 import os
 import re
@@ -185,6 +184,14 @@ def _holder_alive(holder: dict) -> bool:
     return start is None or holder.get("start") in (None, start)
 
 
+def _lock_name(name: str) -> str:
+    """``<name>.lock``; for a name too long for that, its start and a digest of the whole (still one per output)."""
+    if len((name + ".lock").encode()) <= NAME_MAX:
+        return name + ".lock"
+    import hashlib
+    return f"{name[:50]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"
+
+
 @contextmanager
 def output_lock(path: str | os.PathLike, name: str):
     """Own ``path`` (and the files named after it: training state, loss curve) for this run: ``<path>.lock`` holds
@@ -192,7 +199,7 @@ def output_lock(path: str | os.PathLike, name: str):
     run that crashed or was killed (its process gone) is taken over."""
     import sys
     path = Path(path)
-    lock = path.with_name(path.name + ".lock")
+    lock = path.with_name(_lock_name(path.name))
     lock.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "start": _process_start(os.getpid()), "command": " ".join(sys.argv[1:])[:500]}
     for _ in range(2):
@@ -204,6 +211,9 @@ def output_lock(path: str | os.PathLike, name: str):
                 holder = json.loads(lock.read_text())
             except (OSError, ValueError):
                 holder = {}
+            if isinstance(holder, dict) and holder.get("pid") == me["pid"] and holder.get("start") == me["start"]:
+                raise TavError(f"{name} {path} is also another output of this command; give each output its own "
+                               "path") from None
             if isinstance(holder, dict) and _holder_alive(holder):
                 raise TavError(f"{name} {path} is being written by another run (process {holder['pid']}: "
                                f"{holder.get('command') or '?'}); wait for it to end, or give another {name}") from None

@@ -94,6 +94,20 @@ def test_attention_control_words_are_checked_at_validation(comfy, linked):
         assert set(errors) == {"21"} and message in json.dumps(errors), errors
 
 
+def test_a_bad_attention_control_is_named_when_queued_even_beside_a_null_text_inversion(comfy):
+    """Null-Text Invert is an output of its own (a graph may only invert and save): the host queues it and runs it
+    (its result is cached for the corrected graph), but names the bad Attention Control at once, before it runs."""
+    graph = p2p_graph("a red square", "a yellow square", blend_source_words="cat", blend_edit_words="square")
+    graph["20"] = {"class_type": "TuneAVideoNullTextInvert", "inputs": {
+        "model": ["9", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["8", 0], "steps": 2,
+        "cfg": 7.5, "inner_steps": 1, "save_name": ""}}
+    answer = comfy.post("/prompt", {"prompt": graph, "client_id": "faults"})
+    assert set(answer["node_errors"]) == {"21"}, answer
+    assert "'cat' is not a word of the prompt 'a red square'" in json.dumps(answer["node_errors"])
+    entry = comfy.wait(answer["prompt_id"])
+    assert error_message(entry) is None and "23" not in entry["outputs"]  # the edit (its SaveLatent) never ran
+
+
 def test_score_video_refuses_bad_input_before_clip_runs(comfy, test_models):
     bad = base_graph(score_nodes(["7", 0], ["7", 0], None, None, ""))
     del bad["54"]["inputs"]["clip"], bad["54"]["inputs"]["mask"]

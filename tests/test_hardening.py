@@ -413,8 +413,8 @@ def test_a_failed_final_save_keeps_the_tuned_weights_elsewhere(tmp_path, capsys,
     import errno
     import tempfile
 
-    import tav_core.weights
-    real = tav_core.weights.save_file
+    import safetensors.torch
+    real = safetensors.torch.save_file
     spare = tmp_path / "spare"
     spare.mkdir()
 
@@ -422,7 +422,7 @@ def test_a_failed_final_save_keeps_the_tuned_weights_elsewhere(tmp_path, capsys,
         if Path(filename).parent == tmp_path:
             raise OSError(errno.ENOSPC, "No space left on device", filename)
         return real(tensors, filename, metadata=metadata)
-    monkeypatch.setattr(tav_core.weights, "save_file", full_disk)
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)  # what tav_core.files writes with
     monkeypatch.setattr(tempfile, "tempdir", str(spare))
     code, err = run_cli([*TUNE, "--weights", str(tmp_path / "w.safetensors")], capsys)
     kept = spare / "w.safetensors"

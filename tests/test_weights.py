@@ -79,7 +79,7 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
         with open(filename, "wb") as f:
             f.write(b"half a file")
         raise KeyboardInterrupt
-    monkeypatch.setattr("tav_core.weights.save_file", crash)
+    monkeypatch.setattr("safetensors.torch.save_file", crash)  # what tav_core.files writes with
     with pytest.raises(KeyboardInterrupt):
         save_tuned(path, tuned_unet(), prompt="second")
     assert path.read_bytes() == good
