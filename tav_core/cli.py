@@ -182,8 +182,6 @@ def _check_args(args, defaults, locks: ExitStack):
     """Every check that needs no model, before anything is loaded or decoded (``tav_core.preflight``); returns the
     model's configs, read from the checkpoint's headers. The outputs are this run's from here on (``locks``)."""
     from .files import check_free_space, check_writable, is_file, output_lock
-    from .models import ModelConfigs, inspect_checkpoint, is_sdxl_unet
-    from .weights import check_tuned_file, tuned_frame_attention
 
     pf.check_numbers(args)
     pf.check_device(args.device)
@@ -237,6 +235,9 @@ def _check_args(args, defaults, locks: ExitStack):
     for name in ("--out", "--inversion"):  # (--weights is this run's already)
         if name in outputs:
             locks.enter_context(output_lock(outputs[name], name))
+    # the paths are checked: now what needs the model code (diffusers, seconds to import)
+    from .models import ModelConfigs, inspect_checkpoint, is_sdxl_unet
+    from .weights import check_tuned_file, tuned_frame_attention
     if args.model:
         configs = inspect_checkpoint(args.model, args.allow_pickle, args.config)
         if is_sdxl_unet(configs.unet):
