@@ -1,9 +1,11 @@
 """Writing files: refuse an unwritable output before any work, and never leave a half-written file behind."""
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -188,7 +190,6 @@ def _lock_name(name: str) -> str:
     """``<name>.lock``; for a name too long for that, its start and a digest of the whole (still one per output)."""
     if len((name + ".lock").encode()) <= NAME_MAX:
         return name + ".lock"
-    import hashlib
     return f"{name[:50]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"
 
 
@@ -197,7 +198,6 @@ def output_lock(path: str | os.PathLike, name: str):
     """Own ``path`` (and the files named after it: training state, loss curve) for this run: ``<path>.lock`` holds
     this process's id. A second run writing the same output is refused at once, naming the first; the lock of a
     run that crashed or was killed (its process gone) is taken over."""
-    import sys
     path = Path(path)
     lock = path.with_name(_lock_name(path.name))
     lock.parent.mkdir(parents=True, exist_ok=True)
