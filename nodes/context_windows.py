@@ -17,7 +17,8 @@ import comfy.context_windows as cw
 import comfy.model_management
 
 from ..tav_core.errors import check
-from ..tav_core.windows import AnchorCache, Window
+from ..tav_core.windows import AnchorCache, Window, normalised
+from .edit_plan import clips_per_chunk
 
 KEY = "tav_window"  # transformer_options entry: the ``Window`` a UNet call runs on
 
@@ -58,13 +59,11 @@ class HostWindows:
             else:
                 raw = cw.get_context_weights(len(w), frames, w, self.handler)
                 weights.append(torch.as_tensor(raw, dtype=torch.float64))
-        total = torch.zeros(frames, dtype=torch.float64)
-        for w, weight in zip(windows, weights):
-            total.index_add_(0, torch.tensor(w), weight)
-        return [(w, (weight / total[w]).float()) for w, weight in zip(windows, weights)]
+        return normalised(windows, weights, frames)
 
 
-def _controls(conds) -> list:
+def controlnets(conds) -> list:
+    """Every ControlNet of the conditionings, each once: the ones applied and those chained before them."""
     out = []
     for cond_list in conds:
         for cond in cond_list or []:
@@ -105,7 +104,6 @@ class AnchoredContextHandler(cw.IndexListContextHandler):
 
     @staticmethod
     def branches(model_options: dict) -> int:
-        from .video_model import clips_per_chunk
         return clips_per_chunk(model_options.get("transformer_options", {}))
 
     def set_step(self, timestep, model_options):
@@ -124,7 +122,7 @@ class AnchoredContextHandler(cw.IndexListContextHandler):
         options = model_options["transformer_options"]
         edit = options.get("tav_edit")
         controller = edit.controller if edit is not None else None
-        controls = _controls(conds)
+        controls = controlnets(conds)
         out = [torch.zeros_like(x_in) for _ in conds]
         try:
             for window, weights in plan:

@@ -72,6 +72,12 @@ class EditPlan:
         return replacement.to(context)
 
 
+def clips_per_chunk(transformer_options) -> int:
+    """Clips in each cond chunk of the batch: 2 (source and edit branch) during a two-branch edit, else 1."""
+    plan = transformer_options.get(KEY)
+    return plan.branches if plan is not None else 1
+
+
 def attention_blocks(model) -> list[tuple[str, int]]:
     """ComfyUI's keys (block, number) of the UNet blocks holding transformer blocks: where attention patches go."""
     unet = model.model.diffusion_model

@@ -24,7 +24,7 @@ from .autograd import autograd_unet
 from .conditioning import packed_conditioning
 from .context_windows import HostWindows
 from .tuning import check_save_name, save_numbered
-from .video_model import PREDICTION, diffusion_model, require_supported, temporal_layers, video_hooks
+from .video_model import PREDICTION, alphas_cumprod, diffusion_model, require_supported, temporal_layers, video_hooks
 
 INVERSIONS = "tuneavideo_inversions"
 
@@ -82,7 +82,7 @@ class NullTextInvert(io.ComfyNode):
         model, report, checkpointing = fit_comfy_stage(model, samples, "null_text", memory, cls.TITLE)
         show_report(unique_id, report)
         sigmas = ddim_sigmas(model, steps)
-        table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
+        alphas = alphas_cumprod(model)
         layers, frames = temporal_layers(model), len(samples)
         bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
 
@@ -92,7 +92,7 @@ class NullTextInvert(io.ComfyNode):
             show_text(unique_id, f"step {i + 1}/{steps}  loss {losses[-1]:.2e} after {len(losses)} iterations")
 
         with autograd_unet(model, gradient_checkpointing=checkpointing) as (unet_fn, device, dtype):
-            denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + table.to(device) ** 2), PREDICTION[model.model.model_type])
+            denoiser = DiscreteDenoiser(unet_fn, alphas.to(device), PREDICTION[model.model.model_type])
             hooks = video_hooks(diffusion_model(model))
             pairs = layers.to(device).pairs() if layers is not None else None
             kind = layers.frame_attention if layers is not None else None

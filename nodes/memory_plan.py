@@ -21,7 +21,7 @@ from ..tav_core.ddim import invert_ddim, sample_ddim
 from ..tav_core.denoiser import DiscreteDenoiser, guided
 from ..tav_core.memory import AllocationPeak, Plan, Settings, cast, plan_tuning, planning
 from ..tav_core.null_text import optimize_null_text
-from ..tav_core.precision import autocast
+from ..tav_core.precision import HALF, autocast
 from ..tav_core.windows import Windowed
 from ..tav_core.memory_budget import fit, window_options
 from ..tav_core.windows import ContextWindows
@@ -29,7 +29,7 @@ from ..tav_core.tuning import TuneConfig
 from .autograd import checkpointed, trainable_weights
 from .conditioning import adm_width, call_unet, context_rows
 from .context_windows import HostWindows
-from .video_model import PREDICTION, diffusion_model, query_names
+from .video_model import PREDICTION, alphas_cumprod, diffusion_model, query_names
 
 
 def _plenty_of_memory(device=None, torch_free_too=False):
@@ -110,10 +110,10 @@ def plan_comfy_stage(model, stage: str, settings: Settings) -> Plan:
     """One step of DDIM Invert ("invert"), Video KSampler ("sample": CFG's halves batched, as ComfyUI runs them when
     they fit; "p2p": two branches) or Null-Text Invert ("null_text") on ComfyUI's UNet: the growth over the loaded
     MODEL (its weights and temporal layers), over ``settings.windows`` if set."""
-    sigma_table = model.get_model_object("model_sampling").sigmas.detach().float().cpu().tolist()
+    alphas = alphas_cumprod(model).tolist()  # real numbers, read before the fake tensors
     prediction = PREDICTION[model.model.model_type]
     with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):
-        denoiser = DiscreteDenoiser(unet_fn, 1 / (1 + torch.tensor(sigma_table) ** 2), prediction)
+        denoiser = DiscreteDenoiser(unet_fn, torch.tensor(alphas), prediction)
         frames = settings.frames
         fn = denoiser if settings.windows is None else Windowed(
             denoiser, frames, settings.windows, lambda n, window: layers.video(hooks, n, window))
@@ -147,8 +147,7 @@ def has_inference_weights(model) -> bool:
 
 def compute_precision(model) -> str:
     """The autocast tuning needs for the MODEL's compute dtype (half-precision weights need the gradient scaler)."""
-    dtype = model.model.manual_cast_dtype or model.model.get_dtype()
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "no")
+    return HALF.get(model.model.manual_cast_dtype or model.model.get_dtype(), "no")
 
 
 def _free_after_loading(model):

@@ -23,7 +23,7 @@ from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
 from .sampling import CATEGORY, preview_with_workflow, seed_input, show_report, show_text
 from .schema import finite_floats, hidden, io, require_finite
-from .video_model import (PREDICTION, diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
+from .video_model import (PREDICTION, alphas_cumprod, diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
                           tuned_clone, video_hooks)
 
 FOLDER = "tuneavideo"
@@ -32,10 +32,9 @@ FOLDER = "tuneavideo"
 def scheduler_config(model) -> dict:
     """The MODEL's own noise schedule, as a diffusers config (betas from its sigmas); of a MODEL
     ``require_supported`` took (eps or v prediction)."""
-    sigmas = model.get_model_object("model_sampling").sigmas.double().cpu()
-    alphas = 1 / (1 + sigmas ** 2)
+    alphas = alphas_cumprod(model, torch.float64)
     betas = 1 - alphas / torch.cat([torch.ones(1, dtype=alphas.dtype), alphas[:-1]])
-    return {"num_train_timesteps": len(sigmas), "trained_betas": betas.tolist(),
+    return {"num_train_timesteps": len(alphas), "trained_betas": betas.tolist(),
             "prediction_type": PREDICTION[model.model.model_type]}
 
 

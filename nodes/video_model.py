@@ -22,8 +22,8 @@ from ..tav_core.frames import FrameContext
 from ..tav_core.inflation import Inflation, TemporalLayers, transformer_blocks
 from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, tuned_frame_attention, write_tuned
 from ..tav_core.windows import Window
-from .context_windows import KEY as WINDOW_KEY, anchor_host_windows
-from .edit_plan import KEY as EDIT_KEY
+from .context_windows import KEY as WINDOW_KEY, anchor_host_windows, controlnets
+from .edit_plan import KEY as EDIT_KEY, clips_per_chunk
 
 KEY = "tuneavideo"
 QUERIES = ("attn1.to_q.weight", "attn2.to_q.weight")
@@ -83,12 +83,6 @@ def query_names(model) -> dict[str, str]:
             for i, (name, _) in enumerate(transformer_blocks(diffusion_model(model))) for q in QUERIES}
 
 
-def clips_per_chunk(transformer_options) -> int:
-    """Clips in each cond chunk of the batch: 2 (source and edit branch) during a two-branch edit, else 1."""
-    plan = transformer_options.get(EDIT_KEY)
-    return plan.branches if plan is not None else 1
-
-
 class VideoWrapper:
     """APPLY_MODEL wrapper: the batch is len(cond_or_uncond) chunks of clips of the latent's frame count (one clip,
     or two during a two-branch edit, whose plan also sets each row's prompt)."""
@@ -125,16 +119,12 @@ def check_control_hints(executor, model, conds, x_in, timestep, model_options):
     """CALC_COND_BATCH wrapper: a ControlNet must get one hint image per frame (or one for all frames); ComfyUI
     repeats them over the batch, so both branches of an edit get them."""
     frames = x_in.shape[0] // clips_per_chunk(model_options.get("transformer_options", {}))
-    for cond_list in conds:
-        for cond in cond_list or []:
-            control = cond.get("control")
-            while control is not None:
-                hint = getattr(control, "cond_hint_original", None)
-                if hint is not None and hint.shape[0] not in (1, frames):
-                    raise TavError(f"ControlNet hint has {plural(hint.shape[0], 'image')} but the video has "
-                                   f"{plural(frames, 'frame')}; "
-                                   "give one hint image per frame (or a single image for all frames)")
-                control = getattr(control, "previous_controlnet", None)
+    for control in controlnets(conds):
+        hint = getattr(control, "cond_hint_original", None)
+        if hint is not None and hint.shape[0] not in (1, frames):
+            raise TavError(f"ControlNet hint has {plural(hint.shape[0], 'image')} but the video has "
+                           f"{plural(frames, 'frame')}; give one hint image per frame (or a single image for all "
+                           "frames)")
     return executor(model, conds, x_in, timestep, model_options)
 
 
@@ -175,6 +165,12 @@ def base_weight(model, key: str) -> torch.Tensor:
     """A weight as stored, before any clone's patches (ComfyUI keeps originals aside while patched)."""
     backup = model.backup.get(key)
     return backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
+
+
+def alphas_cumprod(model, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The MODEL's own alpha_bar of every training timestep, from its sigmas (1 / (1 + sigma^2)), on the CPU."""
+    sigmas = model.get_model_object("model_sampling").sigmas.detach().to("cpu", dtype)
+    return 1 / (1 + sigmas ** 2)
 
 
 def patched_weight(model, key: str) -> torch.Tensor:

@@ -269,11 +269,8 @@ def _video(args, defaults):
 
 
 def _load(args, defaults):
-    import torch
-
     from .pipeline import TuneAVideo
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if args.fp16 else torch.float32
+    device, dtype = _device(args), _weights_dtype(args)
     if args.model:
         from .models import load_components
         components = load_components(args.model, args.prediction_type, args.allow_pickle, args.config)
@@ -520,8 +517,6 @@ def _mask(path, frames):
 
 
 def _score(args) -> None:
-    import torch
-
     from .clip_embedder import ClipEmbedder
     from .video import read_video
     frames = read_video(args.video)
@@ -529,7 +524,7 @@ def _score(args) -> None:
     if args.source:
         source = read_video(args.source, len(frames), args.stride, args.start, frames.shape[2], frames.shape[1])
     mask = _mask(args.mask, frames) if args.mask else None
-    embedder = ClipEmbedder(args.clip, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    embedder = ClipEmbedder(args.clip, _device(args))
     _report(embedder, frames, args.prompt, source, mask, *pf.report_paths(args), args.clip_clamp, args.ssim)
 
 

@@ -51,11 +51,17 @@ class ContextWindows:
     def plan(self, frames: int) -> list[tuple[list[int], torch.Tensor]]:
         """(frame indices, fuse weight of each) per window; each frame's weights sum to 1 over the windows."""
         windows = self.windows(frames)
-        weights = [fuse_weights(self.fuse, w, frames, self.overlap) for w in windows]
-        total = torch.zeros(frames, dtype=torch.float64)
-        for w, weight in zip(windows, weights):
-            total[w] += weight
-        return [(w, (weight / total[w]).float()) for w, weight in zip(windows, weights)]
+        return normalised(windows, [fuse_weights(self.fuse, w, frames, self.overlap) for w in windows], frames)
+
+
+def normalised(windows: list[list[int]], weights: list[torch.Tensor],
+               frames: int) -> list[tuple[list[int], torch.Tensor]]:
+    """(frame indices, weight of each) per window, the float64 weights divided by each frame's total over the
+    windows, so they sum to 1 (float32)."""
+    total = torch.zeros(frames, dtype=torch.float64)
+    for w, weight in zip(windows, weights):
+        total.index_add_(0, torch.tensor(w), weight)
+    return [(w, (weight / total[w]).float()) for w, weight in zip(windows, weights)]
 
 
 def fuse_weights(method: str, window: list[int], frames: int, overlap: int) -> torch.Tensor:
