@@ -235,8 +235,9 @@ def inline_literal_prompts(json_data: dict) -> dict:
     prompt = json_data.get("prompt")
     if not isinstance(prompt, dict):
         return json_data
+    control_id = AttentionControl.define_schema().node_id
     for node in prompt.values():
-        if not isinstance(node, dict) or node.get("class_type") != AttentionControl.define_schema().node_id:
+        if not isinstance(node, dict) or node.get("class_type") != control_id:
             continue
         inputs = node.get("inputs") or {}
         for name, link in list(inputs.items()):

@@ -23,8 +23,8 @@ from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
 from .sampling import CATEGORY, preview_with_workflow, seed_input, show_report, show_text
 from .schema import finite_floats, hidden, io, require_finite
-from .video_model import (PREDICTION, alphas_cumprod, diffusion_model, patched_weight, query_names, require_inflated, save_tuned_model,
-                          tuned_clone, video_hooks)
+from .video_model import (PREDICTION, alphas_cumprod, diffusion_model, patched_weight, query_names, require_inflated,
+                          save_tuned_model, tuned_clone, video_hooks)
 
 FOLDER = "tuneavideo"
 

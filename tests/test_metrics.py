@@ -285,7 +285,8 @@ def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys
 @pytest.mark.parametrize("args, message", [
     (["--clip", "{tmp}", "--video", "{tmp}/v.gif"], "not a CLIP model folder"),
     (["--clip", "{clip}", "--video", "{tmp}/missing.gif"], "--video {tmp}/missing.gif does not exist"),
-    (["--clip", "{clip}", "--video", "{tmp}/v.gif", "--mask", "{tmp}/v.gif"], "--mask compares the edit with the source video, and this command gives no --source"),
+    (["--clip", "{clip}", "--video", "{tmp}/v.gif", "--mask", "{tmp}/v.gif"],
+     "--mask compares the edit with the source video, and this command gives no --source"),
     (["--clip", "{clip}", "--video", "{tmp}/v.gif", "--out", "{tmp}/r.txt"], "must end in .json"),
 ])
 def test_score_command_refuses_bad_input(tmp_path, clip_folder, capsys, args, message):
