@@ -1,4 +1,4 @@
-"""Benchmarks: each script writes its numbers to bench/results/<name>.json (see README's Benchmarks)."""
+"""Benchmarks: each script writes its numbers to bench/results/<name>.json (see docs/benchmarks.md)."""
 
 import json
 from pathlib import Path
