@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.models.attention_processor import AttnProcessor
 
-from tav_core.attention import TemporalAttention
-from tav_core.weights import video_parameters
+from tav_core.loading.tuned import video_parameters
+from tav_core.model.attention import TemporalAttention
 
 
 def naive_attention(q, k, v):

@@ -18,7 +18,7 @@ import types
 import torch
 
 from bench import save_results
-from bench.comfy_tuning import import_pack
+from tests.comfy.in_process import import_pack
 
 GB = 2 ** 30
 SDXL_UNET = {"model_channels": 320, "use_linear_in_transformer": True, "transformer_depth": [0, 0, 2, 2, 10, 10],
@@ -30,13 +30,13 @@ SDXL_UNET = {"model_channels": 320, "use_linear_in_transformer": True, "transfor
 
 
 def sdxl_model(tav):
-    """A stand-in MODEL: the host's SDXL config and its UNet class on fake tensors (``tav_core.memory.planning``)."""
+    """A stand-in MODEL: the host's SDXL config and its UNet class on fake tensors (``tav_core.memory.trace.planning``)."""
     import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
     import comfy.model_base
     import comfy.ops
     import comfy.supported_models
     config = comfy.supported_models.SDXL(SDXL_UNET)
-    with tav.tav_core.memory.planning():
+    with tav.tav_core.memory.trace.planning():
         unet = openaimodel.UNetModel(**config.unet_config, dtype=torch.float16, device="cpu",
                                      operations=comfy.ops.disable_weight_init)
     base = types.SimpleNamespace(model_config=config, manual_cast_dtype=None, diffusion_model=unet, adm_channels=2816,
@@ -57,11 +57,11 @@ def main(argv=None) -> int:
     import comfy.ldm.modules.attention as attention
     attention.optimized_attention = attention.optimized_attention_masked = attention.attention_pytorch  # CUDA's
     from tav_pack.nodes.memory_plan import plan_comfy_stage, plan_comfy_tuning, resident_bytes, window_candidates
-    from tav_pack.tav_core.inflation import TemporalLayers
-    from tav_pack.tav_core.memory import Settings
-    from tav_pack.tav_core.memory_budget import candidates, fit
+    from tav_pack.tav_core.memory.fit import candidates, fit
+    from tav_pack.tav_core.memory.trace import Settings
+    from tav_pack.tav_core.model.inflation import TemporalLayers
     model = sdxl_model(tav)
-    with tav.tav_core.memory.planning():
+    with tav.tav_core.memory.trace.planning():
         layers = sum(p.numel() * 4 for p in TemporalLayers(model.model.diffusion_model).parameters())  # fp32
     loaded = resident_bytes(model) + layers
     free = args.gib * GB - 0.5 * GB - loaded

@@ -5,7 +5,7 @@
 The ComfyUI path's frozen weights: as loaded for real in a graph (inference tensors, copied once per use for
 autograd), as loaded outside inference mode (used as they are: the usual case on a GPU, where load_models_gpu
 moves them outside inference mode), and the first release's way (every weight copied twice, once kept). Each is
-planned (tav_core.memory on fake tensors) and measured (the exact peak of the tensors two real steps allocate,
+planned (tav_core.memory.trace on fake tensors) and measured (the exact peak of the tensors two real steps allocate,
 ``bench.run.peak_bytes``).
 """
 
@@ -17,26 +17,9 @@ from pathlib import Path
 import torch
 
 from bench import save_results
+from tests.comfy.in_process import CHECKPOINT, import_pack
 
 ROOT = Path(__file__).resolve().parents[1]
-COMFYUI = ROOT / ".cache" / "ComfyUI"
-CHECKPOINT = ROOT / ".cache" / "test-models" / "tiny-sd15.safetensors"
-
-
-def import_pack():
-    """ComfyUI's modules and this pack, imported as ComfyUI imports them (CPU, no server)."""
-    sys.path.insert(0, str(COMFYUI))
-    sys.argv = [sys.argv[0], "--cpu"]
-    import utils.extra_config  # noqa: F401  (ComfyUI's utils package first, as its main.py does)
-
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = True
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("tav_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["tav_pack"] = pack
-    spec.loader.exec_module(pack)
-    return pack
 
 
 def main(argv=None) -> int:
@@ -54,7 +37,7 @@ def main(argv=None) -> int:
 
     from bench.run import peak_bytes
     from tav_core import TuneAVideo, TuneConfig, load_components
-    from tav_core.memory import Settings, plan_pipeline
+    from tav_core.memory.trace import Settings, plan_pipeline
     cpu = torch.device("cpu")
 
     frames, size = args.frames, args.size

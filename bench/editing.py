@@ -30,8 +30,8 @@ def measure(case: str, model: str, frames: int, size: int, steps: int, device: s
 
     from bench.models import bench_components
     from tav_core import TuneAVideo, demo_video
-    from tav_core.attention_control import AttentionController, EditControl
-    from tav_core.editing import edit, null_text_invert
+    from tav_core.editing.attention_control import AttentionController, EditControl
+    from tav_core.editing.edit import edit, null_text_invert
 
     torch.manual_seed(0)
     device = torch.device(device)

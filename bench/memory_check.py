@@ -5,9 +5,9 @@
 
 For each case, in its own process: the plan's growth over the loaded model (tuning: AdamW state + the step's peak,
 which holds the saved activations; editing stages: the step's peak + what the stage keeps for the clip,
-``tav_core.stage_memory``) and the measured growth while the stage runs (``bench.run.peak_bytes``: on the CPU every
+``tav_core.memory.stages``) and the measured growth while the stage runs (``bench.run.peak_bytes``: on the CPU every
 tensor allocation counted exactly; on CUDA max-allocated); for tuning on the CPU also the growth of the process's
-peak RSS (what ``tav_core.memory_budget.OVERHEAD`` allows for). Results: bench/results/<name>.json.
+peak RSS (what ``tav_core.memory.fit.OVERHEAD`` allows for). Results: bench/results/<name>.json.
 """
 
 import argparse
@@ -43,11 +43,11 @@ def measure(stage: str, frames: int, size: int, checkpointing: bool, window: int
 
     from bench.models import bench_components
     from tav_core import TuneAVideo, TuneConfig, demo_video
-    from tav_core.attention_control import EditControl
-    from tav_core.editing import edit, null_text_invert
-    from tav_core.memory import Settings, plan_pipeline
-    from tav_core.stage_memory import ModelConfigs, plan_stage
-    from tav_core.windows import ContextWindows, Passes
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit, null_text_invert
+    from tav_core.memory.stages import ModelConfigs, plan_stage
+    from tav_core.memory.trace import Settings, plan_pipeline
+    from tav_core.sampling.windows import ContextWindows, Passes
     device = torch.device(device)
     pipe = TuneAVideo(bench_components("small"), device, gradient_checkpointing=checkpointing)
     latents = pipe.encode_video(demo_video(frames, size, size))

@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from tav_core.models import CONFIGS, Components, clip_tokenizer
+from tav_core.loading.configs import CONFIGS, Components, clip_tokenizer
 
 SMALL = dict(
     unet=dict(sample_size=16, block_out_channels=(64, 128, 128), layers_per_block=1, norm_num_groups=16,

@@ -1,4 +1,4 @@
-"""Tune-A-Video's memory and FLOPs at real sizes, planned without weights or a GPU (``tav_core.memory``).
+"""Tune-A-Video's memory and FLOPs at real sizes, planned without weights or a GPU (``tav_core.memory.trace``).
 
     python -m bench.plan                                   # the full grid: a quarter of an hour on 2 CPU cores
     python -m bench.plan --models sd15 --frames 24 --precisions fp16 --name sd15-f24
@@ -53,7 +53,7 @@ def reference_plan(folder: str, settings):
     its scores)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tav_core.memory import FLOPS, AllocationPeak, cast, plan_pipeline, planning
+    from tav_core.memory.trace import FLOPS, AllocationPeak, cast, plan_pipeline, planning
     plan = plan_pipeline(_config(folder, "unet"), settings)
     with planning():
         vae, text = (cast(build(_config(folder, part)), torch.float16) for part, build in _OTHERS)
@@ -86,8 +86,8 @@ def inference(folder: str, frames: int, size: int) -> tuple[int, int]:
     """FLOPs of one inversion step (the frames once) and one CFG sampling step (twice)."""
     from diffusers import UNet2DConditionModel
 
-    from tav_core.inflation import inflate
-    from tav_core.memory import inference_flops, planning
+    from tav_core.memory.trace import inference_flops, planning
+    from tav_core.model.inflation import inflate
     with planning():
         unet = UNet2DConditionModel.from_config(_config(folder, "unet"))
         inflation = inflate(unet)
@@ -97,7 +97,7 @@ def inference(folder: str, frames: int, size: int) -> tuple[int, int]:
 
 
 def grid(models, frames_list, precisions, window: int):
-    from tav_core.memory import Settings
+    from tav_core.memory.trace import Settings
     for model in models:
         for frames in frames_list:
             size = MODELS[model][1]
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, default=8, help="also plan this frame window (0: none)")
     p.add_argument("--name", default="plan", help="results file name (default plan)")
     args = p.parse_args(argv)
-    from tav_core.memory import plan_pipeline
+    from tav_core.memory.trace import plan_pipeline
     rows, flops, start = [], {}, time.perf_counter()
     for model, precision, settings, reference in grid(args.models, args.frames, args.precisions, args.window):
         folder = MODELS[model][0]

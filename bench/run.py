@@ -40,11 +40,11 @@ class Case:
 
 def peak_bytes(device, run) -> tuple[object, int]:
     """``run()``'s result and the peak bytes of the tensors it allocated: the growth of CUDA's max-allocated, or
-    on the CPU the exact count of ``tav_core.memory.AllocationPeak`` (the process's RSS says little: glibc keeps
+    on the CPU the exact count of ``tav_core.memory.trace.AllocationPeak`` (the process's RSS says little: glibc keeps
     and reuses freed memory). The CPU count slows ops down: measure time in a separate run."""
     import torch
 
-    from tav_core.memory import AllocationPeak
+    from tav_core.memory.trace import AllocationPeak
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

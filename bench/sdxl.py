@@ -5,7 +5,7 @@
 
 For each size and clip length, every stage of a run (VAE encode, tuning with the reference's tuned set, DDIM
 inversion, CFG sampling, null-text inversion, the P2P edit, VAE decode) is fitted by the planner the CLI and the
-nodes use (``tav_core.memory_budget.fit_stage``, memory mode "auto") against a GPU of ``--gib`` GiB less the CUDA
+nodes use (``tav_core.memory.fit.fit_stage``, memory mode "auto") against a GPU of ``--gib`` GiB less the CUDA
 context, starting from fp16 weights and fp16 autocast (``--fp16``: what an SDXL user on such a card runs): the
 settings it chooses (the cheapest that fit) and the predicted peak allocation with the planner's 10% margin.
 Results: bench/results/<name>.json and a Markdown table.
@@ -19,9 +19,9 @@ import torch
 
 from bench import save_results
 from tav_core.errors import TavError
-from tav_core.memory import Settings
-from tav_core.memory_budget import fit_stage
-from tav_core.stage_memory import STAGE_NAMES, STAGES, ModelConfigs, plan_stage
+from tav_core.memory.fit import fit_stage
+from tav_core.memory.stages import STAGE_NAMES, STAGES, ModelConfigs, plan_stage
+from tav_core.memory.trace import Settings
 
 GB = 2 ** 30
 CUDA_CONTEXT = 0.5 * GB

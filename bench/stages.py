@@ -4,7 +4,7 @@
     python -m bench.stages --frames 24 128 --name stages-quick
 
 Per stage (VAE encode, tuning, DDIM inversion, CFG sampling, null-text inversion, the P2P edit, VAE decode) the
-predicted peak CUDA allocation (``tav_core.stage_memory``: weights, what the stage keeps for the clip, its step's
+predicted peak CUDA allocation (``tav_core.memory.stages``: weights, what the stage keeps for the clip, its step's
 peak), with the whole clip at once and with the settings a small GPU takes: fp16 weights, gradient checkpointing,
 an 8-frame tuning window, 16-frame context windows (overlap 4) for every editing stage. The reference recipe's
 tuning step beside them (``bench.plan.reference_plan``). The CUDA context (~0.3-0.5 GB) and the allocator's
@@ -19,9 +19,9 @@ import torch
 
 from bench import save_results
 from bench.plan import reference_plan
-from tav_core.memory import Settings
-from tav_core.stage_memory import STAGE_NAMES, STAGES, ModelConfigs, plan_stage
-from tav_core.windows import ContextWindows
+from tav_core.memory.stages import STAGE_NAMES, STAGES, ModelConfigs, plan_stage
+from tav_core.memory.trace import Settings
+from tav_core.sampling.windows import ContextWindows
 
 GB = 2 ** 30
 WINDOW, TUNING_WINDOW = ContextWindows(16, 4), 8

@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args(argv)
     from tav_core import TuneAVideo, demo_video
-    from tav_core.tiny import tiny_components
-    from tav_core.windows import ContextWindows, Passes, Windowed
+    from tav_core.loading.tiny import tiny_components
+    from tav_core.sampling.windows import ContextWindows, Passes, Windowed
 
     pipe = TuneAVideo(tiny_components(0))
     g = torch.Generator().manual_seed(1)

@@ -1,6 +1,6 @@
 """Named choices shared by the engine, the CLI and the nodes, in a module without torch (``--help`` stays instant)."""
 
-# how overlapping frame windows' results are weighted (tav_core.windows; ComfyUI's context windows' names)
+# how overlapping frame windows' results are weighted (tav_core.sampling.windows; ComfyUI's context windows' names)
 FUSE_METHODS = ("pyramid", "flat", "overlap-linear")
 
 # what a frame's self-attention looks at: Tune-A-Video's [frame 0 ‖ frame i-1], or Video-P2P's frame 0 alone

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import TavError, check, summary
+from .errors import TavError, check, size_text, summary
 
 NAME_MAX = 255  # bytes in one file name on the usual file systems (ext4, APFS, NTFS)
 
@@ -39,6 +39,7 @@ def atomic_path(path: str | os.PathLike):
 def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str]) -> None:
     """``safetensors.torch.save_file`` into ``atomic_path``; its own error for a failed write (full disk, no
     permission) becomes the ``OSError`` it wraps, so callers handle every failed write alike."""
+    # torch (seconds to import) only once something is saved: the CLI's checks use this module before any model
     from safetensors import SafetensorError
     from safetensors.torch import save_file
     with atomic_path(path) as tmp:
@@ -120,7 +121,7 @@ def check_free_space(path: str | os.PathLike, needed: int, what: str) -> None:
 
 def read_header(path: str | os.PathLike, fix: str, name: str | None = None) -> dict:
     """A safetensors file's metadata without reading its tensors; an unreadable file is refused in one line."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # (imports torch) only when a file is read: the CLI's checks stay light
     try:
         with safe_open(str(path), "pt") as f:
             return f.metadata() or {}
@@ -143,19 +144,10 @@ def parsed_metadata(meta: dict, path, fix: str, keep_text: tuple = ("format",)) 
     return out
 
 
-def size_text(n: float) -> str:
-    """Bytes with enough digits to tell two sizes apart: 812 KB, 1.37 MB, 24.3 GB."""
-    for unit, scale in (("GB", 2 ** 30), ("MB", 2 ** 20), ("KB", 2 ** 10)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{int(n)} bytes"
-
-
 def read_safetensors(path: str | os.PathLike, fix: str, name: str | None = None) -> tuple[dict, dict]:
     """(metadata, tensors) of a safetensors file; one that cannot be read (truncated, not safetensors) is refused
     in one line ending with ``fix``. ``name``: how the message calls the file (default its path)."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # (imports torch) only when a file is read: the CLI's checks stay light
     try:
         with safe_open(str(path), "pt") as f:
             return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}

@@ -1,0 +1,285 @@
+"""The flows of ``tuneavideo``: tune, invert and edit, score; their outputs written (never half, never lost to a
+full disk). Imported by ``main`` once the checks that need no model have passed."""
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..charts import loss_chart
+from ..editing.edit import edit, null_text_invert
+from ..editing.null_text import NullTextInversion
+from ..editing.pipeline import TuneAVideo
+from ..errors import TavWarning, check, os_message, size_text
+from ..files import atomic_path, is_file, save_or_fallback
+from ..loading.checkpoints import load_components
+from ..loading.fingerprint import fingerprint_of
+from ..loading.tiny import tiny_components
+from ..loading.tuned import video_parameters
+from ..memory.fit import apply_to_pipeline, fit_stage, free_bytes, passes_of, stage_settings
+from ..memory.stages import STAGE_NAMES
+from ..precision import compute_precision
+from ..sampling.windows import ContextWindows, Passes
+from ..scoring.clip import ClipEmbedder
+from ..scoring.report import chart
+from ..scoring.report import score as score_video
+from ..scoring.report import table, to_json
+from ..tuning.state import remove_state
+from ..tuning.tune import TuneConfig
+from ..video import demo_video, read_video, write_video
+from . import checks
+
+
+def _weights_dtype(args):
+    return torch.float16 if args.fp16 else torch.float32
+
+
+def _device(args):
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _video(args, defaults):
+    width, height = args.width or defaults["size"], args.height or defaults["size"]
+    if args.video:
+        return read_video(args.video, args.frames, args.stride, args.start, width, height)
+    return demo_video(args.start + args.frames * args.stride, width, height)[args.start::args.stride][:args.frames]
+
+
+def _load(args, defaults):
+    device, dtype = _device(args), _weights_dtype(args)
+    if args.model:
+        components = load_components(args.model, args.prediction_type, args.allow_pickle, args.config)
+    else:
+        print("no --model given: using a tiny random model (shows the machinery; the output is not a real edit)")
+        components = tiny_components(args.seed, args.prediction_type or "epsilon")
+    mixed = None if args.fp16 else args.mixed_precision
+    return TuneAVideo(components, device, dtype, getattr(args, "gradient_checkpointing", False), mixed,
+                      args.frame_attention)
+
+
+def _edit_passes(args):
+    windows = None
+    if args.context_length:
+        windows = ContextWindows(args.context_length, args.context_overlap, args.fuse_method)
+    return Passes(windows=windows)
+
+
+def _reuses_inversion(args) -> bool:
+    return bool(args.p2p and args.inversion and Path(args.inversion).is_file())
+
+
+def _plan(args, configs, defaults) -> dict:
+    """Every stage the command runs, planned against the free memory before any of them (before the model loads):
+    the settings each runs with (``tav_core.memory.fit``); a stage that cannot fit refuses the whole run here."""
+    frames, width, height = args.frames, args.width or defaults["size"], args.height or defaults["size"]
+    dtype = _weights_dtype(args)
+    mixed = compute_precision(dtype, None if args.fp16 else args.mixed_precision)
+    stages = {"encode": {}}
+    if checks.tunes(args):
+        config = TuneConfig(mixed_precision=mixed, frame_window=args.frame_window)
+        stages["tune"] = dict(config=config, gradient_checkpointing=args.gradient_checkpointing)
+    if checks.edits(args):
+        passes, steps = _edit_passes(args), args.steps or defaults["steps"]
+        inversion = ("invert",) if args.fast else ("null_text",) if not _reuses_inversion(args) else ()
+        edit_stages = inversion + ("p2p",) if args.p2p else ("invert", "sample")
+        stages.update({stage: dict(passes=passes, steps=steps) for stage in edit_stages})
+        stages["decode"] = {}
+    chosen, as_asked = {}, []
+    for stage, options in stages.items():
+        settings = stage_settings(stage, frames, height, width, dtype, mixed, **options)
+        chosen[stage], report = fit_stage(configs, stage, settings, _device(args), args.memory)
+        if chosen[stage] != settings:
+            print(report)
+        elif report:
+            as_asked.append(STAGE_NAMES[stage])
+    if as_asked:
+        print(f"memory: {', '.join(as_asked)} fit as asked ({size_text(free_bytes(_device(args)))} free)")
+    return chosen
+
+
+def _tune_config(args, defaults):
+    return TuneConfig(steps=args.tune_steps or defaults["tune_steps"], learning_rate=args.lr, seed=args.seed,
+                      frame_window=args.frame_window, posterior=args.posterior,
+                      checkpoint_every=args.checkpoint_every, checkpoint_path=str(checks.state_path(args)),
+                      resume=args.resume, clip=_clip_record(args, defaults))
+
+
+def _clip_record(args, defaults) -> dict:
+    """Which frames of which video the latents are: recorded with the weights, compared on resume (by name)."""
+    return {"video": str(args.video) if args.video else "built-in clip", "frames": args.frames, "start": args.start,
+            "stride": args.stride, "width": args.width or defaults["size"], "height": args.height or defaults["size"]}
+
+
+def _saved_elsewhere(what: str, path, where: Path, error: OSError) -> OSError:
+    """The error a run ends with when an output went to the temp folder: the disk's reason and where it is."""
+    return OSError(error.errno, f"{error.strerror or error}; the {what} {'are' if what.endswith('s') else 'is'} saved "
+                                f"in {where} instead: move {'them' if what.endswith('s') else 'it'} to {path} once "
+                                "there is room", str(path))
+
+
+def _save_output(what: str, path, save) -> Path:
+    """``save(path)``, or in the temp folder if the disk refuses it; then the run ends saying where it went."""
+    where, error = save_or_fallback(save, path)
+    if error is not None:
+        raise _saved_elsewhere(what, path, where, error)
+    return where
+
+
+def _save_weights(args, pipe, video, config) -> None:
+    """Save the tuned weights; if the disk refuses them (full), save them in the temp folder and say so: the tuning
+    is never lost to a failed write."""
+    save = lambda path: pipe.save_tuned(path, args.prompt, len(video), video.shape[2], video.shape[1], config)
+    try:
+        where, error = save_or_fallback(save, args.weights)
+    except OSError as e:
+        state = checks.state_path(args)
+        kept = f"; the last training state is {state} (--resume continues from it)" if is_file(state) else ""
+        raise OSError(e.errno, f"{e.strerror}: the tuned weights could not be saved{kept}", e.filename) from e
+    if error is not None:
+        raise _saved_elsewhere("tuned weights", args.weights, where, error)
+    args.saved_weights = True
+
+
+def _tune(args, pipe, defaults, latents, latent_std, video, planned) -> None:
+
+    state = checks.state_path(args)
+    config = pipe.tuned_config(_tune_config(args, defaults), latent_std)
+    if planned is not None:
+        config = replace(config, mixed_precision=planned.mixed_precision, frame_window=planned.frame_window)
+    if args.resume and not is_file(state):
+        print(f"no training state at {state}: starting afresh")
+    losses = pipe.tune(latents, args.prompt, config, latent_std=latent_std)
+    if losses:
+        print(f"tuned {config.steps} steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    _save_weights(args, pipe, video, config)
+    print(f"tuned weights: {args.weights}")
+    if is_file(state):  # this run's own (another run's was refused before any work)
+        remove_state(state)
+        print(f"removed the training state {state} (the run is complete)")
+    if losses:
+        try:
+            _write_png(checks.loss_path(args), loss_chart(losses))
+            print(f"loss curve: {checks.loss_path(args)}")
+        except OSError as e:
+            warnings.warn(f"the loss curve could not be written ({os_message(e)}); the weights are saved", TavWarning)
+
+
+def _p2p(args, pipe, latents, steps, cfg, planned):
+    if args.fast:  # Video-P2P's fast mode: plain DDIM inversion with the source prompt, no null text
+        inverted = pipe.invert(latents, steps, args.prompt, passes=_passes(args, planned, "invert"))
+    else:
+        inverted = _null_text(args, pipe, latents, steps, cfg, planned)
+    return edit(pipe, inverted, checks.edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed,
+                passes=_passes(args, planned, "p2p"))[1]
+
+
+def _null_text(args, pipe, latents, steps, cfg, planned):
+    """The null-text inversion of the clip: reused from --inversion if it was made from it, else made (and saved)."""
+    inversion = None
+    made_from = _inversion_source(pipe, latents)
+    if args.inversion and Path(args.inversion).is_file():
+        inversion = NullTextInversion.load(args.inversion)
+        inversion.check_made_from(args.inversion, pipe.prompt_used(args.prompt), steps, cfg, tuple(latents.shape),
+                                  **made_from)
+        print(f"null-text inversion: {args.inversion}")
+    if inversion is None:
+        inversion = null_text_invert(pipe, latents, args.prompt, steps, cfg, args.inner_steps,
+                                     passes=_passes(args, planned, "null_text"))
+        if args.inversion:
+            try:
+                where, error = save_or_fallback(lambda path: inversion.save(path, frames=len(latents), **made_from),
+                                                args.inversion)
+            except OSError as e:  # the edit needs it in memory only: it goes on
+                warnings.warn(f"the null-text inversion could not be saved ({os_message(e)}); the edit goes on",
+                              TavWarning)
+            else:
+                print(f"null-text inversion saved: {where}" + (f" (not {args.inversion}: {os_message(error)})"
+                                                               if error else ""))
+    return inversion
+
+
+def _inversion_source(pipe, latents) -> dict:
+    """What a null-text inversion was made from: fingerprints of the clip's latents and of the tuned weights."""
+    return {"latents": fingerprint_of([latents]), "weights": fingerprint_of(list(video_parameters(pipe.c.unet).values()))}
+
+
+def _passes(args, planned: dict, stage: str):
+    """A stage's passes: as planned, else as asked (``--memory off``)."""
+    return passes_of(planned[stage]) if stage in planned else _edit_passes(args)
+
+
+def _edit(args, pipe, defaults, latents, planned) -> None:
+    steps = args.steps or defaults["steps"]
+    cfg = args.cfg if args.cfg is not None else (7.5 if args.p2p else 12.5)
+    if args.p2p:
+        edited = _p2p(args, pipe, latents, steps, cfg, planned)
+    else:
+        noise = pipe.invert(latents, steps, passes=_passes(args, planned, "invert"))
+        edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, cfg, steps, args.eta, args.seed,
+                             num_frames=len(latents), passes=_passes(args, planned, "sample"))
+    frames = pipe.decode(edited)
+    print(f"edited video: {_save_output('edited video', args.out, lambda path: write_video(path, frames, args.fps))}")
+    return frames
+
+
+def _write_png(path: Path, image) -> None:
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _report(embedder, frames, prompt, source, mask, out_json: Path, out_png: Path, clip_clamp: str = "frame",
+            ssim: str = "whole_frame") -> None:
+    """Score frames with a ClipEmbedder; print the table, write the JSON and the chart."""
+    text = embedder.text(prompt) if prompt else None
+    report = score_video(embedder.images(frames), text, source, frames if source is not None else None, mask, clip_clamp,
+                   ssim)
+    print(table(report))
+    _save_output("score report", out_json, lambda path: _write_text(path, to_json(report)))
+    _save_output("score chart", out_png, lambda path: _write_png(path, chart(report)))
+    print(f"score: {out_json}, chart: {out_png}")
+
+
+def _mask(path, frames):
+    """White = inside: one image for all frames, or a video/folder with one mask frame per edited frame."""
+    count, height, width = frames.shape[:3]
+    masks = read_video(path, width=width, height=height).mean(-1) > 127
+    check(len(masks) == 1 or len(masks) >= count, f"--mask {path} has {len(masks)} frames, the edit {count}; give "
+                                                  "one image for all frames or one per frame")
+    return masks[0] if len(masks) == 1 else masks[:count]
+
+
+def score(args) -> None:
+    frames = read_video(args.video)
+    source = None
+    if args.source:
+        source = read_video(args.source, len(frames), args.stride, args.start, frames.shape[2], frames.shape[1])
+    mask = _mask(args.mask, frames) if args.mask else None
+    embedder = ClipEmbedder(args.clip, _device(args))
+    _report(embedder, frames, args.prompt, source, mask, *checks.report_paths(args), args.clip_clamp, args.ssim)
+
+
+def run(args, defaults: dict, configs) -> None:
+    """tune, edit or run (both), on the model whose configs the checks read."""
+    planned = _plan(args, configs, defaults)
+    video = _video(args, defaults)
+    pipe = _load(args, defaults)
+    for chosen in planned.values():
+        apply_to_pipeline(pipe, chosen)
+    latents, latent_std = pipe.encode_posterior(video)
+    if checks.tunes(args):
+        _tune(args, pipe, defaults, latents, latent_std, video, planned.get("tune"))
+    else:
+        pipe.load_tuned(args.weights)
+    if checks.edits(args):
+        frames = _edit(args, pipe, defaults, latents, planned)
+        if args.clip:
+            _report(ClipEmbedder(args.clip, pipe.device), frames, args.edit_prompt, video, None,
+                    *checks.score_paths(args.out))
