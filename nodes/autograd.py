@@ -9,10 +9,7 @@ from functools import partial
 import torch
 import torch.utils.checkpoint
 
-import comfy.model_management
-from comfy.ldm.modules.attention import BasicTransformerBlock
-from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
-
+from . import host
 from .conditioning import adm_width, call_unet
 from .video_model import diffusion_model
 
@@ -80,7 +77,7 @@ def checkpointed(unet: torch.nn.Module):
     level's layers one by one, never the level's own forward, so the layers are what is wrapped."""
     wrapped = []
     for m in unet.modules():
-        if isinstance(m, (ResBlock, BasicTransformerBlock)):
+        if isinstance(m, (host.openaimodel.ResBlock, host.attention.BasicTransformerBlock)):
             hooks = dict(m._forward_hooks)  # run inside the checkpoint, not after it
             m._forward_hooks.clear()
             m.forward = partial(torch.utils.checkpoint.checkpoint, partial(_forward_and_hooks, m, hooks),
@@ -109,7 +106,7 @@ def autograd_unet(model, queries: dict[str, torch.Tensor] | None = None, gradien
     ComfyUI loads it (patches applied), usable with autograd; ``queries`` (ModelPatcher key -> tensor) stand in for those
     query projections. Outside inference mode, as the stock trainer runs."""
     with torch.inference_mode(False), torch.enable_grad():
-        comfy.model_management.load_models_gpu([model], force_full_load=True)
+        host.model_management.load_models_gpu([model], force_full_load=True)
         device, dtype = model.load_device, model.model.manual_cast_dtype or model.model.get_dtype()
         unet, adm = diffusion_model(model), adm_width(model)
 

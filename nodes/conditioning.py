@@ -3,12 +3,12 @@
 The host's sampler builds an SDXL MODEL's ADM vector ``y`` (pooled text embedding and size conditioning,
 ``encode_adm``) from each CONDITIONING; where the pack calls the diffusion model itself it builds ``y`` the same way
 (the conditioning's own width/height, as CLIP Text Encode SDXL sets them, else the latent's size) and carries it
-packed after the cross-attention context (``tav_core.conditioning.pack``), so tav_core's stages take one tensor.
+packed after the cross-attention context (``tav_core.model.conditioning.pack``), so tav_core's stages take one tensor.
 """
 
 import torch
 
-from ..tav_core.conditioning import pack, pooled_rows, unpack
+from ..tav_core.model.conditioning import pack, pooled_rows, unpack
 
 
 def adm_width(model) -> int | None:

@@ -4,7 +4,7 @@ The host's handler cuts the latent batch into windows and fuses their outputs; w
 Video's sparse-causal attention across windows (every frame attends to the clip's frame 0 and its own previous
 frame) and a batch holding two branches of a clip (a Prompt-to-Prompt edit). ``AnchoredContextHandler`` is the
 host's handler with its settings (schedule, length, overlap, stride, loop, fuse method) that runs each window with
-the anchor cache of ``tav_core.windows`` and both branches, and gives a ControlNet each window's own hint frames.
+the anchor cache of ``tav_core.sampling.windows`` and both branches, and gives a ControlNet each window's own hint frames.
 An inflated MODEL's sampling swaps it in for the host's handler (an OUTER_SAMPLE wrapper), so the stock KSampler,
 DDIM Invert and Video KSampler all honour it; Null-Text Invert runs the same windows through ``HostWindows``.
 """
@@ -13,11 +13,9 @@ from contextlib import contextmanager
 
 import torch
 
-import comfy.context_windows as cw
-import comfy.model_management
-
 from ..tav_core.errors import check
-from ..tav_core.windows import AnchorCache, Window, normalised
+from ..tav_core.sampling.windows import AnchorCache, Window, normalised
+from . import host
 from .edit_plan import clips_per_chunk
 
 KEY = "tav_window"  # transformer_options entry: the ``Window`` a UNet call runs on
@@ -32,9 +30,9 @@ def relative_weights(window: list[int]) -> list[float]:
 
 class HostWindows:
     """The windows and normalised fuse weights a host handler gives a clip: ``plan(frames)`` as
-    ``tav_core.windows.ContextWindows.plan``."""
+    ``tav_core.sampling.windows.ContextWindows.plan``."""
 
-    def __init__(self, handler: cw.IndexListContextHandler, model_options: dict | None = None):
+    def __init__(self, handler: host.context_windows.IndexListContextHandler, model_options: dict | None = None):
         check(handler.dim == 0, f"context windows on dim {handler.dim}: an SD MODEL's frames are its latent batch, "
                                 "dim 0; set dim to 0 in Context Windows (Manual)")
         self.handler, self.model_options = handler, model_options or {}
@@ -54,10 +52,10 @@ class HostWindows:
         check(not left_out, f"the context windows leave frames {left_out} out; use a schedule that covers every frame")
         weights = []
         for w in windows:
-            if self.handler.fuse_method.name == cw.ContextFuseMethods.RELATIVE:
+            if self.handler.fuse_method.name == host.context_windows.ContextFuseMethods.RELATIVE:
                 weights.append(torch.tensor(relative_weights(w), dtype=torch.float64))
             else:
-                raw = cw.get_context_weights(len(w), frames, w, self.handler)
+                raw = host.context_windows.get_context_weights(len(w), frames, w, self.handler)
                 weights.append(torch.as_tensor(raw, dtype=torch.float64))
         return normalised(windows, weights, frames)
 
@@ -92,11 +90,11 @@ def window_hints(controls: list, frames: int, window: list[int]):
             control.cond_hint_original, control.cond_hint = hint, None
 
 
-class AnchoredContextHandler(cw.IndexListContextHandler):
+class AnchoredContextHandler(host.context_windows.IndexListContextHandler):
     """The host's index-list handler (same settings) running windows as Tune-A-Video needs them."""
 
     @classmethod
-    def like(cls, handler: cw.IndexListContextHandler) -> "AnchoredContextHandler":
+    def like(cls, handler: host.context_windows.IndexListContextHandler) -> "AnchoredContextHandler":
         new = cls(handler.context_schedule, handler.fuse_method, handler.context_length, handler.context_overlap,
                   handler.context_stride, handler.closed_loop, handler.dim)
         new.callbacks = handler.callbacks
@@ -126,9 +124,9 @@ class AnchoredContextHandler(cw.IndexListContextHandler):
         out = [torch.zeros_like(x_in) for _ in conds]
         try:
             for window, weights in plan:
-                comfy.model_management.throw_exception_if_processing_interrupted()
+                host.model_management.throw_exception_if_processing_interrupted()
                 rows = [b * frames + i for b in range(branches) for i in window]
-                host_window = cw.IndexListContextWindow(rows, dim=0)
+                host_window = host.context_windows.IndexListContextWindow(rows, dim=0)
                 options["context_window"], options[KEY] = host_window, Window(window, anchors)
                 if controller is not None:
                     controller.follow_window(window, weights)
@@ -151,7 +149,7 @@ def anchor_host_windows(executor, *args, **kwargs):
     """OUTER_SAMPLE wrapper of an inflated MODEL: while it samples, the host's context windows run anchored."""
     guider = executor.class_obj
     handler = guider.model_options.get("context_handler")
-    if isinstance(handler, cw.IndexListContextHandler) and not isinstance(handler, AnchoredContextHandler):
+    if isinstance(handler, host.context_windows.IndexListContextHandler) and not isinstance(handler, AnchoredContextHandler):
         HostWindows(handler)  # refuses windows on another dim
         guider.model_options = {**guider.model_options, "context_handler": AnchoredContextHandler.like(handler)}
     return executor(*args, **kwargs)

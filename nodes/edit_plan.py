@@ -9,10 +9,9 @@ from functools import partial
 
 import torch
 
-import comfy.ldm.modules.attention
-
-from ..tav_core.attention_control import AttentionController
+from ..tav_core.editing.attention_control import AttentionController
 from ..tav_core.errors import check
+from . import host
 
 KEY = "tav_edit"
 
@@ -115,4 +114,4 @@ def source_without_guidance(frames: int, args: dict) -> torch.Tensor:
 
 def comfy_attention(q, k, v, heads):
     """The host's attention (its choice of SDPA, xformers, sage...)."""
-    return comfy.ldm.modules.attention.optimized_attention(q, k, v, heads)
+    return host.attention.optimized_attention(q, k, v, heads)

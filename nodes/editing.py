@@ -4,29 +4,22 @@ LoRAs, tuned weights and ControlNet still compose. The engine's maths is tav_cor
 
 import torch
 
-import comfy.context_windows
-import comfy.model_management
-import comfy.utils
-import folder_paths
-
-from ..tav_core.attention_control import MODES, AttentionController, EditControl, parse_reweights
 from ..tav_core.choices import SELF_CONTROL
-from ..tav_core.denoiser import DiscreteDenoiser
+from ..tav_core.editing.attention_control import MODES, AttentionController, EditControl, parse_reweights
+from ..tav_core.editing.null_text import NullTextInversion, null_text_inversion
 from ..tav_core.errors import TavError, check
-from ..tav_core.models import clip_tokenizer
-from ..tav_core.null_text import NullTextInversion, null_text_inversion
-from ..tav_core.windows import Windowed
-from .memory_plan import fit_comfy_stage
-from .sampling import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, ddim_sigmas, memory_input,
-                       show_report, show_text)
-from .schema import finite_floats, hidden, io, require_finite
+from ..tav_core.loading.configs import clip_tokenizer
+from ..tav_core.sampling.denoiser import DiscreteDenoiser
+from ..tav_core.sampling.windows import Windowed
+from . import host
 from .autograd import autograd_unet
 from .conditioning import packed_conditioning
 from .context_windows import HostWindows
-from .tuning import check_save_name, save_numbered
-from .video_model import PREDICTION, alphas_cumprod, diffusion_model, require_supported, temporal_layers, video_hooks
-
-INVERSIONS = "tuneavideo_inversions"
+from .memory_plan import fit_comfy_stage
+from .shared import (CATEGORY, CONTROL, INVERSION_STEPS, INVERSIONS, NULL_TEXT, NULL_TEXT_CFG, check_save_name,
+                     finite_floats, hidden, io, memory_input, require_finite, save_numbered, show_report, show_text)
+from .video_model import (PREDICTION, alphas_cumprod, ddim_sigmas, diffusion_model, require_supported, temporal_layers,
+                          video_hooks)
 
 
 def null_text_latent(latent: dict, noise: torch.Tensor, embeddings: torch.Tensor, steps: int, cfg: float) -> dict:
@@ -84,20 +77,20 @@ class NullTextInvert(io.ComfyNode):
         sigmas = ddim_sigmas(model, steps)
         alphas = alphas_cumprod(model)
         layers, frames = temporal_layers(model), len(samples)
-        bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
+        bar = host.utils.ProgressBar(steps, node_id=unique_id)
 
         def progress(i, losses):
-            comfy.model_management.throw_exception_if_processing_interrupted()
+            host.model_management.throw_exception_if_processing_interrupted()
             bar.update_absolute(i + 1, steps)
             show_text(unique_id, f"step {i + 1}/{steps}  loss {losses[-1]:.2e} after {len(losses)} iterations")
 
-        with autograd_unet(model, gradient_checkpointing=checkpointing) as (unet_fn, device, dtype):
+        with video_hooks(diffusion_model(model)) as hooks, \
+                autograd_unet(model, gradient_checkpointing=checkpointing) as (unet_fn, device, dtype):
             denoiser = DiscreteDenoiser(unet_fn, alphas.to(device), PREDICTION[model.model.model_type])
-            hooks = video_hooks(diffusion_model(model))
             pairs = layers.to(device).pairs() if layers is not None else None
             kind = layers.frame_attention if layers is not None else None
             handler = model.model_options.get("context_handler")
-            if isinstance(handler, comfy.context_windows.IndexListContextHandler):  # the host's context windows
+            if isinstance(handler, host.context_windows.IndexListContextHandler):  # the host's context windows
                 denoiser = Windowed(denoiser, frames, HostWindows(handler),
                                     lambda n, window: hooks.video(n, pairs, window, kind))
             latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
@@ -126,21 +119,21 @@ class LoadNullTextInversion(io.ComfyNode):
             description="Loads a null-text inversion saved by Null-Text Invert (or NullTextInversion.save), for more "
                         "edits.",
             inputs=[io.Model.Input("model", tooltip="The model it was inverted with (its latent scaling is used)."),
-                    io.Combo.Input("inversion_name", options=folder_paths.get_filename_list(INVERSIONS),
+                    io.Combo.Input("inversion_name", options=host.folder_paths.get_filename_list(INVERSIONS),
                                    tooltip="File in models/tuneavideo_inversions.")],
             outputs=[io.Latent.Output(display_name="noise", tooltip="The inverted noise carrying its null text, as "
                                                                      "Null-Text Invert gives it.")])
 
     @classmethod
     def validate_inputs(cls, inversion_name):
-        if inversion_name in folder_paths.get_filename_list(INVERSIONS):
+        if inversion_name in host.folder_paths.get_filename_list(INVERSIONS):
             return True
         return (f"no null-text inversion named '{inversion_name}' in models/{INVERSIONS}; run Null-Text Invert with "
                 "a save name first")
 
     @classmethod
     def execute(cls, model, inversion_name) -> io.NodeOutput:
-        inversion = NullTextInversion.load(folder_paths.get_full_path_or_raise(INVERSIONS, inversion_name))
+        inversion = NullTextInversion.load(host.folder_paths.get_full_path_or_raise(INVERSIONS, inversion_name))
         noise = model.model.process_latent_out(inversion.noise)
         return io.NodeOutput(null_text_latent({}, noise, inversion.embeddings, inversion.steps,
                                               inversion.guidance_scale))
@@ -229,7 +222,7 @@ LITERAL_STRINGS = ("PrimitiveString", "PrimitiveStringMultiline")  # the host's 
 
 
 def inline_literal_prompts(json_data: dict) -> dict:
-    """A prompt handler (``PromptServer.add_on_prompt_handler``): Attention Control's texts that come from a host
+    """A prompt handler (``host.server.PromptServer.add_on_prompt_handler``): Attention Control's texts that come from a host
     String node holding a typed value become that value, so that validation, which sees widget values only, checks
     their words before the graph runs (the shipped workflows feed both prompts from String nodes)."""
     prompt = json_data.get("prompt")

@@ -2,16 +2,13 @@
 
 import pickle
 
-import folder_paths
-import nodes
 from safetensors import SafetensorError
 
 from ..tav_core.choices import FRAME_ATTENTION
 from ..tav_core.errors import TavError, summary
 from ..tav_core.files import read_header
-from .schema import io
-from .sampling import CATEGORY
-from .tuning import FOLDER
+from . import host
+from .shared import CATEGORY, FOLDER, io
 from .video_model import inflate_model, load_tuned_model
 
 
@@ -19,12 +16,12 @@ def load_checkpoint(ckpt_name: str) -> tuple:
     """(MODEL, CLIP, VAE) as Load Checkpoint gives them; a damaged or foreign file is refused naming it and what is
     wrong (a safetensors header is read first: seconds, not a load)."""
     name = f"models/checkpoints/{ckpt_name}"
-    path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
+    path = host.folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
     fix = "download or copy it again, or pick another checkpoint"
     if path.lower().endswith(".safetensors"):
         read_header(path, fix, name)
     try:
-        return nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
+        return host.stock_nodes.CheckpointLoaderSimple().load_checkpoint(ckpt_name)[:3]
     except (RuntimeError, ValueError, OSError, KeyError, pickle.UnpicklingError, SafetensorError) as e:
         raise TavError(f"{name} could not be loaded ({summary(e, 1)}); it may be damaged or not an SD 1.x/2.x or "
                        f"SDXL checkpoint: {fix}") from e
@@ -45,7 +42,7 @@ class LoadInflateCheckpoint(io.ComfyNode):
         return io.Schema(
             node_id="TuneAVideoLoadInflateCheckpoint", display_name=cls.TITLE, category=CATEGORY,
             description="Loads an SD 1.x/2.x or SDXL checkpoint like Load Checkpoint and inflates its MODEL to video.",
-            inputs=[io.Combo.Input("ckpt_name", options=folder_paths.get_filename_list("checkpoints"),
+            inputs=[io.Combo.Input("ckpt_name", options=host.folder_paths.get_filename_list("checkpoints"),
                                    tooltip="SD 1.x/2.x or SDXL checkpoint from models/checkpoints."),
                     frame_attention_input()],
             outputs=[io.Model.Output(tooltip="The inflated (video) MODEL: One-Shot Tune, DDIM Invert and Video "
@@ -56,7 +53,7 @@ class LoadInflateCheckpoint(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, ckpt_name):
         """Before anything runs, as the stock loaders' lists are checked (v3 lists are not checked by the host)."""
-        if ckpt_name in folder_paths.get_filename_list("checkpoints"):
+        if ckpt_name in host.folder_paths.get_filename_list("checkpoints"):
             return True
         return (f"ckpt_name: '{ckpt_name}' not in models/checkpoints; put that SD 1.x/2.x or SDXL checkpoint there "
                 "(or pick one from the list) and press R to refresh")
@@ -97,18 +94,18 @@ class LoadTunedWeights(io.ComfyNode):
                         "with the frame attention they were tuned with. Refuses weights tuned on a different base "
                         "model.",
             inputs=[io.Model.Input("model", tooltip="The base MODEL the weights were tuned on."),
-                    io.Combo.Input("weights_name", options=folder_paths.get_filename_list(FOLDER),
+                    io.Combo.Input("weights_name", options=host.folder_paths.get_filename_list(FOLDER),
                                    tooltip="File in models/tuneavideo, saved by One-Shot Tune's save name.")],
             outputs=[io.Model.Output(tooltip="The MODEL, inflated, with the tuned weights: DDIM Invert and Video "
                                              "KSampler take it.")])
 
     @classmethod
     def validate_inputs(cls, weights_name):
-        if weights_name in folder_paths.get_filename_list(FOLDER):
+        if weights_name in host.folder_paths.get_filename_list(FOLDER):
             return True
         return (f"no tuned weights named '{weights_name}' in models/{FOLDER}; tune first (One-Shot Tune with a save "
                 "name, e.g. the '5. Tune and save weights' template) or pick a file from the list")
 
     @classmethod
     def execute(cls, model, weights_name) -> io.NodeOutput:
-        return io.NodeOutput(load_tuned_model(folder_paths.get_full_path_or_raise(FOLDER, weights_name), model)[0])
+        return io.NodeOutput(load_tuned_model(host.folder_paths.get_full_path_or_raise(FOLDER, weights_name), model)[0])

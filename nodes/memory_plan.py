@@ -8,79 +8,41 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-import comfy.context_windows as cw
-import comfy.ldm.modules.attention as attention
-import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
-import comfy.model_management
-import comfy.ops
-import comfy.utils
-
-from ..tav_core.frames import FrameContext
-from ..tav_core.inflation import Inflation, TemporalLayers
-from ..tav_core.ddim import invert_ddim, sample_ddim
-from ..tav_core.denoiser import DiscreteDenoiser, guided
-from ..tav_core.memory import AllocationPeak, Plan, Settings, cast, plan_tuning, planning
-from ..tav_core.null_text import optimize_null_text
+from ..tav_core.editing.null_text import optimize_null_text
+from ..tav_core.memory.fit import fit, window_options
+from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, cast, plan_tuning, planning
+from ..tav_core.model.frames import FrameContext
+from ..tav_core.model.inflation import Inflation, TemporalLayers
 from ..tav_core.precision import HALF, autocast
-from ..tav_core.windows import Windowed
-from ..tav_core.memory_budget import fit, window_options
-from ..tav_core.windows import ContextWindows
-from ..tav_core.tuning import TuneConfig
+from ..tav_core.sampling.ddim import invert_ddim, sample_ddim
+from ..tav_core.sampling.denoiser import DiscreteDenoiser, guided
+from ..tav_core.sampling.windows import ContextWindows, Windowed
+from ..tav_core.tuning.tune import TuneConfig
+from . import host
 from .autograd import checkpointed, trainable_weights
 from .conditioning import adm_width, call_unet, context_rows
 from .context_windows import HostWindows
 from .video_model import PREDICTION, alphas_cumprod, diffusion_model, query_names
 
 
-def _plenty_of_memory(device=None, torch_free_too=False):
-    return (2 ** 50, 2 ** 50) if torch_free_too else 2 ** 50
-
-
-@contextmanager
-def _swapped(owner, name: str, value):
-    """``owner.name`` is ``value`` while inside."""
-    old = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, old)
-
-
-@contextmanager
-def _unchunked_attention():
-    """The host's chunked attentions (sub-quadratic, split: its CPU defaults) planned as its unchunked one
-    (``attention_basic``): an upper bound of their memory, the same where one chunk holds every query (up to 4096
-    tokens), and one operation whatever the size, so a plan costs the same at 64 and 65536 pixels (the chunk loop
-    made a 8192x8192 plan take minutes). The fused attentions (PyTorch's SDPA, CUDA's default) are one operation
-    already and stay."""
-    chunked = (attention.attention_sub_quad, attention.attention_split)
-    if attention.optimized_attention not in chunked and attention.optimized_attention_masked not in chunked:
-        yield
-        return
-    with _swapped(attention, "optimized_attention", attention.attention_basic), \
-            _swapped(attention, "optimized_attention_masked", attention.attention_basic):
-        yield
-
-
 @contextmanager
 def fake_unet(model, settings: Settings):
     """Inside ``planning()``: ComfyUI's UNet class of the MODEL's config on fake tensors, with the video hooks and
     fp32 temporal layers: (unet, hooks, layers, unet_fn). Attention is planned unchunked (an upper bound:
-    ``_unchunked_attention``), and the host's free-memory queries see plenty of memory."""
+    ``host.patched_for_planning``), and the host's free-memory queries see plenty of memory."""
     config = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("dtype", "device", "operations")}
     dtype, compute = settings.weights_dtype, model.model.manual_cast_dtype or settings.weights_dtype
     adm = adm_width(model)
     with planning():
-        operations = comfy.ops.manual_cast if model.model.manual_cast_dtype else comfy.ops.disable_weight_init
-        unet = openaimodel.UNetModel(**config, dtype=dtype, device="cpu", operations=operations)
+        operations = host.ops.manual_cast if model.model.manual_cast_dtype else host.ops.disable_weight_init
+        unet = host.openaimodel.UNetModel(**config, dtype=dtype, device="cpu", operations=operations)
         hooks = Inflation(unet, FrameContext())
         layers = cast(TemporalLayers(unet), torch.float32)
 
         def unet_fn(x, t, c):
             with autocast("cpu", settings.mixed_precision):
                 return call_unet(unet, x, t, c, adm, compute)
-        with _swapped(comfy.model_management, "get_free_memory", _plenty_of_memory), _unchunked_attention():
+        with host.patched_for_planning():
             yield unet, hooks, layers, unet_fn
 
 
@@ -94,7 +56,7 @@ def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Pl
     """``settings.clone_frozen_weights``: plan for frozen weights that are inference tensors (each copied once)."""
     with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):
         names = {k.removeprefix("diffusion_model."): v for k, v in query_names(model).items()}
-        queries = {k: nn.Parameter(comfy.utils.get_attr(unet, k).float()) for k in names}
+        queries = {k: nn.Parameter(host.utils.get_attr(unet, k).float()) for k in names}
         trained = {names[k]: q for k, q in queries.items()}
         trained.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
         latent_shape, context_shape = _shapes(model, settings)
@@ -155,14 +117,14 @@ def _free_after_loading(model):
     make room for ``needed`` more, as it does before sampling."""
     def free(needed: int) -> int:
         with torch.inference_mode(False):  # as tuning loads it: weights moved to a GPU are not inference tensors
-            comfy.model_management.load_models_gpu([model], memory_required=needed, force_full_load=True)
-        return comfy.model_management.get_free_memory(model.load_device)
+            host.model_management.load_models_gpu([model], memory_required=needed, force_full_load=True)
+        return host.model_management.get_free_memory(model.load_device)
     return free
 
 
 def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_checkpointing: bool,
                      mode: str) -> tuple[TuneConfig, bool, str]:
-    """(config, gradient checkpointing, report) that fit the MODEL's load device, as ``tav_core.memory_budget.fit``
+    """(config, gradient checkpointing, report) that fit the MODEL's load device, as ``tav_core.memory.fit.fit``
     decides; ComfyUI first unloads other models to make room, as it does before sampling."""
     if mode == "off":
         return config, gradient_checkpointing, ""
@@ -193,9 +155,9 @@ def window_candidates(settings: Settings, device_type: str, stage: str) -> list[
 def with_context_windows(model, windows: ContextWindows):
     """A clone of ``model`` with the host's context windows of these settings (what Context Windows (Manual) adds)."""
     model = model.clone()
-    model.model_options["context_handler"] = cw.IndexListContextHandler(
-        cw.get_matching_context_schedule(cw.ContextSchedules.STATIC_STANDARD),
-        cw.get_matching_fuse_method(windows.fuse), windows.length, windows.overlap)
+    model.model_options["context_handler"] = host.context_windows.IndexListContextHandler(
+        host.context_windows.get_matching_context_schedule(host.context_windows.ContextSchedules.STATIC_STANDARD),
+        host.context_windows.get_matching_fuse_method(windows.fuse), windows.length, windows.overlap)
     return model
 
 
@@ -206,7 +168,7 @@ def fit_comfy_stage(model, samples: torch.Tensor, stage: str, mode: str, node: s
     if mode == "off":
         return model, "", False
     handler = model.model_options.get("context_handler")
-    windows = HostWindows(handler) if isinstance(handler, cw.IndexListContextHandler) else None
+    windows = HostWindows(handler) if isinstance(handler, host.context_windows.IndexListContextHandler) else None
     frames, _, height, width = samples.shape
     settings = Settings(frames, height * 8, width * 8, model.model.get_dtype(), compute_precision(model),
                         windows=windows, clone_frozen_weights=stage == "null_text" and has_inference_weights(model))

@@ -1,78 +1,23 @@
 """DDIM inversion and video sampling through ComfyUI's sampler API (so ControlNet, area conds etc. apply).
 
 Both use tav_core's DDIM functions as ``KSAMPLER`` sampler functions on the reference's DDIM sigmas (taken
-from the MODEL's own schedule; conventions in ``tav_core.ddim``); the inverted LATENT remembers its step count
+from the MODEL's own schedule; conventions in ``tav_core.sampling.ddim``); the inverted LATENT remembers its step count
 so sampling walks the same sigmas back down.
 """
 
-import logging
-
 import torch
 
-import comfy.model_management
-import comfy.sample
-import comfy.samplers
-import latent_preview
-import nodes
-from server import PromptServer
-
-from ..tav_core import schedule
-from ..tav_core.ddim import invert_ddim, sample_ddim
-from ..tav_core.attention_control import AttentionController
+from ..tav_core.editing.attention_control import AttentionController
 from ..tav_core.errors import check
-from ..tav_core.memory_budget import MEMORY_MODES
-from ..tav_core.models import clip_tokenizer, sd_scheduler_config
+from ..tav_core.loading.configs import clip_tokenizer
+from ..tav_core.sampling.ddim import invert_ddim, sample_ddim
+from . import host
+from .conditioning import adm_vector
 from .edit_plan import EditPlan, comfy_attention, with_edit_plan
 from .memory_plan import fit_comfy_stage
-from .schema import finite_floats, hidden, io, require_finite
-from .conditioning import adm_vector
-from .video_model import require_supported
-
-INVERSION_STEPS = "tav_inversion_steps"
-NULL_TEXT, NULL_TEXT_CFG = "tav_null_text", "tav_null_text_cfg"  # a null-text inversion's embeddings and its CFG
-CONTROL = io.Custom("TAV_ATTENTION_CONTROL")  # an Attention Control's settings, for Video KSampler
-CATEGORY = "Tune-A-Video"
-
-
-def ddim_sigmas(model, steps: int) -> torch.Tensor:
-    """The reference's DDIM sigmas on this MODEL's noise schedule (SD's spacing, ending at alpha_bar[0])."""
-    table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
-    config = {**sd_scheduler_config(), "num_train_timesteps": len(table)}
-    timesteps = schedule.ddim_timesteps(config, steps)
-    return schedule.ddim_sigmas(table, timesteps, schedule.final_sigma(config, table))
-
-
-def show_text(unique_id, text: str) -> None:
-    """A line under the node in the editor."""
-    if unique_id is not None and PromptServer.instance is not None:
-        PromptServer.instance.send_progress_text(text, unique_id)
-
-
-def preview_with_workflow(image, api_prompt=None, extra_pnginfo=None) -> dict:
-    """A chart shown on its node as a preview image that, like the stock previews, carries the workflow (drag it
-    into the editor to open the graph that made it)."""
-    return nodes.PreviewImage().save_images(image, prompt=api_prompt, extra_pnginfo=extra_pnginfo)["ui"]
-
-
-def show_report(unique_id, report: str) -> None:
-    """A memory plan's decision: under the node and in the console."""
-    if report:
-        logging.info(report)
-        show_text(unique_id, report)
-
-
-def memory_input(checkpointing: bool = False) -> io.Combo.Input:
-    first = "with gradient checkpointing (the same result), then if need be " if checkpointing else ""
-    return io.Combo.Input("memory", options=list(MEMORY_MODES), default="auto", optional=True, tooltip="Before the "
-                          "first step, this node's peak memory is planned against the device's free memory. auto: if "
-                          f"the clip does not fit, run it {first}in overlapping frame windows (as Context Windows "
-                          "(Manual) would, each window anchored on the clip's first frame) of the longest length that "
-                          "fits; check: refuse instead, saying what fits; off: no planning.")
-
-
-def seed_input(tooltip: str) -> io.Int.Input:
-    """A seed that stays as set (no "randomize after generate"): an unchanged graph is not run again."""
-    return io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False, tooltip=tooltip)
+from .shared import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, finite_floats, hidden, io,
+                     memory_input, require_finite, seed_input, show_report, show_text)
+from .video_model import ddim_sigmas, require_supported
 
 
 def _progress(callback):
@@ -98,8 +43,8 @@ def _run(model, sampler, sigmas, positive, negative, cfg, latent, seed, noise_ma
     samples = latent["samples"]
     check(samples.ndim == 4 and samples.shape[0] >= 1, f"LATENT must be a batch of frames, got {tuple(samples.shape)}")
     check(bool(torch.isfinite(samples).all()), "LATENT contains NaN or infinity; check the VAE Encode input")
-    callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
-    return comfy.sample.sample_custom(model, torch.zeros_like(samples), cfg, sampler, sigmas, positive, negative,
+    callback = host.latent_preview.prepare_callback(model, len(sigmas) - 1)
+    return host.sample.sample_custom(model, torch.zeros_like(samples), cfg, sampler, sigmas, positive, negative,
                                       samples, noise_mask=noise_mask, callback=callback, seed=seed)
 
 
@@ -129,7 +74,7 @@ class DDIMInvert(io.ComfyNode):
         model, report, _ = fit_comfy_stage(model, latent_image["samples"], "invert", memory, cls.TITLE)
         show_report(hidden(cls, "unique_id"), report)
         sigmas = ddim_sigmas(model, steps).flip(0)  # alpha_bar[0] -> sigma_max
-        sampler = comfy.samplers.KSAMPLER(_inversion_sampler)
+        sampler = host.samplers.KSAMPLER(_inversion_sampler)
         out = _run(model, sampler, sigmas, conditioning, conditioning, 1.0, latent_image, 0)
         return io.NodeOutput({**{k: v for k, v in latent_image.items() if k != "samples"}, "samples": out,
                               INVERSION_STEPS: steps})
@@ -210,7 +155,7 @@ class VideoKSampler(io.ComfyNode):
         if plan is not None:
             model = with_edit_plan(model, plan)
         after_step = plan.controller.after_step if plan is not None and plan.controller is not None else None
-        sampler = comfy.samplers.KSAMPLER(_ddim_sampler, extra_options={"eta": eta, "after_step": after_step})
+        sampler = host.samplers.KSAMPLER(_ddim_sampler, extra_options={"eta": eta, "after_step": after_step})
         out = _run(model, sampler, sigmas, positive, negative, cfg, {**latent, "samples": samples}, seed,
                    latent.get("noise_mask"))  # inpainting masks apply while sampling, never while inverting
         rest = {k: v for k, v in latent.items() if k not in ("samples", INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG)}

@@ -10,39 +10,15 @@ import math
 import numpy as np
 import torch
 
-import comfy.sd
-import comfy.sd1_clip
-from server import PromptServer
-
-from ..tav_core import scoring
 from ..tav_core.choices import CLIP_CLAMPS, SSIM_CONVENTIONS
-from ..tav_core.clip_embedder import clip_frames
 from ..tav_core.errors import check
-from .sampling import CATEGORY, preview_with_workflow
-from .schema import hidden, io
+from ..tav_core.scoring import report as scoring
+from ..tav_core.scoring.clip import clip_frames
+from . import host
+from .shared import CATEGORY, hidden, io, preview_with_workflow, show_text
 
 PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safetensors (Load CLIP, type stable_diffusion),"
          " or ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP")
-
-
-def _remembering_the_projection(load_sd):
-    """ComfyUI builds a text tower's projection uninitialised and fills it only from a file that has one (an SD 1.x
-    checkpoint's CLIP never does): its values say nothing, so each tower records whether it was loaded. Both ways a
-    CLIP loads go through ``CLIP.load_sd``: a checkpoint's (``full_model``, keys prefixed with the tower's name) and
-    a text encoder file's (keys of the tower itself)."""
-    def load(self, sd, full_model=False):
-        out = load_sd(self, sd, full_model)
-        for name, tower in self.cond_stage_model.named_modules():
-            if isinstance(tower, comfy.sd1_clip.SDClipModel):
-                key = f"{name}.transformer.text_projection.weight" if full_model else "text_projection.weight"
-                tower.tav_projection_loaded = any(k.endswith(key) for k in sd)
-        return out
-    load.tav_remembers_projection = True
-    return load
-
-
-if not getattr(comfy.sd.CLIP.load_sd, "tav_remembers_projection", False):  # once, if reloaded
-    comfy.sd.CLIP.load_sd = _remembering_the_projection(comfy.sd.CLIP.load_sd)
 
 
 def text_projection(clip) -> torch.Tensor:
@@ -51,7 +27,7 @@ def text_projection(clip) -> torch.Tensor:
     found = [m.weight for name, m in clip.cond_stage_model.named_modules() if name.endswith("text_projection")]
     check(len(found) == 1, f"this CLIP has {len(found)} text towers; text alignment needs one CLIP text encoder with "
                            f"its projection: {PAIRS}")
-    towers = [m for m in clip.cond_stage_model.modules() if isinstance(m, comfy.sd1_clip.SDClipModel)]
+    towers = [m for m in clip.cond_stage_model.modules() if isinstance(m, host.sd1_clip.SDClipModel)]
     weight = found[0].detach().float()
     eye = torch.eye(*weight.shape, device=weight.device)
     check(all(getattr(t, "tav_projection_loaded", True) for t in towers) and bool(torch.isfinite(weight).all())
@@ -162,8 +138,7 @@ class ScoreVideo(io.ComfyNode):
         report = scoring.score(image_embeds, text, source, edit, region, clip_score_clamp, ssim_convention)
         chart = torch.from_numpy(scoring.chart(report)).float()[None] / 255
         table = scoring.table(report)
-        if unique_id is not None and PromptServer.instance is not None:
-            PromptServer.instance.send_progress_text(table, unique_id)
+        show_text(unique_id, table)
         numbers = tuple(report.get(k, math.nan) for k in ("frame_consistency", "consecutive_consistency",
                                                              "text_alignment", "psnr", "ssim"))
         ui = preview_with_workflow(chart, hidden(cls, "prompt"), hidden(cls, "extra_pnginfo"))

@@ -3,30 +3,21 @@
 """
 
 import copy
-import logging
-import os
-import re
 
 import torch
 
-import comfy.model_management
-import comfy.utils
-import folder_paths
-
 from ..tav_core.charts import loss_chart
 from ..tav_core.errors import check
-from ..tav_core.files import NAME_MAX, save_or_fallback
-from ..tav_core.memory_budget import MEMORY_MODES
-from ..tav_core.tuning import TuneConfig, recorded, tune
+from ..tav_core.memory.fit import MEMORY_MODES
+from ..tav_core.tuning.tune import TuneConfig, recorded, tune
+from . import host
 from .autograd import autograd_unet
 from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
-from .sampling import CATEGORY, preview_with_workflow, seed_input, show_report, show_text
-from .schema import finite_floats, hidden, io, require_finite
+from .shared import (CATEGORY, FOLDER, check_save_name, finite_floats, hidden, io, preview_with_workflow,
+                     require_finite, save_numbered, seed_input, show_report, show_text)
 from .video_model import (PREDICTION, alphas_cumprod, diffusion_model, patched_weight, query_names, require_inflated,
                           save_tuned_model, tuned_clone, video_hooks)
-
-FOLDER = "tuneavideo"
 
 
 def scheduler_config(model) -> dict:
@@ -36,39 +27,6 @@ def scheduler_config(model) -> dict:
     betas = 1 - alphas / torch.cat([torch.ones(1, dtype=alphas.dtype), alphas[:-1]])
     return {"num_train_timesteps": len(alphas), "trained_betas": betas.tolist(),
             "prediction_type": PREDICTION[model.model.model_type]}
-
-
-def check_save_name(name: str) -> str:
-    """A save name that will become a file in models/tuneavideo: checked before any tuning is done."""
-    name = name.strip().removesuffix(".safetensors")
-    check(bool(re.fullmatch(r"[\w\-. ]+", name)) and not name.startswith("."),
-          f"save name {name!r} may use letters, digits, '-', '_', '.' and spaces, and may not start with a dot "
-          "(it becomes a file in models/tuneavideo)")
-    longest = f"{name}_{0:05}_.safetensors"
-    check(len(longest.encode()) <= NAME_MAX, f"save name {name[:40]!r}... is too long: with the number and "
-                                             f"'.safetensors' it must fit in {NAME_MAX} bytes")
-    return name
-
-
-def numbered_path(name: str, models_folder: str = FOLDER) -> str:
-    """models/<folder>/<name>_00001_.safetensors, the next free number: as ComfyUI's own savers, never overwriting."""
-    folder, filename, counter, _, _ = folder_paths.get_save_image_path(name, folder_paths.get_folder_paths(models_folder)[0])
-    return os.path.join(folder, f"{filename}_{counter:05}_.safetensors")
-
-
-def save_numbered(unique_id, name: str, folder: str, what: str, save) -> str:
-    """Save into models/<folder>/<name>_NNNNN_.safetensors; on a full disk into the temp folder instead (the work
-    is kept: the node then says where, in its text and the console). Returns the line shown."""
-    path = numbered_path(name, folder)
-    where, error = save_or_fallback(save, path)
-    if error is None:
-        said = f"saved models/{folder}/{os.path.basename(path)}"
-    else:
-        said = (f"{what} NOT saved in models/{folder} ({error.strerror or error}): saved in {where} instead; move it "
-                f"to models/{folder} once there is room")
-        logging.warning(said)
-    show_text(unique_id, said)
-    return said
 
 
 def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config: TuneConfig,
@@ -82,8 +40,8 @@ def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config:
         queries = {k: torch.nn.Parameter(patched_weight(model, k).to(device)) for k in names}
     params = {names[k]: q for k, q in queries.items()}
     params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
-    hooks = video_hooks(diffusion_model(model))
-    with autograd_unet(model, queries, gradient_checkpointing) as (unet_fn, device, dtype):
+    with video_hooks(diffusion_model(model)) as hooks, \
+            autograd_unet(model, queries, gradient_checkpointing) as (unet_fn, device, dtype):
         if config.mixed_precision == "no":  # half-precision weights need autocast and the gradient scaler
             config.mixed_precision = compute_precision(model)
         latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
@@ -150,10 +108,10 @@ class OneShotTune(io.ComfyNode):
         name = check_save_name(save_name) if save_name.strip() else None
         config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed, frame_window=frame_window or None,
                             posterior="mean")  # a LATENT holds the posterior mean only
-        bar = comfy.utils.ProgressBar(steps, node_id=unique_id)
+        bar = host.utils.ProgressBar(steps, node_id=unique_id)
 
         def progress(step, loss):
-            comfy.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
+            host.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
             bar.update_absolute(step + 1, steps)
             show_text(unique_id, f"step {step + 1}/{steps}  loss {loss:.4f}")
 

@@ -1,29 +1,30 @@
 """Tune-A-Video on ComfyUI's own MODEL (a ModelPatcher): inflation, tuned query weights, their files.
 
 The diffusion model is shared by every clone of a MODEL, so nothing here changes what the MODEL it was given
-computes: the video hooks (tav_core.Inflation) are installed once per diffusion model and stay inert unless
-an inflated MODEL's APPLY_MODEL wrapper runs a clip through them; temporal layers live outside the UNet in
-their own ModelPatcher; tuned query projections are ordinary weight patches of the tuned clone.
+computes: the video hooks (tav_core.Inflation) are on the diffusion model only while a clip runs through it (an
+inflated MODEL's APPLY_MODEL wrapper, tuning, null-text inversion), never after; temporal layers live outside the
+UNet in their own ModelPatcher; tuned query projections are ordinary weight patches of the tuned clone.
 """
 
 import copy
+from contextlib import contextmanager
 
 import torch
 
-import comfy.lora
-import comfy.model_base
-import comfy.model_patcher
-import comfy.patcher_extension
-import comfy.utils
-
-from ..tav_core.attention_control import controlled_temporal
+from ..tav_core.editing.attention_control import controlled_temporal
 from ..tav_core.errors import TavError, check, plural
-from ..tav_core.frames import FrameContext
-from ..tav_core.inflation import Inflation, TemporalLayers, transformer_blocks
-from ..tav_core.weights import fingerprint_names, fingerprint_of, read_tuned, tuned_frame_attention, write_tuned
-from ..tav_core.windows import Window
-from .context_windows import KEY as WINDOW_KEY, anchor_host_windows, controlnets
-from .edit_plan import KEY as EDIT_KEY, clips_per_chunk
+from ..tav_core.loading.configs import sd_scheduler_config
+from ..tav_core.loading.fingerprint import fingerprint_names, fingerprint_of
+from ..tav_core.loading.tuned import read_tuned, tuned_frame_attention, write_tuned
+from ..tav_core.model.frames import FrameContext
+from ..tav_core.model.inflation import Inflation, TemporalLayers, transformer_blocks
+from ..tav_core.sampling import schedule
+from ..tav_core.sampling.windows import Window
+from . import host
+from .context_windows import KEY as WINDOW_KEY
+from .context_windows import anchor_host_windows, controlnets
+from .edit_plan import KEY as EDIT_KEY
+from .edit_plan import clips_per_chunk
 
 KEY = "tuneavideo"
 QUERIES = ("attn1.to_q.weight", "attn2.to_q.weight")
@@ -33,14 +34,21 @@ def diffusion_model(model) -> torch.nn.Module:
     return model.model.diffusion_model
 
 
-def video_hooks(unet: torch.nn.Module) -> Inflation:
-    """The video hooks of a diffusion model (shared by all its MODELs), installed on first use; they do
-    nothing unless ``video()`` is entered, which only an inflated MODEL's wrapper does."""
+@contextmanager
+def video_hooks(unet: torch.nn.Module):
+    """The video hooks on a diffusion model (shared by all its MODELs) while inside: installed on entry, removed on
+    exit, so a plain image graph on the same checkpoint runs the UNet untouched; a nested use shares the outer one's.
+    They do nothing until ``video()`` is entered."""
     inflation = getattr(unet, "tav_inflation", None)
-    if inflation is None:
-        inflation = Inflation(unet, FrameContext())
-        unet.tav_inflation = inflation
-    return inflation
+    if inflation is not None:
+        yield inflation
+        return
+    inflation = unet.tav_inflation = Inflation(unet, FrameContext())
+    try:
+        yield inflation
+    finally:
+        inflation.remove()
+        del unet.tav_inflation
 
 
 def temporal_layers(model) -> TemporalLayers | None:
@@ -50,8 +58,8 @@ def temporal_layers(model) -> TemporalLayers | None:
 
 # SD 1.x/2.x and SDXL (and SDXL's distillations, which the host builds as SDXL); exact classes: the SDXL refiner, SD3,
 # Flux, Stable Cascade... are other classes; DDIM needs an eps- or v-prediction model (not EDM: Playground 2.5)
-SUPPORTED = (comfy.model_base.BaseModel, comfy.model_base.SDXL)
-PREDICTION = {comfy.model_base.ModelType.EPS: "epsilon", comfy.model_base.ModelType.V_PREDICTION: "v_prediction"}
+SUPPORTED = (host.model_base.BaseModel, host.model_base.SDXL)
+PREDICTION = {host.model_base.ModelType.EPS: "epsilon", host.model_base.ModelType.V_PREDICTION: "v_prediction"}
 
 
 def require_supported(model, node: str) -> None:
@@ -110,8 +118,8 @@ class VideoWrapper:
         if controller is not None:  # the temporal attention's control (Video-P2P's) needs the batch and the step
             controller.chunks, controller.step = chunks, plan.step_of(t)
             temporal = [attn for _, attn in self.layers.pairs()]
-        with self.layers.video(video_hooks(executor.class_obj.diffusion_model), x.shape[0] // clips, window), \
-                controlled_temporal(temporal, controller):
+        with video_hooks(executor.class_obj.diffusion_model) as hooks, \
+                self.layers.video(hooks, x.shape[0] // clips, window), controlled_temporal(temporal, controller):
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
@@ -130,14 +138,13 @@ def check_control_hints(executor, model, conds, x_in, timestep, model_options):
 
 def attach(model, layers: TemporalLayers):
     """Make ``model`` (a clone) an inflated MODEL with these temporal layers."""
-    video_hooks(diffusion_model(model))
     model.set_attachments(KEY, layers)
-    wrappers = comfy.patcher_extension.WrappersMP
+    wrappers = host.patcher_extension.WrappersMP
     for kind, wrapper in ((wrappers.APPLY_MODEL, VideoWrapper(layers)), (wrappers.CALC_COND_BATCH, check_control_hints),
                           (wrappers.OUTER_SAMPLE, anchor_host_windows)):
         model.remove_wrappers_with_key(kind, KEY)
         model.add_wrapper_with_key(kind, KEY, wrapper)
-    model.set_additional_models(KEY, [comfy.model_patcher.ModelPatcher(layers, model.load_device, model.offload_device)])
+    model.set_additional_models(KEY, [host.model_patcher.ModelPatcher(layers, model.load_device, model.offload_device)])
     return model
 
 
@@ -164,7 +171,7 @@ def inflate_model(model, frame_attention: str = "sparse_causal", node: str = "In
 def base_weight(model, key: str) -> torch.Tensor:
     """A weight as stored, before any clone's patches (ComfyUI keeps originals aside while patched)."""
     backup = model.backup.get(key)
-    return backup.weight if backup is not None else comfy.utils.get_attr(model.model, key)
+    return backup.weight if backup is not None else host.utils.get_attr(model.model, key)
 
 
 def alphas_cumprod(model, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -176,7 +183,7 @@ def alphas_cumprod(model, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 def patched_weight(model, key: str) -> torch.Tensor:
     """A weight with this MODEL's own patches (LoRA, merges) applied, in float32 on the CPU."""
     weight = base_weight(model, key).detach().to("cpu", torch.float32, copy=True)
-    return comfy.lora.calculate_weight(model.patches.get(key, []), weight, key)
+    return host.lora.calculate_weight(model.patches.get(key, []), weight, key)
 
 
 def base_fingerprint(model) -> list[float]:
@@ -211,3 +218,10 @@ def load_tuned_model(path, model) -> tuple:
     queries = {k: tensors[name] for k, name in names.items()}
     return tuned_clone(model, layers, queries), meta
 
+
+def ddim_sigmas(model, steps: int) -> torch.Tensor:
+    """The reference's DDIM sigmas on this MODEL's noise schedule (SD's spacing, ending at alpha_bar[0])."""
+    table = model.get_model_object("model_sampling").sigmas.detach().float().cpu()
+    config = {**sd_scheduler_config(), "num_train_timesteps": len(table)}
+    timesteps = schedule.ddim_timesteps(config, steps)
+    return schedule.ddim_sigmas(table, timesteps, schedule.final_sigma(config, table))
