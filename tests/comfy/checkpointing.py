@@ -10,16 +10,15 @@ import warnings
 import torch
 
 warnings.filterwarnings("ignore")
-from bench.comfy_tuning import CHECKPOINT, import_pack  # noqa: E402
+from in_process import CHECKPOINT, import_pack  # noqa: E402
 
 import_pack()
 import comfy.sd  # noqa: E402
-
 from tav_pack.nodes.memory_plan import plan_comfy_tuning  # noqa: E402
 from tav_pack.nodes.tuning import tune_model  # noqa: E402
 from tav_pack.nodes.video_model import inflate_model, temporal_layers  # noqa: E402
-from tav_pack.tav_core.memory import Settings  # noqa: E402
-from tav_pack.tav_core.tuning import TuneConfig  # noqa: E402
+from tav_pack.tav_core.memory.trace import Settings  # noqa: E402
+from tav_pack.tav_core.tuning.tune import TuneConfig  # noqa: E402
 
 with torch.inference_mode():  # as ComfyUI runs nodes
     model = inflate_model(comfy.sd.load_checkpoint_guess_config(str(CHECKPOINT), output_vae=False, output_clip=False)[0])
@@ -37,11 +36,10 @@ plain, checkpointed, nudged = tuned
 largest = lambda a, b: max((a[k].float() - b[k].float()).abs().max().item() for k in a)  # noqa: E731
 
 import comfy.model_management  # noqa: E402
-
 import tav_pack.nodes.editing as editing  # noqa: E402
 from tav_pack.nodes.editing import NullTextInvert  # noqa: E402
 from tav_pack.nodes.memory_plan import compute_precision, has_inference_weights, plan_comfy_stage  # noqa: E402
-from tav_pack.tav_core.memory_budget import OVERHEAD  # noqa: E402
+from tav_pack.tav_core.memory.fit import OVERHEAD  # noqa: E402
 
 asked = Settings(4, 128, 128, model.model.get_dtype(), compute_precision(model),
                  clone_frozen_weights=has_inference_weights(model))  # what the node plans

@@ -5,12 +5,11 @@ or null where the MODEL is taken."""
 import json
 import types
 
-from bench.comfy_tuning import import_pack
+from in_process import import_pack
 
 import_pack()
 import comfy.model_base as mb  # noqa: E402
 import comfy.supported_models as sm  # noqa: E402
-
 from tav_pack.nodes.video_model import require_supported  # noqa: E402
 from tav_pack.tav_core.errors import TavError  # noqa: E402
 

@@ -7,7 +7,7 @@ diffusers UNet is saved beside them, so loaders can be checked against it. A UNe
 (8 input channels) is there to be refused. For Score Video: CLIP ViT-L/14's vision tower (ComfyUI 0.3.75 loads
 CLIP Vision only in its real sizes; random weights stored in fp8 to halve the file) and the same CLIP-L text
 encoder with a random text projection (what clip_l.safetensors holds). A tiny SDXL-architecture checkpoint
-(``tav_core.tiny.TINY_SDXL_UNET``, SD's real VAE, two toy text encoders in SDXL's single-file layout: CLIP-L's under
+(``tav_core.loading.tiny.TINY_SDXL_UNET``, SD's real VAE, two toy text encoders in SDXL's single-file layout: CLIP-L's under
 conditioner.embedders.0, bigG's in OpenCLIP's layout under conditioner.embedders.1), its config folder and its
 diffusers UNet. ``STAMP`` is written last: a complete, current set.
 """
@@ -110,7 +110,8 @@ def main(out: Path) -> None:
 def tiny_sdxl(out: Path, vae: AutoencoderKL) -> None:
     import comfy.diffusers_convert
     import comfy.utils
-    from tav_core.tiny import tiny_sdxl_components
+
+    from tav_core.loading.tiny import tiny_sdxl_components
 
     c = tiny_sdxl_components(seed=0, vae=vae)
     state = rename(c.unet.state_dict(), comfy.utils.unet_to_diffusers(SDXL_LDM), "model.diffusion_model.")

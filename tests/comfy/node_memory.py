@@ -13,18 +13,17 @@ import torch
 
 warnings.filterwarnings("ignore")
 free_spec, mode, node = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "tune"
-from bench.comfy_tuning import CHECKPOINT, import_pack  # noqa: E402
+from in_process import CHECKPOINT, import_pack  # noqa: E402
 
 import_pack()
 import comfy.model_management  # noqa: E402
 import comfy.sd  # noqa: E402
-
 from tav_pack.nodes import editing, sampling, tuning  # noqa: E402
 from tav_pack.nodes.memory_plan import plan_comfy_stage  # noqa: E402
-from tav_pack.nodes.video_model import inflate_model  # noqa: E402
-from tav_pack.tav_core.memory import Settings  # noqa: E402
 from tav_pack.nodes.memory_plan import window_candidates  # noqa: E402
-from tav_pack.tav_core.memory_budget import OVERHEAD  # noqa: E402
+from tav_pack.nodes.video_model import inflate_model  # noqa: E402
+from tav_pack.tav_core.memory.fit import OVERHEAD  # noqa: E402
+from tav_pack.tav_core.memory.trace import Settings  # noqa: E402
 
 ran, needs = {}, {}
 records = []

@@ -7,15 +7,14 @@ import warnings
 
 warnings.filterwarnings("ignore")
 sizes = [int(a) for a in sys.argv[1:]]
-from bench.comfy_tuning import CHECKPOINT, import_pack  # noqa: E402
+from in_process import CHECKPOINT, import_pack  # noqa: E402
 
 import_pack()
 import comfy.sd  # noqa: E402
 import torch  # noqa: E402
-
 from tav_pack.nodes.memory_plan import plan_comfy_tuning  # noqa: E402
 from tav_pack.nodes.video_model import inflate_model  # noqa: E402
-from tav_pack.tav_core.memory import AllocationPeak, Settings  # noqa: E402
+from tav_pack.tav_core.memory.trace import AllocationPeak, Settings  # noqa: E402
 
 counted = [0]
 dispatch = AllocationPeak.__torch_dispatch__

@@ -16,7 +16,7 @@ import comfy.supported_models
 import comfy.supported_models_base
 
 COMFY = Path(comfy.sd1_clip.__file__).parent
-# tav_core.tiny.TINY_SDXL_TEXT: CLIP-L's shape at width 32, bigG's at its own width 1280, both with 3 layers
+# tav_core.loading.tiny.TINY_SDXL_TEXT: CLIP-L's shape at width 32, bigG's at its own width 1280, both with 3 layers
 CLIP_L = json.loads((COMFY / "sd1_clip_config.json").read_text()) | dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, projection_dim=32)
 CLIP_G = json.loads((COMFY / "clip_config_bigg.json").read_text()) | dict(

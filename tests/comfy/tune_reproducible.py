@@ -9,14 +9,13 @@ import warnings
 import torch
 
 warnings.filterwarnings("ignore")
-from bench.comfy_tuning import CHECKPOINT, import_pack  # noqa: E402
+from in_process import CHECKPOINT, import_pack  # noqa: E402
 
 import_pack()
 import comfy.sd  # noqa: E402
-
 from tav_pack.nodes.tuning import tune_model  # noqa: E402
 from tav_pack.nodes.video_model import inflate_model, temporal_layers  # noqa: E402
-from tav_pack.tav_core.tuning import TuneConfig  # noqa: E402
+from tav_pack.tav_core.tuning.tune import TuneConfig  # noqa: E402
 
 
 def digest(layers, queries) -> str:

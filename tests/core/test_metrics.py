@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
+from support import EPS, max_abs, nudge, within
 from tav_core import TavError, demo_video, read_video, write_video
-from tav_core import metrics
 from tav_core.charts import FONT_SIZE, MARGIN, loss_chart
 from tav_core.cli import main
-from tav_core.clip_embedder import ClipEmbedder, clip_frames, clip_pixels, clip_processor
-from tav_core.models import clip_tokenizer
-from tav_core.scoring import chart, score, table, to_json
-from tolerance import EPS, max_abs, nudge, within
+from tav_core.loading.configs import clip_tokenizer
+from tav_core.scoring import metrics
+from tav_core.scoring.clip import ClipEmbedder, clip_frames, clip_pixels, clip_processor
+from tav_core.scoring.report import chart, score, table, to_json
 
 EMBEDS = torch.randn(5, 16, generator=torch.Generator().manual_seed(0)) + 2.0  # similar-ish frames
 TEXT = torch.randn(1, 16, generator=torch.Generator().manual_seed(1)) + 1.0

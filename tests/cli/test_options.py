@@ -5,7 +5,8 @@ import argparse
 
 import pytest
 
-from tav_core import cli
+from tav_core.cli import main
+from tav_core.cli.parser import build_parser, command_defaults
 from tav_core.errors import TavError
 from tav_core.options import check_options_act, option_name, rules_of
 
@@ -23,7 +24,7 @@ REQUIRED = {"score": ["--clip", "clip", "--video", "edit.mp4"]}
 
 
 def sub_parser(command: str) -> argparse.ArgumentParser:
-    return cli._parser()._subparsers._group_actions[0].choices[command]
+    return build_parser()._subparsers._group_actions[0].choices[command]
 
 
 def other_value(action: argparse.Action) -> list[str]:
@@ -39,16 +40,16 @@ def other_value(action: argparse.Action) -> list[str]:
 
 
 def test_the_table_covers_every_option_of_every_command_and_nothing_else():
-    parser = cli._parser()
-    options = {command: set(cli.command_defaults(parser, command)) for command in COMMANDS}
+    parser = build_parser()
+    options = {command: set(command_defaults(parser, command)) for command in COMMANDS}
     assert options["tune"] | options["edit"] == options["run"] == set(rules_of("run"))
     assert options["score"] == set(rules_of("score"))
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_option_in_every_mode_is_refused_exactly_where_the_table_says_it_cannot_act(command):
-    parser, sub = cli._parser(), sub_parser(command)
-    defaults = cli.command_defaults(parser, command)
+    parser, sub = build_parser(), sub_parser(command)
+    defaults = command_defaults(parser, command)
     refused = accepted = 0
     for mode in MODES[command]:
         for action in sub._actions:
@@ -87,6 +88,6 @@ def test_every_option_in_every_mode_is_refused_exactly_where_the_table_says_it_c
     (["score", "--clip", "{tmp}", "--video", "{tmp}", "--stride", "2"], "--stride compares the edit with the source"),
 ])
 def test_options_that_cannot_act_are_refused_before_any_work(tmp_path, capsys, no_model, args, message):
-    code = cli.main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -6,25 +6,24 @@ seq_aligner.py)."""
 import pytest
 import torch
 
-from conftest import randomize_temporal
+from support import max_abs, nudge, randomize_temporal, within
 from tav_core import TavError, TuneAVideo, demo_video
-from tav_core.attention_control import AttentionController, EditControl, probabilities
 from tav_core.cli import main
-from tav_core.editing import edit
-from tav_core.inflation import inflate, transformer_blocks
-from tav_core.models import clip_tokenizer
-from tav_core.prompt_alignment import equalizer, replacement_mapper
-from tav_core.tiny import tiny_components
-from tav_core.tuning import TuneConfig
-from tav_core.weights import read_metadata, write_tuned
-from tolerance import max_abs, nudge, within
+from tav_core.editing.attention_control import AttentionController, EditControl, probabilities
+from tav_core.editing.edit import edit
+from tav_core.editing.prompt_alignment import equalizer, replacement_mapper
+from tav_core.loading.configs import clip_tokenizer
+from tav_core.loading.tiny import tiny_components
+from tav_core.loading.tuned import read_metadata, write_tuned
+from tav_core.model.inflation import inflate, transformer_blocks
+from tav_core.tuning.tune import TuneConfig
 
 TOKENIZER = clip_tokenizer()
 FRAMES, HEADS, DIM = 3, 2, 16
 
 
 def test_frame_attention_is_checked_and_travels_with_the_tuned_weights(tmp_path, tiny):
-    """(Video-P2P's FrameAttention itself is checked against a loop in tests/test_attention.py.)"""
+    """(Video-P2P's FrameAttention itself is checked against a loop in tests/core/test_attention.py.)"""
     with pytest.raises(TavError, match="frame attention 'previous' is not one of"):
         inflate(tiny.unet, frame_attention="previous")
     pipe = TuneAVideo(tiny_components(0), frame_attention="first_frame")

@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from support import ROOT, fill
 from tav_core import read_video
-from tav_core.cli import _write_png, _write_text
+from tav_core.cli.commands import _write_png, _write_text
+from tav_core.editing.null_text import NullTextInversion
 from tav_core.files import save_or_fallback, write_safetensors
-from tav_core.null_text import NullTextInversion
+from tav_core.loading.tuned import read_metadata, write_tuned
 from tav_core.video import write_video
-from tav_core.weights import read_metadata, write_tuned
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -36,19 +35,6 @@ def disk(tmp_path):
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Take every free byte of ``folder``'s file system."""
-    filler = folder / "filler"
-    with open(filler, "ab", buffering=0) as f:
-        for block in (2 ** 16, 4096, 1):
-            try:
-                while True:
-                    f.write(b"\0" * block)
-            except OSError:
-                pass
-    return filler
 
 
 def frames(count=8, size=64):

@@ -6,10 +6,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from conftest import randomize_temporal
+from support import randomize_temporal
 from tav_core import TavError, inflate, load_reference_unet, load_tuned, save_tuned, video_parameters
-from tav_core.tiny import tiny_components
-from tav_core.weights import read_metadata
+from tav_core.loading.tiny import tiny_components
+from tav_core.loading.tuned import read_metadata
 
 
 def tuned_unet(seed=0):

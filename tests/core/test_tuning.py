@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+from support import max_abs, nudge, within
 from tav_core import TavError, TuneAVideo, TuneConfig, demo_video, tune, video_parameters
-from tav_core.tuning import draw_fresh_temporal
-from tav_core.tiny import tiny_components
-from tolerance import max_abs, nudge, within
+from tav_core.loading.tiny import tiny_components
+from tav_core.tuning.tune import draw_fresh_temporal
 
 
 @pytest.fixture

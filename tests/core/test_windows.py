@@ -6,13 +6,13 @@ from unittest.mock import patch
 import pytest
 import torch
 
-from conftest import randomize_temporal
+from support import randomize_temporal
 from tav_core import TavError, TuneAVideo, demo_video
-from tav_core.attention import first_frame, sparse_causal, sparse_causal_window
-from tav_core.attention_control import AttentionController, EditControl
-from tav_core.editing import edit, null_text_invert
-from tav_core.tiny import tiny_components
-from tav_core.windows import AnchorCache, ContextWindows, Passes, Window, fuse_weights
+from tav_core.editing.attention_control import AttentionController, EditControl
+from tav_core.editing.edit import edit, null_text_invert
+from tav_core.loading.tiny import tiny_components
+from tav_core.model.attention import first_frame, sparse_causal, sparse_causal_window
+from tav_core.sampling.windows import AnchorCache, ContextWindows, Passes, Window, fuse_weights
 
 S, E = "a red square moving over a gradient", "a yellow square moving over a gradient"
 

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from tav_core.weights import read_metadata
+from support import ROOT
+from tav_core.loading.tuned import read_metadata
 
-ROOT = Path(__file__).resolve().parents[1]
 TUNE = [sys.executable, "-m", "tav_core", "tune", "--frames", "2", "--width", "32", "--height", "32"]
 
 

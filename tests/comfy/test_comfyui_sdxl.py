@@ -2,19 +2,14 @@
 server recognises as SDXL through tests/comfy/tav_test_tiny_sdxl.py) through the pack's nodes, against the headless
 engine on diffusers' modules loaded from the same file."""
 
-import json
-import os
-import subprocess
-import sys
 
 import safetensors.torch
 import torch
+from graphs import control_node, load_latent, run_ok
 
-from conftest import FRAMES, ROOT, SDXL_CKPT, SIZE
+from support import EPS, FRAMES, SDXL_CKPT, SIZE, nudge, relative, run_in_comfyui, within
 from tav_core import demo_video
-from tav_core.weights import read_metadata
-from test_comfyui import control_node, load_latent, relative, run_ok
-from tolerance import EPS, nudge, within
+from tav_core.loading.tuned import read_metadata
 
 
 def engine(test_models):
@@ -72,8 +67,8 @@ def test_sdxl_inversion_edit_null_text_and_p2p_equal_the_engine(comfy, test_mode
     KSampler with Attention Control (the source branch conditioned on the source prompt's pooled embedding too),
     against the engine's invert/sample and null_text_invert/edit."""
     from tav_core import TuneConfig
-    from tav_core.attention_control import EditControl
-    from tav_core.editing import edit, null_text_invert
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit, null_text_invert
     pipe = engine(test_models)
     latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
     pipe.tune(latents, "a red square", TuneConfig(steps=3, learning_rate=1e-2), progress=False)  # non-zero temporal
@@ -121,10 +116,7 @@ def test_sdxl_inversion_edit_null_text_and_p2p_equal_the_engine(comfy, test_mode
 def test_sd_and_sdxl_models_are_taken_and_other_families_refused_by_name():
     """The host's own model classes: SD 1.x and SDXL (and SDXL's distillations) are taken; the SDXL refiner, SD3,
     Flux, Stable Cascade and EDM models (Playground 2.5) are refused with a message naming them."""
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "family_refusals.py")], capture_output=True,
-                         text=True, cwd=ROOT, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr[-3000:]
-    said = json.loads(out.stdout.strip().splitlines()[-1])
+    said = run_in_comfyui("family_refusals.py", timeout=600)
     assert said["SD1.5"] is None and said["SDXL"] is None and said["SSD-1B"] is None
     for family, model in (("SDXL refiner", "SDXLRefiner"), ("SD3", "SD3"), ("Flux", "Flux"),
                           ("Stable Cascade", "StableCascade_C")):

@@ -6,15 +6,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import randomize_temporal
+from support import max_abs, nudge, randomize_temporal, within
 from tav_core import TavError, TuneAVideo, demo_video
-from tav_core.attention_control import AttentionController, EditControl, probabilities
-from tav_core.editing import edit, null_text_invert
-from tav_core.models import clip_tokenizer
-from tav_core.null_text import NullTextInversion
-from tav_core.prompt_alignment import equalizer, refinement_mapper, replacement_mapper, word_token_indices
-from tav_core.tiny import tiny_components
-from tolerance import max_abs, nudge, within
+from tav_core.editing.attention_control import AttentionController, EditControl, probabilities
+from tav_core.editing.edit import edit, null_text_invert
+from tav_core.editing.null_text import NullTextInversion
+from tav_core.editing.prompt_alignment import equalizer, refinement_mapper, replacement_mapper, word_token_indices
+from tav_core.loading.configs import clip_tokenizer
+from tav_core.loading.tiny import tiny_components
 
 TOKENIZER = clip_tokenizer()
 SOURCE, EDIT = "a rabbit is jumping on the grass", "a tiger is jumping on the grass"
@@ -213,17 +212,18 @@ def test_null_text_edit_uses_decoupled_guidance(pipe, latents):
 
 
 def test_cli_p2p_edit_saves_and_reuses_the_null_text_inversion(tmp_path, capsys, monkeypatch):
-    from tav_core import cli, read_video
+    from tav_core import read_video
+    from tav_core.cli import commands, main
     args = ["edit", "--frames", "3", "--steps", "3", "--weights", str(tmp_path / "w.safetensors"), "--p2p",
             "--inner-steps", "1", "--inversion", str(tmp_path / "inv.safetensors"), "--reweight", "yellow:2",
             "--blend", "square", "square", "--out", str(tmp_path / "p2p.mp4")]
-    assert cli.main(["tune", "--frames", "3", "--tune-steps", "1", "--weights", str(tmp_path / "w.safetensors")]) == 0
-    assert cli.main(args) == 0
+    assert main(["tune", "--frames", "3", "--tune-steps", "1", "--weights", str(tmp_path / "w.safetensors")]) == 0
+    assert main(args) == 0
     assert read_video(tmp_path / "p2p.mp4").shape == (3, 64, 64, 3)
     assert "null-text inversion saved" in capsys.readouterr().out
-    monkeypatch.setattr("tav_core.editing.null_text_invert", lambda *a, **k: pytest.fail("inverted again"))
-    assert cli.main(args) == 0 and "null-text inversion: " in capsys.readouterr().out
-    assert cli.main([*args, "--cfg", "5"]) == 2
+    monkeypatch.setattr(commands, "null_text_invert", lambda *a, **k: pytest.fail("inverted again"))
+    assert main(args) == 0 and "null-text inversion: " in capsys.readouterr().out
+    assert main([*args, "--cfg", "5"]) == 2
     assert "was made for another edit: its cfg (7.5, here 5.0) differ" in capsys.readouterr().err
-    assert cli.main([*args[:-5], "--blend", "circle", "square", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert main([*args[:-5], "--blend", "circle", "square", "--out", str(tmp_path / "x.mp4")]) == 2
     assert "'circle' is not a word of the prompt 'a red square moving over a gradient'" in capsys.readouterr().err

@@ -4,14 +4,13 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from conftest import randomize_temporal
+from support import max_abs, nudge, randomize_temporal, reference_inversion, reference_sampling, relative, within
 from tav_core import TavError, TuneAVideo, demo_video
-from tav_core.ddim import invert_ddim, sample_ddim, vp_scale
-from tav_core.denoiser import DiscreteDenoiser
-from tav_core.models import sd_scheduler_config
-from tav_core.schedule import alphas_cumprod, ddim_sigmas, ddim_timesteps, final_sigma, sigma_table
-from tav_core.tiny import tiny_components
-from tolerance import max_abs, nudge, relative, within
+from tav_core.loading.configs import sd_scheduler_config
+from tav_core.loading.tiny import tiny_components
+from tav_core.sampling.ddim import invert_ddim, sample_ddim, vp_scale
+from tav_core.sampling.denoiser import DiscreteDenoiser
+from tav_core.sampling.schedule import alphas_cumprod, ddim_sigmas, ddim_timesteps, final_sigma, sigma_table
 
 CONFIG = sd_scheduler_config()
 ALPHAS = alphas_cumprod(CONFIG)
@@ -99,32 +98,6 @@ def test_sampling_equals_diffusers_ddim_scheduler_steps(prediction_type, eta):
         nudged = scheduler.step(eps_net(nudged, t.expand(2).float(), cond), t, nudged, eta=eta, generator=g).prev_sample
     # the same maths in another order: limit 100x how far diffusers' 20 steps move when z moves by one ulp
     assert within(relative(ours, theirs), relative(nudged, theirs), 100, f"{prediction_type}, eta {eta}")
-
-
-def reference_inversion(unet, scheduler, latents, cond, steps, prediction_type):
-    """tuneavideo/util.py (ddim_loop + next_step) restated loop by loop, in DDPM space. For v-prediction the
-    model's output is turned into eps first (the reference, written for eps models, would use v as eps)."""
-    scheduler.set_timesteps(steps)
-    z = latents.clone()
-    for i in range(steps):
-        t = scheduler.timesteps[len(scheduler.timesteps) - i - 1]
-        prev_t = t - scheduler.config.num_train_timesteps // steps
-        a_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
-        a_t = scheduler.alphas_cumprod[t]
-        out = unet(z, t.expand(len(z)), cond)
-        eps = out if prediction_type == "epsilon" else (1 - a_t).sqrt() * z + a_t.sqrt() * out
-        x0 = (z - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
-        z = a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps
-    return z
-
-
-def reference_sampling(unet, scheduler, z, cond, uncond, scale, steps):
-    """pipeline_tuneavideo.py's denoising loop: CFG over [uncond, cond], then DDIMScheduler.step."""
-    scheduler.set_timesteps(steps)
-    for t in scheduler.timesteps:
-        u, c = unet(torch.cat([z, z]), t.expand(2 * len(z)), torch.cat([uncond, cond])).chunk(2)
-        z = scheduler.step(u + scale * (c - u), t, z).prev_sample
-    return z
 
 
 def reference_edit(pipe, latents, steps, prediction_type):

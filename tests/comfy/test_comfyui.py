@@ -13,34 +13,23 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from graphs import base_graph, control_node, load_latent, run_ok, score_nodes, tune_node
 from PIL import Image
 
-from conftest import CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, FRAMES, IP2P, ROOT, SDXL_CKPT, SIZE, TUNED
+from server import error_message
+from support import (CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, EPS, FRAMES, IP2P, ROOT, SDXL_CKPT, SIZE, TUNED,
+                     max_abs, module_at, nudge, relative, within)
 from tav_core import demo_video, read_video, write_video
-from tav_core.weights import read_metadata, write_tuned
-from tolerance import EPS, max_abs, nudge, within
+from tav_core.loading.tuned import read_metadata, write_tuned
+from workflow_api import ui_to_api
 
-from server import error_message  # noqa: E402  (tests/comfy is on the path: conftest)
-from workflow_api import ui_to_api  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "workflows"))
-from build_workflows import MEASURE, REUSE, SAVE, SDXL_CHECKPOINT, VIDEO, workflows  # noqa: E402
+build_workflows = module_at(ROOT / "workflows" / "build_workflows.py")
+MEASURE, REUSE, SAVE, SDXL_CHECKPOINT, VIDEO, workflows = (getattr(build_workflows, n) for n in (
+    "MEASURE", "REUSE", "SAVE", "SDXL_CHECKPOINT", "VIDEO", "workflows"))
 
 NODES = ["TuneAVideoLoadInflateCheckpoint", "TuneAVideoInflateModel", "TuneAVideoTune", "TuneAVideoLoadTunedWeights",
          "TuneAVideoInvert", "TuneAVideoSampler"]
 LEGACY = ["TuneAVideoOneShotTune", "TuneAVideoDDIMInvert", "TuneAVideoVideoKSampler"]
-
-
-def run_ok(comfy, prompt) -> dict:
-    entry = comfy.run(prompt)
-    assert error_message(entry) is None, f"{error_message(entry)}\n{comfy.log_text()[-3000:]}"
-    return entry
-
-
-def load_latent(comfy, prefix: str) -> torch.Tensor:
-    files = sorted((comfy.base / "output").glob(f"{prefix}_*.latent"))
-    assert files, f"no latent saved under {prefix}"
-    return safetensors.torch.load_file(str(files[-1]))["latent_tensor"]
 
 
 def test_pack_imports_cleanly_and_every_node_is_listed(comfy, object_info):
@@ -205,24 +194,6 @@ def test_first_release_workflows_still_load_and_run(comfy, object_info):
     assert read_video(sorted((comfy.base / "output" / "tav-test").glob("legacy_*.mp4"))[-1]).shape[0] == FRAMES
 
 
-def base_graph(extra: dict) -> dict:
-    """Checkpoint, prompts, source-video latents (nodes 1-9); ``extra`` adds the nodes under test."""
-    graph = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "4": {"class_type": "LoadVideo", "inputs": {"file": "skiing.mp4"}},
-        "5": {"class_type": "GetVideoComponents", "inputs": {"video": ["4", 0]}},
-        "6": {"class_type": "ImageFromBatch", "inputs": {"image": ["5", 0], "batch_index": 0, "length": FRAMES}},
-        "7": {"class_type": "ImageScale", "inputs": {"image": ["6", 0], "upscale_method": "bicubic", "width": SIZE,
-                                                     "height": SIZE, "crop": "center"}},
-        "8": {"class_type": "VAEEncode", "inputs": {"pixels": ["7", 0], "vae": ["1", 2]}},
-        "9": {"class_type": "TuneAVideoInflateModel", "inputs": {"model": ["1", 0]}},
-    }
-    graph.update(extra)
-    return graph
-
-
 def invert_and_sample(model, positive, negative, prefix, first=20):
     """Nodes that invert the source latents with ``model`` and sample them back, saving the result."""
     a, b, c = str(first), str(first + 1), str(first + 2)
@@ -273,6 +244,30 @@ def test_original_model_is_bit_identical_after_an_inflated_branch_ran(comfy):
     print(f"stock KSampler, tuned video model vs original: {max_abs(stock_on_tuned, before):.2e} (floor {floor:.2e})")
     # another model: it must move the result far beyond rounding (1000x how far a 1-ulp latent nudge moves it)
     assert stock_on_tuned.shape == before.shape and max_abs(stock_on_tuned, before) > 1000 * floor
+
+
+def test_a_stock_image_graph_gives_the_same_image_before_and_after_a_video_graph_ran(comfy):
+    """Separate prompts in one server, the executor's cache emptied between them (so the image graph really runs
+    again): the video graph (tuning, inversion, sampling on the same checkpoint) leaves nothing behind in the shared
+    UNet. The same computation repeated in one process: bit for bit."""
+    def image_graph(prefix):
+        return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+                "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
+                "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+                "4": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 2}},
+                "5": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 3, "cfg": 5.0, "sampler_name": "euler",
+                      "scheduler": "normal", "denoise": 1.0, "model": ["1", 0], "positive": ["2", 0],
+                      "negative": ["3", 0], "latent_image": ["4", 0]}},
+                "6": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": prefix}}}
+    run_ok(comfy, image_graph("tav-test/image-before"))
+    run_ok(comfy, base_graph({
+        "14": {"class_type": "TuneAVideoTune", "inputs": {"model": ["9", 0], "positive": ["2", 0],
+               "latent_image": ["8", 0], "steps": 2, "learning_rate": 1e-3, "seed": 0, "save_name": ""}},
+        **invert_and_sample(["14", 0], ["2", 0], ["3", 0], "tav-test/video-between")}))
+    comfy.post("/free", {"free_memory": True})  # the next prompt runs with the executor's caches emptied
+    run_ok(comfy, image_graph("tav-test/image-after"))
+    before, after = load_latent(comfy, "tav-test/image-before"), load_latent(comfy, "tav-test/image-after")
+    assert before.shape == (2, 4, SIZE // 8, SIZE // 8) and torch.equal(before, after)
 
 
 def test_lora_before_inflate_equals_lora_after_and_changes_the_output(comfy):
@@ -330,11 +325,6 @@ def test_controlnet_hints_change_the_output(comfy):
     # ControlNet at strength 0 vs none (other code paths): limit 100x how far a 1-ulp latent nudge moves the sampling
     # (~1e-2 here, while the hints at strength 1 move it by 15)
     assert within(max_abs(off, none), floor, 100, "ControlNet at strength 0 vs none")
-
-
-def tune_node(model, save_name="", steps=1, seed=0, conditioning=("2", 0)) -> dict:
-    return {"class_type": "TuneAVideoTune", "inputs": {"model": model, "positive": list(conditioning),
-            "latent_image": ["8", 0], "steps": steps, "learning_rate": 1e-4, "seed": seed, "save_name": save_name}}
 
 
 def expect_error(comfy, graph, message):
@@ -434,8 +424,6 @@ def test_nodes_compute_what_the_engine_computes(comfy, test_models):
         assert within(relative(theirs, ours), relative(moved, ours), 100, f"ComfyUI vs engine: {what}")
 
 
-
-
 def test_save_names_are_checked_before_tuning_and_never_overwrite(comfy):
     folder = comfy.base / "models" / "tuneavideo"
     for name, message in (("..", "may not start with a dot"), (".hidden", "may not start with a dot"),
@@ -482,20 +470,12 @@ def test_missing_tuned_weights_are_explained_before_anything_runs(comfy):
         comfy.queue(graph)
 
 
-def score_nodes(images, source, mask, clip, prompt: str) -> dict:
-    return {"50": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}},
-            "51": {"class_type": "CLIPLoader", "inputs": {"clip_name": CLIP_TEXT, "type": "stable_diffusion"}},
-            "54": {"class_type": "TuneAVideoScoreVideo", "inputs": {
-                "images": images, "clip_vision": ["50", 0], "clip": clip, "prompt": prompt, "source_images": source,
-                "mask": mask}}}
-
-
 def test_score_video_measures_what_the_engine_measures(comfy, test_models):
     """The edit here is the inverted source; the mask is the red square of each frame (its red channel)."""
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-    from tav_core import metrics
-    from tav_core.clip_embedder import clip_pixels, clip_processor
+    from tav_core.scoring import metrics
+    from tav_core.scoring.clip import clip_pixels, clip_processor
     graph = base_graph({"52": {"class_type": "ImageInvert", "inputs": {"image": ["7", 0]}},
                         "53": {"class_type": "ImageToMask", "inputs": {"image": ["7", 0], "channel": "red"}},
                         "55": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "tav-test/src"}},
@@ -511,15 +491,14 @@ def test_score_video_measures_what_the_engine_measures(comfy, test_models):
     for name, fn in (("psnr", metrics.psnr), ("ssim", metrics.ssim)):
         assert report[name] == pytest.approx(float(fn(source, edit).double().mean()), rel=1e-5)
         assert report[f"{name}_inside"] == pytest.approx(float(fn(source, edit, mask).double().mean()), rel=1e-5)
+    from make_models import SD1, VIT_L
     from safetensors.torch import load_file
     from transformers import CLIPTextConfig, CLIPVisionConfig
-
-    from make_models import SD1, VIT_L
     vision = CLIPVisionModelWithProjection(CLIPVisionConfig(**VIT_L))
     vision.load_state_dict({k: v.float() for k, v in load_file(str(test_models / CLIP_VISION)).items()}, strict=False)
     text = CLIPTextModelWithProjection(CLIPTextConfig(**json.loads((SD1 / "text_encoder" / "config.json").read_text())))
     text.load_state_dict({k: v.float() for k, v in load_file(str(test_models / CLIP_TEXT)).items()}, strict=False)
-    from tav_core.models import clip_tokenizer
+    from tav_core.loading.configs import clip_tokenizer
     with torch.no_grad():  # transformers' CLIP on CLIPProcessor's pixels, as papers score
         pixels = clip_pixels(edit, clip_processor(224))
         image_embeds = vision(pixel_values=pixels).image_embeds
@@ -573,22 +552,11 @@ def equivalence_setup(comfy, test_models, name: str, frames: int = FRAMES, frame
     return pipe, latents, graph
 
 
-def relative(ours, theirs) -> float:
-    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
-
-
-def control_node(source: str, edit: str, **settings) -> dict:
-    inputs = {"source_prompt": source, "edit_prompt": edit, "mode": "auto", "cross_steps": 0.4, "self_steps": 0.5,
-              "reweight": "", "blend_source_words": "", "blend_edit_words": "", "blend_threshold": 0.3,
-              "blend_start": 0.2}
-    return {"class_type": "TuneAVideoAttentionControl", "inputs": {**inputs, **settings}}
-
-
 def test_null_text_inversion_and_controlled_edit_equal_the_engine(comfy, test_models):
     """Same checkpoint, tuned weights and latents: Null-Text Invert, and Video KSampler with Attention Control
     (word swap, reweighting, local blend) from it, against tav_core's null_text_invert and edit."""
-    from tav_core.attention_control import EditControl
-    from tav_core.editing import edit, null_text_invert
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit, null_text_invert
     pipe, latents, graph = equivalence_setup(comfy, test_models, "p2p")
     steps, cfg = 4, 7.5
     control = dict(reweight="yellow:2", blend_source_words="square", blend_edit_words="square", blend_start=0.0)
@@ -611,7 +579,7 @@ def test_null_text_inversion_and_controlled_edit_equal_the_engine(comfy, test_mo
     source, edited = edit(pipe, inversion, p2p)
     moved = null_text_invert(pipe, nudge(latents), "a red square", steps, cfg, inner_steps=3)
     moved_source, moved_edit = edit(pipe, moved, p2p)
-    from tav_core.null_text import NullTextInversion
+    from tav_core.editing.null_text import NullTextInversion
     saved = NullTextInversion.load(comfy.base / "models" / "tuneavideo_inversions" / "p2p_00001_.safetensors")
     for name, ours, nudged, theirs in (
             ("nt-noise", inversion.noise, moved.noise, load_latent(comfy, "tav-test/nt-noise") * pipe.scaling),
@@ -628,8 +596,8 @@ def test_video_p2p_recipe_equals_the_engine(comfy, test_models):
     """Video-P2P's recipe: weights tuned with first-frame attention (Load Tuned Weights takes it from the file),
     --fast (DDIM Invert with the source prompt, the source branch unguided) and self-attention control on the
     temporal layers, against the engine's."""
-    from tav_core.attention_control import EditControl
-    from tav_core.editing import edit
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit
     pipe, latents, graph = equivalence_setup(comfy, test_models, "videop2p", frame_attention="first_frame")
     steps, cfg = 4, 7.5
     graph.update({
@@ -681,9 +649,9 @@ def test_identity_edit_reproduces_the_source_branch_and_bad_controls_are_named(c
 def test_host_context_windows_run_anchored_and_equal_the_engines_windows(comfy, test_models):
     """Context Windows (Manual) on the tuned MODEL: DDIM Invert, Video KSampler, Null-Text Invert and a controlled
     edit run window by window with the clip's frame 0 as every window's anchor, as tav_core's windows do."""
-    from tav_core.attention_control import EditControl
-    from tav_core.editing import edit, null_text_invert
-    from tav_core.windows import ContextWindows, Passes
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit, null_text_invert
+    from tav_core.sampling.windows import ContextWindows, Passes
     frames, steps, cfg = 8, 3, 7.5
     pipe, latents, graph = equivalence_setup(comfy, test_models, "windows", frames)
     graph.update({

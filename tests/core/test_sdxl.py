@@ -9,19 +9,18 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionXLPipeline
 
-from conftest import randomize_temporal
+from support import EPS, max_abs, nudge, randomize_temporal, reference_inversion, reference_sampling, relative, within
 from tav_core import TavError, TuneAVideo, TuneConfig, demo_video, load_components
-from tav_core.attention_control import EditControl
-from tav_core.conditioning import context_tokens, pack, unpack
-from tav_core.ddim import vp_scale
-from tav_core.editing import edit, null_text_invert
-from tav_core.memory import Settings
-from tav_core.null_text import null_text_inversion
-from tav_core.models import ModelConfigs, inspect_checkpoint
-from tav_core.stage_memory import STAGES, plan_stage
-from tav_core.tiny import save_folder, tiny_sdxl_components
-from test_ddim import reference_inversion, reference_sampling
-from tolerance import EPS, max_abs, nudge, relative, within
+from tav_core.editing.attention_control import EditControl
+from tav_core.editing.edit import edit, null_text_invert
+from tav_core.editing.null_text import null_text_inversion
+from tav_core.loading.checkpoints import inspect_checkpoint
+from tav_core.loading.configs import ModelConfigs
+from tav_core.loading.tiny import save_folder, tiny_sdxl_components
+from tav_core.memory.stages import STAGES, plan_stage
+from tav_core.memory.trace import Settings
+from tav_core.model.conditioning import context_tokens, pack, unpack
+from tav_core.sampling.ddim import vp_scale
 
 FRAMES = 3
 
@@ -106,7 +105,7 @@ def test_inflated_sdxl_unet_equals_the_image_unet_before_tuning(sdxl):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_sdxl_inversion_and_cfg_sampling_equal_the_reference(prediction_type):
     """The engine's DDIM inversion (empty prompt) and CFG-12.5 edit on an inflated SDXL UNet with non-zero temporal
-    layers, against the reference's loops restated (tests/test_ddim.py) on the UNet called as diffusers' SDXL pipeline
+    layers, against the reference's loops restated (tests/core/test_ddim.py) on the UNet called as diffusers' SDXL pipeline
     calls it (its encode_prompt and time ids), in float64 and float32."""
     steps = 6
     for dtype in (torch.float64, torch.float32):
@@ -261,7 +260,7 @@ def test_every_stage_is_planned_for_sdxl(sdxl):
 def test_cli_tunes_and_edits_an_sdxl_checkpoint(tmp_path, test_models, capsys):
     """``tuneavideo run --model sdxl.safetensors`` as for SD1.5: tunes, saves, edits (P2P with null text too)."""
     from tav_core.cli import main
-    from tav_core.weights import read_metadata
+    from tav_core.loading.tuned import read_metadata
     model = ["--model", str(test_models / "tiny-sdxl.safetensors"), "--config", str(test_models / "tiny-sdxl-config"),
              "--frames", "2", "--width", "64", "--height", "64", "--steps", "2"]
     weights, out = tmp_path / "w.safetensors", tmp_path / "e.gif"

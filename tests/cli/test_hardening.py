@@ -16,11 +16,11 @@ import torch
 from safetensors import safe_open
 
 from tav_core import TavError, TuneAVideo, TuneConfig, demo_video, tune, video_parameters
-from tav_core.errors import TavWarning
-from tav_core import cli
 from tav_core.cli import main
-from tav_core.tiny import tiny_components
-from tav_core.weights import read_metadata
+from tav_core.cli.parser import build_parser
+from tav_core.errors import TavWarning
+from tav_core.loading.tiny import tiny_components
+from tav_core.loading.tuned import read_metadata
 
 TUNE = ["tune", "--frames", "2", "--tune-steps", "2"]
 
@@ -159,7 +159,7 @@ def test_os_errors_end_in_one_line(tmp_path, capsys, monkeypatch):
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "edit.mp4"))
-    monkeypatch.setattr("tav_core.video.write_video", full)
+    monkeypatch.setattr("tav_core.cli.commands.write_video", full)
     code, err = run_cli(["run", "--frames", "2", "--tune-steps", "1", "--steps", "2", "--weights",
                          str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "edit.mp4")], capsys)
     assert code == 1 and err.strip().splitlines()[-1] == (
@@ -173,7 +173,7 @@ def test_a_failed_state_save_warns_and_tuning_goes_on(tmp_path, capsys, monkeypa
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr("tav_core.tuning.save_state", full)
+    monkeypatch.setattr("tav_core.tuning.tune.save_state", full)
     code, err = run_cli([*TUNE, "--checkpoint-every", "1", "--weights", str(tmp_path / "w.safetensors")], capsys)
     assert code == 0 and (tmp_path / "w.safetensors").is_file()
     assert "warning: could not save the training state" in err and "tuning goes on" in err
@@ -280,7 +280,7 @@ def test_a_large_pickle_without_sd_tensors_is_refused_from_its_header_without_re
 
 
 def test_every_option_has_help_and_help_needs_no_torch():
-    parser = cli._parser()
+    parser = build_parser()
     for sub in parser._subparsers._group_actions[0].choices.values():
         for action in sub._actions:
             assert action.help, f"{sub.prog} {action.option_strings} has no help"
@@ -292,7 +292,7 @@ def test_every_option_has_help_and_help_needs_no_torch():
 
 def test_diffusers_folder_loads_without_warnings(tmp_path, caplog):
     from tav_core import load_components
-    from tav_core.tiny import save_folder
+    from tav_core.loading.tiny import save_folder
     save_folder(tiny_components(0), tmp_path / "model")
     load_components(tmp_path / "model")
     assert not [r for r in caplog.records if r.levelname == "WARNING" and "accelerate" in r.getMessage()]
@@ -381,8 +381,8 @@ def test_numbers_devices_and_paths_are_refused_before_the_model_loads(tmp_path, 
 
 def test_a_plan_that_cannot_fit_is_refused_before_the_model_loads_or_the_clip_is_encoded(tmp_path, capsys, no_model,
                                                                                          monkeypatch):
-    import tav_core.memory_budget
-    monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: 2 ** 20)
+    import tav_core.memory.fit
+    monkeypatch.setattr(tav_core.memory.fit, "free_bytes", lambda device: 2 ** 20)
     code, err = run_cli(["tune", "--width", "4096", "--height", "4096", "--memory", "check", "--weights",
                          str(tmp_path / "w.safetensors")], capsys)
     assert code == 2 and "VAE encode needs about" in err and "are free" in err
@@ -476,9 +476,9 @@ def test_damaged_metadata_of_every_file_is_one_line(tmp_path, capsys):
 
 
 def test_a_damaged_null_text_inversion_is_refused_before_the_model_loads(tmp_path, capsys, no_model):
-    from tav_core.null_text import NullTextInversion
+    from tav_core.editing.null_text import NullTextInversion
     weights = tmp_path / "w.safetensors"
-    from tav_core.weights import write_tuned
+    from tav_core.loading.tuned import write_tuned
     write_tuned(weights, {"blocks.0.attn1.to_q.weight": torch.zeros(2, 2)}, [0.0], prompt="x", frames=2)
     inversion = tmp_path / "inv.safetensors"
     for change, message in [(dict(prompt=None), "does not say how it was made"),
@@ -534,7 +534,7 @@ def interrupt_when(process: subprocess.Popen, ready: Path) -> tuple[str, str]:
 def test_a_real_model_tunes_reproducibly_across_processes_and_resumes(tmp_path, test_models, kind):
     """The temporal layers start from the run's seed, so the same command gives bit-identical weights in another
     process (saved bytes compared), and a run interrupted in one process resumes in another."""
-    from tav_core.tiny import save_folder
+    from tav_core.loading.tiny import save_folder
     model = ["--model", str(test_models / "tiny-sd15.safetensors"), "--config", str(test_models / "tiny-sd15-config")]
     if kind == "folder":
         model = ["--model", str(save_folder(tiny_components(3), tmp_path / "model"))]
@@ -601,9 +601,10 @@ def test_checks_about_the_model_and_the_files_come_before_the_model_loads(tmp_pa
 
 
 def test_messages_say_what_happened(tmp_path, capsys, monkeypatch):
-    import tav_core.editing
+    from tav_core.cli import commands
+
     # Ctrl-C while editing, after the weights were saved: they are not lost, and the message says so
-    monkeypatch.setattr(tav_core.editing, "edit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(commands, "edit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     weights = tmp_path / "w.safetensors"
     code, err = run_cli(["run", "--p2p", "--frames", "2", "--tune-steps", "1", "--steps", "2", "--inner-steps", "1",
                          "--memory", "off", "--weights", str(weights), "--out", str(tmp_path / "e.gif")], capsys)
@@ -624,22 +625,10 @@ def test_resume_names_the_setting_that_differs(tmp_path, capsys, change, named):
 
 
 def test_a_mask_covering_every_pixel_or_none_is_explained(tmp_path):
-    from tav_core.scoring import score
+    from tav_core.scoring.report import score
     frames = demo_video(2, 16, 16)
     embeds = torch.randn(2, 4)
     with pytest.raises(TavError, match="white over a whole frame: nothing is outside"):
         score(embeds, None, frames, frames, np.ones((16, 16), bool))
     with pytest.raises(TavError, match="black in at least one frame"):
         score(embeds, None, frames, frames, np.zeros((16, 16), bool))
-
-
-def test_one_shot_tune_in_comfyui_reproduces_across_inflations_and_processes(test_models):
-    """Each inflation draws fresh temporal layers from the global random state; tuning starts them from its seed, so
-    two inflated MODELs (Inflate Model, Load & Inflate Checkpoint) and two server processes tune the same weights."""
-    child = lambda: subprocess.run([sys.executable, str(Path(__file__).parent / "comfy" / "tune_reproducible.py")],
-                                   capture_output=True, text=True, timeout=1800, cwd=Path(__file__).parents[1],
-                                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    runs = [child(), child()]
-    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
-    hashes = [h for r in runs for h in json.loads(r.stdout.strip().splitlines()[-1])]
-    assert len(set(hashes)) == 1, hashes  # saved bytes of one computation, four times

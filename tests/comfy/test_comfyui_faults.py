@@ -5,14 +5,12 @@ import json
 import math
 import os
 import subprocess
-import sys
 
 import pytest
+from graphs import base_graph, control_node, run_ok, score_nodes, tune_node
 
-from conftest import CKPT, CLIP_VISION, FRAMES, ROOT
 from server import error_message
-from test_comfyui import base_graph, control_node, run_ok, score_nodes, tune_node
-from test_full_disk import fill
+from support import CKPT, CLIP_VISION, FRAMES, fill, run_in_comfyui
 
 PACK = "TuneAVideo"
 
@@ -166,7 +164,7 @@ def test_a_full_models_folder_keeps_the_tuned_weights_in_the_temp_folder(comfy, 
         said = [line for line in comfy.log_text()[log_before:].splitlines() if "NOT saved in models/tuneavideo" in line]
         assert len(said) == 1 and "No space left on device" in said[0], comfy.log_text()[log_before:][-2000:]
         where = said[0].split("saved in ")[-1].split(" instead")[0]
-        from tav_core.weights import read_metadata
+        from tav_core.loading.tuned import read_metadata
         assert read_metadata(where)["frames"] == FRAMES
         os.remove(where)
         assert sorted(p.name for p in folder.iterdir()) == ["filler"]  # nothing half-written
@@ -187,7 +185,5 @@ def test_one_shot_tunes_plan_of_a_huge_latent_answers(comfy):
 
 def test_a_plan_traces_the_same_operations_at_any_size():
     """The host's chunked attention is planned as one operation: the trace's length does not grow with the size."""
-    counts = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "plan_cost.py"), "64", "2048"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=1800, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    sizes = json.loads(counts.stdout.strip().splitlines()[-1])
-    assert sizes["64"] == sizes["2048"] > 100, (sizes, counts.stderr[-2000:])
+    sizes = run_in_comfyui("plan_cost.py", 64, 2048)
+    assert sizes["64"] == sizes["2048"] > 100, sizes

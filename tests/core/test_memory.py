@@ -1,26 +1,21 @@
 """The memory plan against measured allocations, FLOPs against the textbook formulas, and tuning that fits the
 free memory or is refused before any step (headless, CLI, One-Shot Tune)."""
 
-import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT
+import tav_core.memory.fit
 from tav_core import TuneAVideo, TuneConfig, demo_video
-import tav_core.memory_budget
-from tolerance import within
 from tav_core.cli import main
 from tav_core.errors import TavError
-from tav_core.memory import AllocationPeak, Plan, Settings, inference_flops, plan_pipeline, planning
-from tav_core.memory_budget import OVERHEAD, fit, fit_pipeline
-from tav_core.windows import ContextWindows, Passes
-from tav_core.tiny import tiny_components
-from tav_core.weights import read_metadata
+from tav_core.loading.tiny import tiny_components
+from tav_core.loading.tuned import read_metadata
+from tav_core.memory.fit import OVERHEAD, fit, fit_pipeline
+from tav_core.memory.trace import AllocationPeak, Plan, Settings, inference_flops, plan_pipeline, planning
+from tav_core.sampling.windows import ContextWindows, Passes
 
 
 def test_allocation_peak_counts_new_storages_until_they_are_freed():
@@ -94,7 +89,7 @@ def test_fit_keeps_what_fits_and_otherwise_takes_the_cheapest_change_that_fits()
     chosen, _ = fit(plan_for, asked, 0, lambda n: 200 * MB, "cuda")  # a window of 4 (176 MB) fits, 8 (352) does not
     assert chosen.frame_window == 4 and chosen.gradient_checkpointing and chosen.mixed_precision in ("bf16", "fp16")
     assert fit(plan_for, asked, 500 * MB, lambda n: 600 * MB, "cuda")[0] == asked  # 500 MB of it already there
-    with pytest.raises(TavError, match="needs about 1.1 GB more but 700 MB are free; with gradient checkpointing it "
+    with pytest.raises(TavError, match="needs about 1.07 GB more but 700 MB are free; with gradient checkpointing it "
                                        "needs 660 MB: turn that on"):
         fit(plan_for, asked, 0, lambda n: 700 * MB, "cuda", "check")
     with pytest.raises(TavError, match="would not fit even with"):
@@ -120,13 +115,13 @@ def test_fit_pipeline_turns_on_what_fits_or_refuses_before_tuning():
 
 
 def test_cli_refuses_before_any_step_or_tunes_with_what_fits(tmp_path, capsys, monkeypatch):
-    from tav_core.stage_memory import ModelConfigs, plan_stage
+    from tav_core.memory.stages import ModelConfigs, plan_stage
     weights = tmp_path / "w.safetensors"
     args = ["tune", "--frames", "8", "--tune-steps", "2", "--weights", str(weights)]
     window4 = Settings(8, 64, 64, mixed_precision="bf16", gradient_checkpointing=True, frame_window=4)
     need = plan_stage(ModelConfigs.of(tiny_components(0)), "tune", window4).total * OVERHEAD["cpu"]  # weights too:
     free = int(need) + MB // 2  # planned before the model loads. A window of 4 fits, one of 8 does not
-    monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: free)
+    monkeypatch.setattr(tav_core.memory.fit, "free_bytes", lambda device: free)
     assert main([*args, "--memory", "check"]) == 2
     err = capsys.readouterr().err
     assert "are free" in err and "turn that on" in err and not weights.exists()
@@ -134,59 +129,11 @@ def test_cli_refuses_before_any_step_or_tunes_with_what_fits(tmp_path, capsys, m
     assert "tuning with gradient checkpointing, bf16 autocast and a frame window of 4" in capsys.readouterr().out
     tuning = read_metadata(weights)["tuning"]
     assert tuning["frame_window"] == 4 and tuning["mixed_precision"] == "bf16" and tuning["steps"] == 2
-    monkeypatch.setattr(tav_core.memory_budget, "free_bytes", lambda device: 1)
+    monkeypatch.setattr(tav_core.memory.fit, "free_bytes", lambda device: 1)
     assert main([*args, "--weights", str(tmp_path / "none.safetensors")]) == 2
     assert "would not fit even with" in capsys.readouterr().err and not (tmp_path / "none.safetensors").exists()
     assert main([*args, "--memory", "off", "--weights", str(tmp_path / "off.safetensors")]) == 0
     assert read_metadata(tmp_path / "off.safetensors")["tuning"]["frame_window"] is None
-
-
-def _node(free: int | str, mode: str, test_models, node: str = "tune") -> dict:
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "node_memory.py"), str(free), mode, node],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1800, env={**__import__("os").environ,
-                                                                                      "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_one_shot_tune_fits_the_free_memory_comfyui_reports(test_models):
-    ample = _node(2 ** 40, "auto", test_models)
-    assert ample["ran"] == {"mixed_precision": "no", "frame_window": None, "gradient_checkpointing": False}
-    assert "memory: tuning needs about" in ample["log"][0]
-    tight = _node("tight", "auto", test_models)  # just enough for a window of 4 (the node's own plan)
-    assert tight["ran"] == {"mixed_precision": "bf16", "frame_window": 4, "gradient_checkpointing": True}
-    assert "tuning with gradient checkpointing, bf16 autocast and a frame window of 4" in tight["log"][0]
-    refused = _node("tight", "check", test_models)
-    assert refused["ran"] == {} and "are free" in refused["error"] and "turn that on" in refused["error"]
-    assert _node(1, "off", test_models)["ran"]["frame_window"] is None
-
-
-@pytest.mark.parametrize("node, stage", [("invert", "DDIM inversion"), ("null_text", "null-text inversion"),
-                                         ("sample", "CFG sampling")])
-def test_inference_nodes_take_the_longest_frame_windows_that_fit(test_models, node, stage):
-    """16 frames of the test checkpoint, with free memory just above what 4-frame windows need (the node's own plan
-    of each candidate, reported by the child): the node runs the host's context windows of the longest length whose
-    plan fits (Null-Text Invert with gradient checkpointing as well), and says so."""
-    ran = _node("tight", "auto", test_models, node)
-    fitting = [name for name, need in ran["needs"].items() if need <= ran["free"]]  # the node's candidates, in order
-    assert "whole clip" not in fitting and fitting, ran
-    assert f"{stage} with {fitting[0]}" in ran["log"][0] and "frame windows of" in fitting[0]
-    if node == "null_text":  # checkpointing first: windows only as it alone does not fit
-        assert fitting[0].startswith("gradient checkpointing and ") and "gradient checkpointing" not in fitting
-    longest = int(fitting[0].split("frame windows of ")[1].split()[0])
-    assert all(int(name.split("frame windows of ")[1].split()[0]) <= longest for name in fitting)
-    if node == "null_text":
-        assert ran["ran"] == {"windowed": True}
-    else:
-        assert ran["ran"]["windows"] == [longest, longest // 4]
-
-
-def test_inference_nodes_refuse_in_check_mode_and_run_as_given_when_it_fits(test_models):
-    refused = _node("tight", "check", test_models, "sample")
-    assert "CFG sampling needs about" in refused["error"] and "with frame windows of" in refused["error"]
-    assert refused["ran"] == {}
-    ample = _node(2 ** 40, "auto", test_models, "invert")
-    assert ample["ran"] == {"windows": None} and "DDIM inversion needs about" in ample["log"][0]
 
 
 def test_tuning_frees_its_gradients_and_optimiser_state():
@@ -224,7 +171,7 @@ def _fake_cgroup(tmp_path, v2: bool, limit: str, used: int, parent_limit: str | 
 
 @pytest.mark.parametrize("v2", [True, False])
 def test_free_memory_on_the_cpu_is_bounded_by_the_cgroup(tmp_path, v2):
-    from tav_core.host_memory import cpu_free_bytes
+    from tav_core.memory.host import cpu_free_bytes
     gb = 2 ** 30
     root, proc = _fake_cgroup(tmp_path / "a", v2, str(4 * gb), 3 * gb)
     assert cpu_free_bytes(root, proc) == gb  # 4 GB limit, 3 GB used: 1 GB left of the 16 GB available
@@ -240,11 +187,11 @@ STAGE_CASES = [(None, 12), (ContextWindows(4, 1), 16)]
 
 @pytest.mark.parametrize("windows, frames", STAGE_CASES, ids=["whole clip", "windows of 4 over 16 frames"])
 def test_every_stage_is_planned_as_it_runs(windows, frames):
-    """Each stage's plan (``tav_core.stage_memory``, fake tensors) against the exact peak of the tensors the stage
+    """Each stage's plan (``tav_core.memory.stages``, fake tensors) against the exact peak of the tensors the stage
     allocates when it runs on the tiny model; 16 frames in windows of 4 are planned from 3 and 4 windows."""
-    from tav_core.attention_control import EditControl
-    from tav_core.editing import edit, null_text_invert
-    from tav_core.stage_memory import ModelConfigs, plan_stage
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit, null_text_invert
+    from tav_core.memory.stages import ModelConfigs, plan_stage
     pipe = TuneAVideo(tiny_components(0))
     video = demo_video(frames, 64, 64)
     latents = pipe.encode_video(video)
@@ -267,13 +214,13 @@ def test_every_stage_is_planned_as_it_runs(windows, frames):
 
 
 def test_a_run_that_a_later_stage_cannot_fit_is_refused_before_tuning(tmp_path, capsys, monkeypatch):
-    import tav_core.stage_memory
-    original = tav_core.stage_memory.plan_stage
+    import tav_core.memory.stages
+    original = tav_core.memory.stages.plan_stage
 
     def huge_edit(configs, stage, settings, device_type="cuda"):
         plan = original(configs, stage, settings, device_type)
         return replace(plan, held=2 ** 50) if stage == "p2p" else plan  # no setting makes the edit fit
-    monkeypatch.setattr(tav_core.memory_budget, "plan_stage", huge_edit)
+    monkeypatch.setattr(tav_core.memory.fit, "plan_stage", huge_edit)
     weights = tmp_path / "w.safetensors"
     assert main(["run", "--p2p", "--frames", "4", "--tune-steps", "2", "--steps", "2", "--weights", str(weights),
                  "--out", str(tmp_path / "e.gif")]) == 2
@@ -283,36 +230,17 @@ def test_a_run_that_a_later_stage_cannot_fit_is_refused_before_tuning(tmp_path, 
 
 
 def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path, capsys, monkeypatch):
-    from tav_core.memory_budget import fit_pipeline_stage as fit_stage, pipeline_settings
+    from tav_core.memory.fit import fit_pipeline_stage as fit_stage
+    from tav_core.memory.fit import pipeline_settings
     pipe = TuneAVideo(tiny_components(0))
     asked = pipeline_settings(pipe, "sample", 24, 64, 64)
     whole, _ = fit_stage(pipe, "sample", asked, "auto", free=lambda n: 2 ** 40)
     assert whole == asked
-    need = lambda s: (tav_core.stage_memory.plan_stage(tav_core.stage_memory.ModelConfigs.of(pipe.c), "sample", s,
-                                                       "cpu").total - tav_core.memory_budget.loaded_bytes(pipe)) * \
+    need = lambda s: (tav_core.memory.stages.plan_stage(tav_core.memory.stages.ModelConfigs.of(pipe.c), "sample", s,
+                                                       "cpu").total - tav_core.memory.fit.loaded_bytes(pipe)) * \
         OVERHEAD["cpu"]
     windows8 = replace(asked, batch_cfg=False, mixed_precision="bf16", windows=ContextWindows(8, 2))
     chosen, report = fit_stage(pipe, "sample", asked, "auto", free=lambda n: int(need(windows8)) + 1)
     assert chosen.windows is not None and chosen.windows.length >= 8 and "frame windows of" in report
     with pytest.raises(TavError, match="CFG sampling needs about .* turn that on"):
         fit_stage(pipe, "sample", asked, "check", free=lambda n: int(need(windows8)) + 1)
-
-
-def test_checkpointing_on_the_host_keeps_less_and_gives_the_same_result(test_models):
-    """On the host's UNet (which runs a level's layers one by one) every ResNet and transformer block is checkpointed,
-    the temporal attention its video hook adds included: One-Shot Tune's plan keeps far less for backward, and two
-    tuning steps give the same tensors; Null-Text Invert's "auto" takes checkpointing when the free memory lies
-    between the two plans, and gives what it gives without."""
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "comfy" / "checkpointing.py")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=1800,
-                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    print(result)
-    assert result["saved"]["True"] < 0.5 * result["saved"]["False"]
-    # recomputed forwards: limit 10x how far plain tuning moves when the latents move by one ulp
-    assert within(result["difference"], result["floor"], 10, "ComfyUI checkpointing")
-    assert result["null_text_needs"]["True"] < 0.8 * result["null_text_needs"]["False"]
-    assert result["null_text_checkpointing"] == [False, True, False]
-    # limit 10x how far the null text moves without checkpointing when the latents move by one ulp
-    assert within(result["null_text_difference"], result["null_text_floor"], 10, "Null-Text Invert checkpointing")

@@ -3,12 +3,11 @@
 import pytest
 import safetensors.torch
 import torch
-
 from diffusers import UNet2DConditionModel
 
+from support import max_abs, nudge, within
 from tav_core import TavError, TuneAVideo, demo_video, load_components
-from tav_core.tiny import save_folder
-from tolerance import max_abs, nudge, within
+from tav_core.loading.tiny import save_folder
 
 
 def unet_output(components, nudged=False):

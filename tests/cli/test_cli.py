@@ -5,8 +5,8 @@ import pytest
 
 from tav_core import TuneAVideo, demo_video, read_video
 from tav_core.cli import main
-from tav_core.tiny import tiny_components
-from tav_core.weights import read_metadata
+from tav_core.loading.tiny import tiny_components
+from tav_core.loading.tuned import read_metadata
 
 
 def test_run_tune_edit_end_to_end(tmp_path, capsys):

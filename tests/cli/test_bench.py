@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from support import ROOT
 
 
 def test_bench_compare_writes_json_with_all_measurements(tmp_path):

@@ -6,10 +6,9 @@ import pytest
 import torch
 from diffusers.models.resnet import ResnetBlock2D
 
-from conftest import randomize_temporal
+from support import max_abs, nudge, randomize_temporal, within
 from tav_core import TavError, inflate
-from tav_core.inflation import clip_norms, transformer_blocks
-from tolerance import max_abs, nudge, within
+from tav_core.model.inflation import clip_norms, transformer_blocks
 
 
 def run(unet, x, t, cond, frames=None):

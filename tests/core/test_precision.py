@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from tav_core import TavError, TuneAVideo, TuneConfig, demo_video
-from tav_core.attention_control import EditControl
 from tav_core.cli import main
-from tav_core.editing import edit, null_text_invert
-from tav_core.tiny import tiny_components
-from tav_core.windows import ContextWindows, Passes
+from tav_core.editing.attention_control import EditControl
+from tav_core.editing.edit import edit, null_text_invert
+from tav_core.loading.tiny import tiny_components
+from tav_core.sampling.windows import ContextWindows, Passes
 
 DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 S, E = "a red square", "a yellow square"

@@ -9,18 +9,17 @@ On failure a screenshot goes to .cache/browser-failures/<test>.png.
 import json
 import os
 import re
-import sys
 import time
 
 import pytest
 from PIL import Image
 
 from browser import Frontend
-from conftest import CKPT, CLIP_TEXT, CLIP_VISION, ROOT
+from support import CKPT, CLIP_TEXT, CLIP_VISION, ROOT, module_at
 from tav_core import demo_video, read_video, write_video
 
-sys.path.insert(0, str(ROOT / "workflows"))
-from build_workflows import MAIN, MEASURE  # noqa: E402
+build_workflows = module_at(ROOT / "workflows" / "build_workflows.py")
+MAIN, MEASURE = build_workflows.MAIN, build_workflows.MEASURE
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 FAILURES = ROOT / ".cache" / "browser-failures"

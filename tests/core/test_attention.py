@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from tav_core.attention import TemporalAttention, clip_group_norm_in, clip_group_norm_out, temporal_residual
-from tav_core.inflation import inflate, transformer_blocks
-from tolerance import max_abs, nudge, within
+from support import max_abs, nudge, within
+from tav_core.model.attention import TemporalAttention, clip_group_norm_in, clip_group_norm_out, temporal_residual
+from tav_core.model.inflation import inflate, transformer_blocks
 
 
 def naive_attention(q, k, v, heads):

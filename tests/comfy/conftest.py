@@ -1,0 +1,26 @@
+"""The one real ComfyUI server all server and browser tests share (this folder's helpers sit beside it)."""
+
+import pytest
+
+from server import ComfyServer
+from support import CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, IP2P, SDXL_CKPT
+from tav_core import demo_video, write_video
+
+
+@pytest.fixture(scope="session")
+def comfy(test_models, tmp_path_factory):
+    """One real ComfyUI server for all server and browser tests: tiny models, an 8-frame clip in input/."""
+    base = tmp_path_factory.mktemp("comfy")
+    server = ComfyServer(COMFYUI, base)
+    for name, folder in ((CKPT, "checkpoints"), (SDXL_CKPT, "checkpoints"), (CONTROLNET, "controlnet"),
+                         (IP2P, "diffusion_models"),
+                         (CLIP_VISION, "clip_vision"), (CLIP_TEXT, "text_encoders")):
+        (base / "models" / folder / name).symlink_to(test_models / name)
+    write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy):
+    return comfy.get("/object_info")

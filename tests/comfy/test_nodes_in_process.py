@@ -1,0 +1,73 @@
+"""The nodes' code on the host's own UNet, run by scripts that import ComfyUI and the pack in their own process (no
+server): memory plans, gradient checkpointing, tuning reproduced across inflations and processes."""
+
+import pytest
+
+from support import run_in_comfyui, within
+
+
+def _node(free: int | str, mode: str, test_models, node: str = "tune") -> dict:
+    return run_in_comfyui("node_memory.py", free, mode, node)
+
+
+def test_one_shot_tune_fits_the_free_memory_comfyui_reports(test_models):
+    ample = _node(2 ** 40, "auto", test_models)
+    assert ample["ran"] == {"mixed_precision": "no", "frame_window": None, "gradient_checkpointing": False}
+    assert "memory: tuning needs about" in ample["log"][0]
+    tight = _node("tight", "auto", test_models)  # just enough for a window of 4 (the node's own plan)
+    assert tight["ran"] == {"mixed_precision": "bf16", "frame_window": 4, "gradient_checkpointing": True}
+    assert "tuning with gradient checkpointing, bf16 autocast and a frame window of 4" in tight["log"][0]
+    refused = _node("tight", "check", test_models)
+    assert refused["ran"] == {} and "are free" in refused["error"] and "turn that on" in refused["error"]
+    assert _node(1, "off", test_models)["ran"]["frame_window"] is None
+
+
+@pytest.mark.parametrize("node, stage", [("invert", "DDIM inversion"), ("null_text", "null-text inversion"),
+                                         ("sample", "CFG sampling")])
+def test_inference_nodes_take_the_longest_frame_windows_that_fit(test_models, node, stage):
+    """16 frames of the test checkpoint, with free memory just above what 4-frame windows need (the node's own plan
+    of each candidate, reported by the child): the node runs the host's context windows of the longest length whose
+    plan fits (Null-Text Invert with gradient checkpointing as well), and says so."""
+    ran = _node("tight", "auto", test_models, node)
+    fitting = [name for name, need in ran["needs"].items() if need <= ran["free"]]  # the node's candidates, in order
+    assert "whole clip" not in fitting and fitting, ran
+    assert f"{stage} with {fitting[0]}" in ran["log"][0] and "frame windows of" in fitting[0]
+    if node == "null_text":  # checkpointing first: windows only as it alone does not fit
+        assert fitting[0].startswith("gradient checkpointing and ") and "gradient checkpointing" not in fitting
+    longest = int(fitting[0].split("frame windows of ")[1].split()[0])
+    assert all(int(name.split("frame windows of ")[1].split()[0]) <= longest for name in fitting)
+    if node == "null_text":
+        assert ran["ran"] == {"windowed": True}
+    else:
+        assert ran["ran"]["windows"] == [longest, longest // 4]
+
+
+def test_inference_nodes_refuse_in_check_mode_and_run_as_given_when_it_fits(test_models):
+    refused = _node("tight", "check", test_models, "sample")
+    assert "CFG sampling needs about" in refused["error"] and "with frame windows of" in refused["error"]
+    assert refused["ran"] == {}
+    ample = _node(2 ** 40, "auto", test_models, "invert")
+    assert ample["ran"] == {"windows": None} and "DDIM inversion needs about" in ample["log"][0]
+
+
+def test_checkpointing_on_the_host_keeps_less_and_gives_the_same_result(test_models):
+    """On the host's UNet (which runs a level's layers one by one) every ResNet and transformer block is checkpointed,
+    the temporal attention its video hook adds included: One-Shot Tune's plan keeps far less for backward, and two
+    tuning steps give the same tensors; Null-Text Invert's "auto" takes checkpointing when the free memory lies
+    between the two plans, and gives what it gives without."""
+    result = run_in_comfyui("checkpointing.py")
+    print(result)
+    assert result["saved"]["True"] < 0.5 * result["saved"]["False"]
+    # recomputed forwards: limit 10x how far plain tuning moves when the latents move by one ulp
+    assert within(result["difference"], result["floor"], 10, "ComfyUI checkpointing")
+    assert result["null_text_needs"]["True"] < 0.8 * result["null_text_needs"]["False"]
+    assert result["null_text_checkpointing"] == [False, True, False]
+    # limit 10x how far the null text moves without checkpointing when the latents move by one ulp
+    assert within(result["null_text_difference"], result["null_text_floor"], 10, "Null-Text Invert checkpointing")
+
+
+def test_one_shot_tune_in_comfyui_reproduces_across_inflations_and_processes(test_models):
+    """Each inflation draws fresh temporal layers from the global random state; tuning starts them from its seed, so
+    two inflated MODELs (Inflate Model, Load & Inflate Checkpoint) and two server processes tune the same weights."""
+    hashes = [h for _ in range(2) for h in run_in_comfyui("tune_reproducible.py")]
+    assert len(set(hashes)) == 1, hashes  # saved bytes of one computation, four times
