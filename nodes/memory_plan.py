@@ -106,7 +106,6 @@ def has_inference_weights(model) -> bool:
     return any(p.is_inference() for p in diffusion_model(model).parameters())
 
 
-
 def compute_precision(model) -> str:
     """The autocast tuning needs for the MODEL's compute dtype (half-precision weights need the gradient scaler)."""
     return HALF.get(model.model.manual_cast_dtype or model.model.get_dtype(), "no")

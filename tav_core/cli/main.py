@@ -14,7 +14,8 @@ from . import checks
 from .parser import PAPER, TINY, build_parser, command_defaults
 
 
-def interrupted_message(args) -> str:
+def _interrupted(args) -> str:
+    """What Ctrl-C leaves: the saved weights or training state, and how to go on."""
     if not checks.tunes(args):
         return "interrupted"
     if getattr(args, "saved_weights", False):
@@ -26,11 +27,8 @@ def interrupted_message(args) -> str:
     return "interrupted; nothing was saved (--checkpoint-every N makes a tuning run resumable)"
 
 
-
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
-
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {os_message(e)}", file=sys.stderr)
             return 2 if e.errno == errno.ENAMETOOLONG else 1  # a name too long is the input's fault
         except KeyboardInterrupt:
-            print(interrupted_message(args), file=sys.stderr)
+            print(_interrupted(args), file=sys.stderr)
             return 130
         except MemoryError:
             print("error: out of memory; use fewer frames or a smaller size, or keep --memory auto", file=sys.stderr)
