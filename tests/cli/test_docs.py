@@ -4,9 +4,9 @@
 - every option of the `tuneavideo` CLI that the docs name exists in the CLI's --help;
 - the README stays a front page (under 12 KB) and names the test command CI runs.
 
-Plain functions, no conftest fixtures; the repository root is found from this file (the folder holding
-pyproject.toml), so the file may move deeper under tests/.
+Plain functions, no fixtures.
 """
+
 import functools
 import re
 import subprocess
@@ -14,15 +14,8 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote
 
+from support import ROOT
 
-def _repo_root() -> Path:
-    for folder in Path(__file__).resolve().parents:
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    raise RuntimeError(f"no pyproject.toml above {__file__}")
-
-
-ROOT = _repo_root()
 README = ROOT / "README.md"
 README_LIMIT = 12 * 1024  # bytes: the README is the front page; detail lives in docs/
 SHELL_FENCES = {"", "bash", "sh", "shell", "console", "shell-session"}
