@@ -41,7 +41,7 @@ def test_every_internal_the_nodes_reach_is_listed_with_why():
     own = {n.name for n in host_tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     missing = {name: where for name, where in reached.items() if name not in listed and name.split(".")[0] not in own
                and not any(key.startswith(name + ".") for key in listed)}
-    assert len(reached) > 40 and not missing, f"reached through nodes/host.py but not in its INTERNALS: {missing}"
+    assert len(reached) > 20 and not missing, f"reached through nodes/host.py but not in its INTERNALS: {missing}"
 
 
 def test_the_host_has_every_internal_as_the_pack_expects():
