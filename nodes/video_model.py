@@ -21,10 +21,8 @@ from ..tav_core.model.inflation import Inflation, TemporalLayers, transformer_bl
 from ..tav_core.sampling import schedule
 from ..tav_core.sampling.windows import Window
 from . import host
-from .context_windows import KEY as WINDOW_KEY
-from .context_windows import anchor_host_windows, controlnets
-from .edit_plan import KEY as EDIT_KEY
-from .edit_plan import clips_per_chunk
+from .context_windows import KEY as WINDOW_KEY, anchor_host_windows, controlnets
+from .edit_plan import KEY as EDIT_KEY, clips_per_chunk
 
 KEY = "tuneavideo"
 QUERIES = ("attn1.to_q.weight", "attn2.to_q.weight")

@@ -23,9 +23,7 @@ from ..memory.stages import STAGE_NAMES
 from ..precision import compute_precision
 from ..sampling.windows import ContextWindows, Passes
 from ..scoring.clip import ClipEmbedder
-from ..scoring.report import chart
-from ..scoring.report import score as score_video
-from ..scoring.report import table, to_json
+from ..scoring.report import chart, score as score_video, table, to_json
 from ..tuning.state import remove_state
 from ..tuning.tune import TuneConfig
 from ..video import demo_video, read_video, write_video

@@ -230,8 +230,7 @@ def test_a_run_that_a_later_stage_cannot_fit_is_refused_before_tuning(tmp_path, 
 
 
 def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path, capsys, monkeypatch):
-    from tav_core.memory.fit import fit_pipeline_stage as fit_stage
-    from tav_core.memory.fit import pipeline_settings
+    from tav_core.memory.fit import fit_pipeline_stage as fit_stage, pipeline_settings
     pipe = TuneAVideo(tiny_components(0))
     asked = pipeline_settings(pipe, "sample", 24, 64, 64)
     whole, _ = fit_stage(pipe, "sample", asked, "auto", free=lambda n: 2 ** 40)
