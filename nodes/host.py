@@ -62,8 +62,9 @@ INTERNALS = {
                                                     "differences to it)"),
     "model_patcher.ModelPatcher().patches": Internal("a MODEL's LoRA/merge patches, applied to the tuned queries' "
                                                      "start"),
-    "model_patcher.ModelPatcher.add_wrapper_with_key": Internal("an inflated MODEL's APPLY_MODEL, CALC_COND_BATCH and "
-                                                                "OUTER_SAMPLE wrappers", ("wrapper_type", "key", "wrapper")),
+    "model_patcher.ModelPatcher.add_wrapper_with_key": Internal(
+        "an inflated MODEL's APPLY_MODEL, CALC_COND_BATCH and OUTER_SAMPLE wrappers",
+        ("wrapper_type", "key", "wrapper")),
     "model_patcher.ModelPatcher.remove_wrappers_with_key": Internal("re-inflating replaces them",
                                                                     ("wrapper_type", "key")),
     "model_patcher.ModelPatcher.set_additional_models": Internal("the temporal layers follow the MODEL onto the "
@@ -80,20 +81,22 @@ INTERNALS = {
     "utils.get_attr": Internal("a weight of the MODEL by its patch key", ("obj", "attr")),
     "utils.ProgressBar": Internal("the node's progress bar", ("total", "node_id")),
     "ops.disable_weight_init": Internal("the memory plan builds the UNet's layers on the meta device"),
-    "ops.manual_cast": Internal("the same for MODELs stored in half precision"),
+    "ops.manual_cast": Internal("the memory plan builds the layers of MODELs stored in half precision"),
     "openaimodel.UNetModel": Internal("the memory plan builds a meta copy of the UNet"),
     "openaimodel.ResBlock": Internal("gradient checkpointing wraps ResNet blocks"),
     "attention.BasicTransformerBlock": Internal("gradient checkpointing wraps transformer blocks"),
     "attention.optimized_attention": Internal("Prompt-to-Prompt's attention maps: the host's attention function; "
                                               "swapped while a plan traces the UNet (``patched_for_planning``)"),
-    "attention.optimized_attention_masked": Internal("swapped while a plan traces the UNet, as the one above"),
+    "attention.optimized_attention_masked": Internal("the host's masked attention, swapped while a plan traces the "
+                                                     "UNet"),
     "attention.attention_basic": Internal("the memory plan's model of the host's attention"),
     "attention.attention_split": Internal("the host's chunked attention, planned as attention_basic"),
     "attention.attention_sub_quad": Internal("the host's chunked attention, planned as attention_basic"),
     # sampling
-    "sample.sample_custom": Internal("DDIM Invert and Video KSampler run through the host's sampler (ControlNet, "
-                                     "area conds apply)", ("model", "noise", "cfg", "sampler", "sigmas", "positive",
-                                                          "negative", "latent_image", "noise_mask", "callback", "seed")),
+    "sample.sample_custom": Internal(
+        "DDIM Invert and Video KSampler run through the host's sampler (ControlNet, area conds apply)",
+        ("model", "noise", "cfg", "sampler", "sigmas", "positive", "negative", "latent_image", "noise_mask", "callback",
+         "seed")),
     "samplers.KSAMPLER": Internal("the DDIM functions as host samplers", ("sampler_function", "extra_options")),
     "latent_preview.prepare_callback": Internal("live previews while sampling", ("model", "steps")),
     # context windows
@@ -148,8 +151,13 @@ def _resolve(name: str):
         if part.endswith("()"):  # an attribute the host sets on the instances of this class
             attr = parts[i + 1]
             owner = getattr(obj, part[:-2], None)
-            source = "".join(inspect.getsource(c) for c in inspect.getmro(owner) if c.__module__.startswith(
-                ("comfy", "server"))) if inspect.isclass(owner) else ""
+            if not inspect.isclass(owner):
+                return None, f"has no class {part[:-2]!r}"
+            try:
+                source = "".join(inspect.getsource(c) for c in inspect.getmro(owner)
+                                 if c.__module__.startswith(("comfy", "server")))
+            except (OSError, TypeError):  # no source shipped: the attribute cannot be checked here
+                return owner, None
             if not re.search(rf"\bself\.{attr}\s*(:[^=]*)?=", source):
                 return None, f"{part[:-2]} instances no longer get .{attr}"
             return owner, None
@@ -175,13 +183,18 @@ def drift() -> list[str]:
             if missing and not any(p.kind == p.VAR_KEYWORD for p in have.values()):
                 reason = f"takes no {', '.join(missing)} any more"
         if reason is not None:
-            problems.append(f"ComfyUI internal {name} (checked on {internal.checked_on}): {reason}; the pack uses it "
-                            f"because {internal.why}")
+            problems.append(f"ComfyUI internal {name} (checked on {internal.checked_on}): {reason}; the pack needs it: "
+                            f"{internal.why}")
     return problems
 
 
 def log_drift() -> None:
-    for line in drift():
+    """At start-up: a warning per changed internal; never a failure of its own (the nodes still load)."""
+    try:
+        lines = drift()
+    except Exception as e:  # noqa: BLE001  (a check of the host must not stop the pack from loading)
+        lines = [f"the check of ComfyUI's internals failed ({type(e).__name__}: {e})"]
+    for line in lines:
         logging.warning("Tune-A-Video: %s", line)
 
 

@@ -1,8 +1,8 @@
 """What several nodes share: their category, model folders, common inputs, the text under a node, previews,
-numbered saves; and the node API the pack is written against: ComfyUI's versioned ``comfy_api.v0_0_2`` (``io.ComfyNode``,
-``io.Schema``, ``ComfyExtension``), the newest numbered version of the host the tests run (0.3.75). A numbered
-version is what the host keeps answering as it moves on; ``comfy_api.latest`` moves with it (in 0.3.75 both are
-the same classes)."""
+numbered saves; and the node API the pack is written against: ComfyUI's versioned ``comfy_api.v0_0_2``
+(``io.ComfyNode``, ``io.Schema``, ``ComfyExtension``), the newest numbered version of the host the tests run
+(0.3.75). A numbered version is what the host keeps answering as it moves on; ``comfy_api.latest`` moves with it (in
+0.3.75 both are the same classes)."""
 
 import logging
 import math

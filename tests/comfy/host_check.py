@@ -63,7 +63,8 @@ elif mode == "hooks":
     counts["while sampling"], seen[:] = min(seen), []
     counts["after sampling"] = hooks_on(unet) - 1
     samples = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    tune_model(inflated, temporal_layers(inflated), torch.randn(1, 77, 768), samples, TuneConfig(steps=1, posterior="mean"))
+    tune_model(inflated, temporal_layers(inflated), torch.randn(1, 77, 768), samples,
+               TuneConfig(steps=1, posterior="mean"))
     counts["while tuning"] = min(seen)
     probe.remove()
     counts["after tuning"] = hooks_on(unet)

@@ -15,7 +15,8 @@ HOST_MODULES = {"comfy", "folder_paths", "server", "nodes", "latent_preview", "e
 def layers_of(package: str) -> dict[str, int]:
     """Each top-level name of ``package`` (module or subpackage) -> its layer, read from its ``LAYERS``."""
     tree = ast.parse((ROOT / package / "__init__.py").read_text())
-    value = next(n.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "LAYERS")
+    value = next(n.value for n in tree.body
+                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "LAYERS")
     return {name: i for i, names in enumerate(ast.literal_eval(value)) for name in names}
 
 
@@ -72,7 +73,8 @@ def layer(package: str, module: str, table: dict[str, int]) -> int:
 def test_every_module_has_a_layer(package):
     table = layers_of(package)
     tops = {m.split(".")[1] if "." in m else "__init__" for m in modules(package)}
-    assert tops <= set(table), f"{package}: {sorted(tops - set(table))} in no layer; add them to {package}/__init__.py LAYERS"
+    assert tops <= set(table), \
+        f"{package}: {sorted(tops - set(table))} in no layer; add them to {package}/__init__.py LAYERS"
 
 
 @pytest.mark.parametrize("package", ["tav_core", "nodes"])
