@@ -4,6 +4,7 @@ the host version it was checked on and why the pack needs it (a test keeps the t
 which of them the running host no longer has as the pack expects; the pack logs it at start-up, and a test fails on
 it, so a host upgrade that breaks the pack says where."""
 
+import functools
 import inspect
 import logging
 import re
@@ -143,6 +144,17 @@ INTERNALS = {
 }
 
 
+@functools.cache
+def _host_source(cls: type) -> str | None:
+    """The source of the methods of a host class and its host base classes, where instance attributes are set (a
+    method's source is found by its line number; a class's would parse its whole file)."""
+    try:
+        return "".join(inspect.getsource(f) for c in inspect.getmro(cls) if c.__module__.startswith(("comfy", "server"))
+                       for f in vars(c).values() if inspect.isfunction(f))
+    except (OSError, TypeError):
+        return None
+
+
 def _resolve(name: str):
     """The object ``name`` reaches, or a reason it does not."""
     obj = globals()[name.split(".")[0]]
@@ -153,10 +165,8 @@ def _resolve(name: str):
             owner = getattr(obj, part[:-2], None)
             if not inspect.isclass(owner):
                 return None, f"has no class {part[:-2]!r}"
-            try:
-                source = "".join(inspect.getsource(c) for c in inspect.getmro(owner)
-                                 if c.__module__.startswith(("comfy", "server")))
-            except (OSError, TypeError):  # no source shipped: the attribute cannot be checked here
+            source = _host_source(owner)
+            if source is None:  # no source shipped: the attribute cannot be checked here
                 return owner, None
             if not re.search(rf"\bself\.{attr}\s*(:[^=]*)?=", source):
                 return None, f"{part[:-2]} instances no longer get .{attr}"

@@ -56,3 +56,14 @@ def control_node(source: str, edit: str, **settings) -> dict:
               "reweight": "", "blend_source_words": "", "blend_edit_words": "", "blend_threshold": 0.3,
               "blend_start": 0.2}
     return {"class_type": "TuneAVideoAttentionControl", "inputs": {**inputs, **settings}}
+
+
+def controlled_edit_nodes(cfg: float, prefix: str) -> dict:
+    """Video KSampler (nodes 10-12) on the inverted LATENT of node 7 with the Attention Control of node 9, the MODEL
+    of node 5 and the prompts of nodes 6 (edit), 2 (source) and 3 (negative); both branches saved: ``<prefix>-edit``,
+    ``<prefix>-source``."""
+    return {"10": {"class_type": "TuneAVideoSampler", "inputs": {
+                "model": ["5", 0], "seed": 0, "steps": 0, "cfg": cfg, "eta": 0.0, "positive": ["6", 0],
+                "negative": ["3", 0], "latent_image": ["7", 0], "control": ["9", 0], "source_positive": ["2", 0]}},
+            "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": f"{prefix}-edit"}},
+            "12": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 1], "filename_prefix": f"{prefix}-source"}}}

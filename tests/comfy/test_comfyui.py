@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from graphs import base_graph, control_node, load_latent, run_ok, score_nodes, tune_node
+from graphs import base_graph, control_node, controlled_edit_nodes, load_latent, run_ok, score_nodes, tune_node
 from PIL import Image
 
 from server import error_message
@@ -566,11 +566,7 @@ def test_null_text_inversion_and_controlled_edit_equal_the_engine(comfy, test_mo
               "save_name": "p2p"}},
         "8": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": "tav-test/nt-noise"}},
         "9": control_node("a red square", "a yellow square", **control),
-        "10": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["5", 0], "seed": 0, "steps": 0, "cfg": cfg,
-               "eta": 0.0, "positive": ["6", 0], "negative": ["3", 0], "latent_image": ["7", 0], "control": ["9", 0],
-               "source_positive": ["2", 0]}},
-        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "tav-test/p2p-edit"}},
-        "12": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 1], "filename_prefix": "tav-test/p2p-source"}},
+        **controlled_edit_nodes(cfg, "tav-test/p2p"),
     })
     run_ok(comfy, graph)
     inversion = null_text_invert(pipe, latents, "a red square", steps, cfg, inner_steps=3)
@@ -604,11 +600,7 @@ def test_video_p2p_recipe_equals_the_engine(comfy, test_models):
         "7": {"class_type": "TuneAVideoInvert", "inputs": {"model": ["5", 0], "conditioning": ["2", 0],
                                                            "latent_image": ["4", 0], "steps": steps}},
         "9": control_node("a red square", "a yellow square", self_attention="temporal", source_cfg=False),
-        "10": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["5", 0], "seed": 0, "steps": 0, "cfg": cfg,
-               "eta": 0.0, "positive": ["6", 0], "negative": ["3", 0], "latent_image": ["7", 0], "control": ["9", 0],
-               "source_positive": ["2", 0]}},
-        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "tav-test/vp2p-edit"}},
-        "12": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 1], "filename_prefix": "tav-test/vp2p-source"}},
+        **controlled_edit_nodes(cfg, "tav-test/vp2p"),
     })
     run_ok(comfy, graph)
     control = EditControl("a red square", "a yellow square", cross_steps=0.4, self_control="temporal",

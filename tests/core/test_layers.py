@@ -2,6 +2,7 @@
 cycles; every import inside a function says why it is there; only ``nodes/host.py`` reaches into ComfyUI."""
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ def layers_of(package: str) -> dict[str, int]:
     return {name: i for i, names in enumerate(ast.literal_eval(value)) for name in names}
 
 
+@functools.cache
 def modules(package: str) -> dict[str, Path]:
-    """Dotted module name (under ``package``) -> file."""
+    """Dotted module name (under ``package``) -> file (read once per package)."""
     out = {}
     for path in sorted((ROOT / package).rglob("*.py")):
         parts = path.relative_to(ROOT).with_suffix("").parts
