@@ -22,7 +22,8 @@ def keep(weight: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def trainable_weights(unet: torch.nn.Module, queries: dict[str, torch.nn.Parameter], frozen_copy: str = "inference"):
-    """While inside: each query projection computes with its tensor in ``queries`` (keys ``<module>.weight``).
+    """While inside: each query projection computes with its tensor in ``queries`` (keys ``<module>.weight``), or
+    with what its function there makes of its weight.
 
     A frozen weight is used as it is, unless it is an inference tensor (made under ``torch.inference_mode()``,
     which autograd cannot keep for backward): those get ``keep``, so ComfyUI's cast copies them, once per use.
@@ -39,7 +40,9 @@ def trainable_weights(unet: torch.nn.Module, queries: dict[str, torch.nn.Paramet
             continue
         q = queries.get(f"{name}.weight")
         copy = lambda t: t is not None and (frozen_copy == "all" or t.is_inference())
-        if q is not None:
+        if callable(q):  # a weight function of its own (LoRA's ``w + s B A``)
+            add(m, "weight_function", q)
+        elif q is not None:
             add(m, "weight_function", lambda w, q=q: q.to(w.dtype))
         elif copy(m.weight):
             add(m, "weight_function", keep)
@@ -103,8 +106,8 @@ def _forward_and_hooks(module: torch.nn.Module, hooks: dict, *args, **kwargs):
 @contextmanager
 def autograd_unet(model, queries: dict[str, torch.Tensor] | None = None, gradient_checkpointing: bool = False):
     """Inside: ``(unet_fn(x, t, packed conditioning), device, dtype)`` for the MODEL's diffusion model loaded as
-    ComfyUI loads it (patches applied), usable with autograd; ``queries`` (ModelPatcher key -> tensor) stand in for those
-    query projections. Outside inference mode, as the stock trainer runs."""
+    ComfyUI loads it (patches applied), usable with autograd; ``queries`` (ModelPatcher key -> tensor, or weight
+    function) stand in for those query projections. Outside inference mode, as the stock trainer runs."""
     with torch.inference_mode(False), torch.enable_grad():
         host.model_management.load_models_gpu([model], force_full_load=True)
         device, dtype = model.load_device, model.model.manual_cast_dtype or model.model.get_dtype()

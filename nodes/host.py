@@ -25,6 +25,7 @@ import comfy.samplers as samplers
 import comfy.sd as sd
 import comfy.sd1_clip as sd1_clip
 import comfy.utils as utils
+import comfy.weight_adapter as weight_adapter
 import folder_paths
 import latent_preview
 
@@ -79,6 +80,12 @@ INTERNALS = {
                                                           "windows while an inflated MODEL samples"),
     "lora.calculate_weight": Internal("a weight with the MODEL's patches, where tuning starts",
                                       ("patches", "weight", "key")),
+    "lora.model_lora_keys_unet": Internal("a LoRA file's names of the query projections (the standard ones that "
+                                          "diffusers' module paths give)", ("model", "key_map")),
+    "lora.load_lora": Internal("a LoRA file's query adapters become the MODEL's own LoRA patches, as Load LoRA adds "
+                               "them", ("lora", "to_load")),
+    "weight_adapter.lora.LoraDiff": Internal("LoRA tuning trains the host's own trainable LoRA (its LoRA trainer's) "
+                                             "on the query projections", ("weights",)),
     "utils.get_attr": Internal("a weight of the MODEL by its patch key", ("obj", "attr")),
     "utils.ProgressBar": Internal("the node's progress bar", ("total", "node_id")),
     "ops.disable_weight_init": Internal("the memory plan builds the UNet's layers on the meta device"),

@@ -8,8 +8,9 @@ from ..tav_core.choices import FRAME_ATTENTION
 from ..tav_core.errors import TavError, summary
 from ..tav_core.files import read_header
 from . import host
-from .shared import CATEGORY, FOLDER, io
-from .video_model import inflate_model, load_tuned_model
+from .shared import CATEGORY, FOLDER, finite_floats, io, require_finite
+from .tuned_weights import load_tuned_model
+from .video_model import inflate_model
 
 
 def load_checkpoint(ckpt_name: str) -> tuple:
@@ -90,22 +91,27 @@ class LoadTunedWeights(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TuneAVideoLoadTunedWeights", display_name=cls.TITLE, category=CATEGORY,
-            description="Applies tuned weights saved by One-Shot Tune (or 'tuneavideo tune') to a MODEL, inflating it "
-                        "with the frame attention they were tuned with. Refuses weights tuned on a different base "
-                        "model.",
+            description="Applies tuned weights saved by One-Shot Tune (or 'tuneavideo tune'), full or LoRA, to a "
+                        "MODEL at a strength, inflating it with the frame attention they were tuned with. Refuses "
+                        "weights tuned on a different base model.",
             inputs=[io.Model.Input("model", tooltip="The base MODEL the weights were tuned on."),
                     io.Combo.Input("weights_name", options=host.folder_paths.get_filename_list(FOLDER),
-                                   tooltip="File in models/tuneavideo, saved by One-Shot Tune's save name.")],
+                                   tooltip="File in models/tuneavideo, saved by One-Shot Tune's save name."),
+                    io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.05, optional=True,
+                                   tooltip="How much of the tuning to apply: 0 the base model, 1 as tuned; between, "
+                                           "every tuned weight W0 + s (W - W0), as a LoRA's strength.")],
             outputs=[io.Model.Output(tooltip="The MODEL, inflated, with the tuned weights: DDIM Invert and Video "
                                              "KSampler take it.")])
 
     @classmethod
-    def validate_inputs(cls, weights_name):
+    def validate_inputs(cls, weights_name, strength=None):
         if weights_name in host.folder_paths.get_filename_list(FOLDER):
-            return True
+            return finite_floats(cls, strength=strength)
         return (f"no tuned weights named '{weights_name}' in models/{FOLDER}; tune first (One-Shot Tune with a save "
                 "name, e.g. the '5. Tune and save weights' template) or pick a file from the list")
 
     @classmethod
-    def execute(cls, model, weights_name) -> io.NodeOutput:
-        return io.NodeOutput(load_tuned_model(host.folder_paths.get_full_path_or_raise(FOLDER, weights_name), model)[0])
+    def execute(cls, model, weights_name, strength=1.0) -> io.NodeOutput:
+        require_finite(cls, strength=strength)
+        path = host.folder_paths.get_full_path_or_raise(FOLDER, weights_name)
+        return io.NodeOutput(load_tuned_model(path, model, strength)[0])

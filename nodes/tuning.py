@@ -2,8 +2,6 @@
 ``nodes.autograd`` sets it up). The MODEL given is never changed.
 """
 
-import copy
-
 import torch
 
 from ..tav_core.charts import loss_chart
@@ -16,8 +14,8 @@ from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
 from .shared import (CATEGORY, FOLDER, check_save_name, finite_floats, hidden, io, preview_with_workflow,
                      require_finite, save_numbered, seed_input, show_report, show_text)
-from .video_model import (PREDICTION, alphas_cumprod, diffusion_model, patched_weight, query_names, require_inflated,
-                          save_tuned_model, tuned_clone, video_hooks)
+from .tuned_weights import Trainable, finish, save_tuned_model, trainable, tuned_clone
+from .video_model import PREDICTION, alphas_cumprod, diffusion_model, require_inflated, video_hooks
 
 
 def scheduler_config(model) -> dict:
@@ -30,24 +28,20 @@ def scheduler_config(model) -> dict:
 
 
 def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config: TuneConfig,
-               gradient_checkpointing: bool = False, callback=None):
-    """Train copies of the MODEL's temporal layers and query projections; returns (layers, queries, losses)
-    with queries keyed by ModelPatcher key. The MODEL itself is left as it was."""
+               gradient_checkpointing: bool = False, callback=None) -> tuple[Trainable, list[float]]:
+    """Train copies of the MODEL's temporal layers and query projections (or LoRA adapters on them: ``config``);
+    returns what was trained (``nodes.tuned_weights``) and the losses. The MODEL itself is left as it was."""
     with torch.inference_mode(False):
-        device = model.load_device
-        layers = copy.deepcopy(layers).to(device, torch.float32)
-        names = query_names(model)
-        queries = {k: torch.nn.Parameter(patched_weight(model, k).to(device)) for k in names}
-    params = {names[k]: q for k, q in queries.items()}
-    params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
+        run = trainable(model, layers, config, model.load_device)
     with video_hooks(diffusion_model(model)) as hooks, \
-            autograd_unet(model, queries, gradient_checkpointing) as (unet_fn, device, dtype):
+            autograd_unet(model, run.weights, gradient_checkpointing) as (unet_fn, device, dtype):
         if config.mixed_precision == "no":  # half-precision weights need autocast and the gradient scaler
             config.mixed_precision = compute_precision(model)
         latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
-        losses = tune(unet_fn, params, lambda f: layers.video(hooks, f), latents,
-                      cond.clone().to(device, torch.float32), scheduler_config(model), config, callback)
-    return layers.to("cpu").requires_grad_(False), {k: q.detach().cpu() for k, q in queries.items()}, losses
+        losses = tune(unet_fn, run.params, lambda f: run.layers.video(hooks, f), latents,
+                      cond.clone().to(device, torch.float32), scheduler_config(model), config, callback,
+                      frozen=run.frozen)
+    return finish(run, config), losses
 
 
 class OneShotTune(io.ComfyNode):
@@ -84,6 +78,14 @@ class OneShotTune(io.ComfyNode):
                                "it would not fit, tune with the first of gradient checkpointing, half-precision "
                                "autocast, a shorter frame window that fits (shown on the node and in the console); "
                                "check: refuse instead, saying what would fit; off: no planning."),
+                io.Combo.Input("method", options=["full", "lora"], default="full", optional=True, tooltip="full: the "
+                               "paper's recipe, the query projections and temporal attention themselves. lora: "
+                               "low-rank adapters on those same layers: a file of megabytes (its image part loads "
+                               "with the stock Load LoRA), less memory for gradients and AdamW; not the paper's "
+                               "result."),
+                io.Int.Input("lora_rank", default=16, min=1, max=1024, optional=True, tooltip="LoRA's rank (method "
+                             "lora): higher learns more and makes bigger files; 4-64 is usual. Its alpha is the rank "
+                             "(scale 1)."),
             ],
             outputs=[io.Model.Output(display_name="tuned_model", tooltip="The MODEL with the tuned query projections "
                                      "and temporal attention (the input MODEL is not changed): feed it to DDIM Invert "
@@ -100,14 +102,15 @@ class OneShotTune(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, latent_image, seed, steps, learning_rate, save_name, frame_window=0,
-                gradient_checkpointing=False, memory="auto") -> io.NodeOutput:
+                gradient_checkpointing=False, memory="auto", method="full", lora_rank=16) -> io.NodeOutput:
         require_finite(cls, learning_rate=learning_rate)
         unique_id = hidden(cls, "unique_id")
         layers = require_inflated(model, cls.TITLE)
         check(len(positive) >= 1, "positive is empty; connect a CLIP Text Encode of the video's caption")
         name = check_save_name(save_name) if save_name.strip() else None
         config = TuneConfig(steps=steps, learning_rate=learning_rate, seed=seed, frame_window=frame_window or None,
-                            posterior="mean")  # a LATENT holds the posterior mean only
+                            posterior="mean",  # a LATENT holds the posterior mean only
+                            lora_rank=lora_rank if method == "lora" else None)
         bar = host.utils.ProgressBar(steps, node_id=unique_id)
 
         def progress(step, loss):
@@ -119,13 +122,12 @@ class OneShotTune(io.ComfyNode):
         config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
         show_report(unique_id, report and f"{cls.TITLE}: {report}")
         cond = packed_conditioning(model, positive[0], samples)  # (SDXL: with its ADM vector)
-        layers, queries, losses = tune_model(model, layers, cond, samples, config, gradient_checkpointing,
-                                             progress)
+        run, losses = tune_model(model, layers, cond, samples, config, gradient_checkpointing, progress)
         if name:
             frames, _, h, w = samples.shape
             save_numbered(unique_id, name, FOLDER, "tuned weights", lambda path: save_tuned_model(
-                path, model, layers, queries, frames=frames, width=w * 8, height=h * 8, tuning=recorded(config),
+                path, model, run, frames=frames, width=w * 8, height=h * 8, tuning=recorded(config),
                 final_loss=losses[-1] if losses else None))
         curve = torch.from_numpy(loss_chart(losses)).float()[None] / 255
-        return io.NodeOutput(tuned_clone(model, layers, queries), curve,
+        return io.NodeOutput(tuned_clone(model, run), curve,
                              ui=preview_with_workflow(curve, hidden(cls, "prompt"), hidden(cls, "extra_pnginfo")))

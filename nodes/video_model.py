@@ -15,7 +15,6 @@ from ..tav_core.editing.attention_control import controlled_temporal
 from ..tav_core.errors import TavError, check, plural
 from ..tav_core.loading.configs import sd_scheduler_config
 from ..tav_core.loading.fingerprint import fingerprint_names, fingerprint_of
-from ..tav_core.loading.tuned import read_tuned, tuned_frame_attention, write_tuned
 from ..tav_core.model.frames import FrameContext
 from ..tav_core.model.inflation import Inflation, TemporalLayers, transformer_blocks
 from ..tav_core.sampling import schedule
@@ -186,35 +185,6 @@ def patched_weight(model, key: str) -> torch.Tensor:
 
 def base_fingerprint(model) -> list[float]:
     return fingerprint_of([base_weight(model, f"diffusion_model.{n}") for n in fingerprint_names(diffusion_model(model))])
-
-
-def tuned_clone(model, layers: TemporalLayers, queries: dict[str, torch.Tensor]):
-    """A clone of ``model`` whose query projections become ``queries`` (patch key -> tensor) and whose
-    temporal layers are ``layers``; the patches are differences, so LoRAs patched before stay in."""
-    clone = model.clone()
-    clone.add_patches({k: ((q.float().cpu() - patched_weight(model, k)),) for k, q in queries.items()}, 1.0)
-    return attach(clone, layers)
-
-
-def save_tuned_model(path, model, layers: TemporalLayers, queries: dict[str, torch.Tensor], **metadata) -> None:
-    names = query_names(model)
-    tensors = {names[k]: q for k, q in queries.items()} | layers.state_dict()
-    write_tuned(path, tensors, base_fingerprint(model), frame_attention=layers.frame_attention, **metadata)
-
-
-def load_tuned_model(path, model) -> tuple:
-    """(tuned clone, metadata) from a tuned-weights file; refuses files tuned on another base model."""
-    require_supported(model, "Load Tuned Weights")
-    tensors, meta = read_tuned(path, base_fingerprint(model))
-    layers = new_temporal_layers(model, tuned_frame_attention(meta, path))
-    names = query_names(model)
-    expected = set(layers.state_dict()) | set(names.values())
-    check(set(tensors) == expected, f"{path} does not fit this model's UNet ({len(tensors)} tensors, "
-                                    f"{len(expected)} expected); use the base model it was tuned on")
-    with torch.inference_mode(False):
-        layers.load_state_dict({k: v for k, v in tensors.items() if ".attn_temp." in k or ".norm_temp." in k})
-    queries = {k: tensors[name] for k, name in names.items()}
-    return tuned_clone(model, layers, queries), meta
 
 
 def ddim_sigmas(model, steps: int) -> torch.Tensor:

@@ -64,10 +64,14 @@ RULES: dict[str, Rule] = {
                  "or give --eta"),
     # tuning (tune and run only: the parser)
     **dict.fromkeys(("tune_steps", "lr", "gradient_checkpointing", "frame_window", "posterior", "checkpoint_every",
-                     "resume"), ALWAYS),
+                     "resume", "lora_rank"), ALWAYS),
+    "lora_alpha": Rule(lambda a: a.lora_rank is not None, "sets the scale of LoRA tuning, and this run tunes fully: "
+                                                          "add --lora-rank, or leave it out"),
     # editing (edit and run only: the parser)
     **dict.fromkeys(("edit_prompt", "negative_prompt", "steps", "cfg", "eta", "context_length", "out", "clip", "p2p"),
                     ALWAYS),
+    "strength": Rule(lambda a: not _tunes(a), "applies saved --weights, and run edits with the weights it tunes, as "
+                                              "tuned: tune, then 'tuneavideo edit --strength'"),
     "context_overlap": WINDOWS_ONLY,
     "fuse_method": WINDOWS_ONLY,
     "fps": Rule(lambda a: Path(a.out).suffix != "", "sets a video's frame rate, and --out is a folder of PNG frames, "

@@ -58,10 +58,14 @@ def check_numbers(args) -> None:
         in_range("--lr", args.lr, 1e-10, 1.0, " (the paper's 3e-5; above 1e-3 tuning diverges)")
         check(args.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
         check(args.frame_window is None or args.frame_window >= 1, f"--frame-window must be at least 1, got {args.frame_window}")
+        check(args.lora_rank is None or 1 <= args.lora_rank <= 1024,
+              f"--lora-rank must be a whole number from 1 to 1024, got {args.lora_rank} (4 to 64 is usual)")
+        in_range("--lora-alpha", args.lora_alpha, 1e-6, 1e6, " (the usual choice is the rank)")
     if not edits(args):
         return
     check(args.steps is None or 1 <= args.steps <= 999, f"--steps must be from 1 to 999, got {args.steps}")
     in_range("--cfg", args.cfg, 0, 100, " (the paper's 12.5; Video-P2P's 7.5)")
+    in_range("--strength", args.strength, -10, 10, " (0: the base model, 1: as tuned)")
     in_range("--eta", args.eta, 0, 1)
     check(1 <= args.fps <= 240, f"--fps must be from 1 to 240, got {args.fps}")
     check(args.inner_steps >= 1, f"--inner-steps must be at least 1, got {args.inner_steps}")

@@ -101,7 +101,8 @@ def _tune_config(args, defaults):
     return TuneConfig(steps=args.tune_steps or defaults["tune_steps"], learning_rate=args.lr, seed=args.seed,
                       frame_window=args.frame_window, posterior=args.posterior,
                       checkpoint_every=args.checkpoint_every, checkpoint_path=str(checks.state_path(args)),
-                      resume=args.resume, clip=_clip_record(args, defaults))
+                      resume=args.resume, clip=_clip_record(args, defaults), lora_rank=args.lora_rank,
+                      lora_alpha=args.lora_alpha)
 
 
 def _clip_record(args, defaults) -> dict:
@@ -275,7 +276,7 @@ def run(args, defaults: dict, configs) -> None:
     if checks.tunes(args):
         _tune(args, pipe, defaults, latents, latent_std, video, planned.get("tune"))
     else:
-        pipe.load_tuned(args.weights)
+        pipe.load_tuned(args.weights, args.strength)
     if checks.edits(args):
         frames = _edit(args, pipe, defaults, latents, planned)
         if args.clip:

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(bounds memory for long videos; default: all frames)")
     g.add_argument("--posterior", choices=["sample", "mean"], default="sample",
                    help="latents of each step: a fresh VAE posterior sample (default, as the paper) or the mean")
+    g.add_argument("--lora-rank", type=int, help="tune LoRA adapters of this rank (4-64 usual) on the layers the paper "
+                                                 "tunes, instead of the layers themselves: files of megabytes, less "
+                                                 "memory (default: the paper's full tuning)")
+    g.add_argument("--lora-alpha", type=float, help="LoRA scale alpha / rank (default alpha = the rank: scale 1)")
     g.add_argument("--checkpoint-every", type=int, default=0,
                    help="save a resumable training state beside --weights every N steps (default 0: never)")
     g.add_argument("--resume", action="store_true", help="continue from the training state saved beside --weights")
@@ -75,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     editing = argparse.ArgumentParser(add_help=False)
     g = editing.add_argument_group("editing")
     g.add_argument("--edit-prompt", default="a yellow square moving over a gradient", help="prompt of the edit")
+    g.add_argument("--strength", type=float, default=1.0, help="how much of the tuned --weights to apply (full or "
+                                                               "LoRA): 0 the base model, 1 as tuned (default), "
+                                                               "between: W0 + s (W - W0); edit only")
     g.add_argument("--negative-prompt", default="", help="negative prompt of the guidance (default empty, as the paper)")
     g.add_argument("--steps", type=int, help="DDIM steps of inversion and sampling (default 50; 20 with the tiny model)")
     g.add_argument("--cfg", type=float, help="classifier-free guidance scale (default 12.5, the paper's; 7.5 with --p2p, "

@@ -1,5 +1,6 @@
 """The headless Tune-A-Video pipeline: encode, tune, invert, edit, decode, on diffusers components."""
 
+import math
 import warnings
 from dataclasses import replace
 
@@ -8,9 +9,10 @@ import torch
 
 from ..errors import TavWarning, check, plural
 from ..loading.configs import Components
-from ..loading.tuned import load_tuned, save_tuned, video_parameters
+from ..loading.tuned import load_tuned, lora_record, save_tuned, video_parameters
 from ..model.conditioning import encode_sdxl, is_sdxl_unet, pooled_width, unet_inputs
-from ..model.inflation import inflate
+from ..model.inflation import inflate, transformer_blocks
+from ..model.lora import SPATIAL, TEMPORAL, add_adapters, remove_adapters
 from ..precision import autocast, compute_precision
 from ..sampling.ddim import invert_ddim, sample_ddim
 from ..sampling.denoiser import DiscreteDenoiser, guided
@@ -134,9 +136,27 @@ class TuneAVideo:
         then reads "mean" in what ``tuned_config`` reports)."""
         self._check_latents(latents)
         config = self.tuned_config(config, latent_std)
-        params = video_parameters(self.c.unet, trainable_only=True)
-        return tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
-                    self.c.scheduler_config, config, callback, progress, latent_std)
+        self.lora = None
+        if config.lora_rank is None:
+            params = video_parameters(self.c.unet, trainable_only=True)
+            return tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
+                        self.c.scheduler_config, config, callback, progress, latent_std)
+        return self._tune_lora(latents, prompt, config, callback, progress, latent_std)
+
+    def _tune_lora(self, latents, prompt, config, callback, progress, latent_std) -> list[float]:
+        """LoRA tuning (``tav_core.model.lora``): PEFT's adapters while tuning, then merged into the weights (the
+        UNet keeps its own layers); ``self.lora`` keeps what ``save_tuned`` writes."""
+        blocks = [block for _, block in transformer_blocks(self.c.unet)]
+        layers = {f"{k}": p for k, p in video_parameters(self.c.unet).items()
+                  if k.split(".", 2)[2].removesuffix(".weight") in SPATIAL + TEMPORAL}
+        params = add_adapters(blocks, SPATIAL + TEMPORAL, config.lora_rank, config.lora_alpha)
+        try:
+            losses = tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
+                          self.c.scheduler_config, config, callback, progress, latent_std, frozen=layers)
+            self.lora = lora_record(params, config.lora_rank, config.lora_alpha, config.seed, layers)
+        finally:
+            remove_adapters(blocks)
+        return losses
 
     def tuned_config(self, config: TuneConfig, latent_std: torch.Tensor | None = None) -> TuneConfig:
         """The settings tuning actually runs with (what the saved weights should record)."""
@@ -209,8 +229,14 @@ class TuneAVideo:
             return sample_ddim(model, noise.to(self.device), sigmas, eta, generator)
 
     def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig) -> None:
-        save_tuned(path, self.c.unet, prompt=self.prompt_used(prompt), frames=frames, width=width, height=height,
+        """The weights the last ``tune`` learnt (LoRA's adapters, if it tuned LoRA)."""
+        check(config.lora_rank is None or getattr(self, "lora", None) is not None,
+              "no LoRA adapters were tuned in this pipeline; tune with lora_rank first")
+        save_tuned(path, self.c.unet, self.lora if config.lora_rank is not None else None,
+                   prompt=self.prompt_used(prompt), frames=frames, width=width, height=height,
                    tuning=recorded(config), frame_attention=self.inflation.frame_attention)
 
-    def load_tuned(self, path) -> dict:
-        return load_tuned(path, self.c.unet)
+    def load_tuned(self, path, strength: float = 1.0) -> dict:
+        """Tuned weights (full or LoRA) into this pipeline's UNet at ``strength`` (0: the base model, 1: as tuned)."""
+        check(math.isfinite(strength), f"strength must be a finite number, got {strength}")
+        return load_tuned(path, self.c.unet, strength)

@@ -1,8 +1,15 @@
 """Tuned weights: only the tuned tensors, as safetensors, keyed by transformer-block index.
 
-Keys look like ``blocks.3.attn1.to_q.weight`` so the same file serves diffusers' and ComfyUI's UNet layouts
-(both list transformer blocks in the same order). A fingerprint of the frozen base weights guards against
-loading into another base model.
+Full tuning's keys look like ``blocks.3.attn1.to_q.weight`` so the same file serves diffusers' and ComfyUI's UNet
+layouts (both list transformer blocks in the same order). LoRA files (``tuning.lora``) use the standard LoRA layout
+(``<name>.lora_down.weight``, ``.lora_up.weight``, ``.alpha``): the image model's query projections under the names
+ComfyUI's, A1111's and diffusers' LoRA loaders read (``lora_unet_<diffusers module path>``), the temporal attention
+under the pack's block keys. A fingerprint of the frozen base weights guards against loading into another base model.
+
+``strength`` s blends a file in: every tuned weight becomes W0 + s (W - W0), W0 its untuned value (the base model's
+query projections; the temporal attention's output projection, zero). The temporal attention's query, key and value
+weights have no untuned value worth blending towards (a random draw), and with the output scaled they need none: they
+load as tuned. s = 0 computes the base model, s = 1 the tuned one.
 """
 
 import json
@@ -14,10 +21,13 @@ from torch import nn
 from ..choices import FRAME_ATTENTION
 from ..errors import check
 from ..files import parsed_metadata, read_header, read_safetensors, write_safetensors
-from ..model.inflation import TEMPORAL_MODULES, inflate, is_trainable, transformer_blocks
-from .fingerprint import checkpoint_fingerprint, fingerprint, same_base
+from ..model.inflation import TEMPORAL_MODULES, draw_fresh_temporal, inflate, is_trainable, transformer_blocks
+from ..model.lora import SPATIAL, TEMPORAL, delta
+from .fingerprint import checkpoint_fingerprint, fingerprint, fingerprint_of, same_base
 
 FORMAT = "tuneavideo-tuned-v1"
+LORA_PARTS = {"lora_A": "lora_down", "lora_B": "lora_up"}  # PEFT's names -> the standard file's
+TEMPORAL_OUT = ".attn_temp.to_out.0."
 
 
 def video_parameters(unet: nn.Module, trainable_only: bool = False) -> dict[str, nn.Parameter]:
@@ -35,14 +45,89 @@ def write_tuned(path: str | Path, tensors: dict[str, torch.Tensor], base_fingerp
                 **metadata) -> None:
     """Save tuned tensors with metadata (frames, size, steps, prompt, ...) atomically."""
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
-    blocks = {int(k.split(".")[1]) for k in tensors}
+    blocks = {int(k.split(".")[1]) for k in tensors if k.startswith("blocks.")}
     meta = {"format": FORMAT, "fingerprint": json.dumps(base_fingerprint), "blocks": str(len(blocks))}
     meta.update({k: json.dumps(v) for k, v in metadata.items()})
     write_safetensors(path, tensors, meta)
 
 
-def save_tuned(path: str | Path, unet: nn.Module, **metadata) -> None:
-    write_tuned(path, video_parameters(unet), fingerprint(unet), **metadata)
+def save_tuned(path: str | Path, unet: nn.Module, lora: dict | None = None, **metadata) -> None:
+    """Full tuning's tensors from the UNet, or (``lora``: ``lora_record``'s) the adapters in the LoRA layout."""
+    if lora is None:
+        write_tuned(path, video_parameters(unet), fingerprint(unet), **metadata)
+        return
+    names = diffusers_block_names(unet)
+    write_tuned(path, lora_file_tensors(lora["adapters"], names, lora["lora_alpha"]), fingerprint(unet),
+                **metadata, **{k: v for k, v in lora.items() if k != "adapters"})
+
+
+def diffusers_block_names(unet: nn.Module) -> list[str]:
+    """Each transformer block's module path in diffusers' UNet (what a standard LoRA file names)."""
+    return [name for name, _ in transformer_blocks(unet)]
+
+
+def lora_record(adapters: dict, rank: int, alpha: float | None, seed: int, temporal: dict) -> dict:
+    """What a LoRA file holds besides the base fingerprint: the adapters (``blocks.{i}.{layer}.lora_A/B.weight``), rank,
+    alpha, and the seed and fingerprint of the temporal attention's drawn base (``temporal``: its weights as tuned on,
+    before any adapter is merged in)."""
+    return {"adapters": {k: v.detach().float().cpu().clone() for k, v in adapters.items()}, "method": "lora",
+            "lora_rank": rank, "lora_alpha": float(rank if alpha is None else alpha), "temporal_seed": seed,
+            "temporal_fingerprint": temporal_fingerprint(temporal)}
+
+
+def temporal_fingerprint(temporal: dict) -> list[float]:
+    return fingerprint_of([temporal[f"blocks.0.attn_temp.{p}.weight"] for p in ("to_q", "to_k", "to_v")])
+
+
+def lora_module_name(layer: str, block_names: list[str]) -> str:
+    """``blocks.{i}.attn1.to_q`` -> ``lora_unet_down_blocks_0_..._attn1_to_q``; temporal layers keep their key."""
+    _, i, rest = layer.split(".", 2)
+    return f"lora_unet_{block_names[int(i)]}.{rest}".replace(".", "_") if rest in SPATIAL else layer
+
+
+def lora_file_tensors(adapters: dict, block_names: list[str], alpha: float) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, t in adapters.items():
+        layer, part, _ = key.rsplit(".", 2)
+        name = lora_module_name(layer, block_names)
+        out[f"{name}.{LORA_PARTS[part]}.weight"] = t
+        out[f"{name}.alpha"] = torch.tensor(float(alpha))
+    return out
+
+
+def lora_adapters(tensors: dict, meta: dict, block_names: list[str], path) -> dict[str, tuple]:
+    """A LoRA file's adapters as ``{blocks.{i}.{layer}: (down, up)}``, every expected layer present."""
+    names = {lora_module_name(f"blocks.{i}.{layer}", block_names): f"blocks.{i}.{layer}"
+             for i in range(len(block_names)) for layer in SPATIAL + TEMPORAL}
+    found = {k.rsplit(".", 2)[0] for k in tensors if k.endswith((".lora_down.weight", ".lora_up.weight"))}
+    missing, unexpected = sorted(set(names) - found), sorted(found - set(names))
+    check(not missing and not unexpected, f"{path} does not fit this UNet (missing {missing[:2]}, unexpected "
+                                          f"{unexpected[:2]}); use the base model it was tuned on")
+    return {names[n]: (tensors[f"{n}.lora_down.weight"], tensors[f"{n}.lora_up.weight"]) for n in names}
+
+
+def is_lora(meta: dict) -> bool:
+    return meta.get("method") == "lora"
+
+
+def redraw_temporal(temporal: dict, meta: dict, path) -> None:
+    """A LoRA file's temporal base: drawn again from the run's seed, and checked against the draw it was tuned on."""
+    draw_fresh_temporal(temporal, torch.Generator().manual_seed(int(meta["temporal_seed"])), only_fresh=False)
+    check(same_base(meta["temporal_fingerprint"], temporal_fingerprint(temporal)),
+          f"{path}: the temporal attention it was tuned on cannot be drawn again here (this torch draws other "
+          "numbers from the same seed); tune again with this installation")
+
+
+def apply_temporal_lora(temporal: dict, adapters: dict, meta: dict, path, strength: float) -> None:
+    """Temporal base drawn again, then each adapter added (the output projection's scaled by ``strength``)."""
+    redraw_temporal(temporal, meta, path)
+    rank, alpha = int(meta["lora_rank"]), float(meta["lora_alpha"])
+    with torch.no_grad():
+        for layer, (down, up) in adapters.items():
+            if ".attn_temp." in layer:
+                w = temporal[f"{layer}.weight"]
+                d = delta(down, up, alpha, rank)
+                w.copy_(w.float() + (strength * d if f"{layer}.".endswith(TEMPORAL_OUT) else d))
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -89,12 +174,23 @@ def read_tuned(path: str | Path, base_fingerprint: list[float]) -> tuple[dict[st
     return _finite_tensors(path), meta
 
 
-def load_tuned(path: str | Path, unet: nn.Module) -> dict:
-    """Load tuned tensors into a UNet (inflating it if needed, with the frame attention they were tuned with).
-    Returns the metadata."""
+def load_tuned(path: str | Path, unet: nn.Module, strength: float = 1.0) -> dict:
+    """Load tuned weights into a UNet (inflating it if needed, with the frame attention they were tuned with), at
+    ``strength`` (see the module's docstring). Returns the metadata."""
     tensors, meta = read_tuned(path, fingerprint(unet))
     inflate(unet, frame_attention=tuned_frame_attention(meta, path))
-    load_video_parameters(unet, tensors, str(path))
+    if not is_lora(meta):
+        load_video_parameters(unet, tensors, str(path), strength)
+        return meta
+    adapters = lora_adapters(tensors, meta, diffusers_block_names(unet), path)
+    params = video_parameters(unet)
+    apply_temporal_lora(params, adapters, meta, path, strength)
+    rank, alpha = int(meta["lora_rank"]), float(meta["lora_alpha"])
+    with torch.no_grad():
+        for layer, (down, up) in adapters.items():
+            if ".attn_temp." not in layer:
+                w = params[f"{layer}.weight"]
+                w.copy_(w.float() + strength * delta(down, up, alpha, rank))
     return meta
 
 
@@ -106,7 +202,18 @@ def tuned_frame_attention(meta: dict, path) -> str:
     return kind
 
 
-def load_video_parameters(unet: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+def blend(base: torch.Tensor, tuned: torch.Tensor, key: str, strength: float) -> torch.Tensor:
+    """A full-tuning tensor at ``strength``: W0 + s (W - W0), W0 the base's (the temporal output's: zero); other
+    temporal tensors as tuned (see the module's docstring). Exact at s = 0 and s = 1 (``torch.lerp``)."""
+    if TEMPORAL_OUT in key:
+        return tuned * strength
+    if ".attn_temp." in key or ".norm_temp." in key:
+        return tuned
+    return torch.lerp(base.to(tuned), tuned, strength)
+
+
+def load_video_parameters(unet: nn.Module, tensors: dict[str, torch.Tensor], source: str,
+                          strength: float = 1.0) -> None:
     params = video_parameters(unet)
     missing = sorted(set(params) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
@@ -117,4 +224,4 @@ def load_video_parameters(unet: nn.Module, tensors: dict[str, torch.Tensor], sou
         for k, p in params.items():
             check(p.shape == tensors[k].shape, f"{source}: {k} has shape {tuple(tensors[k].shape)}, the UNet "
                                                f"needs {tuple(p.shape)}; use the base model it was tuned on")
-            p.copy_(tensors[k])
+            p.copy_(blend(p, tensors[k], k, strength))

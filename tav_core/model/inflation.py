@@ -5,9 +5,11 @@ Works on any SD UNet whose transformer blocks have ``attn1``/``attn2``/``ff`` wi
 ``norm_temp.*`` inside each transformer block, as in the reference implementation.
 """
 
+import math
 from contextlib import contextmanager
 from functools import partial
 
+import torch
 from torch import nn
 
 from ..errors import check
@@ -50,6 +52,24 @@ def make_temporal_layers(block: nn.Module, holder: nn.Module | None = None) -> n
         holder.norm_temp = nn.LayerNorm(dim, **like)
         holder.attn_temp = TemporalAttention(dim, heads, inner // heads, **like)
     return holder
+
+
+def draw_fresh_temporal(params: dict[str, nn.Parameter], generator: torch.Generator, only_fresh: bool = True) -> None:
+    """A temporal attention not tuned yet (its output projection still zero) gets its query, key and value weights
+    drawn from the run's seeded generator, as ``nn.Linear`` draws them (uniform within 1/sqrt(fan_in)): the same
+    seed starts from the same values in any process and either host, as the reference seeds before building.
+    ``only_fresh=False`` draws every block's (a LoRA file's base, drawn again when it loads)."""
+    blocks = sorted({k.split(".attn_temp.")[0] for k in params if ".attn_temp." in k}, key=lambda b: int(b.split(".")[1]))
+    with torch.no_grad():
+        for block in blocks:
+            out = params.get(f"{block}.attn_temp.to_out.0.weight")
+            if out is None or (only_fresh and bool(out.any())):
+                continue
+            for projection in ("to_q", "to_k", "to_v"):
+                weight = params.get(f"{block}.attn_temp.{projection}.weight")
+                if weight is not None:
+                    bound = 1 / math.sqrt(weight.shape[1])
+                    weight.copy_(torch.empty(weight.shape).uniform_(-bound, bound, generator=generator))
 
 
 class TemporalLayers(nn.Module):

@@ -17,7 +17,7 @@ from ..loading.fingerprint import fingerprint_of
 # TuneConfig fields that change what is learnt, with the words a message uses for them
 RESULT_FIELDS = {"learning_rate": "learning rate", "weight_decay": "weight decay", "max_grad_norm": "gradient clip",
                  "seed": "seed", "mixed_precision": "mixed precision", "frame_window": "frame window",
-                 "posterior": "posterior"}
+                 "posterior": "posterior", "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha"}
 
 
 def _tensors_identity(tensors: list[torch.Tensor]) -> dict:
@@ -29,13 +29,21 @@ CLIP_FIELDS = {"frames": "frame count (--frames)", "start": "first frame (--star
                "width": "width", "height": "height"}
 
 
-def run_identity(params: dict, latents: torch.Tensor, latent_std: torch.Tensor | None, cond: torch.Tensor,
-                 config) -> dict:
-    """What a run is: call before the trained tensors move (their starting values identify the base model)."""
+def tuned_layers(params: dict) -> list[str]:
+    """The layers a run trains, named once each (``attn1.to_q``, ``attn_temp.to_k.lora_A``...)."""
+    return sorted({k.split(".", 2)[2].removesuffix(".weight").removesuffix(".bias") for k in params})
+
+
+def run_identity(base: dict, params: dict, latents: torch.Tensor, latent_std: torch.Tensor | None,
+                 cond: torch.Tensor, config) -> dict:
+    """What a run is: call before the trained tensors move. ``base``: the tensors that identify the base model (full
+    tuning: the trained tensors' starting values; LoRA: the adapted layers' own weights)."""
     video = [latents] if latent_std is None else [latents, latent_std]
     identity = {words: config.clip[field] for field, words in CLIP_FIELDS.items() if field in config.clip}
-    identity.update({"base model": _tensors_identity(list(params.values())), "video": _tensors_identity(video),
+    identity.update({"base model": _tensors_identity(list(base.values())), "video": _tensors_identity(video),
                      "prompt": _tensors_identity([cond])})
+    if config.lora_rank is not None:  # (full tuning's layers are the state's tensor names, checked on resume)
+        identity["tuned layers"] = tuned_layers(params)
     identity.update({words: getattr(config, field) for field, words in RESULT_FIELDS.items()})
     return identity
 
@@ -78,15 +86,15 @@ def load_state(path, params, optimizer, scaler, generator, identity: dict) -> tu
               "inconsistent")
     except (KeyError, ValueError, TypeError) as e:
         raise TavError(f"training state {path} is damaged (its {summary(e)}): {fresh}") from None
+    differ = _differences(saved, identity)
+    check(not differ, f"training state {path} belongs to another run: its {', '.join(differ)} "
+                      f"{'differs' if len(differ) == 1 else 'differ'} from this run's; resume with the same inputs "
+                      f"and settings, or {fresh}")
     names = {k.split("/", 1)[1] for k in tensors if k.startswith("param/")}
     shapes_fit = names == set(params) and all(tensors[f"param/{k}"].shape == p.shape for k, p in params.items())
     check(shapes_fit, f"training state {path} belongs to a model of another architecture: {fresh}")
     check(all(bool(torch.isfinite(v).all()) for k, v in tensors.items() if v.is_floating_point()),
           f"training state {path} holds NaN or infinite values: it is damaged: {fresh}")
-    differ = _differences(saved, identity)
-    check(not differ, f"training state {path} belongs to another run: its {', '.join(differ)} "
-                      f"{'differs' if len(differ) == 1 else 'differ'} from this run's; resume with the same inputs "
-                      f"and settings, or {fresh}")
     with torch.no_grad():
         for k, p in params.items():
             p.copy_(tensors[f"param/{k}"])

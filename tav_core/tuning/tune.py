@@ -13,6 +13,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import TavWarning, check
+from ..model.inflation import draw_fresh_temporal
+from ..model.lora import check_rank, draw_adapters
 from ..precision import autocast
 from .state import load_state, run_identity, save_state
 
@@ -33,6 +35,8 @@ class TuneConfig:
                                          # "mean": the posterior mean (mode) every step
     clip: dict = field(default_factory=dict)  # which frames of which video (file, frames, start, stride, size):
                                               # recorded with the weights, named when a resume differs
+    lora_rank: int | None = None         # None: the paper's full tuning; R: LoRA adapters of rank R (tuning.lora)
+    lora_alpha: float | None = None      # the adapters' scale is alpha / rank (None: alpha = rank)
 
 
 MACHINE_FIELDS = ("checkpoint_every", "checkpoint_path", "resume")  # how a run was kept, not what it learnt
@@ -43,27 +47,10 @@ def recorded(config: TuneConfig) -> dict:
     return {k: v for k, v in asdict(config).items() if k not in MACHINE_FIELDS}
 
 
-def draw_fresh_temporal(params: dict[str, nn.Parameter], generator: torch.Generator) -> None:
-    """A temporal attention not tuned yet (its output projection still zero) gets its query, key and value weights
-    drawn from the run's seeded generator, as ``nn.Linear`` draws them (uniform within 1/sqrt(fan_in)): the same
-    seed starts from the same values in any process and either host, as the reference seeds before building."""
-    blocks = sorted({k.split(".attn_temp.")[0] for k in params if ".attn_temp." in k}, key=lambda b: int(b.split(".")[1]))
-    with torch.no_grad():
-        for block in blocks:
-            out = params.get(f"{block}.attn_temp.to_out.0.weight")
-            if out is None or bool(out.any()):
-                continue
-            for projection in ("to_q", "to_k", "to_v"):
-                weight = params.get(f"{block}.attn_temp.{projection}.weight")
-                if weight is not None:
-                    bound = 1 / math.sqrt(weight.shape[1])
-                    weight.copy_(torch.empty(weight.shape).uniform_(-bound, bound, generator=generator))
-
-
 def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, latents: torch.Tensor,
          cond: torch.Tensor, scheduler_config: dict, config: TuneConfig = TuneConfig(),
          callback: Callable | None = None, progress: bool = True,
-         latent_std: torch.Tensor | None = None) -> list[float]:
+         latent_std: torch.Tensor | None = None, frozen: dict[str, torch.Tensor] | None = None) -> list[float]:
     """Tune ``params`` in place on ``latents`` (frames, C, H, W) captioned by ``cond`` (1, tokens, dim).
 
     ``latents`` is the VAE posterior mean (scaled); with ``config.posterior == "sample"`` every step draws
@@ -72,6 +59,8 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     ``unet_fn(noisy, timesteps, cond)`` returns the UNet's raw prediction and must use ``params``;
     ``video(num_frames)`` is the context manager that makes the UNet treat its batch as one clip
     (``Inflation.video``). ``callback(step, loss)`` runs after every step (raise inside it to stop).
+    With LoRA (``config.lora_rank``) ``params`` are the adapters (``tuning.lora``) and ``frozen`` the adapted
+    layers' own weights (the temporal ones drawn here, from the seed, as full tuning draws them).
     Returns the loss of every step done.
     """
     check(latents.ndim == 4 and latents.shape[0] >= 1, f"latents must be (frames, channels, height, width), "
@@ -79,6 +68,8 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     check(bool(torch.isfinite(latents).all()), "latents contain NaN or infinity; check the input video and VAE")
     check(bool(torch.isfinite(cond).all()), "prompt embedding contains NaN or infinity; check the text encoder")
     check(config.steps >= 0, f"steps must be >= 0, got {config.steps}")
+    if config.lora_rank is not None:
+        check_rank(config.lora_rank, config.lora_alpha)
     check(config.frame_window is None or config.frame_window >= 1,
           f"frame window must be at least 1 frame, got {config.frame_window}")
     check(config.posterior in ("sample", "mean"), f"posterior must be 'sample' or 'mean', got {config.posterior!r}")
@@ -92,10 +83,15 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
     optimizer = torch.optim.AdamW(params.values(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(latents.device.type, enabled=config.mixed_precision == "fp16")
     generator = torch.Generator().manual_seed(config.seed)
-    draw_fresh_temporal(params, generator)
+    frozen = frozen or {}
+    check((config.lora_rank is None) == (not frozen), "LoRA tuning takes the adapted layers' weights (frozen) and "
+                                                      "full tuning none; give lora_rank with them")
+    draw_fresh_temporal({**frozen, **params}, generator)
+    if config.lora_rank is not None:
+        draw_adapters(params, config.seed)
     start, losses = 0, []
     state_path = Path(config.checkpoint_path) if config.checkpoint_path else None
-    identity = run_identity(params, latents, latent_std, cond, config) if state_path else None
+    identity = run_identity(frozen or params, params, latents, latent_std, cond, config) if state_path else None
     if config.resume and state_path and state_path.is_file():
         start, losses = load_state(state_path, params, optimizer, scaler, generator, identity)
         check(start <= config.steps, f"training state {state_path} is at step {start}, past the {config.steps} steps "

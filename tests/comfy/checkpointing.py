@@ -29,9 +29,9 @@ samples, cond = torch.randn(4, 4, 16, 16, generator=g), torch.randn(1, 77, 768, 
 moved = samples + samples.abs() * torch.finfo(torch.float32).eps
 tuned = []
 for ck, x in ((False, samples), (True, samples), (False, moved)):
-    layers, queries, _ = tune_model(model, temporal_layers(model), cond, x, TuneConfig(steps=2, learning_rate=1e-3,
-                                                                                      posterior="mean"), ck)
-    tuned.append({**layers.state_dict(), **queries})
+    run, _ = tune_model(model, temporal_layers(model), cond, x, TuneConfig(steps=2, learning_rate=1e-3,
+                                                                           posterior="mean"), ck)
+    tuned.append({**run.layers.state_dict(), **run.weights})
 plain, checkpointed, nudged = tuned
 largest = lambda a, b: max((a[k].float() - b[k].float()).abs().max().item() for k in a)  # noqa: E731
 

@@ -18,9 +18,9 @@ from tav_pack.nodes.video_model import inflate_model, temporal_layers  # noqa: E
 from tav_pack.tav_core.tuning.tune import TuneConfig  # noqa: E402
 
 
-def digest(layers, queries) -> str:
+def digest(run) -> str:
     h = hashlib.sha256()
-    for _, t in sorted({**layers.state_dict(), **queries}.items()):
+    for _, t in sorted({**run.layers.state_dict(), **run.weights}.items()):
         h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
@@ -32,7 +32,7 @@ with torch.inference_mode():  # as ComfyUI runs nodes
     hashes = []
     for _ in range(2):
         model = inflate_model(base.clone())
-        layers, queries, _ = tune_model(model, temporal_layers(model), cond, samples,
-                                        TuneConfig(steps=2, seed=5, posterior="mean", learning_rate=1e-3))
-        hashes.append(digest(layers, queries))
+        run, _ = tune_model(model, temporal_layers(model), cond, samples,
+                            TuneConfig(steps=2, seed=5, posterior="mean", learning_rate=1e-3))
+        hashes.append(digest(run))
     print(json.dumps(hashes))

@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler
 from support import max_abs, nudge, within
 from tav_core import TavError, TuneAVideo, TuneConfig, demo_video, tune, video_parameters
 from tav_core.loading.tiny import tiny_components
-from tav_core.tuning.tune import draw_fresh_temporal
+from tav_core.model.inflation import draw_fresh_temporal
 
 
 @pytest.fixture

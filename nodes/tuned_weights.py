@@ -1,0 +1,144 @@
+"""Tuned weights on ComfyUI's MODEL: what tuning trains (full, or LoRA), the tuned clone, its file, loading a file.
+
+Full tuning trains copies of the query projections (weight patches of the clone afterwards) and of the temporal layers.
+LoRA tuning trains ComfyUI's own trainable LoRA (``weight_adapter.lora.LoraDiff``, what its LoRA trainer uses) on the
+query projections and PEFT's adapters on the temporal layers (``tav_core.model.lora``); its file is a standard LoRA
+file whose image part the stock Load LoRA applies, and whose query adapters become the clone's ordinary LoRA patches.
+"""
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from ..tav_core.errors import check
+from ..tav_core.loading.tuned import (apply_temporal_lora, blend, is_lora, lora_adapters,
+                                      lora_file_tensors, lora_record, read_tuned, tuned_frame_attention, write_tuned)
+from ..tav_core.model.inflation import TemporalLayers, transformer_blocks
+from ..tav_core.model.lora import TEMPORAL, add_adapters, check_rank, remove_adapters
+from . import host
+from .video_model import (attach, base_fingerprint, diffusion_model, new_temporal_layers, patched_weight, query_names,
+                          require_supported)
+
+
+@dataclass
+class Trainable:
+    """What one tuning run trains on a MODEL. ``weights``: ModelPatcher key -> the query projection's tensor (full) or
+    weight function (LoRA) while tuning; ``params``: the trained tensors by file key; ``frozen``: LoRA's adapted layers'
+    own weights (the run's identity, the temporal ones drawn from the seed)."""
+    layers: TemporalLayers
+    weights: dict
+    params: dict
+    frozen: dict = field(default_factory=dict)
+    lora: dict | None = None  # after tuning: LoRA's record (tav_core.loading.tuned.lora_record)
+
+
+def trainable(model, layers: TemporalLayers, config, device, base=patched_weight) -> Trainable:
+    """Copies of ``layers`` on ``device`` in fp32, and what ``config`` tunes on them and on the query projections.
+    ``base(model, key)``: a query projection's current weight (the planner's fake one)."""
+    layers = copy.deepcopy(layers).to(device, torch.float32)
+    names = query_names(model)
+    if config.lora_rank is None:
+        weights = {k: torch.nn.Parameter(base(model, k).to(device)) for k in names}
+        params = {names[k]: q for k, q in weights.items()}
+        params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
+        return Trainable(layers, weights, params)
+    check_rank(config.lora_rank, config.lora_alpha)
+    check(not any(bool(attn.to_out[0].weight.any()) for _, attn in layers.pairs()),
+          "LoRA tuning starts from an untuned video model (a LoRA file leaves the temporal attention's starting "
+          "weights out: they are drawn from the seed): give the MODEL from Inflate Model or Load & Inflate "
+          "Checkpoint, not a tuned one, or tune fully")
+    rank, alpha = config.lora_rank, config.lora_alpha if config.lora_alpha is not None else config.lora_rank
+    frozen = {k: p for k, p in layers.named_parameters() if any(f".{t}.weight" in k for t in TEMPORAL)}
+    weights, params = {}, {}
+    for key, file_key in names.items():
+        w = base(model, key)
+        diff = host.weight_adapter.lora.LoraDiff((torch.zeros(w.shape[0], rank), torch.zeros(rank, w.shape[1]),
+                                                  float(alpha), None, None, None)).to(device)
+        weights[key] = diff
+        layer = file_key.removesuffix(".weight")
+        params.update({f"{layer}.lora_A.weight": diff.lora_down.weight, f"{layer}.lora_B.weight": diff.lora_up.weight})
+        frozen[file_key] = w
+    params.update(add_adapters(list(layers.blocks), TEMPORAL, rank, alpha))
+    return Trainable(layers, weights, params, frozen)
+
+
+def finish(run: Trainable, config) -> Trainable:
+    """After tuning: LoRA's record kept (before its temporal adapters merge into the layers); the layers on the CPU."""
+    if config.lora_rank is not None:
+        temporal = {k: v for k, v in run.frozen.items() if ".attn_temp." in k}
+        run.lora = lora_record(run.params, config.lora_rank, config.lora_alpha, config.seed, temporal)
+        remove_adapters(list(run.layers.blocks))
+    run.layers = run.layers.to("cpu").requires_grad_(False)
+    return run
+
+
+def lora_block_names(model) -> list[str]:
+    """Each transformer block as a standard LoRA file names it (diffusers' module path), from ComfyUI's key map."""
+    keys = host.lora.model_lora_keys_unet(model.model, {})
+    diffusers = {}
+    for name, target in keys.items():
+        own = "lora_unet_" + target.removeprefix("diffusion_model.").removesuffix(".weight").replace(".", "_")
+        if name.startswith("lora_unet_") and name != own:
+            diffusers[target] = name
+    return [diffusers[f"diffusion_model.{name}.attn1.to_q.weight"].removeprefix("lora_unet_").removesuffix("_attn1_to_q")
+            for name, _ in transformer_blocks(diffusion_model(model))]
+
+
+def with_lora_queries(model, tensors: dict, strength: float):
+    """A clone with a LoRA file's query adapters as ComfyUI's own LoRA patches (what Load LoRA adds), at ``strength``."""
+    spatial = {k: v for k, v in tensors.items() if k.startswith("lora_unet_")}
+    loaded = host.lora.load_lora(spatial, host.lora.model_lora_keys_unet(model.model, {}))
+    expected = len(query_names(model))
+    check(len(loaded) == expected, f"the LoRA's image part fits {len(loaded)} of this model's {expected} query "
+                                   "projections; use the base model it was tuned on")
+    clone = model.clone()
+    clone.add_patches(loaded, strength)
+    return clone
+
+
+def tuned_clone(model, run: Trainable):
+    """A clone of ``model`` computing what tuning learnt; the patches are differences (full) or LoRA patches, so
+    LoRAs patched before stay in."""
+    if run.lora is not None:
+        tensors = lora_file_tensors(run.lora["adapters"], lora_block_names(model), run.lora["lora_alpha"])
+        return attach(with_lora_queries(model, tensors, 1.0), run.layers)
+    clone = model.clone()
+    clone.add_patches({k: ((q.float().cpu() - patched_weight(model, k)),) for k, q in run.weights.items()}, 1.0)
+    return attach(clone, run.layers)
+
+
+def save_tuned_model(path, model, run: Trainable, **metadata) -> None:
+    meta = dict(frame_attention=run.layers.frame_attention, **metadata)
+    if run.lora is not None:
+        tensors = lora_file_tensors(run.lora["adapters"], lora_block_names(model), run.lora["lora_alpha"])
+        meta.update({k: v for k, v in run.lora.items() if k != "adapters"})
+    else:
+        names = query_names(model)
+        tensors = {names[k]: q for k, q in run.weights.items()} | run.layers.state_dict()
+    write_tuned(path, tensors, base_fingerprint(model), **meta)
+
+
+def load_tuned_model(path, model, strength: float = 1.0) -> tuple:
+    """(tuned clone, metadata) from a tuned-weights file (full or LoRA) at ``strength`` (``tav_core.loading.tuned``);
+    refuses files tuned on another base model."""
+    require_supported(model, "Load Tuned Weights")
+    tensors, meta = read_tuned(path, base_fingerprint(model))
+    layers = new_temporal_layers(model, tuned_frame_attention(meta, path))
+    if is_lora(meta):
+        adapters = lora_adapters(tensors, meta, lora_block_names(model), path)
+        with torch.inference_mode(False):
+            apply_temporal_lora(dict(layers.named_parameters()), adapters, meta, path, strength)
+        return attach(with_lora_queries(model, tensors, strength), layers), meta
+    names = query_names(model)
+    expected = set(layers.state_dict()) | set(names.values())
+    check(set(tensors) == expected, f"{path} does not fit this model's UNet ({len(tensors)} tensors, "
+                                    f"{len(expected)} expected); use the base model it was tuned on")
+    with torch.inference_mode(False):
+        layers.load_state_dict({k: blend(None, v, k, strength) for k, v in tensors.items()
+                                if ".attn_temp." in k or ".norm_temp." in k})
+    clone = model.clone()
+    clone.add_patches({k: ((tensors[n].float() - patched_weight(model, k)),) for k, n in names.items()}, strength)
+    return attach(clone, layers), meta
+
+

@@ -1,0 +1,87 @@
+"""LoRA tuning: low-rank adapters (PEFT's) on the projections Tune-A-Video tunes, instead of the projections.
+
+The adapted layers are exactly those the paper trains: ``attn1.to_q`` and ``attn2.to_q`` of every transformer block
+(the image model's, standard LoRA targets any SD tool applies) and the temporal attention's ``to_q``, ``to_k``,
+``to_v`` and ``to_out.0``. Each computes ``W x + (alpha / rank) B A x`` with B starting at zero, so step 0 computes
+the untuned inflated model. The temporal attention has no pretrained base: its query, key and value weights are the
+run's seeded draw (``inflation.draw_fresh_temporal``) and its output weight is zero; a LoRA file records that seed and a
+fingerprint of the draw, and loading draws it again, so the file holds adapters only (megabytes, not hundreds).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import check
+
+SPATIAL = ("attn1.to_q", "attn2.to_q")
+TEMPORAL = ("attn_temp.to_q", "attn_temp.to_k", "attn_temp.to_v", "attn_temp.to_out.0")
+LORA_SEED_OFFSET = 0x4C6F5241  # the adapters' draws come from a stream of their own: the run's draws stay full tuning's
+
+
+def check_rank(rank: int, alpha: float | None = None) -> None:
+    check(isinstance(rank, int) and rank >= 1, f"LoRA rank must be a whole number >= 1, got {rank!r} (4-64 is usual)")
+    check(alpha is None or (math.isfinite(alpha) and alpha > 0),
+          f"LoRA alpha must be a positive number, got {alpha!r} (the usual choice is the rank)")
+
+
+def scale(rank: int, alpha: float | None) -> float:
+    """PEFT's and ComfyUI's LoRA scale: alpha / rank (alpha defaults to the rank: scale 1)."""
+    return (rank if alpha is None else alpha) / rank
+
+
+def add_adapters(holders: list[nn.Module], layers: tuple[str, ...], rank: int, alpha: float | None) -> dict:
+    """PEFT LoRA adapters on ``layers`` (dotted paths inside each holder: a transformer block, or the holder of its
+    temporal layers); returns the trained tensors keyed ``blocks.{i}.{layer}.lora_A.weight`` / ``lora_B``."""
+    from peft import LoraConfig, inject_adapter_in_model  # imported only when LoRA is asked for: seconds
+
+    check_rank(rank, alpha)
+    config = LoraConfig(r=rank, lora_alpha=rank if alpha is None else alpha, lora_dropout=0.0, bias="none",
+                        target_modules=[layer for layer in layers])
+    params = {}
+    for i, holder in enumerate(holders):
+        inject_adapter_in_model(config, holder)
+        for layer in layers:
+            module = holder.get_submodule(layer)
+            params[f"blocks.{i}.{layer}.lora_A.weight"] = module.lora_A["default"].weight
+            params[f"blocks.{i}.{layer}.lora_B.weight"] = module.lora_B["default"].weight
+    return params
+
+
+def draw_adapters(params: dict[str, nn.Parameter], seed: int) -> None:
+    """A from the run's seed (uniform within 1/sqrt(fan_in), PEFT's default), B zero: the same seed starts from the
+    same adapters in any process and either host, without touching the run's own draws (timesteps, noise)."""
+    generator = torch.Generator().manual_seed(seed + LORA_SEED_OFFSET)
+    with torch.no_grad():
+        for key in sorted(params, key=_block_order):
+            p = params[key]
+            if key.endswith("lora_A.weight"):
+                bound = 1 / math.sqrt(p.shape[1])
+                p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=generator))
+            else:
+                p.zero_()
+
+
+def _block_order(key: str) -> tuple:
+    block, rest = key.removeprefix("blocks.").split(".", 1)
+    return int(block), rest
+
+
+def remove_adapters(holders: list[nn.Module], merge: bool = True) -> None:
+    """Take PEFT's layers out again, each replaced by its base layer (with the adapter merged in if ``merge``): the
+    model keeps its own structure and parameter names for everything after tuning."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for holder in holders:
+        for name, module in list(holder.named_modules()):
+            if isinstance(module, BaseTunerLayer):
+                if merge:
+                    module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(holder.get_submodule(parent) if parent else holder, child, module.get_base_layer())
+
+
+def delta(down: torch.Tensor, up: torch.Tensor, alpha: float, rank: int) -> torch.Tensor:
+    """The weight difference an adapter makes: (alpha / rank) B A, in float32."""
+    return (alpha / rank) * (up.float() @ down.float())

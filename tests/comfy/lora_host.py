@@ -1,0 +1,62 @@
+"""LoRA tuning in ComfyUI's own MODEL (imported as its server imports it, the tiny SD1.5 checkpoint): One-Shot Tune's
+run with method lora, saved, loaded back at strength 1 and 0, and its file given to the stock LoRA loader. Prints JSON:
+how far each loaded MODEL's query projections and temporal layers are from the tuned MODEL's and from the base's."""
+
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+warnings.filterwarnings("ignore")
+from in_process import CHECKPOINT, import_pack  # noqa: E402
+
+rank = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+import_pack()
+import comfy.sd  # noqa: E402
+import comfy.utils  # noqa: E402
+from tav_pack.nodes.tuned_weights import load_tuned_model, save_tuned_model, tuned_clone  # noqa: E402
+from tav_pack.nodes.tuning import tune_model  # noqa: E402
+from tav_pack.nodes.video_model import inflate_model, patched_weight, query_names, temporal_layers  # noqa: E402
+from tav_pack.tav_core.tuning.tune import TuneConfig  # noqa: E402
+
+
+
+def queries(model) -> dict:
+    return {k: patched_weight(model, k) for k in query_names(model)}
+
+
+def largest(a: dict, b: dict) -> float:
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+with torch.inference_mode():  # as ComfyUI runs nodes
+    base = comfy.sd.load_checkpoint_guess_config(str(CHECKPOINT), output_vae=False, output_clip=False)[0]
+    model = inflate_model(base)
+    g = torch.Generator().manual_seed(1)
+    samples, cond = torch.randn(2, 4, 8, 8, generator=g), torch.randn(1, 77, 768, generator=g)
+    config = TuneConfig(steps=3, seed=5, posterior="mean", learning_rate=1e-2, lora_rank=rank)
+    run, losses = tune_model(model, temporal_layers(model), cond, samples, config)
+    tuned = tuned_clone(model, run)
+    path = Path(tempfile.mkdtemp()) / "lora.safetensors"
+    save_tuned_model(path, model, run, frames=2, width=64, height=64)
+    file = comfy.utils.load_torch_file(str(path))
+    loaded, meta = load_tuned_model(path, base, 1.0)
+    off = load_tuned_model(path, base, 0.0)[0]
+    stock = comfy.sd.load_lora_for_models(base, None, file, 1.0, 0)[0]  # what Load LoRA (model only) does
+    layers = {"tuned": temporal_layers(tuned).state_dict(), "loaded": temporal_layers(loaded).state_dict(),
+              "off": temporal_layers(off).state_dict()}
+    base_queries, tuned_queries = queries(base), queries(tuned)
+    print(json.dumps({
+        "losses": losses, "bytes": path.stat().st_size, "keys": len(file), "rank": meta["lora_rank"],
+        "spatial keys": sum(k.startswith("lora_unet_") for k in file),
+        "tuned moved queries": largest(tuned_queries, base_queries),
+        "loaded vs tuned queries": largest(queries(loaded), tuned_queries),
+        "loaded vs tuned temporal": largest(layers["loaded"], layers["tuned"]),
+        "tuned temporal out": max(v.abs().max().item() for k, v in layers["tuned"].items() if ".to_out." in k),
+        "stock vs tuned queries": largest(queries(stock), tuned_queries),
+        "strength 0 queries equal base": all(torch.equal(v, base_queries[k]) for k, v in queries(off).items()),
+        "strength 0 temporal out": max(v.abs().max().item() for k, v in layers["off"].items() if ".to_out." in k),
+    }))
