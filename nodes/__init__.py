@@ -24,7 +24,7 @@ from .tuning import OneShotTune
 
 LAYERS = (
     ("host", "shared"),
-    ("conditioning", "edit_plan", "context_windows", "video_model", "autograd", "memory_plan"),
+    ("conditioning", "edit_plan", "context_windows", "video_model", "tuned_weights", "autograd", "memory_plan"),
     ("sampling", "tuning", "editing", "loaders", "scoring"),
     ("legacy", "__init__"),
 )

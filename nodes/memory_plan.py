@@ -22,7 +22,8 @@ from . import host
 from .autograd import checkpointed, trainable_weights
 from .conditioning import adm_width, call_unet, context_rows
 from .context_windows import HostWindows
-from .video_model import PREDICTION, alphas_cumprod, diffusion_model, query_names
+from .tuned_weights import trainable
+from .video_model import PREDICTION, alphas_cumprod, diffusion_model
 
 
 @contextmanager
@@ -55,15 +56,15 @@ def _shapes(model, settings: Settings) -> tuple[tuple, tuple]:
 def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Plan:
     """``settings.clone_frozen_weights``: plan for frozen weights that are inference tensors (each copied once)."""
     with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):
-        names = {k.removeprefix("diffusion_model."): v for k, v in query_names(model).items()}
-        queries = {k: nn.Parameter(host.utils.get_attr(unet, k).float()) for k in names}
-        trained = {names[k]: q for k, q in queries.items()}
-        trained.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
+        fake_weight = lambda model, key: host.utils.get_attr(unet, key.removeprefix("diffusion_model.")).float()
+        run = trainable(model, layers, TuneConfig(lora_rank=settings.lora_rank), "cpu", fake_weight)
         latent_shape, context_shape = _shapes(model, settings)
         copies = "all" if settings.clone_frozen_weights else "inference"
+        queries = {k.removeprefix("diffusion_model."): w for k, w in run.weights.items()}
         with trainable_weights(unet, queries, copies):
-            return plan_tuning([unet, layers], unet_fn, trained, lambda f: layers.video(hooks, f),
-                               latent_shape, context_shape, settings,
+            adapters = [w for w in run.weights.values() if isinstance(w, nn.Module)]  # LoRA's
+            return plan_tuning([unet, layers, *adapters], unet_fn, run.params,
+                               lambda f: layers.video(hooks, f), latent_shape, context_shape, settings,
                                (lambda: checkpointed(unet)) if settings.gradient_checkpointing else nullcontext,
                                count_flops)
 
@@ -133,7 +134,7 @@ def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_
     frames, _, height, width = samples.shape
     mixed = config.mixed_precision if config.mixed_precision != "no" else compute_precision(model)
     settings = Settings(frames, height * 8, width * 8, model.model.get_dtype(), mixed, gradient_checkpointing,
-                        config.frame_window, clone_frozen_weights=has_inference_weights(model))
+                        config.frame_window, config.lora_rank, clone_frozen_weights=has_inference_weights(model))
     chosen, report = fit(lambda s: plan_comfy_tuning(model, s, count_flops=False), settings, resident_bytes(model),
                          free, device.type, mode)
     return (replace(config, mixed_precision=chosen.mixed_precision, frame_window=chosen.frame_window),

@@ -6,26 +6,25 @@ query projections and PEFT's adapters on the temporal layers (``tav_core.model.l
 file whose image part the stock Load LoRA applies, and whose query adapters become the clone's ordinary LoRA patches.
 """
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
 
 from ..tav_core.errors import check
-from ..tav_core.loading.tuned import (apply_temporal_lora, blend, is_lora, lora_adapters,
-                                      lora_file_tensors, lora_record, read_tuned, tuned_frame_attention, write_tuned)
+from ..tav_core.loading.tuned import (apply_temporal_lora, blend, is_lora, lora_adapters, lora_file_tensors,
+                                      lora_record, read_tuned, tuned_frame_attention, write_tuned)
 from ..tav_core.model.inflation import TemporalLayers, transformer_blocks
 from ..tav_core.model.lora import TEMPORAL, add_adapters, check_rank, remove_adapters
 from . import host
-from .video_model import (attach, base_fingerprint, diffusion_model, new_temporal_layers, patched_weight, query_names,
-                          require_supported)
+from .video_model import (attach, base_fingerprint, base_weight, diffusion_model, new_temporal_layers, patched_weight,
+                          query_names, require_supported)
 
 
 @dataclass
 class Trainable:
     """What one tuning run trains on a MODEL. ``weights``: ModelPatcher key -> the query projection's tensor (full) or
-    weight function (LoRA) while tuning; ``params``: the trained tensors by file key; ``frozen``: LoRA's adapted layers'
-    own weights (the run's identity, the temporal ones drawn from the seed)."""
+    weight function (LoRA) while tuning; ``params``: the trained tensors by file key; ``frozen``: LoRA's temporal
+    layers' own weights (drawn from the seed)."""
     layers: TemporalLayers
     weights: dict
     params: dict
@@ -34,9 +33,8 @@ class Trainable:
 
 
 def trainable(model, layers: TemporalLayers, config, device, base=patched_weight) -> Trainable:
-    """Copies of ``layers`` on ``device`` in fp32, and what ``config`` tunes on them and on the query projections.
-    ``base(model, key)``: a query projection's current weight (the planner's fake one)."""
-    layers = copy.deepcopy(layers).to(device, torch.float32)
+    """What ``config`` tunes on ``layers`` (the run's own copies, on ``device``) and on the query projections.
+    ``base(model, key)``: a query projection's current weight, where full tuning starts (the planner's fake one)."""
     names = query_names(model)
     if config.lora_rank is None:
         weights = {k: torch.nn.Parameter(base(model, k).to(device)) for k in names}
@@ -44,23 +42,27 @@ def trainable(model, layers: TemporalLayers, config, device, base=patched_weight
         params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
         return Trainable(layers, weights, params)
     check_rank(config.lora_rank, config.lora_alpha)
-    check(not any(bool(attn.to_out[0].weight.any()) for _, attn in layers.pairs()),
-          "LoRA tuning starts from an untuned video model (a LoRA file leaves the temporal attention's starting "
-          "weights out: they are drawn from the seed): give the MODEL from Inflate Model or Load & Inflate "
-          "Checkpoint, not a tuned one, or tune fully")
     rank, alpha = config.lora_rank, config.lora_alpha if config.lora_alpha is not None else config.lora_rank
+    # the adapted layers' own weights: the temporal ones (drawn from the seed; the run's identity)
     frozen = {k: p for k, p in layers.named_parameters() if any(f".{t}.weight" in k for t in TEMPORAL)}
     weights, params = {}, {}
     for key, file_key in names.items():
-        w = base(model, key)
-        diff = host.weight_adapter.lora.LoraDiff((torch.zeros(w.shape[0], rank), torch.zeros(rank, w.shape[1]),
+        out_features, in_features = base_weight(model, key).shape
+        diff = host.weight_adapter.lora.LoraDiff((torch.zeros(out_features, rank), torch.zeros(rank, in_features),
                                                   float(alpha), None, None, None)).to(device)
         weights[key] = diff
         layer = file_key.removesuffix(".weight")
         params.update({f"{layer}.lora_A.weight": diff.lora_down.weight, f"{layer}.lora_B.weight": diff.lora_up.weight})
-        frozen[file_key] = w
     params.update(add_adapters(list(layers.blocks), TEMPORAL, rank, alpha))
     return Trainable(layers, weights, params, frozen)
+
+
+def require_untuned(layers: TemporalLayers) -> None:
+    """LoRA tuning starts from fresh temporal layers: its file names their starting weights by the seed only."""
+    check(not any(bool(attn.to_out[0].weight.any()) for _, attn in layers.pairs()),
+          "LoRA tuning starts from an untuned video model (a LoRA file leaves the temporal attention's starting "
+          "weights out: they are drawn from the seed): give the MODEL from Inflate Model or Load & Inflate "
+          "Checkpoint, not a tuned one, or tune fully")
 
 
 def finish(run: Trainable, config) -> Trainable:

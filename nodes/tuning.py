@@ -2,6 +2,8 @@
 ``nodes.autograd`` sets it up). The MODEL given is never changed.
 """
 
+import copy
+
 import torch
 
 from ..tav_core.charts import loss_chart
@@ -14,7 +16,7 @@ from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
 from .shared import (CATEGORY, FOLDER, check_save_name, finite_floats, hidden, io, preview_with_workflow,
                      require_finite, save_numbered, seed_input, show_report, show_text)
-from .tuned_weights import Trainable, finish, save_tuned_model, trainable, tuned_clone
+from .tuned_weights import Trainable, finish, require_untuned, save_tuned_model, trainable, tuned_clone
 from .video_model import PREDICTION, alphas_cumprod, diffusion_model, require_inflated, video_hooks
 
 
@@ -31,8 +33,10 @@ def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config:
                gradient_checkpointing: bool = False, callback=None) -> tuple[Trainable, list[float]]:
     """Train copies of the MODEL's temporal layers and query projections (or LoRA adapters on them: ``config``);
     returns what was trained (``nodes.tuned_weights``) and the losses. The MODEL itself is left as it was."""
+    if config.lora_rank is not None:
+        require_untuned(layers)
     with torch.inference_mode(False):
-        run = trainable(model, layers, config, model.load_device)
+        run = trainable(model, copy.deepcopy(layers).to(model.load_device, torch.float32), config, model.load_device)
     with video_hooks(diffusion_model(model)) as hooks, \
             autograd_unet(model, run.weights, gradient_checkpointing) as (unet_fn, device, dtype):
         if config.mixed_precision == "no":  # half-precision weights need autocast and the gradient scaler

@@ -101,8 +101,28 @@ def fit(plan_for: Callable[[Settings], Plan], settings: Settings, already: int, 
                 return option, f"memory: {said}: {what} with {name} ({size_text(need)})"
             raise TavError(f"{said}; with {name} it needs {size_text(need)}: turn that on, or use the 'auto' memory mode")
     tried = f" even with {choices[-1][0]}" if choices else ""
-    raise TavError(f"{said}, and would not fit{tried}; use fewer frames or a smaller size, or free memory (other "
-                   "programs, other loaded models)")
+    lora = _lora_that_fits(needs, settings, available, device_type, stage, options) if stage == "tune" else None
+    raise TavError(f"{said}, and would not fit{tried}; {lora or 'use fewer frames or a smaller size'}, or free "
+                   "memory (other programs, other loaded models)")
+
+
+LORA_RANK = 16  # what a plan that full tuning cannot fit tries instead
+
+
+def _lora_that_fits(needs: Callable, settings: Settings, available: int, device_type: str, stage: str,
+                    options: Callable) -> str | None:
+    """Where full tuning fits nowhere: the first LoRA setting that would, named (never taken: LoRA learns otherwise
+    than the paper's recipe, so only the user turns it on)."""
+    if settings.lora_rank is not None:
+        return None
+    lora = replace(settings, lora_rank=LORA_RANK)
+    for name, option in [("", lora), *options(lora, device_type, stage)]:
+        need = needs(option)
+        if need <= available:
+            return (f"LoRA tuning of rank {LORA_RANK}{' with ' + name if name else ''} would fit ({size_text(need)}): "
+                    f"turn it on (--lora-rank {LORA_RANK}; One-Shot Tune: method lora), as it learns otherwise than "
+                    "the paper's recipe it is never chosen for you; or use fewer frames or a smaller size")
+    return None
 
 
 def loaded_bytes(pipe) -> int:
@@ -120,7 +140,7 @@ def stage_settings(stage: str, frames: int, height: int, width: int, weights_dty
                   gradient_checkpointing=gradient_checkpointing)
     if stage == "tune":
         return Settings(frames, height, width, mixed_precision=config.mixed_precision, frame_window=config.frame_window,
-                        **common)
+                        lora_rank=config.lora_rank, **common)
     return Settings(frames, height, width, mixed_precision=passes.mixed_precision or mixed_precision,
                     windows=passes.windows, batch_cfg=passes.batch_cfg, **common)
 

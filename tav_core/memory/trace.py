@@ -29,7 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from ..editing.pipeline import vae_dtype
 from ..loading.tuned import video_parameters
 from ..model.conditioning import context_tokens, pooled_width, unet_inputs
-from ..model.inflation import inflate
+from ..model.inflation import inflate, transformer_blocks
+from ..model.lora import SPATIAL, TEMPORAL, add_adapters
 from ..sampling.windows import ContextWindows
 
 aten = torch.ops.aten
@@ -59,6 +60,7 @@ class Settings:
     mixed_precision: str = "no"                  # autocast of the passes: "no", "fp16", "bf16"
     gradient_checkpointing: bool = False         # tuning and null-text inversion
     frame_window: int | None = None              # tuning: tune on runs of this many frames
+    lora_rank: int | None = None                 # tuning: LoRA adapters of this rank instead of the layers
     clone_frozen_weights: bool = False           # ComfyUI's old path: every frozen weight copied for autograd
     windows: ContextWindows | None = None        # inference stages: overlapping frame windows
     batch_cfg: bool = True                       # CFG's two halves in one pass
@@ -263,6 +265,9 @@ def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple
         trained = video_parameters(unet, trainable_only=True)
         for p in trained.values():
             p.data = p.data.float()
+        if settings.lora_rank is not None:  # as TuneAVideo tunes LoRA: adapters on those layers (kept fp32, frozen)
+            blocks = [block for _, block in transformer_blocks(unet)]
+            trained = add_adapters(blocks, SPATIAL + TEMPORAL, settings.lora_rank, None)
         others = [cast(cls(config), _resident_dtype(unet_config, config, settings.weights_dtype))
                   for cls, config in resident_configs]
         if settings.gradient_checkpointing:

@@ -9,9 +9,11 @@ fingerprint of the draw, and loading draws it again, so the file holds adapters 
 """
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from ..errors import check
 
@@ -41,12 +43,31 @@ def add_adapters(holders: list[nn.Module], layers: tuple[str, ...], rank: int, a
                         target_modules=[layer for layer in layers])
     params = {}
     for i, holder in enumerate(holders):
-        inject_adapter_in_model(config, holder)
+        with _fake_modules_stay():
+            inject_adapter_in_model(config, holder)
         for layer in layers:
             module = holder.get_submodule(layer)
             params[f"blocks.{i}.{layer}.lora_A.weight"] = module.lora_A["default"].weight
             params[f"blocks.{i}.{layer}.lora_B.weight"] = module.lora_B["default"].weight
     return params
+
+
+@contextmanager
+def _fake_modules_stay():
+    """While inside, ``.to()`` leaves a module of fake tensors (a memory plan's) where it is: fake tensors cannot be
+    swapped, which moving them needs, and a plan's are all on the CPU in the dtype they were made in already."""
+    move = nn.Module.to
+
+    def to(module, *args, **kwargs):
+        tensors = list(module.parameters())
+        if tensors and all(isinstance(t, FakeTensor) for t in tensors):
+            return module
+        return move(module, *args, **kwargs)
+    nn.Module.to = to
+    try:
+        yield
+    finally:
+        nn.Module.to = move
 
 
 def draw_adapters(params: dict[str, nn.Parameter], seed: int) -> None:
@@ -71,7 +92,7 @@ def _block_order(key: str) -> tuple:
 def remove_adapters(holders: list[nn.Module], merge: bool = True) -> None:
     """Take PEFT's layers out again, each replaced by its base layer (with the adapter merged in if ``merge``): the
     model keeps its own structure and parameter names for everything after tuning."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer  # (seconds to import: only where LoRA is used)
 
     for holder in holders:
         for name, module in list(holder.named_modules()):

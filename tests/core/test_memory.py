@@ -60,6 +60,22 @@ def test_planned_tuning_memory_matches_the_measured_allocations(frames, size, ch
     assert 0 < plan.saved < plan.step_peak and plan.gradients == plan.trained > 0 and plan.flops > 0
 
 
+@pytest.mark.parametrize("frames, size, checkpointing, rank", [(4, 64, False, 4), (4, 128, False, 4),
+                                                             (4, 128, True, 16)])
+def test_planned_lora_tuning_memory_matches_the_measured_allocations_within_10_percent(frames, size, checkpointing,
+                                                                                       rank):
+    pipe = TuneAVideo(tiny_components(0), gradient_checkpointing=checkpointing)
+    latents = pipe.encode_video(demo_video(frames, size, size))
+    with AllocationPeak() as measured:
+        pipe.tune(latents, "a red square", TuneConfig(steps=2, posterior="mean", lora_rank=rank), progress=False)
+    plan = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, gradient_checkpointing=checkpointing,
+                                                            lora_rank=rank))
+    planned = plan.optimizer + plan.step_peak  # the adapters, their AdamW state and two steps, over the loaded model
+    assert abs(planned / measured.peak - 1) < 0.1, (planned, measured.peak)
+    full = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, gradient_checkpointing=checkpointing))
+    assert plan.gradients == plan.trained < full.trained and plan.optimizer == 2 * plan.trained
+
+
 def test_checkpointing_and_windows_plan_less_memory_and_checkpointing_more_flops():
     config = dict(tiny_components(0).unet.config)
     plain, ckpt, window = (plan_pipeline(config, s) for s in (
@@ -96,6 +112,19 @@ def test_fit_keeps_what_fits_and_otherwise_takes_the_cheapest_change_that_fits()
         fit(plan_for, asked, 0, lambda n: 10 * MB, "cuda")
     with pytest.raises(TavError, match="memory mode 'sometimes'"):
         fit(plan_for, asked, 0, lambda n: 10 * MB, "cuda", "sometimes")
+
+
+def test_fit_never_takes_lora_and_names_it_where_only_lora_fits():
+    """LoRA learns otherwise than the paper's recipe: the plan names it, only the user turns it on."""
+    full = _planner(asked=1000, ckpt=600, half=400, per_frame=100)
+    plan_for = lambda s: Plan({}, 0, 0, 0, 0, 100 * MB, 0) if s.lora_rank and s.gradient_checkpointing else full(s)
+    for mode in ("auto", "check"):
+        with pytest.raises(TavError, match=r"would not fit even with .*; LoRA tuning of rank 16 with gradient "
+                                           r"checkpointing would fit \(110 MB\): turn it on \(--lora-rank 16"):
+            fit(plan_for, Settings(8), 0, lambda n: 120 * MB, "cuda", mode)
+    with pytest.raises(TavError, match="would not fit even with") as refused:  # nor LoRA: not named
+        fit(plan_for, Settings(8), 0, lambda n: 10 * MB, "cuda")
+    assert "LoRA" not in str(refused.value)
 
 
 def test_fit_pipeline_turns_on_what_fits_or_refuses_before_tuning():
