@@ -109,13 +109,28 @@ def test_resume_below_the_saved_step_is_refused_and_a_finished_run_removes_its_s
     assert "checkpoint_path" not in meta["tuning"] and str(tmp_path) not in json.dumps(meta)  # nothing machine-specific
 
 
-def test_resumed_run_equals_a_straight_run(tmp_path, capsys):
-    tuned_state(tmp_path, capsys)
-    assert main([*TUNE, "--tune-steps", "4", "--weights", str(tmp_path / "w.safetensors"), "--resume"]) == 0
-    assert main([*TUNE, "--tune-steps", "4", "--weights", str(tmp_path / "straight.safetensors")]) == 0
+@pytest.mark.parametrize("method", [[], ["--lora-rank", "4"]], ids=["full", "lora"])
+def test_resumed_run_equals_a_straight_run(tmp_path, capsys, method):
+    tuned_state(tmp_path, capsys, *method)
+    assert main([*TUNE, "--tune-steps", "4", "--weights", str(tmp_path / "w.safetensors"), "--resume", *method]) == 0
+    assert main([*TUNE, "--tune-steps", "4", "--weights", str(tmp_path / "straight.safetensors"), *method]) == 0
     a = safetensors.torch.load_file(str(tmp_path / "w.safetensors"))
     b = safetensors.torch.load_file(str(tmp_path / "straight.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in b)
+    assert read_metadata(tmp_path / "w.safetensors").get("method") == ("lora" if method else None)
+
+
+@pytest.mark.parametrize("change, differs", [
+    (["--lora-rank", "8"], "LoRA rank (4, here 8)"), (["--lora-rank", "4", "--lora-alpha", "2"], "LoRA alpha (None, here 2.0)"),
+    ([], "LoRA rank (4, here None)"),
+])
+def test_resuming_lora_with_another_rank_or_method_is_refused_naming_both(tmp_path, capsys, change, differs):
+    state = tuned_state(tmp_path, capsys, "--lora-rank", "4")
+    before = state.read_bytes()
+    code, err = run_cli([*TUNE, "--tune-steps", "4", "--weights", str(tmp_path / "w.safetensors"), "--resume", *change],
+                        capsys)
+    assert code == 2 and "belongs to another run" in err and differs in err
+    assert state.read_bytes() == before and not (tmp_path / "w.safetensors").exists()
 
 
 # 2. no tracebacks, fail before the work
@@ -137,6 +152,11 @@ def test_resumed_run_equals_a_straight_run(tmp_path, capsys):
     (["run", "--video", "{tmp}/file.txt"], "could not read video"),
     (["edit", "--weights", "{tmp}/missing.safetensors"], "does not exist"),
     (["edit", "--weights", "{tmp}/file.txt"], "must end in .safetensors"),
+    (["tune", "--lora-rank", "0"], "--lora-rank must be a whole number from 1 to 1024"),
+    (["tune", "--lora-alpha", "4"], "--lora-alpha sets the scale of LoRA tuning"),
+    (["tune", "--lora-rank", "4", "--lora-alpha", "nan"], "--lora-alpha must be a number"),
+    (["run", "--strength", "0.5"], "tune, then 'tuneavideo edit --strength'"),
+    (["edit", "--strength", "inf"], "--strength must be a number from -10 to 10"),
 ])
 def test_bad_input_is_refused_before_the_model_loads(tmp_path, capsys, no_model, args, message):
     (tmp_path / "file.txt").write_text("not a video")
