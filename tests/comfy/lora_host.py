@@ -50,7 +50,7 @@ with torch.inference_mode():  # as ComfyUI runs nodes
               "off": temporal_layers(off).state_dict()}
     base_queries, tuned_queries = queries(base), queries(tuned)
     print(json.dumps({
-        "losses": losses, "bytes": path.stat().st_size, "keys": len(file), "rank": meta["lora_rank"],
+        "losses": losses, "bytes": path.stat().st_size, "blocks": len(query_names(base)) // 2, "keys": len(file), "rank": meta["lora_rank"],
         "spatial keys": sum(k.startswith("lora_unet_") for k in file),
         "tuned moved queries": largest(tuned_queries, base_queries),
         "loaded vs tuned queries": largest(queries(loaded), tuned_queries),
