@@ -3,6 +3,7 @@ the inference nodes add over the loaded MODEL, as their memory plans see it.
 
     python -m bench.comfy_sdxl                             # 768x768, 8/16/24 frames: ~15 minutes on 2 CPU cores
     python -m bench.comfy_sdxl --sizes 1024 --frames 16
+    python -m bench.comfy_sdxl --frames 16 --stages tune --lora-rank 16 --gib 16 --name comfy-sdxl-lora
 
 The MODEL is the host's SDXL definition (``comfy.supported_models.SDXL``, base 1.0's UNet shape) in fp16, as the host
 loads SDXL on a GPU, with attention as a CUDA host runs it (PyTorch SDPA). Per stage: the settings the node's plan
@@ -50,6 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[768])
     p.add_argument("--frames", nargs="+", type=int, default=[8, 16, 24])
     p.add_argument("--gib", type=float, default=24.0)
+    p.add_argument("--stages", nargs="+", default=["tune", "invert", "sample", "null_text", "p2p"])
+    p.add_argument("--lora-rank", type=int, help="plan One-Shot Tune's method lora at this rank")
     p.add_argument("--name", default="comfy-sdxl")
     args = p.parse_args(argv)
     command = " ".join(["python -m bench.comfy_sdxl", *(argv if argv is not None else sys.argv[1:])])
@@ -68,8 +71,9 @@ def main(argv=None) -> int:
     rows, start = [], time.perf_counter()
     for size in args.sizes:
         for frames in args.frames:
-            asked = Settings(frames, size, size, torch.float16, "fp16")
-            for stage in ("tune", "invert", "sample", "null_text", "p2p"):
+            for stage in args.stages:
+                asked = Settings(frames, size, size, torch.float16, "fp16",
+                                 lora_rank=args.lora_rank if stage == "tune" else None)
                 began = time.perf_counter()
                 if stage == "tune":
                     plan_for, options, already = (lambda s: plan_comfy_tuning(model, s, count_flops=False)), \

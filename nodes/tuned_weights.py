@@ -16,7 +16,7 @@ from ..tav_core.loading.tuned import (apply_temporal_lora, blend, is_lora, lora_
 from ..tav_core.model.inflation import TemporalLayers, transformer_blocks
 from ..tav_core.model.lora import TEMPORAL, add_adapters, check_rank, remove_adapters
 from . import host
-from .video_model import (attach, base_fingerprint, base_weight, diffusion_model, new_temporal_layers, patched_weight,
+from .video_model import (attach, base_fingerprint, diffusion_model, new_temporal_layers, patched_weight,
                           query_names, require_supported)
 
 
@@ -47,7 +47,7 @@ def trainable(model, layers: TemporalLayers, config, device, base=patched_weight
     frozen = {k: p for k, p in layers.named_parameters() if any(f".{t}.weight" in k for t in TEMPORAL)}
     weights, params = {}, {}
     for key, file_key in names.items():
-        out_features, in_features = base_weight(model, key).shape
+        out_features, in_features = host.utils.get_attr(model.model, key).shape
         diff = host.weight_adapter.lora.LoraDiff((torch.zeros(out_features, rank), torch.zeros(rank, in_features),
                                                   float(alpha), None, None, None)).to(device)
         weights[key] = diff

@@ -282,22 +282,23 @@ def measure_workflow(info) -> dict:
     return g.json()
 
 
-def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str, frame_window: int = 0):
+def tune_stage(g: Graph, ckpt, frames, prompts, note: str, save_name: str, frame_window: int = 0,
+               method: str = "full"):
     g.stage("3. Encode and tune")
     latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
-    tuned = g.node("TuneAVideoTune", 0, 500, 3e-5, save_name, frame_window, False, "auto", model=(ckpt, 0),
+    tuned = g.node("TuneAVideoTune", 0, 500, 3e-5, save_name, frame_window, False, "auto", method, 16, model=(ckpt, 0),
                    positive=(prompts["source"], 0), latent_image=(latent, 0))
     g.note(note)
     return latent, tuned
 
 
 def sdxl_workflow(info) -> dict:
-    """The main workflow on SDXL: 16 frames at 768x768 (what plans within 24 GB), SDXL's checkpoint."""
+    """The main workflow on SDXL: 16 frames at 768x768, SDXL's checkpoint, LoRA tuning (what plans within 16 GB)."""
     g = Graph(info)
     frames = video_in(g, start_note(model="SDXL", models="SDXL base 1.0 or a fine-tune of it"), frames=16, size=768,
                       model="SDXL")
     ckpt, prompts = checkpoint_and_prompts(g, checkpoint=SDXL_CHECKPOINT, model="SDXL")
-    latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_SDXL, SAVE_NAME + "-sdxl")
+    latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_SDXL, SAVE_NAME + "-sdxl", method="lora")
     video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "edit-sdxl")
     return g.json()
 
@@ -361,7 +362,7 @@ def reuse_workflow(info) -> dict:
     frames = video_in(g, start_note("edit"))
     ckpt, prompts = checkpoint_and_prompts(g, loader="CheckpointLoaderSimple", source=False)
     g.stage("3. Tuned weights")
-    tuned = g.node("TuneAVideoLoadTunedWeights", f"{SAVE_NAME}_00001_.safetensors", model=(ckpt, 0))
+    tuned = g.node("TuneAVideoLoadTunedWeights", f"{SAVE_NAME}_00001_.safetensors", 1.0, model=(ckpt, 0))
     g.note(NOTE_REUSE)
     latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
     video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "reuse")

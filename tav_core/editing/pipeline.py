@@ -147,8 +147,10 @@ class TuneAVideo:
         """LoRA tuning (``tav_core.model.lora``): PEFT's adapters while tuning, then merged into the weights (the
         UNet keeps its own layers); ``self.lora`` keeps what ``save_tuned`` writes."""
         blocks = [block for _, block in transformer_blocks(self.c.unet)]
-        layers = {f"{k}": p for k, p in video_parameters(self.c.unet).items()
+        layers = {k: p for k, p in video_parameters(self.c.unet).items()
                   if k.split(".", 2)[2].removesuffix(".weight") in SPATIAL + TEMPORAL}
+        for p in layers.values():  # frozen now: in the weights' own precision (full tuning keeps them fp32 for AdamW)
+            p.data = p.data.to(self.dtype)
         params = add_adapters(blocks, SPATIAL + TEMPORAL, config.lora_rank, config.lora_alpha)
         try:
             losses = tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),

@@ -265,8 +265,11 @@ def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple
         trained = video_parameters(unet, trainable_only=True)
         for p in trained.values():
             p.data = p.data.float()
-        if settings.lora_rank is not None:  # as TuneAVideo tunes LoRA: adapters on those layers (kept fp32, frozen)
-            blocks = [block for _, block in transformer_blocks(unet)]
+        if settings.lora_rank is not None:  # as TuneAVideo tunes LoRA: adapters on those layers, frozen in the
+            blocks = [block for _, block in transformer_blocks(unet)]  # weights' precision
+            for key, p in trained.items():
+                if key.split(".", 2)[2].removesuffix(".weight") in SPATIAL + TEMPORAL:
+                    p.data = p.data.to(settings.weights_dtype)
             trained = add_adapters(blocks, SPATIAL + TEMPORAL, settings.lora_rank, None)
         others = [cast(cls(config), _resident_dtype(unet_config, config, settings.weights_dtype))
                   for cls, config in resident_configs]

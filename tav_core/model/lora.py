@@ -47,8 +47,13 @@ def add_adapters(holders: list[nn.Module], layers: tuple[str, ...], rank: int, a
             inject_adapter_in_model(config, holder)
         for layer in layers:
             module = holder.get_submodule(layer)
-            params[f"blocks.{i}.{layer}.lora_A.weight"] = module.lora_A["default"].weight
-            params[f"blocks.{i}.{layer}.lora_B.weight"] = module.lora_B["default"].weight
+            # PEFT casts each layer's input to the adapters' fp32 for them: under autocast (where inputs are half)
+            # that is a copy of the input per adapted layer, kept for backward; autocast casts what it computes anyway
+            module.cast_input_dtype_enabled = False
+            for part in ("lora_A", "lora_B"):
+                weight = getattr(module, part)["default"].weight
+                weight.data = weight.data.float()  # AdamW's tensors stay fp32 beside half-precision layers
+                params[f"blocks.{i}.{layer}.{part}.weight"] = weight
     return params
 
 

@@ -234,3 +234,24 @@ def test_a_redrawn_temporal_base_that_differs_is_refused(tmp_path):
     safetensors.torch.save_file(tensors, str(path), meta)
     with pytest.raises(TavError, match="cannot be drawn again"):
         TuneAVideo(tiny_components(seed=0)).load_tuned(path)
+
+
+@pytest.mark.parametrize("weights, mixed", [(torch.float32, "bf16"), (torch.bfloat16, "no")],
+                         ids=["bf16 autocast", "bf16 weights"])
+def test_lora_tunes_under_half_precision(weights, mixed):
+    """The adapters stay fp32 for AdamW; the layers' half inputs reach them uncopied (autocast casts what it computes)."""
+    pipe = TuneAVideo(tiny_components(seed=0), dtype=weights)
+    block = blocks(TuneAVideo(tiny_components(seed=0), dtype=weights))[0]
+    adapted = {layer: block.get_submodule(layer).weight.to(weights) for layer in SPATIAL + TEMPORAL}
+    for layer, weight in adapted.items():
+        block.get_submodule(layer).weight.data = weight
+    assert all(p.dtype == torch.float32 for p in add_adapters([block], SPATIAL + TEMPORAL, 4, None).values())
+    latents = pipe.encode_video(demo_video(2, 64, 64))
+    before = {k: v.clone() for k, v in video_parameters(pipe.c.unet, trainable_only=True).items()}
+    losses = pipe.tune(latents, "x", TuneConfig(steps=2, learning_rate=1e-2, mixed_precision=mixed, **LORA),
+                       progress=False)
+    assert all(map(torch.isfinite, map(torch.tensor, losses)))
+    after = video_parameters(pipe.c.unet, trainable_only=True)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the merged adapters moved the layers
+    out = pipe.sample(pipe.invert(latents, 2), "y", steps=2)
+    assert torch.isfinite(out).all()
