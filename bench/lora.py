@@ -7,7 +7,8 @@ files: the tuned-weights file each method writes for SD1.5 and SDXL (the real wr
 architecture's shapes, so its exact size on disk), full against LoRA at ranks 4, 16 and 64. plans: the tuning step
 planned by ``tav_core.memory.stages.plan_stage`` (fake tensors of the real architecture, fp16 weights and autocast),
 SD1.5 24 frames at 512x512, SDXL 16 frames at 768x768 and 1024x1024, with and without gradient checkpointing, full
-against LoRA rank 16. cpu: the small benchmark model tuned on the CPU, full and LoRA steps alternated in one process
+against LoRA rank 16. flops: a tuning step's FLOPs at SD1.5's size, full against LoRA at ranks 4, 16 and 64.
+cpu: the small benchmark model tuned on the CPU, full and LoRA steps alternated in one process
 (one thread, ``OMP_WAIT_POLICY=PASSIVE``): median step time and peak allocation. Results: bench/results/<name>.json.
 """
 
@@ -88,6 +89,20 @@ def plans() -> list[dict]:
     return rows
 
 
+def flops() -> list[dict]:
+    """FLOPs of a tuning step (forward, backward, AdamW) at SD1.5's size, full against LoRA: what the CPU bench's small
+    model cannot show (its layers are 64-128 wide, so rank-16 adapters are not small beside them)."""
+    from tav_core.memory.trace import plan_pipeline
+    rows = []
+    for rank in (None, 4, 16, 64):
+        plan = plan_pipeline(ModelConfigs.shipped("sd1").unet, Settings(24, 512, 512, torch.float16, "fp16", True,
+                                                                         lora_rank=rank))
+        rows.append({"model": "sd1", "frames": 24, "size": 512, "method": "full" if rank is None else f"lora rank {rank}",
+                     "tflop_per_step": plan.flops / 1e12})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def cpu_steps(frames: int = 8, size: int = 128, steps: int = 6) -> list[dict]:
     """Full and LoRA tuning of the small model, alternated: each round tunes ``steps`` steps of each from fresh
     weights; the first step of each run (its set-up) is left out of the times."""
@@ -111,11 +126,12 @@ def cpu_steps(frames: int = 8, size: int = 128, steps: int = 6) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", nargs="+", choices=["files", "plans", "cpu"], default=["files", "plans", "cpu"])
+    p.add_argument("--parts", nargs="+", choices=["files", "plans", "flops", "cpu"],
+                   default=["files", "plans", "flops", "cpu"])
     p.add_argument("--name", default="lora")
     args = p.parse_args(argv)
     start, report = time.perf_counter(), {"command": " ".join(["python -m bench.lora", *(argv or sys.argv[1:])])}
-    parts = {"files": file_sizes, "plans": plans, "cpu": cpu_steps}
+    parts = {"files": file_sizes, "plans": plans, "flops": flops, "cpu": cpu_steps}
     for part in args.parts:
         report[part] = parts[part]()
     report["seconds"] = round(time.perf_counter() - start)

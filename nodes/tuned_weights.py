@@ -49,7 +49,9 @@ def trainable(model, layers: TemporalLayers, config, device, base=patched_weight
     for key, file_key in names.items():
         out_features, in_features = host.utils.get_attr(model.model, key).shape
         diff = host.weight_adapter.lora.LoraDiff((torch.zeros(out_features, rank), torch.zeros(rank, in_features),
-                                                  float(alpha), None, None, None)).to(device)
+                                                  float(alpha), None, None, None))
+        if torch.device(device).type != "cpu":  # (made on the CPU; a memory plan's fake one cannot move)
+            diff = diff.to(device)
         weights[key] = diff
         layer = file_key.removesuffix(".weight")
         params.update({f"{layer}.lora_A.weight": diff.lora_down.weight, f"{layer}.lora_B.weight": diff.lora_up.weight})
@@ -68,8 +70,7 @@ def require_untuned(layers: TemporalLayers) -> None:
 def finish(run: Trainable, config) -> Trainable:
     """After tuning: LoRA's record kept (before its temporal adapters merge into the layers); the layers on the CPU."""
     if config.lora_rank is not None:
-        temporal = {k: v for k, v in run.frozen.items() if ".attn_temp." in k}
-        run.lora = lora_record(run.params, config.lora_rank, config.lora_alpha, config.seed, temporal)
+        run.lora = lora_record(run.params, config.lora_rank, config.lora_alpha, config.seed, run.frozen)
         remove_adapters(list(run.layers.blocks))
     run.layers = run.layers.to("cpu").requires_grad_(False)
     return run

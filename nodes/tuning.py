@@ -122,6 +122,8 @@ class OneShotTune(io.ComfyNode):
             bar.update_absolute(step + 1, steps)
             show_text(unique_id, f"step {step + 1}/{steps}  loss {loss:.4f}")
 
+        if config.lora_rank is not None:  # before the memory plan: seconds
+            require_untuned(layers)
         samples = latent_image["samples"]
         config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
         show_report(unique_id, report and f"{cls.TITLE}: {report}")

@@ -27,7 +27,7 @@ CARDS = {MAIN: ("Tune + edit", "tune 500 steps > invert > edit", (63, 120, 158))
          REUSE: ("Reuse weights", "saved weights > invert > edit", (158, 90, 63)),
          ZERO: ("Zero-shot", "no tuning > invert > edit", (110, 110, 110)),
          MEASURE: ("Measure", "CLIP consistency, text, PSNR, SSIM", (40, 40, 40)),
-         SDXL: ("SDXL", "16 frames at 768 > tune > edit", (150, 60, 90))}
+         SDXL: ("SDXL", "16 frames at 768 > LoRA tune > edit", (150, 60, 90))}
 
 
 def card(title: str, steps: str, colour: tuple, frames: np.ndarray) -> Image.Image:

@@ -17,9 +17,11 @@ rank = int(sys.argv[1]) if len(sys.argv) > 1 else 4
 import_pack()
 import comfy.sd  # noqa: E402
 import comfy.utils  # noqa: E402
+from tav_pack.nodes.memory_plan import fit_comfy_tuning, plan_comfy_tuning  # noqa: E402
 from tav_pack.nodes.tuned_weights import load_tuned_model, save_tuned_model, tuned_clone  # noqa: E402
 from tav_pack.nodes.tuning import tune_model  # noqa: E402
 from tav_pack.nodes.video_model import inflate_model, patched_weight, query_names, temporal_layers  # noqa: E402
+from tav_pack.tav_core.memory.trace import AllocationPeak, Settings  # noqa: E402
 from tav_pack.tav_core.tuning.tune import TuneConfig  # noqa: E402
 
 
@@ -38,7 +40,11 @@ with torch.inference_mode():  # as ComfyUI runs nodes
     g = torch.Generator().manual_seed(1)
     samples, cond = torch.randn(2, 4, 8, 8, generator=g), torch.randn(1, 77, 768, generator=g)
     config = TuneConfig(steps=3, seed=5, posterior="mean", learning_rate=1e-2, lora_rank=rank)
-    run, losses = tune_model(model, temporal_layers(model), cond, samples, config)
+    planned_config, _, report = fit_comfy_tuning(model, samples, config, False, "auto")  # One-Shot Tune's plan
+    plan = plan_comfy_tuning(model, Settings(2, 64, 64, model.model.get_dtype(), lora_rank=rank,
+                                             clone_frozen_weights=True), count_flops=False)
+    with AllocationPeak() as measured:
+        run, losses = tune_model(model, temporal_layers(model), cond, samples, config)
     tuned = tuned_clone(model, run)
     path = Path(tempfile.mkdtemp()) / "lora.safetensors"
     save_tuned_model(path, model, run, frames=2, width=64, height=64)
@@ -50,7 +56,8 @@ with torch.inference_mode():  # as ComfyUI runs nodes
               "off": temporal_layers(off).state_dict()}
     base_queries, tuned_queries = queries(base), queries(tuned)
     print(json.dumps({
-        "losses": losses, "bytes": path.stat().st_size, "blocks": len(query_names(base)) // 2, "keys": len(file), "rank": meta["lora_rank"],
+        "losses": losses, "bytes": path.stat().st_size, "report": report, "planned lora": planned_config.lora_rank,
+        "planned": plan.trained + plan.optimizer + plan.step_peak, "measured": measured.peak, "blocks": len(query_names(base)) // 2, "keys": len(file), "rank": meta["lora_rank"],
         "spatial keys": sum(k.startswith("lora_unet_") for k in file),
         "tuned moved queries": largest(tuned_queries, base_queries),
         "loaded vs tuned queries": largest(queries(loaded), tuned_queries),

@@ -92,12 +92,17 @@ def test_an_engine_lora_edits_in_comfyui_as_in_the_engine_at_any_strength(comfy,
 
 
 def test_lora_files_load_back_as_tuned_and_the_stock_lora_loader_applies_their_image_part(test_models):
-    """One-Shot Tune's LoRA run in ComfyUI's process: saved and loaded back it is the tuned MODEL (same numbers: the
+    """One-Shot Tune's LoRA run in ComfyUI's process, planned within 10% of its measured memory: saved and loaded back
+    it is the tuned MODEL (same numbers: the
     same host LoRA patches and the same temporal sums), strength 0 is the base model bit for bit, and the stock LoRA
     loader (Load LoRA's function) puts the same query weights in as Load Tuned Weights."""
     out = run_in_comfyui("lora_host.py", "4")
     print(out)
     assert out["tuned moved queries"] > 1e-3 and out["tuned temporal out"] > 1e-3  # 3 steps at lr 1e-2 moved both
+    # One-Shot Tune's memory plan of the LoRA run (its host UNet, its LoraDiff and PEFT layers on fake tensors) against
+    # the run's measured allocations
+    assert out["planned lora"] == 4 and "tuning needs about" in out["report"]
+    assert abs(out["planned"] / out["measured"] - 1) < 0.1, (out["planned"], out["measured"])
     # the same host patches and the same float32 sums, or sums in another order: within a few ulps of weights of
     # magnitude ~0.1 (~1e-8 each)
     for what in ("loaded vs tuned queries", "loaded vs tuned temporal", "stock vs tuned queries"):
@@ -105,3 +110,24 @@ def test_lora_files_load_back_as_tuned_and_the_stock_lora_loader_applies_their_i
     assert out["strength 0 queries equal base"] and out["strength 0 temporal out"] == 0
     # 2 query and 4 temporal adapters a transformer block, 3 tensors an adapter; the query ones under lora_unet_ names
     assert out["keys"] == out["blocks"] * 6 * 3 and out["spatial keys"] == out["blocks"] * 2 * 3 and out["rank"] == 4
+
+
+def test_lora_tuning_of_a_tuned_model_is_refused(comfy, test_models):
+    """A LoRA file names its temporal base by the seed only: One-Shot Tune refuses LoRA on a tuned MODEL (whose
+    temporal attention is not the seed's draw). (A strength that is not a number: the every-float-input test.)"""
+    from server import error_message
+    from tav_core import TuneConfig
+    pipe = engine(test_models)
+    latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
+    pipe.tune(latents, "a red square", TuneConfig(steps=1, learning_rate=1e-2), progress=False)
+    pipe.save_tuned(comfy.base / "models/tuneavideo/full-for-lora.safetensors", "a red square", FRAMES, SIZE, SIZE,
+                    TuneConfig(steps=1))
+    graph = latent_graph(comfy, pipe, latents, "lora-refused")
+    graph.update({
+        "5": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {"model": ["1", 0],
+                                                                     "weights_name": "full-for-lora.safetensors"}},
+        "7": {"class_type": "TuneAVideoTune", "inputs": {"model": ["5", 0], "positive": ["2", 0],
+              "latent_image": ["4", 0], "seed": 0, "steps": 1, "learning_rate": 1e-3, "save_name": "",
+              "method": "lora", "lora_rank": 4}}})
+    error = error_message(comfy.run(graph)) or ""
+    assert "LoRA tuning starts from an untuned video model" in error and "Inflate Model" in error, error
