@@ -40,6 +40,7 @@ class TuneAVideo:
         ``frame_attention``: "sparse_causal" (Tune-A-Video, the default) or "first_frame" (Video-P2P's model);
         tuned weights carry theirs, and loading them sets it."""
         self.c = components
+        self.lora = None  # the last LoRA tuning's adapters (tav_core.loading.tuned.lora_record), for save_tuned
         self.device, self.dtype = torch.device(device), dtype
         self.mixed_precision = compute_precision(dtype, mixed_precision)
         self.inflation = inflate(components.unet, frame_attention=frame_attention)
@@ -158,6 +159,8 @@ class TuneAVideo:
             self.lora = lora_record(params, config.lora_rank, config.lora_alpha, config.seed, layers)
         finally:
             remove_adapters(blocks)
+            for p in layers.values():  # back to what the pipeline keeps (a later full tuning trains them)
+                p.data = p.data.float()
         return losses
 
     def tuned_config(self, config: TuneConfig, latent_std: torch.Tensor | None = None) -> TuneConfig:
@@ -232,7 +235,7 @@ class TuneAVideo:
 
     def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig) -> None:
         """The weights the last ``tune`` learnt (LoRA's adapters, if it tuned LoRA)."""
-        check(config.lora_rank is None or getattr(self, "lora", None) is not None,
+        check(config.lora_rank is None or self.lora is not None,
               "no LoRA adapters were tuned in this pipeline; tune with lora_rank first")
         save_tuned(path, self.c.unet, self.lora if config.lora_rank is not None else None,
                    prompt=self.prompt_used(prompt), frames=frames, width=width, height=height,

@@ -1,10 +1,10 @@
 """Tuned weights: only the tuned tensors, as safetensors, keyed by transformer-block index.
 
 Full tuning's keys look like ``blocks.3.attn1.to_q.weight`` so the same file serves diffusers' and ComfyUI's UNet
-layouts (both list transformer blocks in the same order). LoRA files (``tuning.lora``) use the standard LoRA layout
-(``<name>.lora_down.weight``, ``.lora_up.weight``, ``.alpha``): the image model's query projections under the names
-ComfyUI's, A1111's and diffusers' LoRA loaders read (``lora_unet_<diffusers module path>``), the temporal attention
-under the pack's block keys. A fingerprint of the frozen base weights guards against loading into another base model.
+layouts (both list transformer blocks in the same order). LoRA files (``model.lora``) use the standard LoRA layout
+(``<name>.lora_down.weight``, ``.lora_up.weight``, ``.alpha``): the image model's query projections under the
+kohya-style names SD tools use and ComfyUI's Load LoRA reads (``lora_unet_<diffusers module path>``), the temporal
+attention under the pack's block keys. A fingerprint of the frozen base weights guards against loading into another base model.
 
 ``strength`` s blends a file in: every tuned weight becomes W0 + s (W - W0), W0 its untuned value (the base model's
 query projections; the temporal attention's output projection, zero). The temporal attention's query, key and value
@@ -119,15 +119,20 @@ def redraw_temporal(temporal: dict, meta: dict, path) -> None:
 
 
 def apply_temporal_lora(temporal: dict, adapters: dict, meta: dict, path, strength: float) -> None:
-    """Temporal base drawn again, then each adapter added (the output projection's scaled by ``strength``)."""
+    """The temporal attention as a LoRA file makes it, whatever it held: its base drawn again, each adapter added; the
+    output projection (zero untuned, its bias too) becomes the adapter's product scaled by ``strength``."""
     redraw_temporal(temporal, meta, path)
     rank, alpha = int(meta["lora_rank"]), float(meta["lora_alpha"])
     with torch.no_grad():
         for layer, (down, up) in adapters.items():
-            if ".attn_temp." in layer:
-                w = temporal[f"{layer}.weight"]
-                d = delta(down, up, alpha, rank)
-                w.copy_(w.float() + (strength * d if f"{layer}.".endswith(TEMPORAL_OUT) else d))
+            if ".attn_temp." not in layer:
+                continue
+            w, d = temporal[f"{layer}.weight"], delta(down, up, alpha, rank)
+            if f"{layer}.".endswith(TEMPORAL_OUT):
+                w.copy_(strength * d)
+                temporal[f"{layer}.bias"].zero_()
+            else:
+                w.copy_(w.float() + d)
 
 
 def read_metadata(path: str | Path) -> dict:

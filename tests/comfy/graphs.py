@@ -67,3 +67,15 @@ def controlled_edit_nodes(cfg: float, prefix: str) -> dict:
                 "negative": ["3", 0], "latent_image": ["7", 0], "control": ["9", 0], "source_positive": ["2", 0]}},
             "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": f"{prefix}-edit"}},
             "12": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 1], "filename_prefix": f"{prefix}-source"}}}
+
+
+def latent_graph(comfy, pipe, latents, name: str, checkpoint: str = CKPT) -> dict:
+    """Checkpoint, prompts (source 2, empty 3, edit 6) and the engine's ``latents`` as a LoadLatent (4): a graph to
+    compare with the engine on the very same latents."""
+    safetensors.torch.save_file({"latent_tensor": latents / pipe.scaling, "latent_format_version_0": torch.tensor([])},
+                                str(comfy.base / "input" / f"{name}.latent"))
+    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
+            "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+            "4": {"class_type": "LoadLatent", "inputs": {"latent": f"{name}.latent"}},
+            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square", "clip": ["1", 1]}}}

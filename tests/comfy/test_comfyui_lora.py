@@ -1,9 +1,8 @@
 """LoRA tuning in ComfyUI: One-Shot Tune's method lora against the engine, a LoRA file through Load Tuned Weights,
 DDIM Invert and Video KSampler against the engine, strength, and the stock LoRA loader on the same file."""
 
-import safetensors.torch
 import torch
-from graphs import load_latent, run_ok
+from graphs import latent_graph, load_latent, run_ok
 
 from support import CKPT, EPS, FRAMES, SIZE, nudge, relative, run_in_comfyui, within
 from tav_core import demo_video
@@ -13,16 +12,6 @@ from tav_core.loading.tuned import read_metadata
 def engine(test_models):
     from tav_core import TuneAVideo, load_components
     return TuneAVideo(load_components(test_models / CKPT, config=test_models / "tiny-sd15-config"))
-
-
-def latent_graph(comfy, pipe, latents, name: str) -> dict:
-    safetensors.torch.save_file({"latent_tensor": latents / pipe.scaling, "latent_format_version_0": torch.tensor([])},
-                                str(comfy.base / "input" / f"{name}.latent"))
-    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
-            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
-            "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-            "4": {"class_type": "LoadLatent", "inputs": {"latent": f"{name}.latent"}},
-            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square", "clip": ["1", 1]}}}
 
 
 def test_one_shot_tune_lora_equals_the_engine(comfy, test_models):

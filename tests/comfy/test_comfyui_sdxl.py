@@ -3,9 +3,7 @@ server recognises as SDXL through tests/comfy/tav_test_tiny_sdxl.py) through the
 engine on diffusers' modules loaded from the same file."""
 
 
-import safetensors.torch
-import torch
-from graphs import control_node, load_latent, run_ok
+from graphs import control_node, latent_graph, load_latent, run_ok
 
 from support import EPS, FRAMES, SDXL_CKPT, SIZE, nudge, relative, run_in_comfyui, within
 from tav_core import demo_video
@@ -17,16 +15,6 @@ def engine(test_models):
     return TuneAVideo(load_components(test_models / SDXL_CKPT, config=test_models / "tiny-sdxl-config"))
 
 
-def sdxl_graph(comfy, pipe, latents, name: str) -> dict:
-    safetensors.torch.save_file({"latent_tensor": latents / pipe.scaling, "latent_format_version_0": torch.tensor([])},
-                                str(comfy.base / "input" / f"{name}.latent"))
-    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SDXL_CKPT}},
-            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
-            "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-            "4": {"class_type": "LoadLatent", "inputs": {"latent": f"{name}.latent"}},
-            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a yellow square", "clip": ["1", 1]}}}
-
-
 def test_one_shot_tune_on_sdxl_equals_the_engine(comfy, test_models):
     """One-Shot Tune on the host's SDXL MODEL (its ADM vector built from CLIP Text Encode's pooled output and the
     clip's size, or CLIP Text Encode SDXL's sizes) tunes as the engine does: the loss of its second step (after one
@@ -34,7 +22,7 @@ def test_one_shot_tune_on_sdxl_equals_the_engine(comfy, test_models):
     from tav_core import TuneConfig
     pipe = engine(test_models)
     latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
-    graph = sdxl_graph(comfy, pipe, latents, "sdxl-tune")
+    graph = latent_graph(comfy, pipe, latents, "sdxl-tune", SDXL_CKPT)
     graph.update({
         "5": {"class_type": "TuneAVideoInflateModel", "inputs": {"model": ["1", 0]}},
         "7": {"class_type": "TuneAVideoTune", "inputs": {"model": ["5", 0], "positive": ["2", 0],
@@ -74,7 +62,7 @@ def test_sdxl_inversion_edit_null_text_and_p2p_equal_the_engine(comfy, test_mode
     pipe.tune(latents, "a red square", TuneConfig(steps=3, learning_rate=1e-2), progress=False)  # non-zero temporal
     pipe.save_tuned(comfy.base / "models/tuneavideo/sdxl-eq.safetensors", "a red square", FRAMES, SIZE, SIZE,
                     TuneConfig(steps=3))
-    graph = sdxl_graph(comfy, pipe, latents, "sdxl-eq")
+    graph = latent_graph(comfy, pipe, latents, "sdxl-eq", SDXL_CKPT)
     steps, cfg = 4, 7.5
     graph.update({
         "5": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {"model": ["1", 0],

@@ -46,34 +46,23 @@ def _nothing():
     return nullcontext()
 
 
-@pytest.mark.parametrize("frames, size, checkpointing, window", [
-    (2, 64, False, None), (4, 64, False, None), (4, 128, False, None), (4, 128, True, None), (6, 64, False, 3)])
-def test_planned_tuning_memory_matches_the_measured_allocations(frames, size, checkpointing, window):
+@pytest.mark.parametrize("frames, size, checkpointing, window, rank", [
+    (2, 64, False, None, None), (4, 64, False, None, None), (4, 128, False, None, None), (4, 128, True, None, None),
+    (6, 64, False, 3, None), (4, 64, False, None, 4), (4, 128, False, None, 4), (4, 128, True, None, 16)])
+def test_planned_tuning_memory_matches_the_measured_allocations(frames, size, checkpointing, window, rank):
+    """Within 20% (full tuning, as always) and 10% (LoRA; measured within 2.2%)."""
     pipe = TuneAVideo(tiny_components(0), gradient_checkpointing=checkpointing)
     latents = pipe.encode_video(demo_video(frames, size, size))
+    config = TuneConfig(steps=2, posterior="mean", frame_window=window, lora_rank=rank)
     with AllocationPeak() as measured:
-        pipe.tune(latents, "a red square", TuneConfig(steps=2, posterior="mean", frame_window=window), progress=False)
-    plan = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, gradient_checkpointing=checkpointing,
-                                                            frame_window=window))
-    planned = plan.optimizer + plan.step_peak  # what two steps allocate over the loaded model
-    assert abs(planned / measured.peak - 1) < 0.2, (planned, measured.peak)
+        pipe.tune(latents, "a red square", config, progress=False)
+    settings = Settings(frames, size, size, gradient_checkpointing=checkpointing, frame_window=window)
+    plan = plan_pipeline(dict(pipe.c.unet.config), replace(settings, lora_rank=rank))
+    planned = plan.optimizer + plan.step_peak  # what two steps allocate over the loaded model (LoRA: its adapters)
+    assert abs(planned / measured.peak - 1) < (0.2 if rank is None else 0.1), (planned, measured.peak)
     assert 0 < plan.saved < plan.step_peak and plan.gradients == plan.trained > 0 and plan.flops > 0
-
-
-@pytest.mark.parametrize("frames, size, checkpointing, rank", [(4, 64, False, 4), (4, 128, False, 4),
-                                                             (4, 128, True, 16)])
-def test_planned_lora_tuning_memory_matches_the_measured_allocations_within_10_percent(frames, size, checkpointing,
-                                                                                       rank):
-    pipe = TuneAVideo(tiny_components(0), gradient_checkpointing=checkpointing)
-    latents = pipe.encode_video(demo_video(frames, size, size))
-    with AllocationPeak() as measured:
-        pipe.tune(latents, "a red square", TuneConfig(steps=2, posterior="mean", lora_rank=rank), progress=False)
-    plan = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, gradient_checkpointing=checkpointing,
-                                                            lora_rank=rank))
-    planned = plan.optimizer + plan.step_peak  # the adapters, their AdamW state and two steps, over the loaded model
-    assert abs(planned / measured.peak - 1) < 0.1, (planned, measured.peak)
-    full = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, gradient_checkpointing=checkpointing))
-    assert plan.gradients == plan.trained < full.trained and plan.optimizer == 2 * plan.trained
+    if rank is not None:
+        assert plan.trained < plan_pipeline(dict(pipe.c.unet.config), settings).trained
 
 
 def test_checkpointing_and_windows_plan_less_memory_and_checkpointing_more_flops():
