@@ -55,6 +55,14 @@ with torch.inference_mode():  # as ComfyUI runs nodes
     layers = {"tuned": temporal_layers(tuned).state_dict(), "loaded": temporal_layers(loaded).state_dict(),
               "off": temporal_layers(off).state_dict()}
     base_queries, tuned_queries = queries(base), queries(tuned)
+    full_run, _ = tune_model(model, temporal_layers(model), cond, samples, TuneConfig(
+        steps=2, seed=5, posterior="mean", learning_rate=1e-2))  # a full-tuning file at strengths 0, 0.5, 1
+    full_path = path.with_name("full.safetensors")
+    save_tuned_model(full_path, model, full_run, frames=2, width=64, height=64)
+    full = {s: load_tuned_model(full_path, base, s)[0] for s in (0.0, 0.5, 1.0)}
+    full_tuned = queries(tuned_clone(model, full_run))
+    halfway = {k: (base_queries[k] + full_tuned[k]) / 2 for k in base_queries}
+    full_out = {s: {k: v for k, v in temporal_layers(m).state_dict().items() if ".to_out." in k} for s, m in full.items()}
     print(json.dumps({
         "losses": losses, "bytes": path.stat().st_size, "report": report, "planned lora": planned_config.lora_rank,
         "planned": plan.trained + plan.optimizer + plan.step_peak, "measured": measured.peak, "blocks": len(query_names(base)) // 2, "keys": len(file), "rank": meta["lora_rank"],
@@ -66,4 +74,10 @@ with torch.inference_mode():  # as ComfyUI runs nodes
         "stock vs tuned queries": largest(queries(stock), tuned_queries),
         "strength 0 queries equal base": all(torch.equal(v, base_queries[k]) for k, v in queries(off).items()),
         "strength 0 temporal out": max(v.abs().max().item() for k, v in layers["off"].items() if ".to_out." in k),
+        "full: strength 0 queries equal base": all(torch.equal(v, base_queries[k]) for k, v in queries(full[0.0]).items()),
+        "full: strength 0 temporal out": max(v.abs().max().item() for v in full_out[0.0].values()),
+        "full: strength 1 vs tuned queries": largest(queries(full[1.0]), full_tuned),
+        "full: strength 0.5 vs halfway queries": largest(queries(full[0.5]), halfway),
+        "full: strength 0.5 vs half the temporal out": largest(full_out[0.5], {k: v / 2 for k, v in full_out[1.0].items()}),
+        "full: tuned moved queries": largest(full_tuned, base_queries),
     }))

@@ -84,7 +84,8 @@ def test_lora_files_load_back_as_tuned_and_the_stock_lora_loader_applies_their_i
     """One-Shot Tune's LoRA run in ComfyUI's process, planned within 10% of its measured memory: saved and loaded back
     it is the tuned MODEL (same numbers: the
     same host LoRA patches and the same temporal sums), strength 0 is the base model bit for bit, and the stock LoRA
-    loader (Load LoRA's function) puts the same query weights in as Load Tuned Weights."""
+    loader (Load LoRA's function) puts the same query weights in as Load Tuned Weights; a full-tuning file loads at
+    strengths 0, 0.5 and 1 as W0 + s (W - W0)."""
     out = run_in_comfyui("lora_host.py", "4")
     print(out)
     assert out["tuned moved queries"] > 1e-3 and out["tuned temporal out"] > 1e-3  # 3 steps at lr 1e-2 moved both
@@ -97,6 +98,12 @@ def test_lora_files_load_back_as_tuned_and_the_stock_lora_loader_applies_their_i
     for what in ("loaded vs tuned queries", "loaded vs tuned temporal", "stock vs tuned queries"):
         assert out[what] < 1e-6, (what, out[what])
     assert out["strength 0 queries equal base"] and out["strength 0 temporal out"] == 0
+    # a full-tuning file at a strength: W0 + s (W - W0) as the host's patches, the temporal output scaled
+    assert out["full: strength 0 queries equal base"] and out["full: strength 0 temporal out"] == 0
+    assert out["full: tuned moved queries"] > 1e-3
+    for what in ("full: strength 1 vs tuned queries", "full: strength 0.5 vs halfway queries",
+                 "full: strength 0.5 vs half the temporal out"):
+        assert out[what] < 1e-6, (what, out[what])
     # 2 query and 4 temporal adapters a transformer block, 3 tensors an adapter; the query ones under lora_unet_ names
     assert out["keys"] == out["blocks"] * 6 * 3 and out["spatial keys"] == out["blocks"] * 2 * 3 and out["rank"] == 4
 
