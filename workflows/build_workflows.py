@@ -81,9 +81,9 @@ PROMPTS = {"both": "Say what the clip shows and what it should become in the pro
            "source": "Say what the clip shows in the source prompt", "edit": "Say what the clip should become"}
 
 
-NOTE_SDXL = """## SDXL at 768x768, 16 frames, tuned as **LoRA** (method lora, rank 16): it plans within a 16 GB GPU \
-(ComfyUI loads SDXL in fp16; the memory plan turns on gradient checkpointing), and saves a 61 MB file instead of \
-2.3 GB. The paper's recipe is method full: on a 24 GB card set it for the paper's result."""
+NOTE_SDXL = """## SDXL at 768x768, 16 frames, tuned as LoRA (**One-Shot Tune**'s method lora, rank 16): it plans \
+within a 16 GB GPU (ComfyUI loads SDXL in fp16; the memory plan turns on gradient checkpointing) and saves 61 MB, \
+not 2.3 GB. The paper's recipe is method full: on a 24 GB card, set it for the paper's result."""
 
 
 def start_note(prompts: str = "both", model: str = "SD 1.x/2.x", models: str = "an SD 1.x or 2.x model") -> str:

@@ -229,5 +229,5 @@ def test_the_node_docs_panel_shows_the_packs_page(frontend):
     shown = frontend.page.locator(".node-help-content").inner_text()
     page = (ROOT / "web" / "docs" / "TuneAVideoTune.md").read_text()
     explained = re.findall(r"^\| `(\w+)` \|", page, flags=re.M)
-    assert len(explained) == 10 and all(name in shown for name in explained), shown[:2000]
+    assert len(explained) == 12 and all(name in shown for name in explained), shown[:2000]
     assert "one-shot tuning" in shown

@@ -87,7 +87,7 @@ def test_pyproject_reads_as_the_registry_reads_it_and_requirements_are_what_comf
     assert icon.format == "PNG" and icon.size == (400, 400)
     runtime = requirement_names(project.dependencies)
     host = requirement_names((COMFYUI / "requirements.txt").read_text().splitlines())
-    assert requirement_names((ROOT / "requirements.txt").read_text().splitlines()) == runtime - host == {"diffusers"}
+    assert requirement_names((ROOT / "requirements.txt").read_text().splitlines()) == runtime - host == {"diffusers", "peft"}
 
 
 def test_workflow_files_are_current_and_listed_as_templates_with_thumbnails(comfy, object_info):
