@@ -22,6 +22,9 @@ def refused(comfy, graph) -> dict:
     return answer["node_errors"]
 
 
+FLOAT_CHECK = "float-check.safetensors"  # Load Tuned Weights validates its strength once the file is listed
+
+
 def float_graphs() -> dict[str, dict]:
     """For each node of the pack with FLOAT inputs, a graph whose one output needs it (node "X"), with no other
     output node upstream: the host queues a prompt whose other outputs are valid, and runs those."""
@@ -46,10 +49,14 @@ def float_graphs() -> dict[str, dict]:
         "TuneAVideoVideoKSampler": {"20": invert, "X": {"class_type": "TuneAVideoVideoKSampler", "inputs": {
             "model": ["9", 0], "positive": ["2", 0], "negative": ["3", 0], "latent": ["20", 0], "cfg": 7.5,
             "steps": 0, "eta": 0.0, "seed": 0}}, "30": save("X")},
+        "TuneAVideoLoadTunedWeights": {"X": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {
+            "model": ["1", 0], "weights_name": FLOAT_CHECK, "strength": 1.0}},
+            "20": {**invert, "inputs": {**invert["inputs"], "model": ["X", 0]}}, "30": save("20")},
     }
 
 
 def test_every_float_input_of_every_node_refuses_non_finite_values_at_validation(comfy, object_info):
+    (comfy.base / "models" / "tuneavideo" / FLOAT_CHECK).write_bytes(b"")  # listed: the file itself is never read
     floats = {(node, name) for node, info in object_info.items() if node.startswith(PACK)
               for part in ("required", "optional") for name, spec in info["input"].get(part, {}).items()
               if spec[0] == "FLOAT"}
