@@ -1,0 +1,131 @@
+"""AnimateDiff motion modules from the files users keep: original checkpoints (``mm_sd_v14``, ``mm_sd_v15``,
+``mm_sd_v15_v2``, ``v3_sd15_mm``, ``mm_sdxl_v10_beta``; ``.safetensors``, or ``.ckpt`` when pickles are allowed) and
+diffusers ``MotionAdapter`` folders, loaded into diffusers' ``MotionAdapter`` with diffusers' own key conversion.
+
+The version is read from the keys: SD1.5 modules have four down blocks, SDXL's three; v2 alone has a mid-block
+module; v1 and v3 share their keys and differ in the positional encoding's length (24 and 32 frames). Files that
+are not a motion module (a motion LoRA, HotShot-XL, SparseCtrl, AnimateLCM-I2V, a checkpoint) are refused by name.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import TavError, check, summary
+from ..files import read_safetensors
+from .fingerprint import fingerprint_of
+
+VERSIONS = {"v1": "AnimateDiff v1 (mm_sd_v14/mm_sd_v15)", "v2": "AnimateDiff v2 (mm_sd_v15_v2)",
+            "v3": "AnimateDiff v3 (v3_sd15_mm)", "sdxl": "AnimateDiff SDXL beta (mm_sdxl_v10_beta)"}
+HEADS, NORM_GROUPS = 8, 32  # every released module's (no tensor shape shows the head count)
+PICKLES = (".ckpt", ".pt", ".pth", ".bin")
+
+# what a file is, when it is not a motion module: (how its keys look, its name)
+NOT_MOTION = (
+    (lambda k: "motion_modules" in k and ("lora" in k.lower() or ".processor." in k),
+     "an AnimateDiff motion LoRA (it adapts a motion module: load the module, then the LoRA)"),
+    (lambda k: "lora" in k.lower(), "a LoRA"),
+    (lambda k: ".temporal_attentions." in k or k.endswith("positional_encoding"), "HotShot-XL's temporal layers"),
+    (lambda k: k.startswith("controlnet_"), "an AnimateDiff SparseCtrl ControlNet"),
+    (lambda k: k.startswith("img_encoder."), "AnimateLCM-I2V's image adapter"),
+    (lambda k: k.startswith(("model.diffusion_model.", "conditioner.", "first_stage_model.")),
+     "a Stable Diffusion checkpoint (give it as the model)"),
+)
+
+
+@dataclass
+class MotionModule:
+    """A loaded motion module: diffusers' ``MotionAdapter``, its version and how many frames it encodes."""
+    adapter: torch.nn.Module
+    version: str
+    max_frames: int
+    fingerprint: list[float]
+
+
+def motion_version(shapes: dict[str, tuple], source) -> str:
+    """The version of an original-layout module from its keys and shapes, or ``TavError`` naming what it is."""
+    for looks_like, name in NOT_MOTION:
+        check(not any(looks_like(k) for k in shapes), f"{source} is {name}, not an AnimateDiff motion module")
+    pe = [s for k, s in shapes.items() if k.endswith("pos_encoder.pe")]
+    check(any(".temporal_transformer." in k for k in shapes) and pe,
+          f"{source} is not an AnimateDiff motion module (no motion_modules.*.temporal_transformer keys with a "
+          "positional encoding); give mm_sd_v15_v2, v3_sd15_mm, mm_sdxl_v10_beta or another AnimateDiff module")
+    blocks = 1 + max(int(m[1]) for k in shapes if (m := re.match(r"down_blocks\.(\d+)\.", k)))
+    mid, length = any(k.startswith("mid_block.") for k in shapes), pe[0][1]
+    version = {(4, True): "v2", (3, False): "sdxl"}.get((blocks, mid)) or \
+        ({24: "v1", 32: "v3"}.get(length) if (blocks, mid) == (4, False) else None)
+    check(version is not None, f"{source} is a motion module of an unknown kind ({blocks} down blocks, "
+                               f"{'a' if mid else 'no'} mid block, {length} frames); the pack reads AnimateDiff "
+                               "v1, v2, v3 and the SDXL beta")
+    return version
+
+
+def _read_original(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    if path.suffix.lower() == ".safetensors":
+        return read_safetensors(path, "download or copy it again", f"motion module {path}")[1]
+    check(path.suffix.lower() in PICKLES, f"motion module {path}: give a .safetensors file (or a .ckpt with "
+                                          "--allow-pickle), or a diffusers MotionAdapter folder")
+    check(allow_pickle, f"motion module {path} is a pickle, which can run code when loaded: convert it to "
+                        ".safetensors, or allow pickles (--allow-pickle) if you trust its source")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001  (any unreadable pickle: named with the file)
+        raise TavError(f"motion module {path} cannot be read ({summary(e)}); download it again") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    check(isinstance(state, dict), f"motion module {path} holds no state dict; give an AnimateDiff module")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def adapter_config(shapes: dict[str, tuple], heads: int, norm_groups: int) -> dict:
+    """``MotionAdapter``'s config of an original module, from its shapes (and AnimateDiff's head and group counts)."""
+    channels = {int(m[1]): s[0] for k, s in shapes.items()
+                if (m := re.fullmatch(r"down_blocks\.(\d+)\.motion_modules\.0\.temporal_transformer\.proj_in\.weight", k))}
+    layers = {int(m[1]) for k in shapes if (m := re.match(r"down_blocks\.0\.motion_modules\.(\d+)\.", k))}
+    length = next(s[1] for k, s in shapes.items() if k.endswith("pos_encoder.pe"))
+    return dict(block_out_channels=[channels[i] for i in sorted(channels)], motion_layers_per_block=len(layers),
+                motion_mid_block_layers_per_block=1, motion_num_attention_heads=heads,
+                motion_norm_num_groups=norm_groups, motion_max_seq_length=length,
+                use_motion_mid_block=any(k.startswith("mid_block.") for k in shapes), conv_in_channels=None)
+
+
+def load_motion_module(path, allow_pickle: bool = False, heads: int = HEADS, norm_groups: int = NORM_GROUPS) -> MotionModule:
+    """A motion module from a file or a diffusers folder. ``heads``/``norm_groups``: AnimateDiff's (tests' tiny
+    modules give theirs)."""
+    from diffusers import MotionAdapter  # (seconds: only when a motion module is asked for)
+    from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
+
+    path = Path(path)
+    check(path.exists(), f"motion module {path} does not exist; give an AnimateDiff motion module "
+                         "(e.g. models/animatediff_models/mm_sd_v15_v2.safetensors)")
+    if path.is_dir():
+        try:
+            adapter = MotionAdapter.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise TavError(f"{path} is not a diffusers MotionAdapter folder ({summary(e)})") from None
+        config = adapter.config
+        version = "v2" if config.use_motion_mid_block else \
+            "sdxl" if len(config.block_out_channels) == 3 else {24: "v1"}.get(config.motion_max_seq_length, "v3")
+        return _module(adapter, version, config.motion_max_seq_length)
+    state = _read_original(path, allow_pickle)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    version = motion_version(shapes, f"motion module {path}")
+    adapter = MotionAdapter(**adapter_config(shapes, heads, norm_groups))
+    missing, unexpected = adapter.load_state_dict(convert_animatediff_checkpoint_to_diffusers(state), strict=False)
+    missing = [k for k in missing if not k.endswith("pos_embed.pe")]  # rebuilt by diffusers, checked below
+    check(not missing and not unexpected, f"motion module {path} does not fit {VERSIONS[version]} (missing "
+                                          f"{missing[:2]}, unexpected {unexpected[:2]}); download it again")
+    rebuilt = {b.shape[-1]: b for n, b in adapter.named_buffers() if n.endswith("pos_embed.pe")}  # by width
+    encodings = [v for k, v in state.items() if k.endswith("pos_encoder.pe")]
+    check(all(torch.allclose(pe.float(), rebuilt[pe.shape[-1]][:, :pe.shape[1]].float(), atol=1e-3) for pe in encodings),
+          f"motion module {path}: its positional encoding is not AnimateDiff's sinusoid; it is not a module the pack "
+          "reads")
+    return _module(adapter, version, encodings[0].shape[1])
+
+
+def _module(adapter, version: str, max_frames: int) -> MotionModule:
+    """The loaded module; its fingerprint (of the first motion module's projections) is the same from either form."""
+    first = adapter.down_blocks[0].motion_modules[0]
+    return MotionModule(adapter.eval().requires_grad_(False), version, max_frames,
+                        fingerprint_of([first.proj_in.weight, first.proj_out.weight]))
