@@ -110,3 +110,30 @@ def test_sd_and_sdxl_models_are_taken_and_other_families_refused_by_name():
                           ("Stable Cascade", "StableCascade_C")):
         assert said[family].startswith(f"Inflate Model got a {model} MODEL") and "1.x/2.x and SDXL" in said[family]
     assert "got a EDM model" in said["Playground 2.5 (EDM)"] and "eps- or v-prediction" in said["Playground 2.5 (EDM)"]
+
+
+def test_an_sdxl_lora_tuned_in_the_engine_edits_in_comfyui_as_in_the_engine(comfy, test_models):
+    """The SDXL workflow tunes LoRA: an engine SDXL LoRA file (its query adapters under diffusers' SDXL block names)
+    becomes the host's LoRA patches on its own SDXL MODEL; DDIM Invert + Video KSampler equal the engine's edit."""
+    from tav_core import TuneConfig
+    pipe = engine(test_models)
+    latents = pipe.encode_video(demo_video(FRAMES, SIZE, SIZE))
+    config = TuneConfig(steps=3, learning_rate=1e-2, lora_rank=4)
+    pipe.tune(latents, "a red square", config, progress=False)
+    pipe.save_tuned(comfy.base / "models/tuneavideo/sdxl-lora.safetensors", "a red square", FRAMES, SIZE, SIZE, config)
+    graph = latent_graph(comfy, pipe, latents, "sdxl-lora", SDXL_CKPT)
+    steps = 4
+    graph.update({
+        "5": {"class_type": "TuneAVideoLoadTunedWeights", "inputs": {"model": ["1", 0],
+                                                                     "weights_name": "sdxl-lora.safetensors"}},
+        "7": {"class_type": "TuneAVideoInvert", "inputs": {"model": ["5", 0], "latent_image": ["4", 0],
+                                                           "conditioning": ["3", 0], "steps": steps}},
+        "8": {"class_type": "TuneAVideoSampler", "inputs": {"model": ["5", 0], "positive": ["6", 0],
+              "negative": ["3", 0], "latent_image": ["7", 0], "cfg": 5.0, "steps": 0, "eta": 0.0, "seed": 0}},
+        "9": {"class_type": "SaveLatent", "inputs": {"samples": ["8", 0], "filename_prefix": "tav-test/sdxl-lora"}}})
+    run_ok(comfy, graph)
+    ours = pipe.sample(pipe.invert(latents, steps), "a yellow square", "", guidance_scale=5.0, steps=steps)
+    moved = pipe.sample(pipe.invert(nudge(latents), steps), "a yellow square", "", guidance_scale=5.0, steps=steps)
+    theirs = load_latent(comfy, "tav-test/sdxl-lora") * pipe.scaling
+    # ComfyUI's modules vs diffusers': limit 100x how far the engine's result moves when the latents move by one ulp
+    assert within(relative(theirs, ours), relative(moved, ours), 100, "SDXL LoRA edit, ComfyUI vs engine")

@@ -255,3 +255,27 @@ def test_lora_tunes_under_half_precision(weights, mixed):
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the merged adapters moved the layers
     out = pipe.sample(pipe.invert(latents, 2), "y", steps=2)
     assert torch.isfinite(out).all()
+
+
+def test_sdxl_lora_tunes_saves_with_sdxls_block_names_and_loads_back(tmp_path):
+    """SDXL's transformer blocks (ten deep in its last level) named as diffusers names them; the file loads back as
+    tuned; strength 0 is the base model."""
+    from tav_core.loading.tiny import tiny_sdxl_components
+    pipe = TuneAVideo(tiny_sdxl_components(seed=0))
+    untuned = weights(pipe)
+    latents = pipe.encode_video(demo_video(2, 64, 64))
+    config = TuneConfig(steps=2, learning_rate=1e-2, **LORA)
+    pipe.tune(latents, "a red square", config, progress=False)
+    tuned = weights(pipe)
+    path = tmp_path / "sdxl-lora.safetensors"
+    pipe.save_tuned(path, "a red square", 2, 64, 64, config)
+    names = [name for name, _ in transformer_blocks(pipe.c.unet)]
+    stored = safetensors.torch.load_file(str(path))
+    assert {f"lora_unet_{n}.{layer}".replace(".", "_") for n in names for layer in SPATIAL} == \
+        {k.rsplit(".", 2)[0] for k in stored if k.startswith("lora_unet_")}
+    fresh = TuneAVideo(tiny_sdxl_components(seed=0))
+    fresh.load_tuned(path)
+    assert largest_difference(weights(fresh), tuned) <= 16 * EPS * max(v.abs().max().item() for v in tuned.values())
+    base = TuneAVideo(tiny_sdxl_components(seed=0))
+    base.load_tuned(path, 0.0)
+    assert all(torch.equal(v, untuned[k]) for k, v in weights(base).items() if ".attn_temp." not in k)
