@@ -99,7 +99,8 @@ class LoadTunedWeights(io.ComfyNode):
                                    tooltip="File in models/tuneavideo, saved by One-Shot Tune's save name."),
                     io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.05, optional=True,
                                    tooltip="How much of the tuning to apply: 0 the base model, 1 as tuned; between, "
-                                           "every tuned weight W0 + s (W - W0), as a LoRA's strength.")],
+                                           "the query projections W0 + s (W - W0) as a LoRA's strength, and the "
+                                           "temporal attention's output s times its tuned value.")],
             outputs=[io.Model.Output(tooltip="The MODEL, inflated, with the tuned weights: DDIM Invert and Video "
                                              "KSampler take it.")])
 

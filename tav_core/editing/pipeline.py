@@ -9,10 +9,10 @@ import torch
 
 from ..errors import TavWarning, check, plural
 from ..loading.configs import Components
-from ..loading.tuned import load_tuned, lora_record, save_tuned, video_parameters
+from ..loading.tuned import load_tuned, lora_record, mark_tuned, require_untuned, save_tuned, video_parameters
 from ..model.conditioning import encode_sdxl, is_sdxl_unet, pooled_width, unet_inputs
 from ..model.inflation import inflate, transformer_blocks
-from ..model.lora import SPATIAL, TEMPORAL, add_adapters, remove_adapters
+from ..model.lora import SPATIAL, TEMPORAL, add_adapters, check_rank, remove_adapters
 from ..precision import autocast, compute_precision
 from ..sampling.ddim import invert_ddim, sample_ddim
 from ..sampling.denoiser import DiscreteDenoiser, guided
@@ -140,25 +140,34 @@ class TuneAVideo:
         self.lora = None
         if config.lora_rank is None:
             params = video_parameters(self.c.unet, trainable_only=True)
-            return tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
-                        self.c.scheduler_config, config, callback, progress, latent_std)
-        return self._tune_lora(latents, prompt, config, callback, progress, latent_std)
+            losses = tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
+                          self.c.scheduler_config, config, callback, progress, latent_std)
+        else:
+            losses = self._tune_lora(latents, prompt, config, callback, progress, latent_std)
+        mark_tuned(self.c.unet)
+        return losses
 
     def _tune_lora(self, latents, prompt, config, callback, progress, latent_std) -> list[float]:
-        """LoRA tuning (``tav_core.model.lora``): PEFT's adapters while tuning, then merged into the weights (the
-        UNet keeps its own layers); ``self.lora`` keeps what ``save_tuned`` writes."""
+        """LoRA tuning (``tav_core.model.lora``): PEFT's adapters while tuning, merged into the weights once done (the
+        UNet keeps its own layers); ``self.lora`` keeps what ``save_tuned`` writes. Starts from the untuned model: a
+        LoRA file names its temporal base by the seed."""
+        check_rank(config.lora_rank, config.lora_alpha)
+        require_untuned(self.c.unet, "LoRA tuning starts from the untuned video model (a LoRA file names its "
+                                     "temporal attention's start by the seed): tune LoRA in a fresh pipeline")
         blocks = [block for _, block in transformer_blocks(self.c.unet)]
-        layers = {k: p for k, p in video_parameters(self.c.unet).items()
-                  if k.split(".", 2)[2].removesuffix(".weight") in SPATIAL + TEMPORAL}
-        for p in layers.values():  # frozen now: in the weights' own precision (full tuning keeps them fp32 for AdamW)
-            p.data = p.data.to(self.dtype)
-        params = add_adapters(blocks, SPATIAL + TEMPORAL, config.lora_rank, config.lora_alpha)
+        base = video_parameters(self.c.unet, trainable_only=True)  # full tuning's starting tensors: the run's identity
+        layers = {k: p for k, p in base.items() if k.split(".", 2)[2].removesuffix(".weight") in SPATIAL + TEMPORAL}
+        merged = False
         try:
+            for p in layers.values():  # frozen now: in the weights' precision (full tuning keeps them fp32 for AdamW)
+                p.data = p.data.to(self.dtype)
+            params = add_adapters(blocks, SPATIAL + TEMPORAL, config.lora_rank, config.lora_alpha)
             losses = tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
-                          self.c.scheduler_config, config, callback, progress, latent_std, frozen=layers)
+                          self.c.scheduler_config, config, callback, progress, latent_std, frozen=base)
             self.lora = lora_record(params, config.lora_rank, config.lora_alpha, config.seed, layers)
-        finally:
-            remove_adapters(blocks)
+            merged = True
+        finally:  # an interrupted run leaves the layers as they were (its state file resumes it)
+            remove_adapters(blocks, merge=merged)
             for p in layers.values():  # back to what the pipeline keeps (a later full tuning trains them)
                 p.data = p.data.float()
         return losses
@@ -244,4 +253,4 @@ class TuneAVideo:
     def load_tuned(self, path, strength: float = 1.0) -> dict:
         """Tuned weights (full or LoRA) into this pipeline's UNet at ``strength`` (0: the base model, 1: as tuned)."""
         check(math.isfinite(strength), f"strength must be a finite number, got {strength}")
-        return load_tuned(path, self.c.unet, strength)
+        return load_tuned(path, self.c.unet, strength)  # (marks the UNet tuned)

@@ -127,7 +127,8 @@ def apply_temporal_lora(temporal: dict, adapters: dict, meta: dict, path, streng
         for layer, (down, up) in adapters.items():
             if ".attn_temp." not in layer:
                 continue
-            w, d = temporal[f"{layer}.weight"], delta(down, up, alpha, rank)
+            w = temporal[f"{layer}.weight"]
+            d = delta(down, up, alpha, rank).to(w.device)
             if f"{layer}.".endswith(TEMPORAL_OUT):
                 w.copy_(strength * d)
                 temporal[f"{layer}.bias"].zero_()
@@ -179,11 +180,25 @@ def read_tuned(path: str | Path, base_fingerprint: list[float]) -> tuple[dict[st
     return _finite_tensors(path), meta
 
 
+def mark_tuned(unet: nn.Module) -> None:
+    """The UNet now holds tuned weights (tuned, or a file loaded): a LoRA or a strength no longer meets the base."""
+    unet.tav_tuned = True
+
+
+def require_untuned(unet: nn.Module, why: str) -> None:
+    check(not getattr(unet, "tav_tuned", False), f"this UNet holds tuned weights already: {why}")
+
+
 def load_tuned(path: str | Path, unet: nn.Module, strength: float = 1.0) -> dict:
     """Load tuned weights into a UNet (inflating it if needed, with the frame attention they were tuned with), at
-    ``strength`` (see the module's docstring). Returns the metadata."""
+    ``strength`` (see the module's docstring). Returns the metadata. A LoRA file, or any file at a strength other
+    than 1, applies to the base model: a UNet holding tuned weights already is refused for them."""
     tensors, meta = read_tuned(path, fingerprint(unet))
+    if is_lora(meta) or strength != 1:
+        require_untuned(unet, f"{'a LoRA file adds to' if is_lora(meta) else 'a strength blends from'} the base "
+                              "model's weights; load it into a fresh pipeline (or tuned weights at strength 1)")
     inflate(unet, frame_attention=tuned_frame_attention(meta, path))
+    mark_tuned(unet)
     if not is_lora(meta):
         load_video_parameters(unet, tensors, str(path), strength)
         return meta
@@ -195,7 +210,7 @@ def load_tuned(path: str | Path, unet: nn.Module, strength: float = 1.0) -> dict
         for layer, (down, up) in adapters.items():
             if ".attn_temp." not in layer:
                 w = params[f"{layer}.weight"]
-                w.copy_(w.float() + strength * delta(down, up, alpha, rank))
+                w.copy_(w.float() + strength * delta(down, up, alpha, rank).to(w.device))
     return meta
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
-from ..errors import check
+from ..errors import TavError, check
 
 SPATIAL = ("attn1.to_q", "attn2.to_q")
 TEMPORAL = ("attn_temp.to_q", "attn_temp.to_k", "attn_temp.to_v", "attn_temp.to_out.0")
@@ -28,17 +28,16 @@ def check_rank(rank: int, alpha: float | None = None) -> None:
           f"LoRA alpha must be a positive number, got {alpha!r} (the usual choice is the rank)")
 
 
-def scale(rank: int, alpha: float | None) -> float:
-    """PEFT's and ComfyUI's LoRA scale: alpha / rank (alpha defaults to the rank: scale 1)."""
-    return (rank if alpha is None else alpha) / rank
-
-
 def add_adapters(holders: list[nn.Module], layers: tuple[str, ...], rank: int, alpha: float | None) -> dict:
     """PEFT LoRA adapters on ``layers`` (dotted paths inside each holder: a transformer block, or the holder of its
     temporal layers); returns the trained tensors keyed ``blocks.{i}.{layer}.lora_A.weight`` / ``lora_B``."""
-    from peft import LoraConfig, inject_adapter_in_model  # imported only when LoRA is asked for: seconds
-
     check_rank(rank, alpha)
+    try:
+        from peft import LoraConfig, inject_adapter_in_model  # imported only when LoRA is asked for: seconds
+    except ImportError as e:
+        raise TavError(f"LoRA tuning needs the peft package ({e}): pip install \"peft>=0.17\" (or the pack's "
+                       "requirements.txt) in this environment") from None
+
     config = LoraConfig(r=rank, lora_alpha=rank if alpha is None else alpha, lora_dropout=0.0, bias="none",
                         target_modules=[layer for layer in layers])
     params = {}
@@ -106,6 +105,7 @@ def remove_adapters(holders: list[nn.Module], merge: bool = True) -> None:
                     module.merge()
                 parent, _, child = name.rpartition(".")
                 setattr(holder.get_submodule(parent) if parent else holder, child, module.get_base_layer())
+        holder.__dict__.pop("peft_config", None)  # (PEFT's record of the adapters: a later LoRA run starts clean)
 
 
 def delta(down: torch.Tensor, up: torch.Tensor, alpha: float, rank: int) -> torch.Tensor:

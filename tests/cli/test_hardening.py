@@ -130,6 +130,7 @@ def test_resuming_lora_with_another_rank_or_method_is_refused_naming_both(tmp_pa
     code, err = run_cli([*TUNE, "--tune-steps", "4", "--weights", str(tmp_path / "w.safetensors"), "--resume", *change],
                         capsys)
     assert code == 2 and "belongs to another run" in err and differs in err
+    assert "base model" not in err  # the same checkpoint: both methods identify it by the same tensors
     assert state.read_bytes() == before and not (tmp_path / "w.safetensors").exists()
 
 

@@ -252,7 +252,8 @@ def test_lora_tunes_under_half_precision(weights, mixed):
                        progress=False)
     assert all(map(torch.isfinite, map(torch.tensor, losses)))
     after = video_parameters(pipe.c.unet, trainable_only=True)
-    assert any(not torch.equal(before[k], after[k]) for k in before)  # the merged adapters moved the layers
+    moved = [k for k in before if k.endswith((".attn1.to_q.weight", ".to_out.0.weight"))]  # (not the redrawn base)
+    assert all(not torch.equal(before[k], after[k]) for k in moved)  # the merged adapters moved the layers
     out = pipe.sample(pipe.invert(latents, 2), "y", steps=2)
     assert torch.isfinite(out).all()
 
@@ -279,3 +280,33 @@ def test_sdxl_lora_tunes_saves_with_sdxls_block_names_and_loads_back(tmp_path):
     base = TuneAVideo(tiny_sdxl_components(seed=0))
     base.load_tuned(path, 0.0)
     assert all(torch.equal(v, untuned[k]) for k, v in weights(base).items() if ".attn_temp." not in k)
+
+
+def test_a_tuned_unet_refuses_lora_tuning_lora_files_and_strengths(tmp_path):
+    """A LoRA (or a strength) applies to the base model: a UNet holding tuned weights would stack them."""
+    _, pipe = lora_tuned(steps=1)
+    path = tmp_path / "lora.safetensors"
+    pipe.save_tuned(path, "a square", 3, 64, 64, TuneConfig(steps=1, **LORA))
+    latents = pipe.encode_video(demo_video(3, 64, 64))
+    with pytest.raises(TavError, match="holds tuned weights already: LoRA tuning starts from the untuned"):
+        pipe.tune(latents, "a square", TuneConfig(steps=1, **LORA), progress=False)
+    with pytest.raises(TavError, match="a LoRA file adds to the base model's weights; load it into a fresh pipeline"):
+        pipe.load_tuned(path)
+    loaded = TuneAVideo(tiny_components(seed=0))
+    loaded.load_tuned(path)
+    with pytest.raises(TavError, match="a LoRA file adds to"):
+        loaded.load_tuned(path)  # twice would add the adapters twice
+
+
+def test_an_interrupted_lora_run_leaves_the_layers_as_they_were(pipe, latents):
+    before = weights(pipe)
+
+    def stop(step, loss):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        pipe.tune(latents, "a square", TuneConfig(steps=5, learning_rate=1e-2, **LORA), callback=stop, progress=False)
+    after = weights(pipe)
+    assert set(after) == set(before)  # PEFT's layers gone
+    assert all(torch.equal(after[k], before[k]) for k in before if ".attn_temp.to_q." not in k and
+               ".attn_temp.to_k." not in k and ".attn_temp.to_v." not in k)  # (the temporal base: drawn from the seed)
+    assert not any(hasattr(block, "peft_config") for block in blocks(pipe))
