@@ -100,15 +100,21 @@ def with_lora_queries(model, tensors: dict, strength: float):
     return clone
 
 
+def with_queries(model, queries: dict, strength: float):
+    """A clone whose query projections (patch key -> tuned tensor) are W0 + s (W - W0): patches of the difference,
+    so the MODEL's own patches (LoRAs before) stay in."""
+    clone = model.clone()
+    clone.add_patches({k: ((q.float().cpu() - patched_weight(model, k)),) for k, q in queries.items()}, strength)
+    return clone
+
+
 def tuned_clone(model, run: Trainable):
     """A clone of ``model`` computing what tuning learnt; the patches are differences (full) or LoRA patches, so
     LoRAs patched before stay in."""
     if run.lora is not None:
         tensors = lora_file_tensors(run.lora["adapters"], lora_block_names(model), run.lora["lora_alpha"])
         return attach(with_lora_queries(model, tensors, 1.0), run.layers)
-    clone = model.clone()
-    clone.add_patches({k: ((q.float().cpu() - patched_weight(model, k)),) for k, q in run.weights.items()}, 1.0)
-    return attach(clone, run.layers)
+    return attach(with_queries(model, run.weights, 1.0), run.layers)
 
 
 def save_tuned_model(path, model, run: Trainable, **metadata) -> None:
@@ -140,8 +146,6 @@ def load_tuned_model(path, model, strength: float = 1.0) -> tuple:
     with torch.inference_mode(False):
         layers.load_state_dict({k: blend(None, v, k, strength) for k, v in tensors.items()
                                 if ".attn_temp." in k or ".norm_temp." in k})
-    clone = model.clone()
-    clone.add_patches({k: ((tensors[n].float() - patched_weight(model, k)),) for k, n in names.items()}, strength)
-    return attach(clone, layers), meta
+    return attach(with_queries(model, {k: tensors[n] for k, n in names.items()}, strength), layers), meta
 
 
