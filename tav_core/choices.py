@@ -3,8 +3,13 @@
 # how overlapping frame windows' results are weighted (tav_core.sampling.windows; ComfyUI's context windows' names)
 FUSE_METHODS = ("pyramid", "flat", "overlap-linear")
 
-# what a frame's self-attention looks at: Tune-A-Video's [frame 0 ‖ frame i-1], or Video-P2P's frame 0 alone
-FRAME_ATTENTION = ("sparse_causal", "first_frame")
+# what a frame's self-attention looks at: Tune-A-Video's [frame 0 ‖ frame i-1], Video-P2P's frame 0 alone, or
+# AnimateDiff's the frame itself (the image model's attention: its motion modules were trained beside it)
+FRAME_ATTENTION = ("sparse_causal", "first_frame", "per_frame")
+
+# what a ResNet GroupNorm takes statistics over: the whole clip (Tune-A-Video's reference, AnimateDiff v1), or each
+# frame (AnimateDiff v2/v3/SDXL's inflated GroupNorm, diffusers' UNetMotionModel)
+GROUP_NORMS = ("clip", "frame")
 
 # which self-attention Prompt-to-Prompt's self-attention control replaces: the frames' (the paper's, at 32x32 and
 # below) or the temporal attention (where Video-P2P's code applies it)

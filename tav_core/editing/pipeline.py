@@ -9,10 +9,11 @@ import torch
 
 from ..errors import TavWarning, check, plural
 from ..loading.configs import Components
-from ..loading.tuned import load_tuned, lora_record, mark_tuned, require_untuned, save_tuned, video_parameters
+from ..loading.tuned import (load_tuned, lora_layers, lora_record, mark_tuned, require_untuned, save_tuned,
+                             video_parameters)
 from ..model.conditioning import encode_sdxl, is_sdxl_unet, pooled_width, unet_inputs
 from ..model.inflation import inflate, transformer_blocks
-from ..model.lora import SPATIAL, TEMPORAL, add_adapters, check_rank, remove_adapters
+from ..model.lora import MOTION, SPATIAL, TEMPORAL, add_adapters, check_rank, motion_holders, remove_adapters
 from ..precision import autocast, compute_precision
 from ..sampling.ddim import invert_ddim, sample_ddim
 from ..sampling.denoiser import DiscreteDenoiser, guided
@@ -34,18 +35,23 @@ class TuneAVideo:
 
     def __init__(self, components: Components, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, gradient_checkpointing: bool = False,
-                 mixed_precision: str | None = None, frame_attention: str | None = None):
+                 mixed_precision: str | None = None, frame_attention: str | None = None, motion_module=None,
+                 group_norm: str | None = None):
         """``dtype``: the frozen weights'; ``mixed_precision`` ("no", "bf16", "fp16"): the autocast every UNet pass
         (tuning, inversion, sampling, editing) computes in; half-precision weights compute in their own dtype.
-        ``frame_attention``: "sparse_causal" (Tune-A-Video, the default) or "first_frame" (Video-P2P's model);
-        tuned weights carry theirs, and loading them sets it."""
+        ``frame_attention``: "sparse_causal" (Tune-A-Video), "first_frame" (Video-P2P's model) or "per_frame"
+        (AnimateDiff's); ``group_norm``: "clip" or "frame" statistics; ``motion_module``: an AnimateDiff motion module
+        (``tav_core.loading.motion.load_motion_module``) as the temporal layers. Defaults: ``video_defaults``' (the
+        paper's, or with a motion module its AnimateDiff's); tuned weights carry theirs, and loading them sets them."""
         self.c = components
         self.lora = None  # the last LoRA tuning's adapters (tav_core.loading.tuned.lora_record), for save_tuned
         self.device, self.dtype = torch.device(device), dtype
         self.mixed_precision = compute_precision(dtype, mixed_precision)
-        self.inflation = inflate(components.unet, frame_attention=frame_attention)
+        self.inflation = inflate(components.unet, frame_attention=frame_attention, motion=motion_module,
+                                 group_norm=group_norm)
         self.vae_dtype = vae_dtype(components.unet.config, components.vae.config, dtype)
-        for m in (components.unet, components.vae, *components.text_encoders):
+        motion = [motion_module.adapter] if motion_module is not None else []
+        for m in (components.unet, components.vae, *components.text_encoders, *motion):
             first = next(m.parameters())
             wanted = self.vae_dtype if m is components.vae else dtype
             if first.dtype != wanted:  # diffusers warns about any dtype given to .to()
@@ -155,19 +161,25 @@ class TuneAVideo:
         require_untuned(self.c.unet, "LoRA tuning starts from the untuned video model (a LoRA file names its "
                                      "temporal attention's start by the seed): tune LoRA in a fresh pipeline")
         blocks = [block for _, block in transformer_blocks(self.c.unet)]
+        motion = self.inflation.motion
+        holders = motion_holders(motion.adapter) if motion is not None else {}  # (its attentions: no attn_temp)
         base = video_parameters(self.c.unet, trainable_only=True)  # full tuning's starting tensors: the run's identity
-        layers = {k: p for k, p in base.items() if k.split(".", 2)[2].removesuffix(".weight") in SPATIAL + TEMPORAL}
+        adapted = {f"{layer}.weight" for layer in lora_layers(self.c.unet)}
+        layers = {k: p for k, p in base.items() if k in adapted}
         merged = False
         try:
             for p in layers.values():  # frozen now: in the weights' precision (full tuning keeps them fp32 for AdamW)
                 p.data = p.data.to(self.dtype)
-            params = add_adapters(blocks, SPATIAL + TEMPORAL, config.lora_rank, config.lora_alpha)
+            params = add_adapters(blocks, SPATIAL + (TEMPORAL if motion is None else ()), config.lora_rank,
+                                  config.lora_alpha)
+            params.update(add_adapters(holders, MOTION, config.lora_rank, config.lora_alpha) if holders else {})
             losses = tune(self.raw_unet_fn, params, self.inflation.video, latents, self.encode_prompt(prompt),
                           self.c.scheduler_config, config, callback, progress, latent_std, frozen=base)
             self.lora = lora_record(params, config.lora_rank, config.lora_alpha, config.seed, layers)
             merged = True
         finally:  # an interrupted run leaves the layers as they were (its state file resumes it)
             remove_adapters(blocks, merge=merged)
+            remove_adapters(holders, merge=merged)
             for p in layers.values():  # back to what the pipeline keeps (a later full tuning trains them)
                 p.data = p.data.float()
         return losses
@@ -248,7 +260,8 @@ class TuneAVideo:
               "no LoRA adapters were tuned in this pipeline; tune with lora_rank first")
         save_tuned(path, self.c.unet, self.lora if config.lora_rank is not None else None,
                    prompt=self.prompt_used(prompt), frames=frames, width=width, height=height,
-                   tuning=recorded(config), frame_attention=self.inflation.frame_attention)
+                   tuning=recorded(config), frame_attention=self.inflation.frame_attention,
+                   group_norm=self.inflation.group_norm)
 
     def load_tuned(self, path, strength: float = 1.0) -> dict:
         """Tuned weights (full or LoRA) into this pipeline's UNet at ``strength`` (0: the base model, 1: as tuned)."""

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..choices import FRAME_ATTENTION
+from ..choices import FRAME_ATTENTION, GROUP_NORMS
 from ..errors import check
 from ..files import parsed_metadata, read_header, read_safetensors, write_safetensors
 from ..model.inflation import TEMPORAL_MODULES, draw_fresh_temporal, inflate, is_trainable, transformer_blocks
-from ..model.lora import SPATIAL, TEMPORAL, delta
+from ..model.lora import MOTION, SPATIAL, TEMPORAL, delta, motion_holders
 from .fingerprint import checkpoint_fingerprint, fingerprint, fingerprint_of, same_base
 
 FORMAT = "tuneavideo-tuned-v1"
@@ -30,15 +30,42 @@ LORA_PARTS = {"lora_A": "lora_down", "lora_B": "lora_up"}  # PEFT's names -> the
 TEMPORAL_OUT = ".attn_temp.to_out.0."
 
 
+def motion_of(unet: nn.Module):
+    """The AnimateDiff motion module an inflated UNet runs with (``tav_core.loading.motion.MotionModule``), or None."""
+    return getattr(getattr(unet, "tav_inflation", None), "motion", None)
+
+
 def video_parameters(unet: nn.Module, trainable_only: bool = False) -> dict[str, nn.Parameter]:
-    """The tuned tensors (query projections, temporal layers) of an inflated UNet, keyed by block index."""
+    """The tuned tensors (query projections, temporal layers) of an inflated UNet, keyed by block index; with a
+    motion module, all of it (the temporal layers) under ``motion.<its diffusers name>``."""
     out = {}
     for i, (_, block) in enumerate(transformer_blocks(unet)):
         for name, p in block.named_parameters():
             full = f"blocks.{i}.{name}"
             if is_trainable(full) or (not trainable_only and name.split(".")[0] in TEMPORAL_MODULES):
                 out[full] = p
+    motion = motion_of(unet)
+    if motion is not None:
+        out.update({f"motion.{name}": p for name, p in motion.adapter.named_parameters()})
     return out
+
+
+def motion_record(motion) -> dict:
+    """What a tuned file records of the motion module it was tuned with (nothing without one)."""
+    return {} if motion is None else {"motion_version": motion.version, "motion_fingerprint": motion.fingerprint}
+
+
+def check_motion(meta: dict, motion, path) -> None:
+    """A file tuned with a motion module loads with that module only; one tuned without, without one."""
+    tuned_with = meta.get("motion_fingerprint")
+    if tuned_with is None:
+        check(motion is None, f"{path} was tuned without a motion module; load the model without one")
+        return
+    check(motion is not None, f"{path} was tuned with an AnimateDiff motion module ({meta.get('motion_version')}); "
+                              "give that module (--motion-module, or the motion_module input)")
+    check(same_base(tuned_with, motion.fingerprint), f"{path} was tuned with another motion module than the one "
+                                                      f"given ({meta.get('motion_version')}, not this "
+                                                      f"{motion.version}); give the module it was tuned with")
 
 
 def write_tuned(path: str | Path, tensors: dict[str, torch.Tensor], base_fingerprint: list[float],
@@ -53,6 +80,7 @@ def write_tuned(path: str | Path, tensors: dict[str, torch.Tensor], base_fingerp
 
 def save_tuned(path: str | Path, unet: nn.Module, lora: dict | None = None, **metadata) -> None:
     """Full tuning's tensors from the UNet, or (``lora``: ``lora_record``'s) the adapters in the LoRA layout."""
+    metadata.update(motion_record(motion_of(unet)))
     if lora is None:
         write_tuned(path, video_parameters(unet), fingerprint(unet), **metadata)
         return
@@ -69,10 +97,12 @@ def diffusers_block_names(unet: nn.Module) -> list[str]:
 def lora_record(adapters: dict, rank: int, alpha: float | None, seed: int, temporal: dict) -> dict:
     """What a LoRA file holds besides the base fingerprint: the adapters (``blocks.{i}.{layer}.lora_A/B.weight``), rank,
     alpha, and the seed and fingerprint of the temporal attention's drawn base (``temporal``: its weights as tuned on,
-    before any adapter is merged in)."""
-    return {"adapters": {k: v.detach().float().cpu().clone() for k, v in adapters.items()}, "method": "lora",
-            "lora_rank": rank, "lora_alpha": float(rank if alpha is None else alpha), "temporal_seed": seed,
-            "temporal_fingerprint": temporal_fingerprint(temporal)}
+    before any adapter is merged in; a motion module has no drawn base: its fingerprint names it)."""
+    record = {"adapters": {k: v.detach().float().cpu().clone() for k, v in adapters.items()}, "method": "lora",
+              "lora_rank": rank, "lora_alpha": float(rank if alpha is None else alpha)}
+    if "blocks.0.attn_temp.to_q.weight" in temporal:
+        record.update(temporal_seed=seed, temporal_fingerprint=temporal_fingerprint(temporal))
+    return record
 
 
 def temporal_fingerprint(temporal: dict) -> list[float]:
@@ -81,6 +111,8 @@ def temporal_fingerprint(temporal: dict) -> list[float]:
 
 def lora_module_name(layer: str, block_names: list[str]) -> str:
     """``blocks.{i}.attn1.to_q`` -> ``lora_unet_down_blocks_0_..._attn1_to_q``; temporal layers keep their key."""
+    if not layer.startswith("blocks."):
+        return layer  # (a motion module's)
     _, i, rest = layer.split(".", 2)
     return f"lora_unet_{block_names[int(i)]}.{rest}".replace(".", "_") if rest in SPATIAL else layer
 
@@ -95,10 +127,22 @@ def lora_file_tensors(adapters: dict, block_names: list[str], alpha: float) -> d
     return out
 
 
-def lora_adapters(tensors: dict, meta: dict, block_names: list[str], path) -> dict[str, tuple]:
-    """A LoRA file's adapters as ``{blocks.{i}.{layer}: (down, up)}``, every expected layer present."""
-    names = {lora_module_name(f"blocks.{i}.{layer}", block_names): f"blocks.{i}.{layer}"
-             for i in range(len(block_names)) for layer in SPATIAL + TEMPORAL}
+def lora_layers(unet: nn.Module) -> list[str]:
+    """The layers LoRA tuning adapts in an inflated UNet: the queries, and the temporal attention or (with a motion
+    module) the motion module's attentions (``motion.<block path>.<layer>``)."""
+    motion = motion_of(unet)
+    blocks = range(len(transformer_blocks(unet)))
+    if motion is None:
+        return [f"blocks.{i}.{layer}" for i in blocks for layer in SPATIAL + TEMPORAL]
+    return [f"blocks.{i}.{layer}" for i in blocks for layer in SPATIAL] + \
+        [f"{name}.{layer}" for name in motion_holders(motion.adapter) for layer in MOTION]
+
+
+def lora_adapters(tensors: dict, meta: dict, block_names: list[str], path, layers: list[str] | None = None) -> dict[str, tuple]:
+    """A LoRA file's adapters as ``{<layer>: (down, up)}`` (``layers``: ``lora_layers``'; default: the queries and
+    temporal attention of every block), every expected one present."""
+    layers = layers or [f"blocks.{i}.{layer}" for i in range(len(block_names)) for layer in SPATIAL + TEMPORAL]
+    names = {lora_module_name(layer, block_names): layer for layer in layers}
     found = {k.rsplit(".", 2)[0] for k in tensors if k.endswith((".lora_down.weight", ".lora_up.weight"))}
     missing, unexpected = sorted(set(names) - found), sorted(found - set(names))
     check(not missing and not unexpected, f"{path} does not fit this UNet (missing {missing[:2]}, unexpected "
@@ -120,7 +164,10 @@ def redraw_temporal(temporal: dict, meta: dict, path) -> None:
 
 def apply_temporal_lora(temporal: dict, adapters: dict, meta: dict, path, strength: float) -> None:
     """The temporal attention as a LoRA file makes it, whatever it held: its base drawn again, each adapter added; the
-    output projection (zero untuned, its bias too) becomes the adapter's product scaled by ``strength``."""
+    output projection (zero untuned, its bias too) becomes the adapter's product scaled by ``strength``. (A motion
+    module is its own base: its adapters add like the queries'.)"""
+    if "temporal_seed" not in meta:
+        return
     redraw_temporal(temporal, meta, path)
     rank, alpha = int(meta["lora_rank"]), float(meta["lora_alpha"])
     with torch.no_grad():
@@ -194,15 +241,16 @@ def load_tuned(path: str | Path, unet: nn.Module, strength: float = 1.0) -> dict
     ``strength`` (see the module's docstring). Returns the metadata. A LoRA file, or any file at a strength other
     than 1, applies to the base model: a UNet holding tuned weights already is refused for them."""
     tensors, meta = read_tuned(path, fingerprint(unet))
+    check_motion(meta, motion_of(unet), path)
     if is_lora(meta) or strength != 1:
         require_untuned(unet, f"{'a LoRA file adds to' if is_lora(meta) else 'a strength blends from'} the base "
                               "model's weights; load it into a fresh pipeline (or tuned weights at strength 1)")
-    inflate(unet, frame_attention=tuned_frame_attention(meta, path))
+    inflate(unet, frame_attention=tuned_frame_attention(meta, path), group_norm=tuned_group_norm(meta, path))
     mark_tuned(unet)
     if not is_lora(meta):
         load_video_parameters(unet, tensors, str(path), strength)
         return meta
-    adapters = lora_adapters(tensors, meta, diffusers_block_names(unet), path)
+    adapters = lora_adapters(tensors, meta, diffusers_block_names(unet), path, lora_layers(unet))
     params = video_parameters(unet)
     apply_temporal_lora(params, adapters, meta, path, strength)
     rank, alpha = int(meta["lora_rank"]), float(meta["lora_alpha"])
@@ -219,6 +267,14 @@ def tuned_frame_attention(meta: dict, path) -> str:
     kind = meta.get("frame_attention", "sparse_causal")
     check(kind in FRAME_ATTENTION, f"{path} was tuned with frame attention {kind!r}, which this version does not know "
                                    f"({FRAME_ATTENTION}); update the pack or tune again")
+    return kind
+
+
+def tuned_group_norm(meta: dict, path) -> str:
+    """The group norm weights were tuned with (files from before the choice existed: clip)."""
+    kind = meta.get("group_norm", "clip")
+    check(kind in GROUP_NORMS, f"{path} was tuned with group norm {kind!r}, which this version does not know "
+                               f"({GROUP_NORMS}); update the pack or tune again")
     return kind
 
 

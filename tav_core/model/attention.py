@@ -5,13 +5,19 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..choices import FRAME_ATTENTION
+from ..choices import FRAME_ATTENTION, GROUP_NORMS
 from ..errors import check
 
 
 def check_frame_attention(kind: str) -> str:
     check(kind in FRAME_ATTENTION, f"frame attention {kind!r} is not one of {FRAME_ATTENTION} (sparse_causal: "
-                                   "Tune-A-Video's, first_frame: Video-P2P's)")
+                                   "Tune-A-Video's, first_frame: Video-P2P's, per_frame: AnimateDiff's)")
+    return kind
+
+
+def check_group_norm(kind: str) -> str:
+    check(kind in GROUP_NORMS, f"group norm {kind!r} is not one of {GROUP_NORMS} (clip: statistics over the whole "
+                               "clip, Tune-A-Video's; frame: over each frame, AnimateDiff v2/v3's)")
     return kind
 
 

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from ..errors import check
-from .attention import (TemporalAttention, check_frame_attention, clip_group_norm_in, clip_group_norm_out, first_frame,
-                        sparse_causal, sparse_causal_window, temporal_residual)
+from .attention import (TemporalAttention, check_frame_attention, check_group_norm, clip_group_norm_in,
+                        clip_group_norm_out, first_frame, sparse_causal, sparse_causal_window, temporal_residual)
 from .frames import FrameContext
+from .motion import MotionHooks
 
 TEMPORAL_MODULES = ("attn_temp", "norm_temp")
 TRAINABLE = (".attn1.to_q.", ".attn2.to_q.", ".attn_temp.")
@@ -72,21 +73,39 @@ def draw_fresh_temporal(params: dict[str, nn.Parameter], generator: torch.Genera
                     weight.copy_(torch.empty(weight.shape).uniform_(-bound, bound, generator=generator))
 
 
+def video_defaults(motion, frame_attention: str | None, group_norm: str | None) -> tuple[str, str]:
+    """The frame attention and group norm a video model takes when not told: Tune-A-Video's (sparse-causal, clip
+    statistics); with a motion module (``tav_core.loading.motion.MotionModule``) its own AnimateDiff's (per-frame
+    attention, and the GroupNorm its version was trained with: clip statistics for v1, per frame for v2/v3/SDXL),
+    so the motion prior meets the image features it learnt on and generation equals AnimateDiff's."""
+    if motion is None:
+        return check_frame_attention(frame_attention or "sparse_causal"), check_group_norm(group_norm or "clip")
+    return (check_frame_attention(frame_attention or "per_frame"),
+            check_group_norm(group_norm or ("clip" if motion.version == "v1" else "frame")))
+
+
 class TemporalLayers(nn.Module):
     """The temporal layers of a UNet kept outside it (ComfyUI shares one UNet among MODELs); state-dict keys
-    ``blocks.{i}.norm_temp.*`` / ``blocks.{i}.attn_temp.*`` match the tuned-weights files."""
+    ``blocks.{i}.norm_temp.*`` / ``blocks.{i}.attn_temp.*`` match the tuned-weights files. With a motion module
+    (``tav_core.loading.motion.MotionModule``) that module is the temporal layers instead, under ``motion.*``."""
 
-    def __init__(self, unet: nn.Module, frame_attention: str = "sparse_causal"):
+    def __init__(self, unet: nn.Module, frame_attention: str | None = None, motion=None, group_norm: str | None = None):
         super().__init__()
-        self.blocks = nn.ModuleList(make_temporal_layers(b, nn.Module()) for _, b in transformer_blocks(unet))
-        self.frame_attention = check_frame_attention(frame_attention)  # part of the video model: tuned with it
+        blocks = transformer_blocks(unet) if motion is None else []
+        self.blocks = nn.ModuleList(make_temporal_layers(b, nn.Module()) for _, b in blocks)
+        # part of the video model: tuned with it
+        self.frame_attention, self.group_norm = video_defaults(motion, frame_attention, group_norm)
+        self.motion_module = motion
+        if motion is not None:
+            self.motion = motion.adapter
 
     def pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return temporal_pairs(self.blocks)
 
     def video(self, inflation: "Inflation", num_frames: int, window=None):
-        """``inflation.video`` with these layers and their frame attention."""
-        return inflation.video(num_frames, self.pairs(), window, self.frame_attention)
+        """``inflation.video`` with these layers, their frame attention and group norm."""
+        return inflation.video(num_frames, self.pairs(), window, self.frame_attention, self.group_norm,
+                               self.motion_module)
 
 
 def temporal_pairs(holders) -> list[tuple[nn.Module, nn.Module]]:
@@ -102,13 +121,18 @@ def is_trainable(name: str) -> bool:
 class Inflation:
     """Hooks that make one UNet a video model while a clip runs through it (``video()``), an image model
     otherwise. ``temporal`` holds each transformer block's (norm_temp, attn_temp); ``frame_attention`` what the
-    self-attention looks at (``attention.FRAME_ATTENTION``); ``remove()`` unhooks."""
+    self-attention looks at (``attention.FRAME_ATTENTION``); ``group_norm`` what the ResNets' GroupNorms take
+    statistics over (``attention.GROUP_NORMS``); ``motion`` an AnimateDiff motion module
+    (``tav_core.loading.motion.MotionModule``) whose hooks run inside ``video()``; ``remove()`` unhooks."""
 
     def __init__(self, unet: nn.Module, context: FrameContext,
-                 temporal: list[tuple[nn.Module, nn.Module]] | None = None, frame_attention: str = "sparse_causal"):
-        self.context = context
-        self.temporal = temporal
+                 temporal: list[tuple[nn.Module, nn.Module]] | None = None, frame_attention: str = "sparse_causal",
+                 group_norm: str = "clip", motion=None):
+        self.unet, self.context = unet, context
+        self.temporal, self.motion = temporal, motion
         self.frame_attention = check_frame_attention(frame_attention)
+        self.group_norm = check_group_norm(group_norm)
+        self.motion_hooks = None  # the MotionHooks of the motion module running now
         self.handles = []
         blocks = transformer_blocks(unet)
         check(bool(blocks), f"{type(unet).__name__} has no transformer blocks with attn1/attn2/ff; "
@@ -123,20 +147,31 @@ class Inflation:
 
     @contextmanager
     def video(self, num_frames: int, temporal: list[tuple[nn.Module, nn.Module]] | None = None, window=None,
-              frame_attention: str | None = None):
-        """Run clips of ``num_frames`` frames inside this block (with these temporal layers and frame attention, if
-        given); ``window`` (``tav_core.sampling.windows.Window``): the frames are that window of a longer clip."""
-        previous = self.temporal, self.frame_attention
+              frame_attention: str | None = None, group_norm: str | None = None, motion=None):
+        """Run clips of ``num_frames`` frames inside this block (with these temporal layers, frame attention, group
+        norm and motion module, if given); ``window`` (``tav_core.sampling.windows.Window``): the frames are that
+        window of a longer clip. Nested blocks (a window inside a clip) share the outer block's motion hooks."""
+        previous = self.temporal, self.frame_attention, self.group_norm, self.motion
         self.temporal = self.temporal if temporal is None else temporal
         self.frame_attention = check_frame_attention(frame_attention or self.frame_attention)
+        self.group_norm = check_group_norm(group_norm or self.group_norm)
+        self.motion = self.motion if motion is None else motion
+        hooks = None
+        if self.motion is not None and self.motion_hooks is None:
+            hooks = self.motion_hooks = MotionHooks(self.unet, self.motion.adapter, self.context, self.motion.max_frames)
         try:
             with self.context.frames(num_frames, window):
                 yield self
         finally:
-            self.temporal, self.frame_attention = previous
+            if hooks is not None:
+                hooks.remove()
+                self.motion_hooks = None
+            self.temporal, self.frame_attention, self.group_norm, self.motion = previous
 
     def _sparse_causal(self, module, args, out):
         f = self.context.active(out.shape[0])
+        if self.frame_attention == "per_frame":
+            return out  # each frame attends to itself, as the image model
         first_only = self.frame_attention == "first_frame"
         if self.context.window is not None:
             return sparse_causal_window(out, self.context.window, module, first_only)
@@ -146,18 +181,18 @@ class Inflation:
 
     def _temporal(self, index, block, args, out):
         f = self.context.active(out.shape[0])
-        if f is None or self.temporal is None:
+        if f is None or not self.temporal:
             return out
         norm, attn = self.temporal[index]
         return temporal_residual(out, norm, attn, f)
 
     def _norm_in(self, module, args):
         f = self.context.active(args[0].shape[0])
-        return None if f in (None, 1) else (clip_group_norm_in(args[0], f), *args[1:])
+        return None if f in (None, 1) or self.group_norm == "frame" else (clip_group_norm_in(args[0], f), *args[1:])
 
     def _norm_out(self, module, args, out):
         f = self.context.num_frames
-        return out if f in (None, 1) else clip_group_norm_out(out, f)
+        return out if f in (None, 1) or self.group_norm == "frame" else clip_group_norm_out(out, f)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -165,19 +200,28 @@ class Inflation:
         self.handles.clear()
 
 
-def inflate(unet: nn.Module, context: FrameContext | None = None, frame_attention: str | None = None) -> Inflation:
-    """Inflate ``unet`` in place (idempotent): temporal layers inside its blocks, as in the reference;
-    ``frame_attention`` (default sparse_causal) sets what its self-attention looks at, also when inflated already.
+def inflate(unet: nn.Module, context: FrameContext | None = None, frame_attention: str | None = None,
+            motion=None, group_norm: str | None = None) -> Inflation:
+    """Inflate ``unet`` in place (idempotent): temporal layers inside its blocks, as in the reference, or (``motion``:
+    a ``tav_core.loading.motion.MotionModule``) an AnimateDiff motion module as the temporal layers. ``frame_attention``
+    and ``group_norm`` (defaults: ``video_defaults``) also apply when inflated already; the temporal layers cannot change.
 
     Returns its ``Inflation`` (also ``unet.tav_inflation``).
     """
     existing = getattr(unet, "tav_inflation", None)
     if existing is not None:
+        check(motion is None or (existing.motion is not None and existing.motion.fingerprint == motion.fingerprint),
+              "this UNet was inflated with other temporal layers than the motion module given; load the model again "
+              "for another motion module")
         if frame_attention is not None:
             existing.frame_attention = check_frame_attention(frame_attention)
+        if group_norm is not None:
+            existing.group_norm = check_group_norm(group_norm)
         return existing
-    temporal = temporal_pairs(make_temporal_layers(block) for _, block in transformer_blocks(unet))
-    inflation = Inflation(unet, context or FrameContext(), temporal, frame_attention or "sparse_causal")
+    frame_attention, group_norm = video_defaults(motion, frame_attention, group_norm)
+    temporal = None if motion is not None else \
+        temporal_pairs(make_temporal_layers(block) for _, block in transformer_blocks(unet))
+    inflation = Inflation(unet, context or FrameContext(), temporal, frame_attention, group_norm, motion)
     unet.tav_inflation = inflation
     return inflation
 

@@ -19,6 +19,8 @@ from ..errors import TavError, check
 
 SPATIAL = ("attn1.to_q", "attn2.to_q")
 TEMPORAL = ("attn_temp.to_q", "attn_temp.to_k", "attn_temp.to_v", "attn_temp.to_out.0")
+# an AnimateDiff motion module's temporal attentions (both of each transformer block), MotionDirector's LoRA targets
+MOTION = tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0"))
 LORA_SEED_OFFSET = 0x4C6F5241  # the adapters' draws come from a stream of their own: the run's draws stay full tuning's
 
 
@@ -28,9 +30,17 @@ def check_rank(rank: int, alpha: float | None = None) -> None:
           f"LoRA alpha must be a positive number, got {alpha!r} (the usual choice is the rank)")
 
 
-def add_adapters(holders: list[nn.Module], layers: tuple[str, ...], rank: int, alpha: float | None) -> dict:
-    """PEFT LoRA adapters on ``layers`` (dotted paths inside each holder: a transformer block, or the holder of its
-    temporal layers); returns the trained tensors keyed ``blocks.{i}.{layer}.lora_A.weight`` / ``lora_B``."""
+def motion_holders(adapter: nn.Module) -> dict[str, nn.Module]:
+    """A motion module's transformer blocks (which hold ``MOTION``), keyed as its tuned tensors are: ``motion.<path>``."""
+    return {f"motion.{name}": m for name, m in adapter.named_modules()
+            if name.rpartition(".")[0].endswith("transformer_blocks")}
+
+
+def add_adapters(holders: list[nn.Module] | dict[str, nn.Module], layers: tuple[str, ...], rank: int,
+                 alpha: float | None) -> dict:
+    """PEFT LoRA adapters on ``layers`` (dotted paths inside each holder: a transformer block, the holder of its
+    temporal layers, a motion module's block); returns the trained tensors keyed ``<holder>.{layer}.lora_A.weight`` /
+    ``lora_B``, a holder named by its key (given a dict) or ``blocks.{i}`` (a list)."""
     check_rank(rank, alpha)
     try:
         from peft import LoraConfig, inject_adapter_in_model  # imported only when LoRA is asked for: seconds
@@ -41,7 +51,8 @@ def add_adapters(holders: list[nn.Module], layers: tuple[str, ...], rank: int, a
     config = LoraConfig(r=rank, lora_alpha=rank if alpha is None else alpha, lora_dropout=0.0, bias="none",
                         target_modules=[layer for layer in layers])
     params = {}
-    for i, holder in enumerate(holders):
+    named = holders.items() if isinstance(holders, dict) else ((f"blocks.{i}", h) for i, h in enumerate(holders))
+    for name, holder in named:
         with _fake_modules_stay():
             inject_adapter_in_model(config, holder)
         for layer in layers:
@@ -52,7 +63,7 @@ def add_adapters(holders: list[nn.Module], layers: tuple[str, ...], rank: int, a
             for part in ("lora_A", "lora_B"):
                 weight = getattr(module, part)["default"].weight
                 weight.data = weight.data.float()  # AdamW's tensors stay fp32 beside half-precision layers
-                params[f"blocks.{i}.{layer}.{part}.weight"] = weight
+                params[f"{name}.{layer}.{part}.weight"] = weight
     return params
 
 
@@ -89,16 +100,18 @@ def draw_adapters(params: dict[str, nn.Parameter], seed: int) -> None:
 
 
 def _block_order(key: str) -> tuple:
+    if not key.startswith("blocks."):
+        return 1, 0, key  # (a motion module's, after the UNet's blocks)
     block, rest = key.removeprefix("blocks.").split(".", 1)
-    return int(block), rest
+    return 0, int(block), rest
 
 
-def remove_adapters(holders: list[nn.Module], merge: bool = True) -> None:
+def remove_adapters(holders, merge: bool = True) -> None:
     """Take PEFT's layers out again, each replaced by its base layer (with the adapter merged in if ``merge``): the
     model keeps its own structure and parameter names for everything after tuning."""
     from peft.tuners.tuners_utils import BaseTunerLayer  # (seconds to import: only where LoRA is used)
 
-    for holder in holders:
+    for holder in holders.values() if isinstance(holders, dict) else holders:
         for name, module in list(holder.named_modules()):
             if isinstance(module, BaseTunerLayer):
                 if merge:

@@ -12,20 +12,42 @@ from ..errors import check, plural
 from .frames import FrameContext
 
 
+def _last_layer(sequence: nn.Module, skip: str) -> nn.Module | None:
+    """The last layer of one of ComfyUI's ``TimestepEmbedSequential`` that is not a ``skip`` (re)sampler."""
+    layers = [m for m in sequence if type(m).__name__ != skip]
+    return layers[-1] if layers else None
+
+
+def unet_layers(unet: nn.Module) -> tuple[list[list[nn.Module]], list[nn.Module], list[list[nn.Module]] | None]:
+    """The layers a motion module follows: per down level (flat for ComfyUI's layout, split by the caller), the mid
+    attention, per up level. diffusers: each block's attentions (or ResNets); ComfyUI (``input_blocks``...): each
+    level's attention (or ResNet), its down/upsampler aside."""
+    if hasattr(unet, "down_blocks"):
+        level = lambda b: list(getattr(b, "attentions", None) or b.resnets)  # noqa: E731
+        return ([level(b) for b in unet.down_blocks], list(unet.mid_block.attentions),
+                [level(b) for b in unet.up_blocks])
+    down = [layer for seq in list(unet.input_blocks)[1:] if (layer := _last_layer(seq, "Downsample")) is not None]
+    up = [_last_layer(seq, "Upsample") for seq in unet.output_blocks]
+    mid = [m for m in unet.middle_block if type(m).__name__ == "SpatialTransformer"]
+    return [down], mid, [up]
+
+
 def motion_pairs(unet: nn.Module, adapter: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     """(the UNet layer whose output a motion module takes, the motion module), in diffusers' order: each down and up
-    block's attentions (or ResNets, where a block has none), the mid block's attention (v2)."""
+    level's attentions (or ResNets, where a level has none), the mid block's attention (v2). Works on diffusers' and
+    ComfyUI's UNet layouts alike."""
+    down, mid, up = unet_layers(unet)
     pairs = []
-    for blocks, modules in ((unet.down_blocks, adapter.down_blocks), (unet.up_blocks, adapter.up_blocks)):
-        check(len(blocks) == len(modules), f"the motion module has {len(modules)} blocks where the UNet has "
-                                           f"{len(blocks)}: give an SD1.5 module for SD1.5, the SDXL one for SDXL")
-        for block, motion in zip(blocks, modules):
-            layers = getattr(block, "attentions", None) or block.resnets
-            check(len(layers) == len(motion.motion_modules), "the motion module's layers do not match the UNet's: "
-                                                             "give a module made for this model family")
-            pairs += zip(layers, motion.motion_modules)
+    for levels, blocks in ((down, adapter.down_blocks), (up, adapter.up_blocks)):
+        modules = [list(b.motion_modules) for b in blocks]
+        layers = [layer for level in levels for layer in level]
+        fits = len(layers) == sum(map(len, modules)) and (len(levels) == 1 or list(map(len, levels)) == list(map(len, modules)))
+        check(fits, f"the motion module has {len(modules)} levels of {[len(m) for m in modules]} layers where the UNet "
+                    f"has {len(layers)} layers: give an SD1.5 module for SD1.5, the SDXL one for SDXL")
+        pairs += zip(layers, [m for level in modules for m in level])
     if getattr(adapter, "mid_block", None) is not None:
-        pairs += zip(unet.mid_block.attentions, adapter.mid_block.motion_modules)
+        check(len(mid) == len(adapter.mid_block.motion_modules), "the motion module's mid block does not fit the UNet")
+        pairs += zip(mid, adapter.mid_block.motion_modules)
     return pairs
 
 

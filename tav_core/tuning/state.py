@@ -6,6 +6,7 @@ with a message naming what differs, so a resume can never mix two runs into one 
 """
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -30,8 +31,10 @@ CLIP_FIELDS = {"frames": "frame count (--frames)", "start": "first frame (--star
 
 
 def tuned_layers(params: dict) -> list[str]:
-    """The layers a run trains, named once each (``attn1.to_q``, ``attn_temp.to_k.lora_A``...)."""
-    return sorted({k.split(".", 2)[2].removesuffix(".weight").removesuffix(".bias") for k in params})
+    """The layers a run trains, named once each (``attn1.to_q``, ``attn_temp.to_k.lora_A``, a motion module's
+    ``motion.down_blocks.motion_modules.transformer_blocks.attn1.to_q.lora_A``...)."""
+    name = lambda k: k.split(".", 2)[2] if k.startswith("blocks.") else re.sub(r"\.\d+(?=\.)", "", k)  # noqa: E731
+    return sorted({name(k).removesuffix(".weight").removesuffix(".bias") for k in params})
 
 
 def run_identity(base: dict, params: dict, latents: torch.Tensor, latent_std: torch.Tensor | None,

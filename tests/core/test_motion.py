@@ -11,6 +11,7 @@ from support import nudge, relative, within
 from tav_core import TavError
 from tav_core.loading.motion import load_motion_module
 from tav_core.model.frames import FrameContext
+from tav_core.model.inflation import inflate
 from tav_core.model.motion import MotionHooks
 
 TINY = dict(heads=2, norm_groups=8)  # the tiny modules' (AnimateDiff's own: 8 heads, 32 groups)
@@ -105,9 +106,10 @@ def diffusers_motion_unet(unet, adapter) -> UNetMotionModel:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3", "sdxl"])
-def test_the_image_unet_with_the_modules_hooks_is_diffusers_unet_motion_model(tmp_path, version):
-    """16 frames through the image UNet with the motion hooks, against diffusers' ``UNetMotionModel.from_unet2d`` on
-    the same weights: within 10x how far diffusers' own result moves when the input moves by one ulp."""
+def test_the_unet_inflated_with_a_motion_module_is_diffusers_unet_motion_model(tmp_path, version):
+    """16 frames through the UNet inflated with the module (per-frame attention and GroupNorm, diffusers' choices),
+    against diffusers' ``UNetMotionModel.from_unet2d`` on the same weights: within 10x how far diffusers' own result
+    moves when the input moves by one ulp."""
     module = load_motion_module(write_module(tmp_path, version)[0], **TINY)
     unet = tiny_unet(version)
     motion = diffusers_motion_unet(unet, module.adapter)
@@ -120,16 +122,36 @@ def test_the_image_unet_with_the_modules_hooks_is_diffusers_unet_motion_model(tm
     with torch.no_grad():
         theirs = motion(x, t, text, added_cond_kwargs=added).sample
         moved = motion(nudge(x), t, text, added_cond_kwargs=added).sample
-        context = FrameContext()
-        hooks = MotionHooks(unet, module.adapter, context, module.max_frames)
+        inflation = inflate(unet, motion=module, frame_attention="per_frame", group_norm="frame")
         frames = x[0].transpose(0, 1)  # (f, c, h, w): the clip in the batch
         per_frame = None if added is None else {k: v.expand(FRAMES, -1) for k, v in added.items()}
-        with context.frames(FRAMES):
+        with inflation.video(FRAMES):
             ours = unet(frames, t.expand(FRAMES), text, added_cond_kwargs=per_frame).sample
-        hooks.remove()
+        assert not any(m._forward_hooks for m in module.adapter.modules()) and inflation.motion_hooks is None
     ours = ours.transpose(0, 1)[None]
     assert within(relative(ours, theirs), relative(moved, theirs), 10, f"motion UNet {version}")
     assert relative(theirs, unet(frames, t.expand(FRAMES), text, added_cond_kwargs=per_frame).sample.transpose(0, 1)[None]) > 1e-3
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_motion_module_takes_its_own_versions_defaults_and_every_choice_acts(tmp_path, version):
+    """Defaults: AnimateDiff's per-frame attention, and the GroupNorm the version was trained with (v1: clip, v2:
+    frame); the other choices change the result; no attn_temp is added beside the module."""
+    module = load_motion_module(write_module(tmp_path, version)[0], **TINY)
+    unet = tiny_unet(version)
+    inflation = inflate(unet, motion=module)
+    assert (inflation.frame_attention, inflation.group_norm) == ("per_frame", "clip" if version == "v1" else "frame")
+    assert not any("attn_temp" in n for n, _ in unet.named_parameters())
+    g = torch.Generator().manual_seed(0)
+    x, text, t = torch.randn(8, 4, 8, 8, generator=g), torch.randn(8, 7, 32, generator=g), torch.tensor([500] * 8)
+    results = {}
+    with torch.no_grad():
+        for attention in ("per_frame", "sparse_causal"):
+            for norm in ("clip", "frame"):
+                with inflation.video(8, frame_attention=attention, group_norm=norm):
+                    results[attention, norm] = unet(x, t, text).sample
+    keys = list(results)
+    assert all(relative(results[a], results[b]) > 1e-4 for i, a in enumerate(keys) for b in keys[i + 1:])
 
 
 def test_more_frames_than_the_module_encodes_are_refused(tmp_path):
