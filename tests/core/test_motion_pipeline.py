@@ -107,7 +107,6 @@ def test_lora_adapts_the_queries_and_the_motion_modules_attentions_and_loads_bac
     pipe.tune(latents, "a red square", config, progress=False)
     path = tmp_path / "lora.safetensors"
     pipe.save_tuned(path, "a red square", 4, 64, 64, config)
-    from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
     layer = lambda k: k.removesuffix(".weight").removesuffix(".lora_down").removesuffix(".lora_up").removesuffix(".alpha")  # noqa: E731
