@@ -2,8 +2,9 @@
 ``mm_sd_v15_v2``, ``v3_sd15_mm``, ``mm_sdxl_v10_beta``; ``.safetensors``, or ``.ckpt`` when pickles are allowed) and
 diffusers ``MotionAdapter`` folders, loaded into diffusers' ``MotionAdapter`` with diffusers' own key conversion.
 
-The version is read from the keys: SD1.5 modules have four down blocks, SDXL's three; v2 alone has a mid-block
-module; v1 and v3 share their keys and differ in the positional encoding's length (24 and 32 frames). Files that
+The version is read from the keys: v2 alone has a mid-block module; SDXL's has three levels where SD1.5's have four;
+v1 and v3 share their keys and differ in the positional encoding's length (24 and 32 frames). Whether a module fits a
+UNet is checked when it meets one (``tav_core.model.motion.motion_pairs``). Files that
 are not a motion module (a motion LoRA, HotShot-XL, SparseCtrl, AnimateLCM-I2V, a checkpoint) are refused by name.
 """
 
@@ -54,11 +55,11 @@ def motion_version(shapes: dict[str, tuple], source) -> str:
           "positional encoding); give mm_sd_v15_v2, v3_sd15_mm, mm_sdxl_v10_beta or another AnimateDiff module")
     blocks = 1 + max(int(m[1]) for k in shapes if (m := re.match(r"down_blocks\.(\d+)\.", k)))
     mid, length = any(k.startswith("mid_block.") for k in shapes), pe[0][1]
-    version = {(4, True): "v2", (3, False): "sdxl"}.get((blocks, mid)) or \
-        ({24: "v1", 32: "v3"}.get(length) if (blocks, mid) == (4, False) else None)
+    # (the level count only tells SDXL's three from SD's four; whether a module fits a UNet is checked against it)
+    version = "v2" if mid else "sdxl" if blocks == 3 else {24: "v1", 32: "v3"}.get(length)
     check(version is not None, f"{source} is a motion module of an unknown kind ({blocks} down blocks, "
-                               f"{'a' if mid else 'no'} mid block, {length} frames); the pack reads AnimateDiff "
-                               "v1, v2, v3 and the SDXL beta")
+                               f"no mid block, {length} frames); the pack reads AnimateDiff v1, v2, v3 and the "
+                               "SDXL beta")
     return version
 
 
@@ -94,7 +95,6 @@ def load_motion_module(path, allow_pickle: bool = False, heads: int = HEADS, nor
     """A motion module from a file or a diffusers folder. ``heads``/``norm_groups``: AnimateDiff's (tests' tiny
     modules give theirs)."""
     from diffusers import MotionAdapter  # (seconds: only when a motion module is asked for)
-    from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
 
     path = Path(path)
     check(path.exists(), f"motion module {path} does not exist; give an AnimateDiff motion module "
@@ -108,19 +108,26 @@ def load_motion_module(path, allow_pickle: bool = False, heads: int = HEADS, nor
         version = "v2" if config.use_motion_mid_block else \
             "sdxl" if len(config.block_out_channels) == 3 else {24: "v1"}.get(config.motion_max_seq_length, "v3")
         return _module(adapter, version, config.motion_max_seq_length)
-    state = _read_original(path, allow_pickle)
+    return motion_module_from_state(_read_original(path, allow_pickle), f"motion module {path}", heads, norm_groups)
+
+
+def motion_module_from_state(state: dict[str, torch.Tensor], source: str, heads: int = HEADS,
+                             norm_groups: int = NORM_GROUPS) -> MotionModule:
+    """A motion module from an original-layout state dict (read by whoever holds the file: ComfyUI's safe loader)."""
+    from diffusers import MotionAdapter
+    from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
+
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    version = motion_version(shapes, f"motion module {path}")
+    version = motion_version(shapes, source)
     adapter = MotionAdapter(**adapter_config(shapes, heads, norm_groups))
     missing, unexpected = adapter.load_state_dict(convert_animatediff_checkpoint_to_diffusers(state), strict=False)
     missing = [k for k in missing if not k.endswith("pos_embed.pe")]  # rebuilt by diffusers, checked below
-    check(not missing and not unexpected, f"motion module {path} does not fit {VERSIONS[version]} (missing "
+    check(not missing and not unexpected, f"{source} does not fit {VERSIONS[version]} (missing "
                                           f"{missing[:2]}, unexpected {unexpected[:2]}); download it again")
     rebuilt = {b.shape[-1]: b for n, b in adapter.named_buffers() if n.endswith("pos_embed.pe")}  # by width
     encodings = [v for k, v in state.items() if k.endswith("pos_encoder.pe")]
     check(all(torch.allclose(pe.float(), rebuilt[pe.shape[-1]][:, :pe.shape[1]].float(), atol=1e-3) for pe in encodings),
-          f"motion module {path}: its positional encoding is not AnimateDiff's sinusoid; it is not a module the pack "
-          "reads")
+          f"{source}: its positional encoding is not AnimateDiff's sinusoid; it is not a module the pack reads")
     return _module(adapter, version, encodings[0].shape[1])
 
 
