@@ -41,7 +41,8 @@ def _single_file(a) -> bool:
 
 
 def _pickle(a) -> bool:
-    return bool(a.model) and Path(a.model).suffix.lower() in PICKLE_SUFFIXES and not Path(a.model).is_dir()
+    return any(bool(path) and Path(path).suffix.lower() in PICKLE_SUFFIXES and not Path(path).is_dir()
+               for path in (a.model, getattr(a, "motion_module", None)))
 
 
 P2P_ONLY = Rule(_p2p, "sets a Prompt-to-Prompt edit, which this command does not run: add --p2p, or leave it out")
@@ -52,10 +53,12 @@ WINDOWS_ONLY = Rule(lambda a: a.context_length is not None,
 # tune, edit and run: every option of their parsers
 RULES: dict[str, Rule] = {
     **dict.fromkeys(("video", "frames", "stride", "start", "width", "height", "device", "fp16", "mixed_precision",
-                     "memory", "prediction_type", "frame_attention", "weights", "model"), ALWAYS),
+                     "memory", "prediction_type", "frame_attention", "group_norm", "motion_module", "weights",
+                     "model"), ALWAYS),
     "config": Rule(_single_file, "gives the configs of a single-file --model, and this command has none (a diffusers "
                                  "folder has its own; the tiny model is built without one): drop it"),
-    "allow_pickle": Rule(_pickle, "permits a pickle (.ckpt) --model, and this command's --model is not one: drop it"),
+    "allow_pickle": Rule(_pickle, "permits a pickle (.ckpt) --model or --motion-module, and this command's are not "
+                                  "one: drop it"),
     "prompt": Rule(lambda a: _tunes(a) or _p2p(a),
                    "is the source video's caption, which a plain edit does not read (DDIM inversion uses the empty "
                    "prompt; the edit's prompt is --edit-prompt): drop it, or add --p2p"),

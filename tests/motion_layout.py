@@ -127,3 +127,19 @@ def adapter_config(
 #   v2  : same, max_seq 32, use_motion_mid_block True
 #   v3  : same as v1 but max_seq 32
 #   sdxl: block_out_channels (320,640,1280), layers 2, heads 8, groups 32, max_seq 32, mid False
+
+
+def tiny_module(seed: int = 0, max_frames: int = 32):
+    """A random motion module for ``tiny_components``' two-level UNet (a v2-like one: with a mid block); every weight
+    drawn (diffusers starts some at zero), so the module acts."""
+    from diffusers import MotionAdapter
+
+    from tav_core.loading.motion import _module
+    torch.manual_seed(seed)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=8, motion_max_seq_length=max_frames, use_motion_mid_block=True,
+                            conv_in_channels=None)
+    with torch.no_grad():
+        for name, p in adapter.named_parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith("norm.weight") else 0.0))
+    return _module(adapter, "v2", max_frames)

@@ -5,6 +5,7 @@ inversions, training states, the checkpoint, a CLIP folder)."""
 
 import json
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import check, in_range, size_text
@@ -219,7 +220,8 @@ def _check_model(args, defaults, weights: Path):
     from ..loading.checkpoints import inspect_checkpoint
     from ..loading.configs import ModelConfigs
     from ..loading.tiny import tiny_components
-    from ..loading.tuned import check_tuned_file, tuned_frame_attention
+    from ..loading.motion import file_motion_config
+    from ..loading.tuned import check_tuned_file, tuned_frame_attention, tuned_group_norm
     from ..memory.stages import tuned_bytes
     from ..model.conditioning import is_sdxl_unet
     if args.model:
@@ -228,14 +230,21 @@ def _check_model(args, defaults, weights: Path):
             defaults["size"] = SDXL_SIZE
     else:
         configs = ModelConfigs.of(tiny_components(args.seed))
+    if args.motion_module:  # (its header: whether it is a motion module, its version and architecture)
+        configs = replace(configs, motion=file_motion_config(args.motion_module, args.allow_pickle))
     width, height = args.width or defaults["size"], args.height or defaults["size"]
     check_clip_fits_in_memory(args.frames, width, height)
     if not tunes(args):
         meta = check_tuned_file(weights, args.model, args.config)  # header, base model (checkpoint's header), NaN
-        tuned_with = tuned_frame_attention(meta, weights)
-        check(args.frame_attention in (None, tuned_with), f"{weights} was tuned with {tuned_with} frame attention, and "
-                                                          "edits with it; drop --frame-attention (or tune again with "
-                                                          f"{args.frame_attention})")
+        for option, tuned_with, what in (("--frame-attention", tuned_frame_attention(meta, weights), "frame attention"),
+                                         ("--group-norm", tuned_group_norm(meta, weights), "group norm")):
+            given = getattr(args, option[2:].replace("-", "_"))
+            check(given in (None, tuned_with), f"{weights} was tuned with {tuned_with} {what}, and edits with it; "
+                                               f"drop {option} (or tune again with {given})")
+        motion = meta.get("motion_version")
+        check(bool(motion) == bool(args.motion_module),
+              f"{weights} was tuned with an AnimateDiff motion module ({motion}): give it with --motion-module" if motion
+              else f"{weights} was tuned without a motion module: drop --motion-module (or tune again with it)")
     else:
         size = tuned_bytes(configs)
         check_free_space(weights, size * (4 if args.checkpoint_every else 1) + 2 ** 20, "saving the tuned weights")

@@ -16,6 +16,7 @@ from ..errors import TavWarning, check, os_message, size_text
 from ..files import atomic_path, is_file, save_or_fallback
 from ..loading.checkpoints import load_components
 from ..loading.fingerprint import fingerprint_of
+from ..loading.motion import load_motion_module
 from ..loading.tiny import tiny_components
 from ..loading.tuned import video_parameters
 from ..memory.fit import apply_to_pipeline, fit_stage, free_bytes, passes_of, stage_settings
@@ -53,8 +54,9 @@ def _load(args, defaults):
         print("no --model given: using a tiny random model (shows the machinery; the output is not a real edit)")
         components = tiny_components(args.seed, args.prediction_type or "epsilon")
     mixed = None if args.fp16 else args.mixed_precision
+    motion = load_motion_module(args.motion_module, args.allow_pickle) if args.motion_module else None
     return TuneAVideo(components, device, dtype, getattr(args, "gradient_checkpointing", False), mixed,
-                      args.frame_attention)
+                      args.frame_attention, motion, args.group_norm)
 
 
 def _edit_passes(args):

@@ -3,7 +3,7 @@ answers at once."""
 
 import argparse
 
-from ..choices import CLIP_CLAMPS, FRAME_ATTENTION, FUSE_METHODS, SELF_CONTROL, SSIM_CONVENTIONS
+from ..choices import CLIP_CLAMPS, FRAME_ATTENTION, FUSE_METHODS, GROUP_NORMS, SELF_CONTROL, SSIM_CONVENTIONS
 
 PAPER = dict(size=512, tune_steps=500, steps=50)
 SDXL_SIZE = 1024  # SDXL's training size: its default, where SD's is the paper's 512
@@ -50,11 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "fits; off: no planning")
     g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
                    help="override the model's (SD2 checkpoints default to v_prediction; SD2-base needs epsilon)")
-    g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt checkpoints (they can run code: trust the source)")
+    g.add_argument("--allow-pickle", action="store_true", help="allow .ckpt checkpoints and motion modules (they can run "
+                                                               "code: trust the source)")
+    g.add_argument("--motion-module", help="an AnimateDiff motion module (mm_sd_v15_v2, v3_sd15_mm, mm_sdxl_v10_beta... "
+                                           ".safetensors, .ckpt with --allow-pickle, or a diffusers MotionAdapter "
+                                           "folder) as the temporal layers: tuning starts from its motion prior; "
+                                           "weights tuned with one edit with the same one")
     g.add_argument("--frame-attention", choices=list(FRAME_ATTENTION),
                    help="what each frame's self-attention looks at: sparse_causal (Tune-A-Video, the default): frame 0 "
-                        "and the previous frame; first_frame (Video-P2P's model): frame 0 only. Tuned weights keep "
-                        "theirs (edit reads it from --weights)")
+                        "and the previous frame; first_frame (Video-P2P's model): frame 0 only; per_frame "
+                        "(AnimateDiff's, the default with --motion-module: what its motion prior was trained beside): "
+                        "the frame itself. Tuned weights keep theirs (edit reads it from --weights)")
+    g.add_argument("--group-norm", choices=list(GROUP_NORMS),
+                   help="what the ResNets' GroupNorms take statistics over: clip (Tune-A-Video, the default; AnimateDiff "
+                        "v1) or frame (AnimateDiff v2/v3/SDXL: the default with such a --motion-module). Tuned weights "
+                        "keep theirs")
     g.add_argument("--weights", default="out/tuned.safetensors",
                    help="tuned weights .safetensors: written by tune/run, read by edit (default out/tuned.safetensors)")
 

@@ -267,12 +267,16 @@ def controlled_temporal(attentions, controller: AttentionController):
 def controlled(blocks, controller: AttentionController):
     """Route the attention of these diffusers transformer blocks (their temporal attention too) through
     ``controller`` while inside."""
+    temporal = [b.attn_temp for b in blocks if hasattr(b, "attn_temp")]
+    check(temporal or controller.control.self_control != "temporal",
+          "temporal self-control acts on Tune-A-Video's temporal attention, and this model's temporal layers are a "
+          "motion module: control the frames' self-attention instead (--self-control spatial)")
     saved = [(b.attn1, b.attn1.processor, b.attn2, b.attn2.processor) for b in blocks]
     for b in blocks:
         b.attn1.set_processor(ControlledProcessor(controller, False))
         b.attn2.set_processor(ControlledProcessor(controller, True))
     try:
-        with controlled_temporal([b.attn_temp for b in blocks if hasattr(b, "attn_temp")], controller):
+        with controlled_temporal(temporal, controller):
             yield controller
     finally:
         for attn1, p1, attn2, p2 in saved:

@@ -55,12 +55,16 @@ class ModelConfigs:
     text_encoder: dict
     scheduler: dict
     text_encoder_2: dict | None = None
+    motion: dict | None = None  # an AnimateDiff motion module's (tav_core.loading.motion.motion_config)
 
     @classmethod
-    def of(cls, components: Components) -> "ModelConfigs":
+    def of(cls, components: Components, motion=None) -> "ModelConfigs":
+        """The configs of loaded components (and ``motion``: a loaded ``MotionModule`` the pipeline runs with)."""
+        from .motion import motion_config
         second = components.text_encoder_2
         return cls(dict(components.unet.config), dict(components.vae.config), components.text_encoder.config.to_dict(),
-                   dict(components.scheduler_config), second.config.to_dict() if second is not None else None)
+                   dict(components.scheduler_config), second.config.to_dict() if second is not None else None,
+                   motion_config(motion) if motion is not None else None)
 
     @classmethod
     def read(cls, folder: str | Path) -> "ModelConfigs":

@@ -131,6 +131,40 @@ def motion_module_from_state(state: dict[str, torch.Tensor], source: str, heads:
     return _module(adapter, version, encodings[0].shape[1])
 
 
+def motion_config(module: MotionModule) -> dict:
+    """What a memory plan needs of a module: its ``MotionAdapter`` config, version and frame count."""
+    return {"adapter": {k: v for k, v in module.adapter.config.items() if not k.startswith("_")},
+            "version": module.version, "max_frames": module.max_frames}
+
+
+def file_motion_config(path, allow_pickle: bool = False) -> dict:
+    """``motion_config`` of a module file without loading its weights where it can (a safetensors header); refuses
+    what ``load_motion_module`` refuses."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), "pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001  (a damaged header: named with the file)
+            raise TavError(f"motion module {path} cannot be read ({summary(e)}); download it again") from None
+        version = motion_version(shapes, f"motion module {path}")
+        length = next(s[1] for k, s in shapes.items() if k.endswith("pos_encoder.pe"))
+        return {"adapter": adapter_config(shapes, HEADS, NORM_GROUPS), "version": version, "max_frames": length}
+    return motion_config(load_motion_module(path, allow_pickle))
+
+
+def planned_module(config: dict, dtype: torch.dtype) -> MotionModule:
+    """A module of ``motion_config``'s architecture for a memory plan (inside ``tav_core.memory.trace.planning``)."""
+    from diffusers import MotionAdapter
+
+    adapter = MotionAdapter.from_config(config["adapter"])
+    for t in [*adapter.parameters(), *adapter.buffers()]:
+        if t.is_floating_point():
+            t.data = t.data.to(dtype)
+    return MotionModule(adapter.eval().requires_grad_(False), config["version"], config["max_frames"], [])
+
+
 def _module(adapter, version: str, max_frames: int) -> MotionModule:
     """The loaded module; its fingerprint (of the first motion module's projections) is the same from either form."""
     first = adapter.down_blocks[0].motion_modules[0]

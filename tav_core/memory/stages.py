@@ -23,6 +23,7 @@ from ..editing.pipeline import TuneAVideo, vae_dtype
 from ..errors import check
 from ..loading.configs import ModelConfigs  # noqa: F401  (the plans' input, re-exported)
 from ..loading.configs import Components, clip_tokenizer
+from ..loading.motion import planned_module
 from ..loading.tuned import video_parameters
 from ..model.conditioning import context_tokens
 from ..model.inflation import inflate
@@ -47,8 +48,9 @@ def fake_pipeline(configs: ModelConfigs, settings: Settings):
     if configs.text_encoder_2 is not None:  # SDXL
         second = dict(text_encoder_2=cast(_text_encoder(configs.text_encoder_2, True), dtype),
                       tokenizer_2=clip_tokenizer(True))
+    motion = planned_module(configs.motion, dtype) if configs.motion else None
     pipe = TuneAVideo(Components(unet, vae, text, tokenizer, dict(configs.scheduler), **second), "cpu", dtype,
-                      settings.gradient_checkpointing, settings.mixed_precision)
+                      settings.gradient_checkpointing, settings.mixed_precision, motion_module=motion)
     if settings.vae_tiling:
         vae.enable_tiling()
     return pipe
@@ -59,7 +61,7 @@ def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_typ
     device of ``device_type`` (on the CPU the decoded frames share the memory; on a GPU they go to the host)."""
     check(stage in STAGES, f"no stage {stage!r}; the stages are {', '.join(STAGES)}")
     if stage == "tune":
-        return plan_pipeline(configs.unet, settings, resident_modules(configs), count_flops=False)
+        return plan_pipeline(configs.unet, settings, resident_modules(configs), count_flops=False, motion=configs.motion)
     with planning():
         pipe = fake_pipeline(configs, settings)
         trained = video_parameters(pipe.c.unet)
@@ -157,5 +159,5 @@ def tuned_bytes(configs: ModelConfigs) -> int:
 
     with planning():
         unet = UNet2DConditionModel.from_config(configs.unet)
-        inflate(unet)
+        inflate(unet, motion=planned_module(configs.motion, torch.float32) if configs.motion else None)
         return sum(p.numel() * 4 for p in video_parameters(unet).values())

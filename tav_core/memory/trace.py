@@ -27,10 +27,11 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ..editing.pipeline import vae_dtype
-from ..loading.tuned import video_parameters
+from ..loading.motion import planned_module
+from ..loading.tuned import lora_layers, video_parameters
 from ..model.conditioning import context_tokens, pooled_width, unet_inputs
 from ..model.inflation import inflate, transformer_blocks
-from ..model.lora import SPATIAL, TEMPORAL, add_adapters
+from ..model.lora import MOTION, SPATIAL, TEMPORAL, add_adapters, motion_holders
 from ..sampling.windows import ContextWindows
 
 aten = torch.ops.aten
@@ -254,23 +255,29 @@ def _resident_dtype(unet_config: dict, config: dict, dtype: torch.dtype) -> torc
     return vae_dtype(unet_config, config, dtype) if "latent_channels" in config else dtype
 
 
-def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple = (), count_flops: bool = True) -> Plan:
+def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple = (), count_flops: bool = True,
+                  motion: dict | None = None) -> Plan:
     """Plan the headless pipeline's tuning step for a diffusers UNet config: frozen weights in
     ``settings.weights_dtype``, tuned tensors in fp32, as ``TuneAVideo`` keeps them. ``resident_configs``:
-    (build, config) of the other modules on the device (VAE, text encoder): ``build(config)`` makes one."""
+    (build, config) of the other modules on the device (VAE, text encoder): ``build(config)`` makes one.
+    ``motion``: the motion module's (``tav_core.loading.motion.motion_config``) as the temporal layers."""
 
     with planning():
         unet = cast(UNet2DConditionModel.from_config(unet_config), settings.weights_dtype)
-        inflation = inflate(unet)
+        module = planned_module(motion, settings.weights_dtype) if motion else None
+        inflation = inflate(unet, motion=module)
         trained = video_parameters(unet, trainable_only=True)
         for p in trained.values():
             p.data = p.data.float()
         if settings.lora_rank is not None:  # as TuneAVideo tunes LoRA: adapters on those layers, frozen in the
             blocks = [block for _, block in transformer_blocks(unet)]  # weights' precision
+            adapted = {f"{layer}.weight" for layer in lora_layers(unet)}
             for key, p in trained.items():
-                if key.split(".", 2)[2].removesuffix(".weight") in SPATIAL + TEMPORAL:
+                if key in adapted:
                     p.data = p.data.to(settings.weights_dtype)
-            trained = add_adapters(blocks, SPATIAL + TEMPORAL, settings.lora_rank, None)
+            trained = add_adapters(blocks, SPATIAL + (TEMPORAL if module is None else ()), settings.lora_rank, None)
+            if module is not None:
+                trained.update(add_adapters(motion_holders(module.adapter), MOTION, settings.lora_rank, None))
         others = [cast(cls(config), _resident_dtype(unet_config, config, settings.weights_dtype))
                   for cls, config in resident_configs]
         if settings.gradient_checkpointing:
@@ -282,5 +289,6 @@ def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple
             x = x.to(settings.weights_dtype)
             context, added = unet_inputs(context.to(settings.weights_dtype), x, pooled_width(unet.config))
             return unet(x, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
-        return plan_tuning([unet, *others], unet_fn, trained, inflation.video, latent_shape, context_shape, settings,
+        modules = [unet, *others] + ([module.adapter] if module is not None else [])
+        return plan_tuning(modules, unet_fn, trained, inflation.video, latent_shape, context_shape, settings,
                            count_flops=count_flops)

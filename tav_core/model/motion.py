@@ -67,7 +67,8 @@ class MotionHooks:
             check(frames <= self.max_frames, f"the motion module encodes at most {plural(self.max_frames, 'frame')} "
                                              f"and this pass has {frames}: run the clip in frame windows of at most "
                                              f"{self.max_frames} (--context-length), as AnimateDiff does")
-            x = module(x, num_frames=frames)
+            dtype = next(module.parameters()).dtype  # (a tuned module may be kept in higher precision)
+            x = module(x.to(dtype), num_frames=frames).to(x.dtype)
             return (x, *out[1:]) if isinstance(out, tuple) else x
         return hook
 

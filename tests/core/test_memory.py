@@ -261,3 +261,39 @@ def test_the_plan_picks_windows_for_an_editing_stage_that_does_not_fit(tmp_path,
     assert chosen.windows is not None and chosen.windows.length >= 8 and "frame windows of" in report
     with pytest.raises(TavError, match="CFG sampling needs about .* turn that on"):
         fit_stage(pipe, "sample", asked, "check", free=lambda n: int(need(windows8)) + 1)
+
+
+@pytest.mark.parametrize("windows, frames", STAGE_CASES, ids=["whole clip", "windows of 4 over 16 frames"])
+def test_every_stage_with_a_motion_module_is_planned_within_ten_percent(windows, frames):
+    """With an AnimateDiff motion module as the temporal layers (tuned whole, or through LoRA): each stage's plan
+    against the exact peak the stage allocates on the tiny model."""
+    from motion_layout import tiny_module
+
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit, null_text_invert
+    from tav_core.memory.stages import ModelConfigs, plan_stage
+    pipe = TuneAVideo(tiny_components(0), motion_module=tiny_module())
+    configs = ModelConfigs.of(pipe.c, pipe.inflation.motion)
+    video = demo_video(frames, 64, 64)
+    latents = pipe.encode_video(video)
+    passes, steps = Passes(windows=windows), 2
+    runs = {"invert": lambda: pipe.invert(latents, steps, passes=passes),
+            "sample": lambda: pipe.sample(latents, "a cat", steps=steps, passes=passes),
+            "null_text": lambda: null_text_invert(pipe, latents, "a cat", steps, inner_steps=2, passes=passes),
+            "p2p": lambda: edit(pipe, latents, EditControl("a cat walks", "a dog walks", blend_words=(["cat"], ["dog"])),
+                                steps=steps, passes=passes)}
+    ratios = {}
+    for stage, run in runs.items():
+        plan = plan_stage(configs, stage, Settings(frames, 64, 64, windows=windows, steps=steps), "cpu")
+        with AllocationPeak() as measured:
+            run()
+        ratios[stage] = round((plan.step_peak + plan.held) / measured.peak, 3)
+    if windows is None:  # (tuning takes no frame windows: the whole clip, as fully and through LoRA)
+        for rank in (None, 4):
+            tuned = TuneAVideo(tiny_components(0), motion_module=tiny_module())
+            plan = plan_stage(configs, "tune", Settings(frames, 64, 64, lora_rank=rank), "cpu")
+            with AllocationPeak() as measured:
+                tuned.tune(latents, "a cat", TuneConfig(steps=2, posterior="mean", lora_rank=rank), progress=False)
+            ratios[f"tune, LoRA {rank}"] = round((plan.optimizer + plan.step_peak) / measured.peak, 3)
+    print(f"planned/measured with a motion module, {frames} frames, windows {windows}: {ratios}")
+    assert all(abs(r - 1) < 0.1 for r in ratios.values()), ratios

@@ -4,12 +4,13 @@ AnimateDiffPipeline, clips longer than the module encodes, tuning (full and LoRA
 import pytest
 import torch
 from safetensors import safe_open
-from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter
+from diffusers import AnimateDiffPipeline, DDIMScheduler
 
+from motion_layout import tiny_module
 from support import nudge, reference_inversion, reference_sampling, relative, within
 from tav_core import TavError
 from tav_core.editing.pipeline import TuneAVideo
-from tav_core.loading.motion import MotionModule, _module
+from tav_core.loading.motion import MotionModule
 from tav_core.loading.tiny import tiny_components
 from tav_core.loading.tuned import read_metadata, video_parameters
 from tav_core.sampling.ddim import vp_scale
@@ -17,19 +18,6 @@ from tav_core.sampling.windows import ContextWindows, Passes
 from tav_core.tuning.tune import TuneConfig
 
 FRAMES = 8
-
-
-def tiny_module(seed: int = 0, max_frames: int = 32) -> MotionModule:
-    """A random motion module for ``tiny_components``' two-level UNet (a v2-like one: with a mid block); every weight
-    drawn (diffusers starts some at zero), so the module acts."""
-    torch.manual_seed(seed)
-    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
-                            motion_norm_num_groups=8, motion_max_seq_length=max_frames, use_motion_mid_block=True,
-                            conv_in_channels=None)
-    with torch.no_grad():
-        for name, p in adapter.named_parameters():
-            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith("norm.weight") else 0.0))
-    return _module(adapter, "v2", max_frames)
 
 
 def pipeline(module: MotionModule | None = None, **kw) -> TuneAVideo:
@@ -145,3 +133,16 @@ def test_inversion_and_edit_with_a_motion_module_are_the_reference_loops():
     top = vp_scale(pipe.ddim_sigmas(5)[0])
     assert within(relative(ours_noise * top, noise), relative(moved_noise, noise), 100, "inversion")
     assert within(relative(ours, theirs), relative(moved, theirs), 100, "edit")
+
+
+def test_prompt_to_prompt_with_a_motion_module_controls_the_frames_attention_and_refuses_temporal_control():
+    """Video-P2P's edit runs with a module (its self-control on the frames' attention, Prompt-to-Prompt's); the
+    temporal self-control, made for Tune-A-Video's temporal attention, is refused by name rather than doing nothing."""
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit
+    pipe = pipeline()
+    noise = pipe.invert(torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1)), steps=2)
+    source, edited = edit(pipe, noise, EditControl("a cat walks", "a dog walks"), steps=2)
+    assert edited.shape == noise.shape and bool(torch.isfinite(edited).all()) and relative(edited, source) > 1e-3
+    with pytest.raises(TavError, match="temporal self-control acts on Tune-A-Video's temporal attention"):
+        edit(pipe, noise, EditControl("a cat walks", "a dog walks", self_control="temporal"), steps=2)
