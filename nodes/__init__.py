@@ -19,7 +19,7 @@ from .legacy import LEGACY_NODES
 from .loaders import InflateModel, LoadInflateCheckpoint, LoadTunedWeights
 from .sampling import DDIMInvert, VideoKSampler
 from .scoring import ScoreVideo
-from .shared import FOLDER, INVERSIONS, ComfyExtension, io
+from .shared import FOLDER, INVERSIONS, MOTION_FOLDER, ComfyExtension, io
 from .tuning import OneShotTune
 
 LAYERS = (
@@ -39,11 +39,14 @@ class TuneAVideoExtension(ComfyExtension):
 
 
 def register_folders() -> None:
-    """models/tuneavideo (tuned weights) and models/tuneavideo_inversions (null-text inversions)."""
-    for folder in (FOLDER, INVERSIONS):
-        if folder not in host.folder_paths.folder_names_and_paths:
-            host.folder_paths.folder_names_and_paths[folder] = (
-                [os.path.join(host.folder_paths.models_dir, folder)], {".safetensors"})
+    """models/tuneavideo (tuned weights), models/tuneavideo_inversions (null-text inversions), and, unless
+    AnimateDiff-Evolved registered it, models/animatediff_models (motion modules): its folder, with the host's
+    model-file extensions as it registers them, so the same files serve both packs whichever loads first."""
+    folders = host.folder_paths.folder_names_and_paths
+    for folder, extensions in ((FOLDER, {".safetensors"}), (INVERSIONS, {".safetensors"}),
+                               (MOTION_FOLDER, set(host.folder_paths.supported_pt_extensions))):
+        if folder not in folders:
+            folders[folder] = ([os.path.join(host.folder_paths.models_dir, folder)], extensions)
         os.makedirs(host.folder_paths.get_folder_paths(folder)[0], exist_ok=True)
 
 

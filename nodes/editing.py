@@ -87,18 +87,20 @@ class NullTextInvert(io.ComfyNode):
         with video_hooks(diffusion_model(model)) as hooks, \
                 autograd_unet(model, gradient_checkpointing=checkpointing) as (unet_fn, device, dtype):
             denoiser = DiscreteDenoiser(unet_fn, alphas.to(device), PREDICTION[model.model.model_type])
-            pairs = layers.to(device).pairs() if layers is not None else None
-            kind = layers.frame_attention if layers is not None else None
+            if layers is not None:
+                layers.to(device)
+
+            def video(n, window=None):  # the MODEL's temporal layers, frame attention, group norm and motion module
+                return layers.video(hooks, n, window) if layers is not None else hooks.video(n, window=window)
             handler = model.model_options.get("context_handler")
             if isinstance(handler, host.context_windows.IndexListContextHandler):  # the host's context windows
-                denoiser = Windowed(denoiser, frames, HostWindows(handler),
-                                    lambda n, window: hooks.video(n, pairs, window, kind))
+                denoiser = Windowed(denoiser, frames, HostWindows(handler), video)
             latents = model.model.process_latent_in(samples.clone()).to(device, torch.float32)
             # out of inference mode:
             cond, uncond = (packed_conditioning(model, c[0], samples).clone().to(device, torch.float32)
                             for c in (positive, negative))
             tokens = negative[0][0].shape[1]  # the null text; SDXL's ADM rows after them stay the negative's
-            with hooks.video(frames, pairs, None, kind):
+            with video(frames):
                 noise, embeddings = null_text_inversion(denoiser, latents, sigmas.clone().to(device), cond, uncond,
                                                         cfg, inner_steps, callback=progress, tokens=tokens)
             embeddings = embeddings[:, :tokens]

@@ -86,6 +86,8 @@ INTERNALS = {
                                "them", ("lora", "to_load")),
     "weight_adapter.lora.LoraDiff": Internal("LoRA tuning trains the host's own trainable LoRA (its LoRA trainer's) "
                                              "on the query projections", ("weights",)),
+    "utils.load_torch_file": Internal("a motion module read as the host reads model files (a .ckpt with "
+                                      "torch's weights-only loader)", ("ckpt", "safe_load")),
     "utils.get_attr": Internal("a weight of the MODEL by its patch key", ("obj", "attr")),
     "utils.ProgressBar": Internal("the node's progress bar", ("total", "node_id")),
     "ops.disable_weight_init": Internal("the memory plan builds the UNet's layers on the meta device"),
@@ -129,7 +131,10 @@ INTERNALS = {
     "context_windows.get_matching_context_schedule": Internal("the memory plan's windows, as the host makes them"),
     "context_windows.get_matching_fuse_method": Internal("the memory plan's fusion, as the host's"),
     # files, server, stock nodes
-    "folder_paths.folder_names_and_paths": Internal("registers models/tuneavideo and models/tuneavideo_inversions"),
+    "folder_paths.folder_names_and_paths": Internal("registers models/tuneavideo, models/tuneavideo_inversions and "
+                                                    "(unless AnimateDiff-Evolved did) models/animatediff_models"),
+    "folder_paths.supported_pt_extensions": Internal("the motion modules' folder lists the files the host's model "
+                                                     "folders list, as AnimateDiff-Evolved registers it"),
     "folder_paths.models_dir": Internal("where those folders go"),
     "folder_paths.get_folder_paths": Internal("the folders' paths", ("folder_name",)),
     "folder_paths.get_filename_list": Internal("the files a loader lists", ("folder_name",)),

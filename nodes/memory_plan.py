@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..tav_core.editing.null_text import optimize_null_text
+from ..tav_core.loading.motion import motion_config, planned_module
 from ..tav_core.memory.fit import fit, window_options
 from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, cast, plan_tuning, planning
 from ..tav_core.model.frames import FrameContext
@@ -23,22 +24,26 @@ from .autograd import checkpointed, trainable_weights
 from .conditioning import adm_width, call_unet, context_rows
 from .context_windows import HostWindows
 from .tuned_weights import trainable
-from .video_model import PREDICTION, alphas_cumprod, diffusion_model
+from .video_model import PREDICTION, alphas_cumprod, diffusion_model, temporal_layers
 
 
 @contextmanager
 def fake_unet(model, settings: Settings):
     """Inside ``planning()``: ComfyUI's UNet class of the MODEL's config on fake tensors, with the video hooks and
-    fp32 temporal layers: (unet, hooks, layers, unet_fn). Attention is planned unchunked (an upper bound:
+    fp32 temporal layers like the MODEL's (its motion module's architecture, if it has one): (unet, hooks, layers,
+    unet_fn). Attention is planned unchunked (an upper bound:
     ``host.patched_for_planning``), and the host's free-memory queries see plenty of memory."""
     config = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("dtype", "device", "operations")}
     dtype, compute = settings.weights_dtype, model.model.manual_cast_dtype or settings.weights_dtype
     adm = adm_width(model)
+    own = temporal_layers(model)
+    motion, frame_attention, group_norm = (own.motion_module, own.frame_attention, own.group_norm) if own else (None,) * 3
     with planning():
         operations = host.ops.manual_cast if model.model.manual_cast_dtype else host.ops.disable_weight_init
         unet = host.openaimodel.UNetModel(**config, dtype=dtype, device="cpu", operations=operations)
         hooks = Inflation(unet, FrameContext())
-        layers = cast(TemporalLayers(unet), torch.float32)
+        planned = planned_module(motion_config(motion), torch.float32) if motion is not None else None
+        layers = cast(TemporalLayers(unet, frame_attention, planned, group_norm), torch.float32)
 
         def unet_fn(x, t, c):
             with autocast("cpu", settings.mixed_precision):

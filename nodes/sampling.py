@@ -17,7 +17,7 @@ from .edit_plan import EditPlan, comfy_attention, with_edit_plan
 from .memory_plan import fit_comfy_stage
 from .shared import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, finite_floats, hidden, io,
                      memory_input, require_finite, seed_input, show_report, show_text)
-from .video_model import ddim_sigmas, require_supported
+from .video_model import ddim_sigmas, require_supported, temporal_layers
 
 
 def _progress(callback):
@@ -145,6 +145,10 @@ class VideoKSampler(io.ComfyNode):
         if control is not None:
             check(source_positive is not None, "Attention Control needs source_positive: the source prompt's "
                                                "conditioning, for the source branch")
+            layers = temporal_layers(model)
+            check(control.self_control != "temporal" or layers is None or layers.motion_module is None,
+                  "Attention Control's temporal self-attention control acts on Tune-A-Video's temporal attention, "
+                  "and this MODEL's temporal layers are a motion module: set self_attention to spatial")
             controller = AttentionController(control, clip_tokenizer(), steps, frames, tuple(samples.shape[2:]),
                                              attention=comfy_attention)
             plan = EditPlan(frames, 2, sigmas, source_positive[0][0], null_text, controller=controller,

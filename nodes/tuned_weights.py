@@ -4,20 +4,24 @@ Full tuning trains copies of the query projections (weight patches of the clone 
 LoRA tuning trains ComfyUI's own trainable LoRA (``weight_adapter.lora.LoraDiff``, what its LoRA trainer uses) on the
 query projections and PEFT's adapters on the temporal layers (``tav_core.model.lora``); its file is a standard LoRA
 file whose image part the stock Load LoRA applies, and whose query adapters become the clone's ordinary LoRA patches.
+With an AnimateDiff motion module as the temporal layers, full tuning trains the whole module and LoRA adapts its
+attentions (MotionDirector's targets); the files name the module, and load only beside it.
 """
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
 
 from ..tav_core.errors import check
-from ..tav_core.loading.tuned import (apply_temporal_lora, blend, is_lora, lora_adapters, lora_file_tensors,
-                                      lora_record, read_tuned, tuned_frame_attention, write_tuned)
+from ..tav_core.loading.tuned import (apply_temporal_lora, blend, check_motion, is_lora, lora_adapters,
+                                      lora_file_tensors, lora_record, motion_record, read_tuned, tuned_frame_attention,
+                                      tuned_group_norm, write_tuned)
 from ..tav_core.model.inflation import TemporalLayers, transformer_blocks
-from ..tav_core.model.lora import TEMPORAL, add_adapters, check_rank, remove_adapters
+from ..tav_core.model.lora import MOTION, SPATIAL, TEMPORAL, add_adapters, check_rank, delta, motion_holders, remove_adapters
 from . import host
 from .video_model import (attach, base_fingerprint, diffusion_model, new_temporal_layers, patched_weight,
-                          query_names, require_supported)
+                          query_names, require_supported, temporal_layers)
 
 
 @dataclass
@@ -32,6 +36,19 @@ class Trainable:
     lora: dict | None = None  # after tuning: LoRA's record (tav_core.loading.tuned.lora_record)
 
 
+def is_trained(key: str) -> bool:
+    """A temporal layers' tensor full tuning trains: the temporal attention (not its norm), or all of a motion module."""
+    return ".attn_temp." in key or key.startswith("motion.")
+
+
+def adapted_holders(layers: TemporalLayers) -> tuple[list | dict, tuple[str, ...]]:
+    """Where LoRA's PEFT adapters go in the temporal layers, and on which layers: each block's temporal attention, or
+    the motion module's transformer blocks (keyed ``motion.<path>``) and their attentions."""
+    if layers.motion_module is None:
+        return list(layers.blocks), TEMPORAL
+    return motion_holders(layers.motion), MOTION
+
+
 def trainable(model, layers: TemporalLayers, config, device, base=patched_weight) -> Trainable:
     """What ``config`` tunes on ``layers`` (the run's own copies, on ``device``) and on the query projections.
     ``base(model, key)``: a query projection's current weight, where full tuning starts (the planner's fake one)."""
@@ -39,12 +56,14 @@ def trainable(model, layers: TemporalLayers, config, device, base=patched_weight
     if config.lora_rank is None:
         weights = {k: torch.nn.Parameter(base(model, k).to(device)) for k in names}
         params = {names[k]: q for k, q in weights.items()}
-        params.update({k: p for k, p in layers.named_parameters() if ".attn_temp." in k})
+        params.update({k: p for k, p in layers.named_parameters() if is_trained(k)})
         return Trainable(layers, weights, params)
     check_rank(config.lora_rank, config.lora_alpha)
     rank, alpha = config.lora_rank, config.lora_alpha if config.lora_alpha is not None else config.lora_rank
-    # the adapted layers' own weights: the temporal ones (drawn from the seed; the run's identity)
-    frozen = {k: p for k, p in layers.named_parameters() if any(f".{t}.weight" in k for t in TEMPORAL)}
+    holders, targets = adapted_holders(layers)
+    # the adapted layers' own weights: the temporal attention's (drawn from the seed; the run's identity), or the
+    # motion module's attentions (the module is their base)
+    frozen = {k: p for k, p in layers.named_parameters() if any(f".{t}.weight" in k for t in targets)}
     weights, params = {}, {}
     for key, file_key in names.items():
         out_features, in_features = host.utils.get_attr(model.model, key).shape
@@ -55,24 +74,27 @@ def trainable(model, layers: TemporalLayers, config, device, base=patched_weight
         weights[key] = diff
         layer = file_key.removesuffix(".weight")
         params.update({f"{layer}.lora_A.weight": diff.lora_down.weight, f"{layer}.lora_B.weight": diff.lora_up.weight})
-    params.update(add_adapters(list(layers.blocks), TEMPORAL, rank, alpha))
+    params.update(add_adapters(holders, targets, rank, alpha))
     return Trainable(layers, weights, params, frozen)
 
 
 def require_untuned(layers: TemporalLayers) -> None:
-    """LoRA tuning starts from fresh temporal layers: its file names their starting weights by the seed only."""
-    check(not any(bool(attn.to_out[0].weight.any()) for _, attn in layers.pairs()),
-          "LoRA tuning starts from an untuned video model (a LoRA file leaves the temporal attention's starting "
-          "weights out: they are drawn from the seed): give the MODEL from Inflate Model or Load & Inflate "
-          "Checkpoint, not a tuned one, or tune fully")
+    """LoRA tuning starts from fresh temporal layers (its file names their starting weights by the seed only) or from
+    the motion module as loaded (its file names it by the module's fingerprint)."""
+    tuned = getattr(layers, "tuned", False) or any(bool(attn.to_out[0].weight.any()) for _, attn in layers.pairs())
+    check(not tuned, "LoRA tuning starts from an untuned video model (a LoRA file leaves the temporal layers' "
+                     "starting weights out: they are drawn from the seed, or are the motion module's): give the MODEL "
+                     "from Inflate Model or Load & Inflate Checkpoint, not a tuned one, or tune fully")
 
 
 def finish(run: Trainable, config) -> Trainable:
-    """After tuning: LoRA's record kept (before its temporal adapters merge into the layers); the layers on the CPU."""
+    """After tuning: LoRA's record kept (before its temporal adapters merge into the layers); the layers on the CPU,
+    marked tuned."""
     if config.lora_rank is not None:
         run.lora = lora_record(run.params, config.lora_rank, config.lora_alpha, config.seed, run.frozen)
-        remove_adapters(list(run.layers.blocks))
+        remove_adapters(adapted_holders(run.layers)[0])
     run.layers = run.layers.to("cpu").requires_grad_(False)
+    run.layers.tuned = True
     return run
 
 
@@ -118,34 +140,58 @@ def tuned_clone(model, run: Trainable):
 
 
 def save_tuned_model(path, model, run: Trainable, **metadata) -> None:
-    meta = dict(frame_attention=run.layers.frame_attention, **metadata)
+    layers = run.layers
+    meta = dict(frame_attention=layers.frame_attention, group_norm=layers.group_norm,
+                **motion_record(layers.motion_module), **metadata)
     if run.lora is not None:
         tensors = lora_file_tensors(run.lora["adapters"], lora_block_names(model), run.lora["lora_alpha"])
         meta.update({k: v for k, v in run.lora.items() if k != "adapters"})
     else:
-        names = query_names(model)
-        tensors = {names[k]: q for k, q in run.weights.items()} | run.layers.state_dict()
+        names = query_names(model)  # (parameters: a motion module's positional encodings are rebuilt, not tuned)
+        tensors = {names[k]: q for k, q in run.weights.items()} | dict(layers.named_parameters())
     write_tuned(path, tensors, base_fingerprint(model), **meta)
+
+
+def lora_layers(model, layers: TemporalLayers) -> list[str]:
+    """The layers a LoRA file adapts (``tav_core.loading.tuned.lora_layers`` on ComfyUI's MODEL): the queries, and the
+    temporal attention or the motion module's attentions."""
+    blocks = range(len(transformer_blocks(diffusion_model(model))))
+    holders, targets = adapted_holders(layers)
+    names = holders if isinstance(holders, dict) else [f"blocks.{i}" for i in blocks]
+    return [f"blocks.{i}.{layer}" for i in blocks for layer in SPATIAL] + \
+        [f"{name}.{layer}" for name in names for layer in targets]
 
 
 def load_tuned_model(path, model, strength: float = 1.0) -> tuple:
     """(tuned clone, metadata) from a tuned-weights file (full or LoRA) at ``strength`` (``tav_core.loading.tuned``);
-    refuses files tuned on another base model."""
+    refuses files tuned on another base model, or with another motion module than the MODEL's (or none)."""
     require_supported(model, "Load Tuned Weights")
     tensors, meta = read_tuned(path, base_fingerprint(model))
-    layers = new_temporal_layers(model, tuned_frame_attention(meta, path))
+    inflated = temporal_layers(model)
+    motion = inflated.motion_module if inflated is not None else None
+    check_motion(meta, motion, path)
+    with torch.inference_mode(False):  # the module's own copy (loading changes it; the MODEL given keeps its own)
+        motion = copy.deepcopy(motion)
+    layers = new_temporal_layers(model, tuned_frame_attention(meta, path), motion, tuned_group_norm(meta, path))
+    layers.tuned = True
     if is_lora(meta):
-        adapters = lora_adapters(tensors, meta, lora_block_names(model), path)
+        adapters = lora_adapters(tensors, meta, lora_block_names(model), path, lora_layers(model, layers))
         with torch.inference_mode(False):
-            apply_temporal_lora(dict(layers.named_parameters()), adapters, meta, path, strength)
+            params = dict(layers.named_parameters())
+            apply_temporal_lora(params, adapters, meta, path, strength)
+            with torch.no_grad():  # a motion module is its adapters' base: W0 + s (alpha / rank) B A
+                rank, alpha = int(meta["lora_rank"]), float(meta["lora_alpha"])
+                for layer, (down, up) in adapters.items():
+                    if layer.startswith("motion."):
+                        w = params[f"{layer}.weight"]
+                        w.copy_(w + strength * delta(down, up, alpha, rank).to(w))
         return attach(with_lora_queries(model, tensors, strength), layers), meta
     names = query_names(model)
-    expected = set(layers.state_dict()) | set(names.values())
+    params = dict(layers.named_parameters())
+    expected = set(params) | set(names.values())
     check(set(tensors) == expected, f"{path} does not fit this model's UNet ({len(tensors)} tensors, "
                                     f"{len(expected)} expected); use the base model it was tuned on")
-    with torch.inference_mode(False):
-        layers.load_state_dict({k: blend(None, v, k, strength) for k, v in tensors.items()
-                                if ".attn_temp." in k or ".norm_temp." in k})
+    with torch.inference_mode(False), torch.no_grad():
+        for k, p in params.items():  # the temporal attention as tuned (its output scaled), a module W0 + s (W - W0)
+            p.copy_(blend(p, tensors[k], k, strength))
     return attach(with_queries(model, {k: tensors[n] for k, n in names.items()}, strength), layers), meta
-
-

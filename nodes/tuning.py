@@ -56,8 +56,8 @@ class OneShotTune(io.ComfyNode):
         return io.Schema(
             node_id="TuneAVideoTune", display_name=cls.TITLE, category=CATEGORY,
             description="Tune-A-Video one-shot tuning: learns the video from its caption by training the query "
-                        "projections and the temporal attention (AdamW, paper defaults; 500 steps take minutes on a "
-                        "GPU). Interruptible. An output node: with a save name it saves the tuned weights to "
+                        "projections and the temporal attention, or the whole AnimateDiff motion module of a MODEL "
+                        "inflated with one (AdamW, paper defaults; 500 steps take minutes on a GPU). Interruptible. An output node: with a save name it saves the tuned weights to "
                         "models/tuneavideo, so a graph may only tune.",
             inputs=[
                 io.Model.Input("model", tooltip="An inflated MODEL (Inflate Model / Load & Inflate Checkpoint)."),
@@ -83,16 +83,17 @@ class OneShotTune(io.ComfyNode):
                                "autocast, a shorter frame window that fits (shown on the node and in the console); "
                                "check: refuse instead, saying what would fit; off: no planning."),
                 io.Combo.Input("method", options=["full", "lora"], default="full", optional=True, tooltip="full: the "
-                               "paper's recipe, the query projections and temporal attention themselves. lora: "
-                               "low-rank adapters on those same layers: a file of megabytes (its image part loads "
-                               "with the stock Load LoRA), less memory for gradients and AdamW; not the paper's "
-                               "result."),
+                               "paper's recipe, the query projections and temporal attention themselves (with a "
+                               "motion module: the whole module). lora: low-rank adapters on the query projections "
+                               "and the temporal attention (with a motion module: its attentions, MotionDirector's "
+                               "targets): a file of megabytes (its image part loads with the stock Load LoRA), less "
+                               "memory for gradients and AdamW; not the paper's result."),
                 io.Int.Input("lora_rank", default=16, min=1, max=1024, optional=True, tooltip="LoRA's rank (method "
                              "lora): higher learns more and makes bigger files; 4-64 is usual. Its alpha is the rank "
                              "(scale 1)."),
             ],
             outputs=[io.Model.Output(display_name="tuned_model", tooltip="The MODEL with the tuned query projections "
-                                     "and temporal attention (the input MODEL is not changed): feed it to DDIM Invert "
+                                     "and temporal layers (the input MODEL is not changed): feed it to DDIM Invert "
                                      "and Video KSampler."),
                      io.Image.Output(display_name="loss_curve", tooltip="The loss of every step and its moving "
                                      "average (also shown on the node): a falling, flattening curve means tuning "

@@ -17,6 +17,7 @@ from ..tav_core.loading.configs import sd_scheduler_config
 from ..tav_core.loading.fingerprint import fingerprint_names, fingerprint_of
 from ..tav_core.model.frames import FrameContext
 from ..tav_core.model.inflation import Inflation, TemporalLayers, transformer_blocks
+from ..tav_core.model.motion import motion_pairs
 from ..tav_core.sampling import schedule
 from ..tav_core.sampling.windows import Window
 from . import host
@@ -145,23 +146,39 @@ def attach(model, layers: TemporalLayers):
     return model
 
 
-def new_temporal_layers(model, frame_attention: str = "sparse_causal") -> TemporalLayers:
-    """Fresh (zero-output) temporal layers for this MODEL's UNet, as ordinary (non-inference) fp32 tensors."""
+def new_temporal_layers(model, frame_attention: str | None = None, motion=None,
+                        group_norm: str | None = None) -> TemporalLayers:
+    """Fresh temporal layers for this MODEL's UNet: zero-output temporal attention as ordinary (non-inference) fp32
+    tensors, or (``motion``: a ``tav_core.loading.motion.MotionModule``) that motion module as they are.
+    ``frame_attention``/``group_norm`` None: ``video_defaults``' (the paper's; with a module, its AnimateDiff's)."""
+    unet = diffusion_model(model)
+    if motion is not None:
+        motion_pairs(unet, motion.adapter)  # a module that does not fit this UNet is refused here, naming both
     with torch.inference_mode(False):
-        return TemporalLayers(diffusion_model(model), frame_attention).to("cpu", torch.float32)
+        layers = TemporalLayers(unet, frame_attention, motion, group_norm)
+        return layers.to("cpu", torch.float32) if motion is None else layers
 
 
-def inflate_model(model, frame_attention: str = "sparse_causal", node: str = "Inflate Model"):
-    """A video clone of ``model`` with fresh (zero-output) temporal layers; an inflated MODEL keeps its layers (a
-    clone with this frame attention, if it had another)."""
+def inflate_model(model, frame_attention: str | None = None, node: str = "Inflate Model", motion=None,
+                  group_norm: str | None = None):
+    """A video clone of ``model`` with fresh temporal layers (``motion``: that AnimateDiff motion module); an inflated
+    MODEL keeps its layers (a clone with this frame attention and group norm, if it had others; None keeps its own).
+    A motion module for a MODEL inflated with other temporal layers is refused: they cannot change."""
     require_supported(model, node)
     layers = temporal_layers(model)
     if layers is None:
-        return attach(model.clone(), new_temporal_layers(model, frame_attention))
-    if layers.frame_attention == frame_attention:
+        return attach(model.clone(), new_temporal_layers(model, frame_attention, motion, group_norm))
+    if motion is not None:
+        had = layers.motion_module
+        check(had is not None and had.fingerprint == motion.fingerprint,
+              f"{node} got a MODEL inflated already with other temporal layers "
+              f"({'another motion module' if had is not None else 'temporal attention'}): give it the MODEL before "
+              "inflation (from Load Checkpoint, a LoRA loader...) to inflate it with this motion module")
+    wanted = (frame_attention or layers.frame_attention, group_norm or layers.group_norm)
+    if wanted == (layers.frame_attention, layers.group_norm):
         return model
-    other = copy.copy(layers)  # the same tensors, another frame attention
-    other.frame_attention = frame_attention
+    other = copy.copy(layers)  # the same tensors, another frame attention or group norm
+    other.frame_attention, other.group_norm = wanted
     return attach(model.clone(), other)
 
 

@@ -5,11 +5,13 @@ import pytest
 from server import ComfyServer
 from support import CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, IP2P, SDXL_CKPT
 from tav_core import demo_video, write_video
+from tiny_motion import write_motion_modules
 
 
 @pytest.fixture(scope="session")
 def comfy(test_models, tmp_path_factory):
-    """One real ComfyUI server for all server and browser tests: tiny models, an 8-frame clip in input/."""
+    """One real ComfyUI server for all server and browser tests: tiny models (motion modules too), an 8-frame clip in
+    input/."""
     base = tmp_path_factory.mktemp("comfy")
     server = ComfyServer(COMFYUI, base)
     for name, folder in ((CKPT, "checkpoints"), (SDXL_CKPT, "checkpoints"), (CONTROLNET, "controlnet"),
@@ -17,6 +19,7 @@ def comfy(test_models, tmp_path_factory):
                          (CLIP_VISION, "clip_vision"), (CLIP_TEXT, "text_encoders")):
         (base / "models" / folder / name).symlink_to(test_models / name)
     write_video(base / "input" / "skiing.mp4", demo_video(8, 96, 80))
+    write_motion_modules(base / "models" / "animatediff_models")
     yield server
     server.stop()
 
