@@ -129,17 +129,19 @@ def adapter_config(
 #   sdxl: block_out_channels (320,640,1280), layers 2, heads 8, groups 32, max_seq 32, mid False
 
 
-def tiny_module(seed: int = 0, max_frames: int = 32):
-    """A random motion module for ``tiny_components``' two-level UNet (a v2-like one: with a mid block); every weight
-    drawn (diffusers starts some at zero), so the module acts."""
+def tiny_module(seed: int = 0, max_frames: int = 32, channels: tuple = (32, 64), version: str = "v2"):
+    """A random motion module for ``tiny_components``' two-level UNet (a v2-like one: with a mid block; "sdxl" with
+    ``channels=(32, 128)``: for ``tiny_sdxl_components``', without); every weight drawn (diffusers starts some at
+    zero), so the module acts. Its GroupNorm has the UNet's group count (8; SDXL's 32), as released modules do
+    (diffusers' ``UNetMotionModel`` takes the UNet's count for its modules whatever the adapter's config says)."""
     from diffusers import MotionAdapter
 
     from tav_core.loading.motion import _module
     torch.manual_seed(seed)
-    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
-                            motion_norm_num_groups=8, motion_max_seq_length=max_frames, use_motion_mid_block=True,
-                            conv_in_channels=None)
+    adapter = MotionAdapter(block_out_channels=channels, motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=32 if version == "sdxl" else 8, motion_max_seq_length=max_frames,
+                            use_motion_mid_block=version == "v2", conv_in_channels=None)
     with torch.no_grad():
         for name, p in adapter.named_parameters():
             p.copy_(torch.randn_like(p) * 0.2 + (1.0 if name.endswith("norm.weight") else 0.0))
-    return _module(adapter, "v2", max_frames)
+    return _module(adapter, version, max_frames)

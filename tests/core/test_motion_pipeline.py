@@ -11,7 +11,7 @@ from support import nudge, reference_inversion, reference_sampling, relative, wi
 from tav_core import TavError
 from tav_core.editing.pipeline import TuneAVideo
 from tav_core.loading.motion import MotionModule
-from tav_core.loading.tiny import tiny_components
+from tav_core.loading.tiny import tiny_components, tiny_sdxl_components
 from tav_core.loading.tuned import read_metadata, video_parameters
 from tav_core.sampling.ddim import vp_scale
 from tav_core.sampling.windows import ContextWindows, Passes
@@ -43,6 +43,31 @@ def test_generation_from_noise_is_diffusers_animatediff_pipeline():
     ours = pipe.sample(z[0].transpose(0, 1) / vp_scale(top), "a red square", "", guidance_scale=7.5, steps=10)
     assert within(relative(ours, theirs), relative(moved, theirs), 100, "AnimateDiff generation")
     assert relative(ours, z[0].transpose(0, 1)) > 0.1  # (it denoised)
+
+
+def test_sdxl_generation_from_noise_is_diffusers_animatediff_sdxl_pipeline():
+    """The same with an SDXL-shaped model and module, against ``AnimateDiffSDXLPipeline`` (both text encoders, the
+    pooled embedding, the size conditioning of the clip's own size)."""
+    from diffusers import AnimateDiffSDXLPipeline
+    module = tiny_module(channels=(32, 128), version="sdxl")
+    pipe = TuneAVideo(tiny_sdxl_components(0), motion_module=module)
+    c = pipe.c
+    theirs_pipe = AnimateDiffSDXLPipeline(vae=c.vae, text_encoder=c.text_encoder, text_encoder_2=c.text_encoder_2,
+                                          tokenizer=c.tokenizer, tokenizer_2=c.tokenizer_2, unet=c.unet,
+                                          motion_adapter=module.adapter,
+                                          scheduler=DDIMScheduler.from_config(c.scheduler_config))
+    theirs_pipe.unet.add_embedding.load_state_dict(c.unet.add_embedding.state_dict())  # (from_unet2d leaves it out)
+    theirs_pipe.set_progress_bar_config(disable=True)
+    z = torch.randn(1, 4, FRAMES, 8, 8, generator=torch.Generator().manual_seed(3))
+    run = dict(prompt="a red square", negative_prompt="", num_frames=FRAMES, height=64, width=64,
+               num_inference_steps=10, guidance_scale=7.5, output_type="latent")
+    with torch.no_grad():
+        theirs = theirs_pipe(latents=z, **run).frames[0].transpose(0, 1)
+        moved = theirs_pipe(latents=nudge(z), **run).frames[0].transpose(0, 1)
+    top = pipe.ddim_sigmas(10)[0]
+    ours = pipe.sample(z[0].transpose(0, 1) / vp_scale(top), "a red square", "", guidance_scale=7.5, steps=10)
+    assert within(relative(ours, theirs), relative(moved, theirs), 100, "AnimateDiff SDXL generation")
+    assert relative(ours, z[0].transpose(0, 1)) > 0.1
 
 
 def test_longer_clips_than_the_module_encodes_run_in_frame_windows_or_are_refused():
