@@ -24,6 +24,9 @@ SDXL_CHECKPOINT = {"name": "sd_xl_base_1.0.safetensors", "directory": "checkpoin
 CANNY = {"name": "control_v11p_sd15_canny_fp16.safetensors", "directory": "controlnet",
          "url": "https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
                 "control_v11p_sd15_canny_fp16.safetensors"}
+MOTION_MODULE = {"name": "mm_sd15_v2.safetensors", "directory": "animatediff_models",  # AnimateDiff v2, fp16
+                 "url": "https://huggingface.co/conrevo/AnimateDiff-A1111/resolve/main/motion_module/"
+                        "mm_sd15_v2.safetensors"}
 CLIP_VISION = {"name": "clip-vit-large-patch14.safetensors", "directory": "clip_vision",
                "url": "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors"}
 CLIP_TEXT = {"name": "clip_l.safetensors", "directory": "text_encoders",
@@ -37,7 +40,7 @@ P2P_EDIT = "a blue ball is rolling on the grass"  # Prompt-to-Prompt keeps what 
 MAIN, CONTROLNET, P2P = "1. Video edit - tune, then edit", "2. Video edit with ControlNet", "3. Video edit with Prompt-to-Prompt"
 LONG, SAVE, REUSE = "4. Long video edit (64 frames)", "5. Tune and save weights", "6. Video edit with saved weights"
 ZERO, MEASURE = "7. Zero-shot video edit (no tuning)", "8. Measure an edit (CLIP scores, PSNR)"
-SDXL = "9. Tune and edit a video (SDXL)"
+SDXL, MOTION = "9. Tune and edit a video (SDXL)", "10. Video edit with an AnimateDiff motion module"
 # layout, in canvas units: columns of nodes, one group per stage of the work
 WIDTH, COLUMN_GAP, ROW_GAP, TITLE, GROUP_TOP = 340, 60, 20, 30, 50
 SLOT, WIDGET = 20, 26
@@ -84,6 +87,12 @@ PROMPTS = {"both": "Say what the clip shows and what it should become in the pro
 NOTE_SDXL = """## SDXL at 768x768, 16 frames, tuned as LoRA (**One-Shot Tune**'s method lora, rank 16): it plans \
 within a 16 GB GPU (ComfyUI loads SDXL in fp16; the memory plan turns on gradient checkpointing) and saves 61 MB, \
 not 2.3 GB. The paper's recipe is method full: on a 24 GB card, set it for the paper's result."""
+
+
+NOTE_MOTION = """## An AnimateDiff motion module (in `models/animatediff_models`, AnimateDiff-Evolved's folder) is the \
+temporal layers: a motion prior trained on videos, with AnimateDiff's per-frame attention (frame_attention auto).
+## **One-Shot Tune** adapts its attentions (method lora); method full tunes the whole module. For stronger appearance \
+consistency set frame_attention to sparse_causal in **Checkpoint (SD 1.x/2.x)**."""
 
 
 def start_note(prompts: str = "both", model: str = "SD 1.x/2.x", models: str = "an SD 1.x or 2.x model") -> str:
@@ -207,11 +216,14 @@ def video_in(g: Graph, note: str, frames: int = 8, size: int = 512, model: str =
 
 
 def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", source=True, edit=True,
-                           source_text=False, edit_prompt=EDIT, checkpoint=CHECKPOINT, model="SD 1.x/2.x"):
-    """The model and the prompts; a prompt other nodes also read is one text (a String node) that is encoded."""
+                           source_text=False, edit_prompt=EDIT, checkpoint=CHECKPOINT, model="SD 1.x/2.x", motion=None):
+    """The model (``motion``: with that motion module) and the prompts; a prompt other nodes also read is one text (a
+    String node) that is encoded."""
     g.stage("2. Model and prompts")
-    options = ["sparse_causal"] if loader == "TuneAVideoLoadInflateCheckpoint" else []  # frame attention
-    ckpt = g.node(loader, checkpoint["name"], *options, title=f"Checkpoint ({model})", models=[checkpoint])
+    models = [checkpoint, *([motion] if motion else [])]
+    # frame attention, motion module, group norm
+    options = ["auto", motion["name"] if motion else "none", "auto"] if loader == "TuneAVideoLoadInflateCheckpoint" else []
+    ckpt = g.node(loader, checkpoint["name"], *options, title=f"Checkpoint ({model})", models=models)
     prompts = {}
     if source and source_text:
         prompts["source_text"] = g.node("PrimitiveStringMultiline", SOURCE, title="Source prompt (the clip as it is)")
@@ -228,9 +240,10 @@ def checkpoint_and_prompts(g: Graph, loader="TuneAVideoLoadInflateCheckpoint", s
 
 
 def controlnet_hints(g: Graph, frames):
-    """Canny hints and the ControlNet, in the room under the model and prompts."""
-    g.stage("ControlNet hints", under=(1, 1))
+    """Canny hints and the ControlNet, side by side in the room under the model, the prompts and the tuning."""
+    g.stage("ControlNet hints", under=(1, 2))
     hints = g.node("Canny", 0.4, 0.8, title="Canny hint per frame", image=(frames, 0))
+    g.column()
     net = g.node("ControlNetLoader", CANNY["name"], models=[CANNY])
     return hints, net
 
@@ -304,11 +317,21 @@ def sdxl_workflow(info) -> dict:
     return g.json()
 
 
+def motion_workflow(info) -> dict:
+    """The main workflow with an AnimateDiff motion module as the temporal layers, tuned as LoRA (MotionDirector's
+    targets: the module's attentions)."""
+    g = Graph(info)
+    frames = video_in(g, start_note())
+    ckpt, prompts = checkpoint_and_prompts(g, motion=MOTION_MODULE)
+    latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_MOTION, SAVE_NAME + "-motion", method="lora")
+    video_out(g, ckpt, invert_and_sample(g, (tuned, 0), latent, prompts), "edit-motion")
+    return g.json()
+
+
 def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
     g = Graph(info)
     frames = video_in(g, start_note("both" if tune else "edit"))
     ckpt, prompts = checkpoint_and_prompts(g, source=tune)
-    hints = controlnet_hints(g, frames) if controlnet else None
     model = (ckpt, 0)
     if tune:
         latent, tuned = tune_stage(g, ckpt, frames, prompts, NOTE_TUNE, SAVE_NAME)
@@ -317,6 +340,7 @@ def edit_workflow(info, tune=True, controlnet=False, name="edit") -> dict:
         g.stage("3. Encode")
         latent = g.node("VAEEncode", pixels=(frames, 0), vae=(ckpt, 2))
         g.note(NOTE_ZERO)
+    hints = controlnet_hints(g, frames) if controlnet else None
     video_out(g, ckpt, invert_and_sample(g, model, latent, prompts, hints), name)
     return g.json()
 
@@ -380,7 +404,8 @@ def workflows(info: dict) -> dict[str, dict]:
             f"{REUSE}.json": reuse_workflow(info),
             f"{ZERO}.json": edit_workflow(info, tune=False, name="zero-shot"),
             f"{MEASURE}.json": measure_workflow(info),
-            f"{SDXL}.json": sdxl_workflow(info)}
+            f"{SDXL}.json": sdxl_workflow(info),
+            f"{MOTION}.json": motion_workflow(info)}
 
 
 if __name__ == "__main__":

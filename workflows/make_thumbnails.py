@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from build_workflows import CONTROLNET, LONG, MAIN, MEASURE, P2P, REUSE, SAVE, SDXL, ZERO  # noqa: E402
+from build_workflows import CONTROLNET, LONG, MAIN, MEASURE, MOTION, P2P, REUSE, SAVE, SDXL, ZERO  # noqa: E402
 from tav_core.example_clip import example_clip  # noqa: E402
 
 SIZE = 640
@@ -27,7 +27,8 @@ CARDS = {MAIN: ("Tune + edit", "tune 500 steps > invert > edit", (63, 120, 158))
          REUSE: ("Reuse weights", "saved weights > invert > edit", (158, 90, 63)),
          ZERO: ("Zero-shot", "no tuning > invert > edit", (110, 110, 110)),
          MEASURE: ("Measure", "CLIP consistency, text, PSNR, SSIM", (40, 40, 40)),
-         SDXL: ("SDXL", "16 frames at 768 > LoRA tune > edit", (150, 60, 90))}
+         SDXL: ("SDXL", "16 frames at 768 > LoRA tune > edit", (150, 60, 90)),
+         MOTION: ("Motion module", "AnimateDiff prior > LoRA tune > edit", (30, 110, 80))}
 
 
 def card(title: str, steps: str, colour: tuple, frames: np.ndarray) -> Image.Image:

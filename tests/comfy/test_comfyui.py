@@ -15,6 +15,7 @@ import safetensors.torch
 import torch
 from graphs import base_graph, control_node, controlled_edit_nodes, load_latent, run_ok, score_nodes, tune_node
 from PIL import Image
+from tiny_motion import MOTION
 
 from server import error_message
 from support import (CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, EPS, FRAMES, IP2P, ROOT, SDXL_CKPT, SIZE, TUNED,
@@ -142,6 +143,8 @@ def small(prompt: dict, name: str) -> dict:
         node["inputs"].update(overrides.get(node["class_type"], {}))
         if sdxl:  # the SDXL workflow runs on the toy SDXL checkpoint
             node["inputs"]["ckpt_name"] = SDXL_CKPT
+        if node["inputs"].get("motion_module", "none") != "none":  # a motion module that fits the tiny checkpoint
+            node["inputs"]["motion_module"] = MOTION
     return prompt
 
 

@@ -133,3 +133,28 @@ def test_a_module_not_in_the_folder_is_refused_before_anything_runs(comfy):
         answer = comfy.post("/prompt", {"prompt": base_graph({"9": node, "10": tune_node(["9", 0])})})
         assert answer.get("http_error") == 400, answer
         assert "'missing.safetensors' not in models/animatediff_models" in json.dumps(answer)
+
+
+def test_workflows_saved_before_the_module_load_and_mean_what_they_meant(comfy, object_info):
+    """A Load & Inflate Checkpoint saved before (widgets: ckpt_name, frame_attention "sparse_causal") converts as the
+    editor converts it (the new widgets after it take their defaults) and samples as "auto" does without a module,
+    bit for bit (one computation repeated); per_frame, the default with a module, samples otherwise."""
+    from workflow_api import ui_to_api
+    old = {"nodes": [{"id": 9, "type": "TuneAVideoLoadInflateCheckpoint", "widgets_values": [CKPT, "sparse_causal"]}],
+           "links": []}
+    saved = ui_to_api(old, object_info)["9"]["inputs"]
+    assert saved == {"ckpt_name": CKPT, "frame_attention": "sparse_causal"}
+    graph = base_graph({})
+    for i, inputs in enumerate((saved, {"ckpt_name": CKPT}, {"ckpt_name": CKPT, "frame_attention": "per_frame"})):
+        loader, sampler, save = str(20 + 3 * i), str(21 + 3 * i), str(22 + 3 * i)
+        graph.update({loader: {"class_type": "TuneAVideoLoadInflateCheckpoint", "inputs": inputs},
+                      sampler: {"class_type": "KSampler", "inputs": {
+                          "seed": 7, "steps": 2, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+                          "denoise": 1.0, "model": [loader, 0], "positive": ["2", 0], "negative": ["3", 0],
+                          "latent_image": ["8", 0]}},
+                      save: {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],
+                                                                    "filename_prefix": f"tav-test/saved-{i}"}}})
+    run_ok(comfy, graph)
+    old_save, auto, per_frame = (load_latent(comfy, f"tav-test/saved-{i}") for i in range(3))
+    assert torch.equal(old_save, auto)
+    assert relative(per_frame, auto) > 1e-3
