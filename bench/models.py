@@ -36,3 +36,19 @@ def bench_components(size: str, seed: int = 0) -> Components:
     else:
         raise ValueError(f"model size {size!r}: use 'small' or 'sd15'")
     return Components(unet.eval(), vae.eval(), text.eval(), clip_tokenizer(), _sd1("scheduler/scheduler_config.json"))
+
+
+def bench_motion_module(size: str, seed: int = 0):
+    """A random AnimateDiff motion module (v2's layout: with a mid block) for ``bench_components(size)``'s UNet:
+    released modules' heads, and the UNet's GroupNorm groups as released modules have."""
+    from diffusers import MotionAdapter
+
+    from tav_core.loading.motion import _module
+    unet = SMALL["unet"] if size == "small" else _sd1("unet/config.json")
+    torch.manual_seed(seed)
+    adapter = MotionAdapter(block_out_channels=tuple(unet["block_out_channels"]),
+                            motion_layers_per_block=unet["layers_per_block"], motion_num_attention_heads=8,
+                            motion_norm_num_groups=unet["norm_num_groups"], motion_max_seq_length=32,
+                            use_motion_mid_block=True, conv_in_channels=None)
+    return _module(adapter.eval(), "v2", 32)
+

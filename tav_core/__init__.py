@@ -32,6 +32,7 @@ _EXPORTS = {
     "loading.configs": ["Components"],
     "loading.checkpoints": ["load_components"],
     "loading.reference": ["load_reference_unet"],
+    "loading.motion": ["load_motion_module"],
     "loading.tuned": ["load_tuned", "save_tuned", "video_parameters"],
     "tuning.tune": ["TuneConfig", "tune"],
     "editing.pipeline": ["TuneAVideo"],
