@@ -200,6 +200,17 @@ def test_free_memory_on_the_cpu_is_bounded_by_the_cgroup(tmp_path, v2):
     assert cpu_free_bytes(root, proc) == 2 * gb
 
 
+def inference_runs(pipe, latents, passes, steps) -> dict:
+    """Each inference stage run as the pipeline runs it, by stage name (what its plan is measured against)."""
+    from tav_core.editing.attention_control import EditControl
+    from tav_core.editing.edit import edit, null_text_invert
+    control = EditControl("a cat walks", "a dog walks", blend_words=(["cat"], ["dog"]))
+    return {"invert": lambda: pipe.invert(latents, steps, passes=passes),
+            "sample": lambda: pipe.sample(latents, "a cat", steps=steps, passes=passes),
+            "null_text": lambda: null_text_invert(pipe, latents, "a cat", steps, inner_steps=2, passes=passes),
+            "p2p": lambda: edit(pipe, latents, control, steps=steps, passes=passes)}
+
+
 STAGE_CASES = [(None, 12), (ContextWindows(4, 1), 16)]
 
 
@@ -207,19 +218,13 @@ STAGE_CASES = [(None, 12), (ContextWindows(4, 1), 16)]
 def test_every_stage_is_planned_as_it_runs(windows, frames):
     """Each stage's plan (``tav_core.memory.stages``, fake tensors) against the exact peak of the tensors the stage
     allocates when it runs on the tiny model; 16 frames in windows of 4 are planned from 3 and 4 windows."""
-    from tav_core.editing.attention_control import EditControl
-    from tav_core.editing.edit import edit, null_text_invert
     from tav_core.memory.stages import ModelConfigs, plan_stage
     pipe = TuneAVideo(tiny_components(0))
     video = demo_video(frames, 64, 64)
     latents = pipe.encode_video(video)
     passes, steps = Passes(windows=windows), 2
     runs = {"encode": lambda: pipe.encode_posterior(video), "decode": lambda: pipe.decode(latents),
-            "invert": lambda: pipe.invert(latents, steps, passes=passes),
-            "sample": lambda: pipe.sample(latents, "a cat", steps=steps, passes=passes),
-            "null_text": lambda: null_text_invert(pipe, latents, "a cat", steps, inner_steps=2, passes=passes),
-            "p2p": lambda: edit(pipe, latents, EditControl("a cat walks", "a dog walks", blend_words=(["cat"], ["dog"])),
-                                steps=steps, passes=passes)}
+            **inference_runs(pipe, latents, passes, steps)}
     ratios = {}
     for stage, run in runs.items():
         plan = plan_stage(ModelConfigs.of(pipe.c), stage, Settings(frames, 64, 64, windows=windows, steps=steps),
@@ -269,19 +274,13 @@ def test_every_stage_with_a_motion_module_is_planned_within_ten_percent(windows,
     against the exact peak the stage allocates on the tiny model."""
     from motion_layout import tiny_module
 
-    from tav_core.editing.attention_control import EditControl
-    from tav_core.editing.edit import edit, null_text_invert
     from tav_core.memory.stages import ModelConfigs, plan_stage
     pipe = TuneAVideo(tiny_components(0), motion_module=tiny_module())
     configs = ModelConfigs.of(pipe.c, pipe.inflation.motion)
     video = demo_video(frames, 64, 64)
     latents = pipe.encode_video(video)
     passes, steps = Passes(windows=windows), 2
-    runs = {"invert": lambda: pipe.invert(latents, steps, passes=passes),
-            "sample": lambda: pipe.sample(latents, "a cat", steps=steps, passes=passes),
-            "null_text": lambda: null_text_invert(pipe, latents, "a cat", steps, inner_steps=2, passes=passes),
-            "p2p": lambda: edit(pipe, latents, EditControl("a cat walks", "a dog walks", blend_words=(["cat"], ["dog"])),
-                                steps=steps, passes=passes)}
+    runs = inference_runs(pipe, latents, passes, steps)
     ratios = {}
     for stage, run in runs.items():
         plan = plan_stage(configs, stage, Settings(frames, 64, 64, windows=windows, steps=steps), "cpu")
