@@ -119,12 +119,13 @@ def tune(unet_fn: Callable, params: dict[str, nn.Parameter], video: Callable, la
                 loss = F.mse_loss(prediction.float(), target.float())
                 check(math.isfinite(loss.item()), f"loss became {loss.item()} at step {step}; lower the learning "
                                                   "rate or use mixed_precision='no'")
-                optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params.values(), config.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
+            optimizer.zero_grad(set_to_none=True)  # freed now, not at the next backward: the next forward runs without
+                                                   # them (a whole motion module's worth of memory)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if state_path and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:

@@ -6,6 +6,7 @@ against the engine on the same checkpoint and module. Prints JSON:
                 one ulp; how much the module changes the call
     cache       the module is read once per file version
     tuning      One-Shot Tune's runs with the module (full, LoRA): what they train and save
+    plans       One-Shot Tune's planned growth over the loaded UNet against the measured allocations (full, LoRA)
     engine      the engine's tuned files (full, LoRA) loaded by Load Tuned Weights: one call against the engine's
     refusals    Load Tuned Weights' messages for files and MODELs whose modules do not match
 """
@@ -29,12 +30,14 @@ import comfy.model_management  # noqa: E402
 import comfy.sd  # noqa: E402
 import folder_paths  # noqa: E402
 from tav_pack.nodes.loaders import load_motion_module  # noqa: E402
+from tav_pack.nodes.memory_plan import plan_comfy_tuning, resident_bytes  # noqa: E402
 from tav_pack.nodes.tuned_weights import load_tuned_model, save_tuned_model  # noqa: E402
 from tav_pack.nodes.tuning import tune_model  # noqa: E402
 from tav_pack.nodes.video_model import diffusion_model, inflate_model, temporal_layers  # noqa: E402
 from tav_pack.tav_core import TavError, TuneAVideo, TuneConfig, load_components  # noqa: E402
 from tav_pack.tav_core.loading.motion import load_motion_module as engine_motion_module  # noqa: E402
 from tav_pack.tav_core.loading.tuned import read_metadata  # noqa: E402
+from tav_pack.tav_core.memory.trace import AllocationPeak, Settings  # noqa: E402
 
 folder_paths.add_model_folder_path("animatediff_models", str(folder))
 g = torch.Generator().manual_seed(1)
@@ -117,10 +120,19 @@ with torch.inference_mode():  # as ComfyUI runs nodes
 
     samples = torch.randn(FRAMES, 4, 8, 8, generator=g)
     start = {k: p.detach().clone() for k, p in layers.named_parameters()}
-    full, _ = tune_model(model, layers, cond, samples, TuneConfig(steps=2, seed=5, posterior="mean", learning_rate=1e-3))
+    plans = {}
+    for name, rank in (("full", None), ("lora", 2)):  # One-Shot Tune's plan: its growth over the loaded UNet
+        plan = plan_comfy_tuning(model, Settings(FRAMES, 64, 64, model.model.get_dtype(), lora_rank=rank,
+                                                 clone_frozen_weights=True), count_flops=False)
+        plans[name] = plan.total - resident_bytes(model)
+    with AllocationPeak() as measured_full:
+        full, _ = tune_model(model, layers, cond, samples, TuneConfig(steps=2, seed=5, posterior="mean",
+                                                                      learning_rate=1e-3))
     save_tuned_model(tmp / "full.safetensors", model, full, frames=FRAMES, width=64, height=64)
-    lora, _ = tune_model(model, layers, cond, samples, TuneConfig(steps=2, seed=5, posterior="mean", learning_rate=1e-2,
-                                                                  lora_rank=2))
+    with AllocationPeak() as measured_lora:
+        lora, _ = tune_model(model, layers, cond, samples, TuneConfig(steps=2, seed=5, posterior="mean",
+                                                                      learning_rate=1e-2, lora_rank=2))
+    out["plans"] = {"full": [plans["full"], measured_full.peak], "lora": [plans["lora"], measured_lora.peak]}
     save_tuned_model(tmp / "lora.safetensors", model, lora, frames=FRAMES, width=64, height=64)
     from safetensors import safe_open
     keys = {n: set(safe_open(str(tmp / f"{n}.safetensors"), "pt").keys()) for n in ("full", "lora")}
