@@ -66,7 +66,8 @@ class MotionHooks:
                 return out
             check(frames <= self.max_frames, f"the motion module encodes at most {plural(self.max_frames, 'frame')} "
                                              f"and this pass has {frames}: run the clip in frame windows of at most "
-                                             f"{self.max_frames} (--context-length), as AnimateDiff does")
+                                             f"{self.max_frames} (--context-length; in ComfyUI a Context Windows node), as "
+                                             "AnimateDiff does")
             dtype = next(module.parameters()).dtype  # (a tuned module may be kept in higher precision)
             x = module(x.to(dtype), num_frames=frames).to(x.dtype)
             return (x, *out[1:]) if isinstance(out, tuple) else x

@@ -9,8 +9,11 @@ against the engine on the same checkpoint and module. Prints JSON:
     plans       One-Shot Tune's planned growth over the loaded UNet against the measured allocations (full, LoRA)
     engine      the engine's tuned files (full, LoRA) loaded by Load Tuned Weights: one call against the engine's
     refusals    Load Tuned Weights' messages for files and MODELs whose modules do not match
+    long clips  a clip longer than the module encodes through the stock sampler: refused, and run in context windows
 """
 
+import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -27,17 +30,19 @@ FRAMES = 4
 folder = write_motion_modules(Path(tempfile.mkdtemp()) / "animatediff_models")
 import_pack()
 import comfy.model_management  # noqa: E402
+import comfy.sample  # noqa: E402
 import comfy.sd  # noqa: E402
 import folder_paths  # noqa: E402
 from tav_pack.nodes.loaders import load_motion_module  # noqa: E402
-from tav_pack.nodes.memory_plan import plan_comfy_tuning, resident_bytes  # noqa: E402
+from tav_pack.nodes.memory_plan import plan_comfy_tuning, resident_bytes, with_context_windows  # noqa: E402
 from tav_pack.nodes.tuned_weights import load_tuned_model, save_tuned_model  # noqa: E402
 from tav_pack.nodes.tuning import tune_model  # noqa: E402
-from tav_pack.nodes.video_model import diffusion_model, inflate_model, temporal_layers  # noqa: E402
+from tav_pack.nodes.video_model import attach, diffusion_model, inflate_model, temporal_layers  # noqa: E402
 from tav_pack.tav_core import TavError, TuneAVideo, TuneConfig, load_components  # noqa: E402
 from tav_pack.tav_core.loading.motion import load_motion_module as engine_motion_module  # noqa: E402
 from tav_pack.tav_core.loading.tuned import read_metadata  # noqa: E402
 from tav_pack.tav_core.memory.trace import AllocationPeak, Settings  # noqa: E402
+from tav_pack.tav_core.sampling.windows import ContextWindows  # noqa: E402
 
 folder_paths.add_model_folder_path("animatediff_models", str(folder))
 g = torch.Generator().manual_seed(1)
@@ -174,4 +179,19 @@ with torch.inference_mode():  # as ComfyUI runs nodes
         "plain file, module": error(lambda: load_tuned_model(plain_file, model)),
         "module on an inflated MODEL": error(lambda: inflate_model(plain_model, None, motion=motion)),
     }
+
+    # a clip longer than the module encodes (here: a module made to encode 2 frames, a 4-frame clip) through the stock
+    # sampler: refused naming the length, and run in the host's context windows of 2
+    short = copy.copy(layers)
+    short.motion_module = dataclasses.replace(layers.motion_module, max_frames=2)
+    short_model = attach(model.clone(), short)
+    noise = torch.randn(FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+
+    def stock_sample(m) -> torch.Tensor:
+        return comfy.sample.sample(m, noise, 2, 1.0, "ddim", "ddim_uniform", [[cond, {}]], [[cond, {}]],
+                                   torch.zeros_like(noise), seed=0)
+    windowed = stock_sample(with_context_windows(short_model, ContextWindows(2, 1)))
+    out["long clips"] = {"whole clip": error(lambda: stock_sample(short_model)),
+                         "in windows finite": bool(torch.isfinite(windowed).all()),
+                         "in windows differs from the whole clip": relative(windowed, stock_sample(model))}
 print(json.dumps(out))

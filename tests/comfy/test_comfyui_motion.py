@@ -56,6 +56,12 @@ def test_one_shot_tunes_memory_plan_with_a_module_holds(motion_host):
         assert abs(planned / measured - 1) < 0.1, (method, planned, measured)
 
 
+def test_a_clip_longer_than_the_module_encodes_is_refused_or_runs_in_context_windows(motion_host):
+    long_clips = motion_host["long clips"]
+    assert "at most 2 frames and this pass has 4" in long_clips["whole clip"]
+    assert long_clips["in windows finite"] and long_clips["in windows differs from the whole clip"] > 1e-3
+
+
 def test_an_engine_file_tuned_with_a_module_computes_in_comfyui_as_in_the_engine(motion_host, method):
     """Load Tuned Weights of the engine's file on the MODEL with the same module: one UNet call against the engine
     with the file loaded, limit 10x the engine's own one-ulp movement; tuning did change the call."""
