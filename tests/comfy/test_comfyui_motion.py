@@ -48,7 +48,6 @@ def test_one_shot_tune_trains_the_module_and_its_files_name_it(motion_host):
     assert tuning["lora leaves no PEFT layer"] and tuning["lora moved the module"] == 4 * 8  # 4 modules, 8 layers
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
 def test_one_shot_tunes_memory_plan_with_a_module_holds(motion_host):
     """The plan's growth over the loaded UNet (the run's own copy of the module, what it trains, AdamW, the step)
     against the allocations measured while One-Shot Tune's runs tune: within 10%, fully and through LoRA."""
@@ -62,6 +61,7 @@ def test_a_clip_longer_than_the_module_encodes_is_refused_or_runs_in_context_win
     assert long_clips["in windows finite"] and long_clips["in windows differs from the whole clip"] > 1e-3
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
 def test_an_engine_file_tuned_with_a_module_computes_in_comfyui_as_in_the_engine(motion_host, method):
     """Load Tuned Weights of the engine's file on the MODEL with the same module: one UNet call against the engine
     with the file loaded, limit 10x the engine's own one-ulp movement; tuning did change the call."""
