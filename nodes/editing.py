@@ -2,6 +2,8 @@
 the inflated MODEL, through the host's own patch points (attn1/attn2 replace patches, an APPLY_MODEL wrapper), so
 LoRAs, tuned weights and ControlNet still compose. The engine's maths is tav_core's."""
 
+import copy
+
 import torch
 
 from ..tav_core.choices import SELF_CONTROL
@@ -89,6 +91,9 @@ class NullTextInvert(io.ComfyNode):
             denoiser = DiscreteDenoiser(unet_fn, alphas.to(device), PREDICTION[model.model.model_type])
             if layers is not None:
                 layers.to(device)
+                if any(p.is_inference() for p in layers.parameters()):  # moved there by the host in inference mode:
+                    with torch.inference_mode(False):  # a copy autograd can save for the backward (a module's too)
+                        layers = copy.deepcopy(layers)
 
             def video(n, window=None):  # the MODEL's temporal layers, frame attention, group norm and motion module
                 return layers.video(hooks, n, window) if layers is not None else hooks.video(n, window=window)

@@ -170,6 +170,10 @@ def load_tuned_model(path, model, strength: float = 1.0) -> tuple:
     inflated = temporal_layers(model)
     motion = inflated.motion_module if inflated is not None else None
     check_motion(meta, motion, path)
+    check(motion is None or not getattr(inflated, "tuned", False) or (not is_lora(meta) and strength == 1),
+          f"this MODEL's motion module is tuned already, and {'a LoRA file adds to' if is_lora(meta) else 'a strength blends from'} "
+          "the module as loaded: give Load Tuned Weights the MODEL from Inflate Model or Load & Inflate Checkpoint "
+          "(or a full file at strength 1)")
     with torch.inference_mode(False):  # the module's own copy (loading changes it; the MODEL given keeps its own)
         motion = copy.deepcopy(motion)
     layers = new_temporal_layers(model, tuned_frame_attention(meta, path), motion, tuned_group_norm(meta, path))

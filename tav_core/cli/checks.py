@@ -39,6 +39,13 @@ def score_paths(out) -> tuple[Path, Path]:
     return base.with_name(base.name + ".score.json"), base.with_name(base.name + ".score.png")
 
 
+def run_path(out) -> Path:
+    """The run record beside an edit (``edit.mp4`` -> ``edit.run.json``): its windows, time and memory."""
+    base = Path(out)
+    base = base.with_suffix("") if base.suffix else base
+    return base.with_name(base.name + ".run.json")
+
+
 def report_paths(args) -> tuple[Path, Path]:
     """Where ``score`` writes: --out (and the chart beside it) or beside the video."""
     return (Path(args.out), Path(args.out).with_suffix(".png")) if args.out else score_paths(args.video)
@@ -220,6 +227,7 @@ def _check_model(args, defaults, weights: Path):
     from ..loading.checkpoints import inspect_checkpoint
     from ..loading.configs import ModelConfigs
     from ..loading.tiny import tiny_components
+    from ..loading.fingerprint import same_base
     from ..loading.motion import file_motion_config
     from ..loading.tuned import check_tuned_file, tuned_frame_attention, tuned_group_norm
     from ..memory.stages import tuned_bytes
@@ -234,6 +242,8 @@ def _check_model(args, defaults, weights: Path):
         configs = replace(configs, motion=file_motion_config(args.motion_module, args.allow_pickle))
     width, height = args.width or defaults["size"], args.height or defaults["size"]
     check_clip_fits_in_memory(args.frames, width, height)
+    if configs.motion is not None:
+        check_motion_frames(args, configs.motion["max_frames"])
     if not tunes(args):
         meta = check_tuned_file(weights, args.model, args.config)  # header, base model (checkpoint's header), NaN
         for option, tuned_with, what in (("--frame-attention", tuned_frame_attention(meta, weights), "frame attention"),
@@ -245,10 +255,26 @@ def _check_model(args, defaults, weights: Path):
         check(bool(motion) == bool(args.motion_module),
               f"{weights} was tuned with an AnimateDiff motion module ({motion}): give it with --motion-module" if motion
               else f"{weights} was tuned without a motion module: drop --motion-module (or tune again with it)")
+        if motion:
+            check(same_base(meta["motion_fingerprint"], configs.motion["fingerprint"]),
+                  f"{weights} was tuned with another motion module ({motion}) than --motion-module {args.motion_module} "
+                  f"({configs.motion['version']}); give the module it was tuned with")
     else:
         size = tuned_bytes(configs)
         check_free_space(weights, size * (4 if args.checkpoint_every else 1) + 2 ** 20, "saving the tuned weights")
     return configs
+
+
+def check_motion_frames(args, encoded: int) -> None:
+    """A motion module encodes at most ``encoded`` frames a pass: the clip, or the windows it runs in, must fit."""
+    if tunes(args):
+        frames = args.frame_window or args.frames
+        check(frames <= encoded, f"--motion-module encodes at most {encoded} frames and tuning would pass {frames}: "
+                                 f"tune on runs of at most {encoded} frames (--frame-window {min(16, encoded)})")
+    if edits(args):
+        frames = args.context_length or args.frames
+        check(frames <= encoded, f"--motion-module encodes at most {encoded} frames and the edit would pass {frames}: "
+                                 f"edit in frame windows of at most {encoded} (--context-length {min(16, encoded)})")
 
 
 def edit_control(args):
@@ -269,6 +295,11 @@ def check_score_args(args, locks: ExitStack) -> None:
         check_out_named(args.out, "a .json file name")
     check_clip_folder(args.clip)
     check_device(args.device)
+    if args.windows is not None:
+        length, overlap = args.windows
+        check(length >= 1 and 0 <= overlap < length, f"--windows {length} {overlap}: the length must be at least 1 "
+                                                     "and the overlap from 0 to one less than the length (the edit's "
+                                                     "--context-length and --context-overlap)")
     for name in ("video", "source", "mask"):
         path = getattr(args, name)
         check(path is None or Path(path).exists(), f"--{name} {path} does not exist")

@@ -1,5 +1,6 @@
 """The headless Tune-A-Video pipeline: encode, tune, invert, edit, decode, on diffusers components."""
 
+import copy
 import math
 import warnings
 from dataclasses import replace
@@ -13,7 +14,7 @@ from ..loading.tuned import (load_tuned, lora_layers, lora_record, mark_tuned, r
                              video_parameters)
 from ..model.conditioning import encode_sdxl, is_sdxl_unet, pooled_width, unet_inputs
 from ..model.inflation import inflate, transformer_blocks
-from ..model.lora import MOTION, SPATIAL, TEMPORAL, add_adapters, check_rank, motion_holders, remove_adapters
+from ..model.lora import MOTION, SPATIAL, TEMPORAL, add_adapters, check_rank, is_fake, motion_holders, remove_adapters
 from ..precision import autocast, compute_precision
 from ..sampling.ddim import invert_ddim, sample_ddim
 from ..sampling.denoiser import DiscreteDenoiser, guided
@@ -47,11 +48,13 @@ class TuneAVideo:
         self.lora = None  # the last LoRA tuning's adapters (tav_core.loading.tuned.lora_record), for save_tuned
         self.device, self.dtype = torch.device(device), dtype
         self.mixed_precision = compute_precision(dtype, mixed_precision)
+        if motion_module is not None and not is_fake(motion_module.adapter):  # its own copy: tuning trains it, and
+            adapter = copy.deepcopy(motion_module.adapter).to(self.device)   # the module given stays as loaded
+            motion_module = replace(motion_module, adapter=adapter)
         self.inflation = inflate(components.unet, frame_attention=frame_attention, motion=motion_module,
                                  group_norm=group_norm)
         self.vae_dtype = vae_dtype(components.unet.config, components.vae.config, dtype)
-        motion = [motion_module.adapter] if motion_module is not None else []
-        for m in (components.unet, components.vae, *components.text_encoders, *motion):
+        for m in (components.unet, components.vae, *components.text_encoders):
             first = next(m.parameters())
             wanted = self.vae_dtype if m is components.vae else dtype
             if first.dtype != wanted:  # diffusers warns about any dtype given to .to()
@@ -60,8 +63,8 @@ class TuneAVideo:
                 m.to(self.device)
             m.eval().requires_grad_(False)
         self.half = dtype in (torch.float16, torch.bfloat16)
-        for p in video_parameters(components.unet).values():  # tuned tensors stay fp32 for AdamW
-            if self.half:
+        for p in video_parameters(components.unet).values():  # tuned tensors (a motion module too) stay fp32 for AdamW
+            if self.half or p.dtype != torch.float32:
                 p.data = p.data.float()
         if gradient_checkpointing:
             components.unet.enable_gradient_checkpointing()
@@ -254,14 +257,16 @@ class TuneAVideo:
         with self.inflation.video(frames):
             return sample_ddim(model, noise.to(self.device), sigmas, eta, generator)
 
-    def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig) -> None:
-        """The weights the last ``tune`` learnt (LoRA's adapters, if it tuned LoRA)."""
+    def save_tuned(self, path, prompt: str, frames: int, width: int, height: int, config: TuneConfig,
+                   run: dict | None = None) -> None:
+        """The weights the last ``tune`` learnt (LoRA's adapters, if it tuned LoRA); ``run``: the tuning's own time
+        and memory (``tav_core.memory.usage.measured``), which a score report of an edit with them shows."""
         check(config.lora_rank is None or self.lora is not None,
               "no LoRA adapters were tuned in this pipeline; tune with lora_rank first")
         save_tuned(path, self.c.unet, self.lora if config.lora_rank is not None else None,
                    prompt=self.prompt_used(prompt), frames=frames, width=width, height=height,
                    tuning=recorded(config), frame_attention=self.inflation.frame_attention,
-                   group_norm=self.inflation.group_norm)
+                   group_norm=self.inflation.group_norm, **({"run": run} if run else {}))
 
     def load_tuned(self, path, strength: float = 1.0) -> dict:
         """Tuned weights (full or LoRA) into this pipeline's UNet at ``strength`` (0: the base model, 1: as tuned)."""

@@ -26,13 +26,16 @@ PICKLES = (".ckpt", ".pt", ".pth", ".bin")
 # what a file is, when it is not a motion module: (how its keys look, its name)
 NOT_MOTION = (
     (lambda k: "motion_modules" in k and ("lora" in k.lower() or ".processor." in k),
-     "an AnimateDiff motion LoRA (it adapts a motion module: load the module, then the LoRA)"),
+     "an AnimateDiff motion LoRA (it adapts a motion module, and this pack does not apply motion LoRAs): give the "
+     "module itself, e.g. mm_sd_v15_v2"),
     (lambda k: "lora" in k.lower(), "a LoRA"),
     (lambda k: ".temporal_attentions." in k or k.endswith("positional_encoding"), "HotShot-XL's temporal layers"),
     (lambda k: k.startswith("controlnet_"), "an AnimateDiff SparseCtrl ControlNet"),
     (lambda k: k.startswith("img_encoder."), "AnimateLCM-I2V's image adapter"),
     (lambda k: k.startswith(("model.diffusion_model.", "conditioner.", "first_stage_model.")),
      "a Stable Diffusion checkpoint (give it as the model)"),
+    (lambda k: ".motion_modules." in k and ".transformer_blocks." in k and ".temporal_transformer." not in k,
+     "a diffusers MotionAdapter's weights without their config: give the folder they came in (with its config.json)"),
 )
 
 
@@ -54,12 +57,15 @@ def motion_version(shapes: dict[str, tuple], source) -> str:
           f"{source} is not an AnimateDiff motion module (no motion_modules.*.temporal_transformer keys with a "
           "positional encoding); give mm_sd_v15_v2, v3_sd15_mm, mm_sdxl_v10_beta or another AnimateDiff module")
     blocks = 1 + max(int(m[1]) for k in shapes if (m := re.match(r"down_blocks\.(\d+)\.", k)))
-    mid, length = any(k.startswith("mid_block.") for k in shapes), pe[0][1]
-    # (the level count only tells SDXL's three from SD's four; whether a module fits a UNet is checked against it)
-    version = "v2" if mid else "sdxl" if blocks == 3 else {24: "v1", 32: "v3"}.get(length)
-    check(version is not None, f"{source} is a motion module of an unknown kind ({blocks} down blocks, "
-                               f"no mid block, {length} frames); the pack reads AnimateDiff v1, v2, v3 and the "
-                               "SDXL beta")
+    return version_of(blocks, any(k.startswith("mid_block.") for k in shapes), pe[0][1], source)
+
+
+def version_of(levels: int, mid: bool, length: int, source) -> str:
+    """A module's version from its build: v2 alone has a mid-block module; the level count only tells SDXL's three
+    from SD's four (whether it fits a UNet is checked against it); v1 and v3 differ in their encoding's length."""
+    version = "v2" if mid else "sdxl" if levels == 3 else {24: "v1", 32: "v3"}.get(length)
+    check(version is not None, f"{source} is a motion module of an unknown kind ({levels} down blocks, no mid block, "
+                               f"{length} frames); the pack reads AnimateDiff v1, v2, v3 and the SDXL beta")
     return version
 
 
@@ -105,8 +111,8 @@ def load_motion_module(path, allow_pickle: bool = False, heads: int = HEADS, nor
         except (OSError, ValueError) as e:
             raise TavError(f"{path} is not a diffusers MotionAdapter folder ({summary(e)})") from None
         config = adapter.config
-        version = "v2" if config.use_motion_mid_block else \
-            "sdxl" if len(config.block_out_channels) == 3 else {24: "v1"}.get(config.motion_max_seq_length, "v3")
+        version = version_of(len(config.block_out_channels), config.use_motion_mid_block, config.motion_max_seq_length,
+                             f"motion module {path}")
         return _module(adapter, version, config.motion_max_seq_length)
     return motion_module_from_state(_read_original(path, allow_pickle), f"motion module {path}", heads, norm_groups)
 
@@ -132,9 +138,10 @@ def motion_module_from_state(state: dict[str, torch.Tensor], source: str, heads:
 
 
 def motion_config(module: MotionModule) -> dict:
-    """What a memory plan needs of a module: its ``MotionAdapter`` config, version and frame count."""
+    """What a memory plan and the command line's checks need of a module: its ``MotionAdapter`` config, version,
+    frame count and fingerprint."""
     return {"adapter": {k: v for k, v in module.adapter.config.items() if not k.startswith("_")},
-            "version": module.version, "max_frames": module.max_frames}
+            "version": module.version, "max_frames": module.max_frames, "fingerprint": module.fingerprint}
 
 
 def file_motion_config(path, allow_pickle: bool = False) -> dict:
@@ -144,13 +151,17 @@ def file_motion_config(path, allow_pickle: bool = False) -> dict:
     if path.is_file() and path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
         try:
-            with safe_open(str(path), "pt") as f:
-                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            f = safe_open(str(path), "pt")
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as e:  # noqa: BLE001  (a damaged header: named with the file)
             raise TavError(f"motion module {path} cannot be read ({summary(e)}); download it again") from None
-        version = motion_version(shapes, f"motion module {path}")
+        with f:
+            version = motion_version(shapes, f"motion module {path}")
+            first = "down_blocks.0.motion_modules.0.temporal_transformer."  # (the fingerprint ``_module`` takes)
+            fingerprint = fingerprint_of([f.get_tensor(first + "proj_in.weight"), f.get_tensor(first + "proj_out.weight")])
         length = next(s[1] for k, s in shapes.items() if k.endswith("pos_encoder.pe"))
-        return {"adapter": adapter_config(shapes, HEADS, NORM_GROUPS), "version": version, "max_frames": length}
+        return {"adapter": adapter_config(shapes, HEADS, NORM_GROUPS), "version": version, "max_frames": length,
+                "fingerprint": fingerprint}
     return motion_config(load_motion_module(path, allow_pickle))
 
 

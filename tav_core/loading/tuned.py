@@ -62,7 +62,8 @@ def check_motion(meta: dict, motion, path) -> None:
         check(motion is None, f"{path} was tuned without a motion module; load the model without one")
         return
     check(motion is not None, f"{path} was tuned with an AnimateDiff motion module ({meta.get('motion_version')}); "
-                              "give that module (--motion-module, or the motion_module input)")
+                              "give that module (--motion-module; in ComfyUI, inflate the MODEL with it: Inflate "
+                              "Model or Load & Inflate Checkpoint)")
     check(same_base(tuned_with, motion.fingerprint), f"{path} was tuned with another motion module than the one "
                                                       f"given ({meta.get('motion_version')}, not this "
                                                       f"{motion.version}); give the module it was tuned with")

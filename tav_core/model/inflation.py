@@ -16,7 +16,7 @@ from ..errors import check
 from .attention import (TemporalAttention, check_frame_attention, check_group_norm, clip_group_norm_in,
                         clip_group_norm_out, first_frame, sparse_causal, sparse_causal_window, temporal_residual)
 from .frames import FrameContext
-from .motion import MotionHooks
+from .motion import MotionHooks, motion_pairs
 
 TEMPORAL_MODULES = ("attn_temp", "norm_temp")
 TRAINABLE = (".attn1.to_q.", ".attn2.to_q.", ".attn_temp.")
@@ -152,13 +152,14 @@ class Inflation:
         norm and motion module, if given); ``window`` (``tav_core.sampling.windows.Window``): the frames are that
         window of a longer clip. Nested blocks (a window inside a clip) share the outer block's motion hooks."""
         previous = self.temporal, self.frame_attention, self.group_norm, self.motion
-        self.temporal = self.temporal if temporal is None else temporal
-        self.frame_attention = check_frame_attention(frame_attention or self.frame_attention)
-        self.group_norm = check_group_norm(group_norm or self.group_norm)
-        self.motion = self.motion if motion is None else motion
+        frame_attention = check_frame_attention(frame_attention or self.frame_attention)
+        group_norm = check_group_norm(group_norm or self.group_norm)
+        motion = self.motion if motion is None else motion
         hooks = None
-        if self.motion is not None and self.motion_hooks is None:
-            hooks = self.motion_hooks = MotionHooks(self.unet, self.motion.adapter, self.context, self.motion.max_frames)
+        if motion is not None and self.motion_hooks is None:  # (made first: a module that does not fit changes nothing)
+            hooks = self.motion_hooks = MotionHooks(self.unet, motion.adapter, self.context, motion.max_frames)
+        self.temporal = self.temporal if temporal is None else temporal
+        self.frame_attention, self.group_norm, self.motion = frame_attention, group_norm, motion
         try:
             with self.context.frames(num_frames, window):
                 yield self
@@ -219,6 +220,8 @@ def inflate(unet: nn.Module, context: FrameContext | None = None, frame_attentio
             existing.group_norm = check_group_norm(group_norm)
         return existing
     frame_attention, group_norm = video_defaults(motion, frame_attention, group_norm)
+    if motion is not None:
+        motion_pairs(unet, motion.adapter)  # a module that does not fit this UNet is refused now, naming both
     temporal = None if motion is not None else \
         temporal_pairs(make_temporal_layers(block) for _, block in transformer_blocks(unet))
     inflation = Inflation(unet, context or FrameContext(), temporal, frame_attention, group_norm, motion)

@@ -67,6 +67,12 @@ def add_adapters(holders: list[nn.Module] | dict[str, nn.Module], layers: tuple[
     return params
 
 
+def is_fake(module: nn.Module) -> bool:
+    """Whether a module is a memory plan's (fake tensors: they cannot be copied or moved)."""
+    tensors = list(module.parameters())
+    return bool(tensors) and all(isinstance(t, FakeTensor) for t in tensors)
+
+
 @contextmanager
 def _fake_modules_stay():
     """While inside, ``.to()`` leaves a module of fake tensors (a memory plan's) where it is: fake tensors cannot be
@@ -74,8 +80,7 @@ def _fake_modules_stay():
     move = nn.Module.to
 
     def to(module, *args, **kwargs):
-        tensors = list(module.parameters())
-        if tensors and all(isinstance(t, FakeTensor) for t in tensors):
+        if is_fake(module):
             return module
         return move(module, *args, **kwargs)
     nn.Module.to = to

@@ -48,6 +48,11 @@ def motion_pairs(unet: nn.Module, adapter: nn.Module) -> list[tuple[nn.Module, n
     if getattr(adapter, "mid_block", None) is not None:
         check(len(mid) == len(adapter.mid_block.motion_modules), "the motion module's mid block does not fit the UNet")
         pairs += zip(mid, adapter.mid_block.motion_modules)
+    for layer, module in pairs:
+        width = getattr(layer, "out_channels", None) or getattr(layer, "in_channels", None)
+        check(width in (None, module.proj_in.in_features),
+              f"the motion module's layers are {module.proj_in.in_features} channels wide where the UNet's are "
+              f"{width}: give a module made for this model family (SD1.5's for SD 1.x, the SDXL one for SDXL)")
     return pairs
 
 
@@ -66,8 +71,9 @@ class MotionHooks:
                 return out
             check(frames <= self.max_frames, f"the motion module encodes at most {plural(self.max_frames, 'frame')} "
                                              f"and this pass has {frames}: run the clip in frame windows of at most "
-                                             f"{self.max_frames} (--context-length; in ComfyUI a Context Windows node), as "
-                                             "AnimateDiff does")
+                                             f"{self.max_frames}, as AnimateDiff does (editing: --context-length, in "
+                                             "ComfyUI a Context Windows node; tuning: --frame-window, One-Shot Tune's "
+                                             "frame_window)")
             dtype = next(module.parameters()).dtype  # (a tuned module may be kept in higher precision)
             x = module(x.to(dtype), num_frames=frames).to(x.dtype)
             return (x, *out[1:]) if isinstance(out, tuple) else x

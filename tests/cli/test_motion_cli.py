@@ -33,10 +33,13 @@ def test_tune_and_edit_with_a_motion_module_folder_match_the_library(tmp_path, c
 
 
 def test_motion_module_refusals_come_before_any_model_loads(tmp_path, capsys, monkeypatch):
-    plain = tmp_path / "plain.safetensors"
+    plain, tuned = tmp_path / "plain.safetensors", tmp_path / "tuned.safetensors"
     assert main(["tune", "--frames", "2", "--tune-steps", "1", "--weights", str(plain)]) == 0
-    module = tmp_path / "mm"
+    module, other, short = tmp_path / "mm", tmp_path / "other", tmp_path / "short"
     tiny_module().adapter.save_pretrained(module)
+    tiny_module(seed=5).adapter.save_pretrained(other)
+    tiny_module(max_frames=4).adapter.save_pretrained(short)
+    assert main(["tune", "--frames", "2", "--tune-steps", "1", "--weights", str(tuned), "--motion-module", str(module)]) == 0
     def load(*args):
         raise AssertionError("the model was loaded before the bad input was refused")
     monkeypatch.setattr(commands, "_load", load)
@@ -46,9 +49,16 @@ def test_motion_module_refusals_come_before_any_model_loads(tmp_path, capsys, mo
         (["tune", "--motion-module", str(tmp_path / "missing.safetensors")], "does not exist"),
         (["tune", "--motion-module", str(module), "--allow-pickle"], "--allow-pickle permits a pickle"),
         (["edit", "--weights", str(plain), "--group-norm", "frame"], "tuned with clip group norm"),
+        (["edit", "--weights", str(tuned), "--motion-module", str(other)], "tuned with another motion module (v2) "
+                                                                            "than --motion-module"),
+        (["tune", "--frames", "6", "--motion-module", str(short)], "encodes at most 4 frames and tuning would pass 6: "
+                                                                   "tune on runs of at most 4 frames (--frame-window 4)"),
+        (["edit", "--frames", "6", "--weights", str(tuned), "--motion-module", str(short)],
+         "encodes at most 4 frames and the edit would pass 6"),
     ]
     for args, message in cases:
         capsys.readouterr()
         output = ["--out", str(tmp_path / "x.mp4")] if args[0] == "edit" else ["--weights", str(tmp_path / "t.safetensors")]
-        assert main([*args, "--frames", "2", *output]) == 2, args
+        frames = [] if "--frames" in args else ["--frames", "2"]
+        assert main([*args, *frames, *output]) == 2, args
         assert message in capsys.readouterr().err, args

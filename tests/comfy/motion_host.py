@@ -178,6 +178,8 @@ with torch.inference_mode():  # as ComfyUI runs nodes
         "no module": error(lambda: load_tuned_model(tmp / "full.safetensors", base)),
         "plain file, module": error(lambda: load_tuned_model(plain_file, model)),
         "module on an inflated MODEL": error(lambda: inflate_model(plain_model, None, motion=motion)),
+        "LoRA on a tuned module": error(lambda: load_tuned_model(
+            tmp / "lora.safetensors", load_tuned_model(tmp / "full.safetensors", model)[0])),
     }
 
     # a clip longer than the module encodes (here: a module made to encode 2 frames, a 4-frame clip) through the stock

@@ -74,6 +74,8 @@ def test_files_and_modules_that_do_not_match_are_refused_by_name(motion_host):
     refusals = motion_host["refusals"]
     assert "tuned with another motion module" in refusals["another module"]
     assert "tuned with an AnimateDiff motion module (v2); give that module" in refusals["no module"]
+    assert "motion module is tuned already, and a LoRA file adds to the module as loaded" in \
+        refusals["LoRA on a tuned module"]
     assert "tuned without a motion module; load the model without one" in refusals["plain file, module"]
     assert "inflated already with other temporal layers" in refusals["module on an inflated MODEL"]
 

@@ -65,6 +65,22 @@ def test_sdxl_generation_from_noise_is_diffusers_animatediff_sdxl_pipeline():
     generates_as(pipe, theirs_pipe, "AnimateDiff SDXL generation")
 
 
+def test_a_module_for_another_family_is_refused_when_the_pipeline_is_made():
+    """An SD-shaped module on the SDXL-shaped model: its layer counts happen to fit, its widths do not."""
+    with pytest.raises(TavError, match="64 channels wide where the UNet's are 128: give a module made for this model"):
+        TuneAVideo(tiny_sdxl_components(0), motion_module=tiny_module())
+
+
+def test_the_pipeline_tunes_its_own_copy_of_the_module_in_fp32():
+    module = tiny_module()
+    module.adapter.half()
+    before = {k: p.clone() for k, p in module.adapter.state_dict().items()}
+    pipe = pipeline(module)
+    assert all(p.dtype == torch.float32 for p in pipe.inflation.motion.adapter.parameters())
+    pipe.tune(torch.randn(4, 4, 8, 8), "a red square", TuneConfig(steps=1, learning_rate=1e-2), progress=False)
+    assert all(torch.equal(before[k], p) for k, p in module.adapter.state_dict().items())  # the given one as loaded
+
+
 def test_longer_clips_than_the_module_encodes_run_in_frame_windows_or_are_refused():
     pipe = pipeline(tiny_module(max_frames=8))
     noise = torch.randn(12, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 14
