@@ -10,10 +10,12 @@ import math
 import numpy as np
 import torch
 
-from ..tav_core.choices import CLIP_CLAMPS, SSIM_CONVENTIONS
+from ..tav_core.choices import CLIP_CLAMPS, SCORE_CONVENTIONS, SSIM_CONVENTIONS
 from ..tav_core.errors import check
+from ..tav_core.sampling.windows import ContextWindows
 from ..tav_core.scoring import report as scoring
 from ..tav_core.scoring.clip import clip_frames
+from ..tav_core.scoring.seams import window_boundaries
 from . import host
 from .shared import CATEGORY, hidden, io, preview_with_workflow, show_text
 
@@ -43,6 +45,18 @@ def text_embedding(clip, prompt: str) -> torch.Tensor:
     return pooled.float().cpu() @ weight.cpu().T
 
 
+def pooled_output(clip_vision, encoded) -> torch.Tensor:
+    """The vision tower's pooled output before its projection (what V2VBench's consistency reads): the host returns
+    the last hidden state before CLIP's final LayerNorm, which the pooled output applies to the class token."""
+    vision = clip_vision.model.vision_model
+    check(not getattr(vision, "output_layernorm", False), "V2VBench's scores are defined on a CLIP vision tower; this "
+                                                          "CLIP Vision model is another kind: load a CLIP one")
+    norm = vision.post_layernorm
+    with torch.no_grad():
+        token = encoded["last_hidden_state"][:, 0].to(norm.weight.device, norm.weight.dtype)
+        return norm(token).float().cpu()
+
+
 def uint8_frames(images: torch.Tensor) -> np.ndarray:
     """IMAGE -> uint8 frames as ComfyUI's own savers write them (255 x, clamped, truncated)."""
     return (images[..., :3] * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
@@ -56,8 +70,10 @@ class ScoreVideo(io.ComfyNode):
         return io.Schema(
             node_id="TuneAVideoScoreVideo", display_name=cls.TITLE, category=CATEGORY,
             description="Measures an edited video as the Tune-A-Video paper does: CLIP frame consistency (all pairs, "
-                        "and consecutive frames as V2VBench) and text alignment (CLIP score to the prompt); with the "
-                        "source frames, PSNR and SSIM to them (also inside/outside a mask). Shows a per-frame chart.",
+                        "and consecutive frames) and text alignment (CLIP score to the prompt), optionally also as "
+                        "V2VBench computes them; with the source frames, PSNR and SSIM to them (also inside/outside a "
+                        "mask, per frame) and the colour drift from them; the seams at the edit's frame windows and "
+                        "the largest jump between frames. Shows a per-frame chart.",
             inputs=[
                 io.Image.Input("images", tooltip="The edited frames (VAE Decode of Video KSampler's output)."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP Vision Loader: e.g. clip-vit-large-patch14 "
@@ -77,6 +93,16 @@ class ScoreVideo(io.ComfyNode):
                 io.Combo.Input("ssim_convention", options=list(SSIM_CONVENTIONS), default="whole_frame", optional=True,
                                tooltip="SSIM averaged over the whole frame (torchmetrics) or without the 5-pixel "
                                        "border (scikit-image)."),
+                io.Combo.Input("scores", options=list(SCORE_CONVENTIONS), default="paper", optional=True,
+                               tooltip="paper: the CLIP numbers as the Tune-A-Video paper computes them; v2vbench: "
+                                       "also V2VBench's (consistency of the vision tower's pooled output over "
+                                       "consecutive frames, clamped at 0, 0-1; text alignment 100 cos, not clamped)."),
+                io.Int.Input("window_length", default=0, min=0, max=4096, optional=True,
+                             tooltip="The frame windows the edit was made in (Context Windows' context_length; 0: "
+                                     "none): measures the seams, the change from one frame to the next at window "
+                                     "boundaries against inside them, and marks the boundaries on the chart."),
+                io.Int.Input("window_overlap", default=4, min=0, max=4096, optional=True,
+                             tooltip="The windows' overlap (Context Windows' context_overlap)."),
             ],
             outputs=[
                 io.Float.Output(display_name="frame_consistency", tooltip="Mean CLIP cosine over all pairs of frames, "
@@ -97,27 +123,33 @@ class ScoreVideo(io.ComfyNode):
             is_output_node=True)
 
     @classmethod
-    def validate_inputs(cls, clip_score_clamp=None, ssim_convention=None):
-        """The conventions' names, before the graph runs (the host does not check these lists)."""
+    def validate_inputs(cls, clip_score_clamp=None, ssim_convention=None, scores=None, window_length=None,
+                        window_overlap=None):
+        """The conventions' names and the windows, before the graph runs (the host does not check these lists)."""
         for name, value, options in (("clip_score_clamp", clip_score_clamp, CLIP_CLAMPS),
-                                     ("ssim_convention", ssim_convention, SSIM_CONVENTIONS)):
+                                     ("ssim_convention", ssim_convention, SSIM_CONVENTIONS),
+                                     ("scores", scores, SCORE_CONVENTIONS)):
             if value is not None and value not in options:
                 return f"{name} {value!r} is not one of {', '.join(options)}"
+        if window_length and window_overlap is not None and not 0 <= window_overlap < window_length:
+            return (f"window_overlap {window_overlap} must be below window_length {window_length} (the Context "
+                    "Windows the edit was made in), or set window_length 0")
         return True
 
     @classmethod
     def execute(cls, images, clip_vision, clip=None, prompt="", source_images=None, mask=None,
-                clip_score_clamp="frame", ssim_convention="whole_frame") -> io.NodeOutput:
+                clip_score_clamp="frame", ssim_convention="whole_frame", scores="paper", window_length=0,
+                window_overlap=4) -> io.NodeOutput:
         unique_id = hidden(cls, "unique_id")
-        conventions = cls.validate_inputs(clip_score_clamp, ssim_convention)
+        conventions = cls.validate_inputs(clip_score_clamp, ssim_convention, scores, window_length, window_overlap)
         check(conventions is True, str(conventions))
         check(len(images) >= 1, "images is empty; connect the edited frames")
-        source = edit = region = None  # every input checked before CLIP runs
+        source = region = None  # every input checked before CLIP runs
         if source_images is not None:
             check(source_images.shape == images.shape, f"source_images are {tuple(source_images.shape)} but images "
                                                        f"{tuple(images.shape)}: give the frames the edit started from, "
                                                        "at the same size")
-            source, edit = uint8_frames(source_images), uint8_frames(images)
+            source = uint8_frames(source_images)
         if mask is not None:
             check(source_images is not None, "mask marks where PSNR/SSIM to the source are also measured: connect "
                                              "source_images too")
@@ -129,13 +161,19 @@ class ScoreVideo(io.ComfyNode):
             text_projection(clip)  # a CLIP without one is refused before any model runs
         # the frames as saved (8-bit), resized and cropped as transformers' CLIPProcessor does, as papers score them
         pixels = clip_frames(uint8_frames(images), clip_vision.image_size)
-        image_embeds = clip_vision.encode_image(pixels, crop=False)["image_embeds"].float().cpu()
+        encoded = clip_vision.encode_image(pixels, crop=False)
+        image_embeds = encoded["image_embeds"].float().cpu()
+        pooled = pooled_output(clip_vision, encoded) if scores == "v2vbench" else None
+        frames = uint8_frames(images)
+        boundaries = window_boundaries(len(frames), ContextWindows(window_length, window_overlap).windows(len(frames))) \
+            if window_length else None
         text = None
         if clip is not None and prompt.strip():
             text = text_embedding(clip, prompt)
             check(text.shape[1] == image_embeds.shape[1], f"CLIP Vision embeds into {image_embeds.shape[1]} dims but "
                                                           f"the CLIP text encoder into {text.shape[1]}: not a pair; {PAIRS}")
-        report = scoring.score(image_embeds, text, source, edit, region, clip_score_clamp, ssim_convention)
+        report = scoring.score(image_embeds, text, source, frames, region, clip_score_clamp, ssim_convention,
+                               boundaries, pooled)
         chart = torch.from_numpy(scoring.chart(report)).float()[None] / 255
         table = scoring.table(report)
         show_text(unique_id, table)

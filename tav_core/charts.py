@@ -23,7 +23,10 @@ def _axis(low: float, high: float, count: int = 5) -> tuple[list[float], int]:
     return [i * step for i in range(first, last + 1)], decimals
 
 
-def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label: str) -> None:
+MARK = (255, 127, 14)  # the vertical lines of marked x values (window boundaries)
+
+
+def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label: str, marks=()) -> None:
     left, top, right, bottom = box
     em = font.size
     draw.text((left, top - 1.85 * em), title, fill=(20, 20, 20), font=font)
@@ -44,6 +47,10 @@ def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label:
         x = left + (i / max(1, count - 1)) * (right - left)
         draw.text((x, bottom + 0.3 * em), str(i), fill=(60, 60, 60), font=font, anchor="mt")
     draw.text(((left + right) / 2, bottom + 1.3 * em), x_label, fill=(60, 60, 60), font=font, anchor="mt")
+    for mark in marks:
+        x = left + (mark / max(1, count - 1)) * (right - left)
+        for y in range(int(top), int(bottom), 12):  # dashed
+            draw.line((x, y, x, min(y + 6, bottom)), fill=MARK, width=max(2, em // 10))
     legend_x = right - 10
     for k, (name, vs) in enumerate(reversed(list(series.items()))):
         color = COLORS[(len(series) - 1 - k) % len(COLORS)]
@@ -62,9 +69,10 @@ def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label:
 
 
 def line_chart(panels: list[tuple[str, dict[str, list[float]]]], x_label: str, width: int = 800,
-               panel_height: int = 240, columns: int = 1, font_size: int = FONT_SIZE) -> np.ndarray:
+               panel_height: int = 240, columns: int = 1, font_size: int = FONT_SIZE, marks=()) -> np.ndarray:
     """One panel per (title, {series name: values}), ``columns`` to a row; values that are not finite are left out.
-    The text is ``font_size`` pixels tall: large, as a node shows the chart shrunk to its width."""
+    The text is ``font_size`` pixels tall: large, as a node shows the chart shrunk to its width. ``marks``: x values
+    every panel marks with a dashed vertical line."""
     m = {side: round(v * font_size) for side, v in MARGIN.items()}
     rows = math.ceil(len(panels) / columns)
     cell_w, cell_h = width // columns, panel_height + m["top"] + m["bottom"]
@@ -74,7 +82,7 @@ def line_chart(panels: list[tuple[str, dict[str, list[float]]]], x_label: str, w
     for i, (title, series) in enumerate(panels):
         left, top = (i % columns) * cell_w, (i // columns) * cell_h + m["top"]
         box = (left + m["left"], top, left + cell_w - m["right"], top + panel_height)
-        _panel(draw, font, box, title, series, x_label)
+        _panel(draw, font, box, title, series, x_label, marks)
     return np.asarray(image)
 
 

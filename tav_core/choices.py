@@ -22,3 +22,9 @@ CLIP_CLAMPS = ("frame", "mean")
 # SSIM: the mean over the whole frame, borders reflect-padded (torchmetrics); or without the 5-pixel border the
 # 11x11 window overhangs (scikit-image's structural_similarity)
 SSIM_CONVENTIONS = ("whole_frame", "skimage")
+
+# the CLIP numbers: the paper's (projected embeddings; frame consistency over all pairs and consecutive frames, x100;
+# CLIP score clamped), or also V2VBench's (frame consistency on the vision tower's pooled output before the
+# projection, consecutive frames, clamped at 0, 0-1; text alignment 100 cos, not clamped)
+SCORE_CONVENTIONS = ("paper", "v2vbench")
+

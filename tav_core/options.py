@@ -92,7 +92,7 @@ RULES: dict[str, Rule] = {
 }
 
 SCORE_RULES: dict[str, Rule] = {
-    **dict.fromkeys(("clip", "video", "prompt", "source", "out", "device"), ALWAYS),
+    **dict.fromkeys(("clip", "video", "prompt", "source", "out", "device", "windows", "scores"), ALWAYS),
     "clip_clamp": Rule(lambda a: a.prompt is not None, "sets how text alignment is averaged, and without --prompt "
                                                        "there is none: add --prompt, or leave it out"),
     **dict.fromkeys(("stride", "start", "ssim", "mask"),

@@ -1,6 +1,7 @@
 """The flows of ``tuneavideo``: tune, invert and edit, score; their outputs written (never half, never lost to a
 full disk). Imported by ``main`` once the checks that need no model have passed."""
 
+import json
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -21,9 +22,11 @@ from ..loading.tiny import tiny_components
 from ..loading.tuned import video_parameters
 from ..memory.fit import apply_to_pipeline, fit_stage, free_bytes, passes_of, stage_settings
 from ..memory.stages import STAGE_NAMES
+from ..memory.usage import measured
 from ..precision import compute_precision
 from ..sampling.windows import ContextWindows, Passes
 from ..scoring.clip import ClipEmbedder
+from ..scoring.seams import window_boundaries
 from ..scoring.report import chart, score as score_video, table, to_json
 from ..tuning.state import remove_state
 from ..tuning.tune import TuneConfig
@@ -128,10 +131,11 @@ def _save_output(what: str, path, save) -> Path:
     return where
 
 
-def _save_weights(args, pipe, video, config) -> None:
-    """Save the tuned weights; if the disk refuses them (full), save them in the temp folder and say so: the tuning
-    is never lost to a failed write."""
-    save = lambda path: pipe.save_tuned(path, args.prompt, len(video), video.shape[2], video.shape[1], config)
+def _save_weights(args, pipe, video, config, usage: dict) -> None:
+    """Save the tuned weights (with the run's time and memory); if the disk refuses them (full), save them in the
+    temp folder and say so: the tuning is never lost to a failed write."""
+    save = lambda path: pipe.save_tuned(path, args.prompt, len(video), video.shape[2], video.shape[1], config,
+                                        run=usage)
     try:
         where, error = save_or_fallback(save, args.weights)
     except OSError as e:
@@ -143,18 +147,19 @@ def _save_weights(args, pipe, video, config) -> None:
     args.saved_weights = True
 
 
-def _tune(args, pipe, defaults, latents, latent_std, video, planned) -> None:
-
+def _tune(args, pipe, defaults, latents, latent_std, video, planned) -> dict:
+    """Tune, save the weights and the loss curve; returns the tuning's time and memory."""
     state = checks.state_path(args)
     config = pipe.tuned_config(_tune_config(args, defaults), latent_std)
     if planned is not None:
         config = replace(config, mixed_precision=planned.mixed_precision, frame_window=planned.frame_window)
     if args.resume and not is_file(state):
         print(f"no training state at {state}: starting afresh")
-    losses = pipe.tune(latents, args.prompt, config, latent_std=latent_std)
+    with measured(pipe.device, "tuning") as usage:
+        losses = pipe.tune(latents, args.prompt, config, latent_std=latent_std)
     if losses:
         print(f"tuned {config.steps} steps: loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-    _save_weights(args, pipe, video, config)
+    _save_weights(args, pipe, video, config, usage)
     print(f"tuned weights: {args.weights}")
     if is_file(state):  # this run's own (another run's was refused before any work)
         remove_state(state)
@@ -165,19 +170,21 @@ def _tune(args, pipe, defaults, latents, latent_std, video, planned) -> None:
             print(f"loss curve: {checks.loss_path(args)}")
         except OSError as e:
             warnings.warn(f"the loss curve could not be written ({os_message(e)}); the weights are saved", TavWarning)
+    return usage
 
 
-def _p2p(args, pipe, latents, steps, cfg, planned):
+def _p2p(args, pipe, latents, steps, cfg, planned, record: dict):
     if args.fast:  # Video-P2P's fast mode: plain DDIM inversion with the source prompt, no null text
         inverted = pipe.invert(latents, steps, args.prompt, passes=_passes(args, planned, "invert"))
     else:
-        inverted = _null_text(args, pipe, latents, steps, cfg, planned)
+        inverted = _null_text(args, pipe, latents, steps, cfg, planned, record)
     return edit(pipe, inverted, checks.edit_control(args), cfg, steps, args.negative_prompt, eta=args.eta, seed=args.seed,
                 passes=_passes(args, planned, "p2p"))[1]
 
 
-def _null_text(args, pipe, latents, steps, cfg, planned):
-    """The null-text inversion of the clip: reused from --inversion if it was made from it, else made (and saved)."""
+def _null_text(args, pipe, latents, steps, cfg, planned, record: dict):
+    """The null-text inversion of the clip: reused from --inversion if it was made from it, else made (and saved);
+    ``record`` takes its time and memory (a reused one's, from its file)."""
     inversion = None
     made_from = _inversion_source(pipe, latents)
     if args.inversion and Path(args.inversion).is_file():
@@ -185,13 +192,16 @@ def _null_text(args, pipe, latents, steps, cfg, planned):
         inversion.check_made_from(args.inversion, pipe.prompt_used(args.prompt), steps, cfg, tuple(latents.shape),
                                   **made_from)
         print(f"null-text inversion: {args.inversion}")
+        record.update(NullTextInversion.read_metadata(args.inversion).get("run") or {})
     if inversion is None:
-        inversion = null_text_invert(pipe, latents, args.prompt, steps, cfg, args.inner_steps,
-                                     passes=_passes(args, planned, "null_text"))
+        with measured(pipe.device, "inversion") as usage:
+            inversion = null_text_invert(pipe, latents, args.prompt, steps, cfg, args.inner_steps,
+                                         passes=_passes(args, planned, "null_text"))
+        record.update(usage)
         if args.inversion:
             try:
-                where, error = save_or_fallback(lambda path: inversion.save(path, frames=len(latents), **made_from),
-                                                args.inversion)
+                where, error = save_or_fallback(lambda path: inversion.save(path, frames=len(latents), run=usage,
+                                                                            **made_from), args.inversion)
             except OSError as e:  # the edit needs it in memory only: it goes on
                 warnings.warn(f"the null-text inversion could not be saved ({os_message(e)}); the edit goes on",
                               TavWarning)
@@ -211,17 +221,22 @@ def _passes(args, planned: dict, stage: str):
     return passes_of(planned[stage]) if stage in planned else _edit_passes(args)
 
 
-def _edit(args, pipe, defaults, latents, planned) -> None:
+def _edit(args, pipe, defaults, latents, planned, record: dict) -> None:
     steps = args.steps or defaults["steps"]
     cfg = args.cfg if args.cfg is not None else (7.5 if args.p2p else 12.5)
-    if args.p2p:
-        edited = _p2p(args, pipe, latents, steps, cfg, planned)
-    else:
-        noise = pipe.invert(latents, steps, passes=_passes(args, planned, "invert"))
-        edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, cfg, steps, args.eta, args.seed,
-                             num_frames=len(latents), passes=_passes(args, planned, "sample"))
+    with measured(pipe.device, "edit") as usage:
+        if args.p2p:
+            edited = _p2p(args, pipe, latents, steps, cfg, planned, record)
+        else:
+            noise = pipe.invert(latents, steps, passes=_passes(args, planned, "invert"))
+            edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, cfg, steps, args.eta, args.seed,
+                                 num_frames=len(latents), passes=_passes(args, planned, "sample"))
     frames = pipe.decode(edited)
     print(f"edited video: {_save_output('edited video', args.out, lambda path: write_video(path, frames, args.fps))}")
+    windows = (_passes(args, planned, "p2p" if args.p2p else "sample")).windows
+    record.update(usage, frames=len(frames),
+                  windows=[windows.length, windows.overlap, windows.fuse] if windows is not None else None)
+    _save_output("run record", checks.run_path(args.out), lambda path: _write_text(path, json.dumps(record, indent=1)))
     return frames
 
 
@@ -237,15 +252,33 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _report(embedder, frames, prompt, source, mask, out_json: Path, out_png: Path, clip_clamp: str = "frame",
-            ssim: str = "whole_frame") -> None:
-    """Score frames with a ClipEmbedder; print the table, write the JSON and the chart."""
+            ssim: str = "whole_frame", scores: str = "paper", windows: list | None = None, run: dict | None = None) -> None:
+    """Score frames with a ClipEmbedder; print the table, write the JSON and the chart. ``windows`` ([length,
+    overlap]): the frame windows the edit was made in (its seams); ``run``: the run's own numbers."""
     text = embedder.text(prompt) if prompt else None
-    report = score_video(embedder.images(frames), text, source, frames if source is not None else None, mask, clip_clamp,
-                   ssim)
+    projected, pooled = embedder.vision(frames)
+    boundaries = None
+    if windows:
+        boundaries = window_boundaries(len(frames), ContextWindows(*windows[:2]).windows(len(frames)))
+    report = score_video(projected, text, source, frames, mask, clip_clamp, ssim, boundaries,
+                         pooled if scores == "v2vbench" else None, run)
     print(table(report))
     _save_output("score report", out_json, lambda path: _write_text(path, to_json(report)))
     _save_output("score chart", out_png, lambda path: _write_png(path, chart(report)))
     print(f"score: {out_json}, chart: {out_png}")
+
+
+def _run_record(video) -> dict:
+    """The run record ``tuneavideo edit`` wrote beside the video (its windows, time, memory), or nothing."""
+    path = checks.run_path(video)
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        warnings.warn(f"the run record {path} cannot be read ({e}); scored without it", TavWarning)
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _mask(path, frames):
@@ -264,7 +297,11 @@ def score(args) -> None:
         source = read_video(args.source, len(frames), args.stride, args.start, frames.shape[2], frames.shape[1])
     mask = _mask(args.mask, frames) if args.mask else None
     embedder = ClipEmbedder(args.clip, _device(args))
-    _report(embedder, frames, args.prompt, source, mask, *checks.report_paths(args), args.clip_clamp, args.ssim)
+    record = _run_record(args.video)
+    windows = args.windows or record.get("windows")
+    run = {k: v for k, v in record.items() if k not in ("windows", "frames")}
+    _report(embedder, frames, args.prompt, source, mask, *checks.report_paths(args), args.clip_clamp, args.ssim,
+            args.scores, windows, run)
 
 
 def run(args, defaults: dict, configs) -> None:
@@ -275,12 +312,14 @@ def run(args, defaults: dict, configs) -> None:
     for chosen in planned.values():
         apply_to_pipeline(pipe, chosen)
     latents, latent_std = pipe.encode_posterior(video)
+    record = {}  # the run's own numbers, beside the edit (tuneavideo score reads them)
     if checks.tunes(args):
-        _tune(args, pipe, defaults, latents, latent_std, video, planned.get("tune"))
+        record.update(_tune(args, pipe, defaults, latents, latent_std, video, planned.get("tune")))
     else:
-        pipe.load_tuned(args.weights, args.strength)
+        record.update(pipe.load_tuned(args.weights, args.strength).get("run") or {})
     if checks.edits(args):
-        frames = _edit(args, pipe, defaults, latents, planned)
+        frames = _edit(args, pipe, defaults, latents, planned, record)
         if args.clip:
             _report(ClipEmbedder(args.clip, pipe.device), frames, args.edit_prompt, video, None,
-                    *checks.score_paths(args.out))
+                    *checks.score_paths(args.out), windows=record.get("windows"),
+                    run={k: v for k, v in record.items() if k not in ("windows", "frames")})

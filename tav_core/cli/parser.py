@@ -3,7 +3,8 @@ answers at once."""
 
 import argparse
 
-from ..choices import CLIP_CLAMPS, FRAME_ATTENTION, FUSE_METHODS, GROUP_NORMS, SELF_CONTROL, SSIM_CONVENTIONS
+from ..choices import (CLIP_CLAMPS, FRAME_ATTENTION, FUSE_METHODS, GROUP_NORMS, SCORE_CONVENTIONS, SELF_CONTROL,
+                       SSIM_CONVENTIONS)
 
 PAPER = dict(size=512, tune_steps=500, steps=50)
 SDXL_SIZE = 1024  # SDXL's training size: its default, where SD's is the paper's 512
@@ -150,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ssim", choices=list(SSIM_CONVENTIONS), default="whole_frame",
                    help="SSIM averaged over the whole frame, borders reflect-padded (default, torchmetrics), or "
                         "without the 5-pixel border (scikit-image)")
+    g.add_argument("--windows", nargs=2, type=int, metavar=("LENGTH", "OVERLAP"),
+                   help="the frame windows the edit was made in (--context-length, --context-overlap): measures its "
+                        "seams, the change at window boundaries against inside (default: from <video>.run.json, which "
+                        "'tuneavideo edit' writes; the largest jump is measured anyway)")
+    g.add_argument("--scores", choices=list(SCORE_CONVENTIONS), default="paper",
+                   help="paper (default): the CLIP numbers as the Tune-A-Video paper computes them; v2vbench: also "
+                        "V2VBench's (consistency of the vision tower's pooled output, consecutive frames, clamped at 0, "
+                        "0-1; text alignment 100 cos, not clamped)")
     g.add_argument("--out", help="report JSON (default <video>.score.json; the chart goes beside it as .png)")
     g.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 

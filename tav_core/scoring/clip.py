@@ -60,6 +60,19 @@ class ClipEmbedder:
                           for p in pixels.split(batch)])
 
     @torch.no_grad()
+    def vision(self, frames: np.ndarray, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """(projected image embeddings, the vision tower's pooled output before the projection) of uint8 frames:
+        the first is what ``images`` gives, the second what V2VBench's consistency reads (``CLIPVisionModel``'s
+        ``pooler_output``), from one pass."""
+        pixels = clip_pixels(frames, self.processor)
+        projected, pooled = [], []
+        for p in pixels.split(batch):
+            out = self.model.vision_model(pixel_values=p.to(self.device)).pooler_output
+            pooled.append(out.float().cpu())
+            projected.append(self.model.visual_projection(out).float().cpu())
+        return torch.cat(projected), torch.cat(pooled)
+
+    @torch.no_grad()
     def text(self, prompt: str) -> torch.Tensor:
         """Projected text embedding of a prompt: (1, dims)."""
         ids = self.tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids

@@ -6,6 +6,8 @@ of uint8 frames (frames, height, width, 3).
 * text alignment: mean CLIP score of each frame against the edit prompt, CLIP score = max(100 cos, 0) per frame
   (the paper: 27.58), or the mean clamped instead (``clamp="mean"``: torchmetrics' ``CLIPScore`` given the frames as
   one batch; the two differ only where some cosines are negative);
+* V2VBench's (``v2vbench_*``): frame consistency on the vision tower's pooled output before the projection, over
+  consecutive frames, each cosine clamped at 0, not scaled (0-1); text alignment 100 cos per frame, not clamped;
 * preservation of the source: PSNR and SSIM per frame, optionally only inside or outside a mask; SSIM over the whole
   frame, borders reflect-padded (torchmetrics), or without the border its window overhangs (``"skimage"``).
 """
@@ -53,6 +55,19 @@ def neighbour_consistency(image_embeds: torch.Tensor) -> torch.Tensor:
     count = torch.full((len(e),), 2.0, dtype=e.dtype)
     count[0] = count[-1] = 1.0
     return (total / count * 100).float()
+
+
+def v2vbench_frame_consistency(pooled: torch.Tensor) -> float:
+    """V2VBench's CLIP consistency: mean over consecutive frames of max(cos, 0) of the vision tower's pooled outputs
+    (before the projection), 0-1."""
+    e = _unit(pooled)
+    check(len(e) >= 2, "frame consistency needs at least 2 frames")
+    return float((e[:-1] * e[1:]).sum(-1).clamp(min=0).mean())
+
+
+def v2vbench_text_alignment(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> float:
+    """V2VBench's CLIP text alignment: mean over frames of 100 cos (its CLIP's logit scale, 100), not clamped."""
+    return float(_cosines(image_embeds, text_embed).mean())
 
 
 def _cosines(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:

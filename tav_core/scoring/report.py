@@ -8,21 +8,40 @@ import numpy as np
 import torch
 
 from ..charts import line_chart
+from ..choices import SCORE_CONVENTIONS
 from ..errors import check
 from . import metrics
+from .drift import colour_drift, drift_summary
+from .seams import pixel_changes, seams
 
 LABELS = {"frame_consistency": "frame consistency (all pairs, x100; paper 92.40)",
           "consecutive_consistency": "frame consistency (consecutive, x100)",
           "text_alignment": "text alignment (CLIP score; paper 27.58)",
+          "v2vbench_frame_consistency": "V2VBench CLIP consistency (pooled, consecutive, 0-1)",
+          "v2vbench_text_alignment": "V2VBench CLIP text alignment (100 cos)",
           "psnr": "PSNR to the source (dB)", "ssim": "SSIM to the source",
           "psnr_inside": "PSNR inside the mask (dB)", "psnr_outside": "PSNR outside the mask (dB)",
-          "ssim_inside": "SSIM inside the mask", "ssim_outside": "SSIM outside the mask"}
+          "ssim_inside": "SSIM inside the mask", "ssim_outside": "SSIM outside the mask",
+          "colour_drift": "colour drift from the source (mean delta E)",
+          "colour_drift_last": "colour drift at the last frame (delta E)",
+          "colour_drift_slope": "colour drift per frame (delta E)",
+          "seam_pixel_ratio": "seams: pixel change at window boundaries / inside",
+          "seam_clip_ratio": "seams: CLIP change at window boundaries / inside",
+          "largest_jump_ratio": "largest frame-to-frame change / median"}
+
+
+# the run's own numbers (``run``: from the tuned weights', the inversion's and the edit's metadata)
+RUN_LABELS = {"tuning_seconds": "tuning time (s)", "tuning_peak_gb": "tuning peak memory (GB)",
+              "inversion_seconds": "null-text inversion time (s)", "edit_seconds": "inversion + edit time (s)",
+              "edit_peak_gb": "inversion + edit peak memory (GB)"}
 
 
 CONVENTIONS = {("clip_score_clamp", "frame"): "CLIP score clamped at 0 per frame",
                ("clip_score_clamp", "mean"): "CLIP score: the mean clamped at 0",
                ("ssim", "whole_frame"): "SSIM over the whole frame",
-               ("ssim", "skimage"): "SSIM without the 5-pixel border (skimage)"}
+               ("ssim", "skimage"): "SSIM without the 5-pixel border (skimage)",
+               ("scores", "paper"): "CLIP numbers as the paper computes them",
+               ("scores", "v2vbench"): "also V2VBench's CLIP numbers"}
 
 
 def _mean(values: torch.Tensor) -> float:
@@ -30,31 +49,56 @@ def _mean(values: torch.Tensor) -> float:
 
 
 def score(image_embeds: torch.Tensor, text_embed: torch.Tensor | None = None, source=None, edit=None,
-          mask=None, clip_clamp: str = "frame", ssim_convention: str = "whole_frame") -> dict:
+          mask=None, clip_clamp: str = "frame", ssim_convention: str = "whole_frame", boundaries: list[int] | None = None,
+          pooled: torch.Tensor | None = None, run: dict | None = None) -> dict:
     """Everything measurable from what is given: the CLIP numbers need 2+ frames' embeddings (and a text
-    embedding for alignment); preservation needs the source and edit frames (uint8, same shape). The conventions
-    (``metrics``: CLIP_CLAMPS, SSIM_CONVENTIONS) are recorded in the report."""
+    embedding for alignment); ``pooled`` (the vision tower's output before its projection) adds V2VBench's;
+    preservation and colour drift need the source and edit frames (uint8, same shape); seams need the edit frames
+    and the ``boundaries`` of the windows it was made in (``seams.window_boundaries``); ``run``: the run's own
+    numbers (time, memory, windows) to carry along. The conventions (``metrics``: CLIP_CLAMPS, SSIM_CONVENTIONS) are
+    recorded in the report."""
     frames = len(image_embeds)
     report: dict = {"frames": frames, "per_frame": {}}
+    conventions = report.setdefault("conventions", {})
+    conventions["scores"] = SCORE_CONVENTIONS[pooled is not None]
     if frames >= 2:
         report["frame_consistency"] = metrics.frame_consistency(image_embeds)
         report["consecutive_consistency"] = metrics.consecutive_consistency(image_embeds)
         report["per_frame"]["consistency_to_neighbours"] = metrics.neighbour_consistency(image_embeds).tolist()
+        if pooled is not None:
+            report["v2vbench_frame_consistency"] = metrics.v2vbench_frame_consistency(pooled)
     if text_embed is not None:
         scores = metrics.clip_scores(image_embeds, text_embed)
         report["text_alignment"] = metrics.text_alignment(image_embeds, text_embed, clip_clamp)
         report["per_frame"]["clip_score"] = scores.tolist()
-        report.setdefault("conventions", {})["clip_score_clamp"] = clip_clamp
+        conventions["clip_score_clamp"] = clip_clamp
+        if pooled is not None:
+            report["v2vbench_text_alignment"] = metrics.v2vbench_text_alignment(image_embeds, text_embed)
     if source is not None and edit is not None:
         ssim = lambda a, b, m=None: metrics.ssim(a, b, m, ssim_convention)
-        report.setdefault("conventions", {})["ssim"] = ssim_convention
+        conventions["ssim"] = ssim_convention
         for name, fn in (("psnr", metrics.psnr), ("ssim", ssim)):
             values = fn(source, edit)
             report[name], report["per_frame"][name] = _mean(values), values.tolist()
             if mask is not None:
                 inside = _edit_region(mask)
+                outside = fn(source, edit, ~inside)  # the background: what a local edit should keep (FiVE's)
                 report[f"{name}_inside"] = _mean(fn(source, edit, inside))
-                report[f"{name}_outside"] = _mean(fn(source, edit, ~inside))
+                report[f"{name}_outside"], report["per_frame"][f"{name}_outside"] = _mean(outside), outside.tolist()
+        drift = colour_drift(source, edit)
+        report.update(drift_summary(drift))
+        report["per_frame"]["colour_drift"] = drift.tolist()
+    if edit is not None and len(edit) >= 2:  # seams: where the windows hand over, and the largest jump anyway
+        found = seams(edit, image_embeds if frames >= 2 else None, boundaries or [])
+        report["per_frame"]["pixel_change"] = [math.nan, *pixel_changes(edit).tolist()]
+        report["largest_jump_frame"], report["largest_jump_ratio"] = found["largest_jump_frame"], found["largest_jump_ratio"]
+        if boundaries is not None:
+            report.update({"boundaries": list(boundaries), "seam_boundaries": found["boundaries"],
+                           "seam_pixel_ratio": found["pixel_ratio"]})
+            if "clip_ratio" in found:
+                report["seam_clip_ratio"] = found["clip_ratio"]
+    if run:
+        report["run"] = run
     return report
 
 
@@ -73,8 +117,13 @@ def _edit_region(mask) -> torch.Tensor:
 def table(report: dict) -> str:
     """The report as aligned lines of text (what the CLI prints and the node shows)."""
     rows = [(LABELS[k], report[k]) for k in LABELS if k in report]
+    rows += [(RUN_LABELS[k], report["run"][k]) for k in RUN_LABELS if k in report.get("run", {})]
     width = max([len(label) for label, _ in rows], default=0)
     lines = [f"{label:<{width}}  {value:8.3f}" for label, value in rows]
+    if "largest_jump_frame" in report:
+        lines.append(f"largest jump into frame {report['largest_jump_frame']}"
+                     + (f"; window boundaries at frames {', '.join(map(str, report['boundaries']))}"
+                        if report.get("boundaries") else ""))
     conventions = report.get("conventions", {})
     said = [CONVENTIONS[k, v] for k, v in conventions.items()]
     return "\n".join([f"{report['frames']} frames", *lines] + ([f"({'; '.join(said)})"] if said else []))
@@ -94,12 +143,19 @@ def to_json(report: dict) -> str:
 
 
 def chart(report: dict) -> np.ndarray:
-    """Per frame: consistency with the neighbouring frames and CLIP score to the prompt (and PSNR/SSIM to the
-    source when measured), one panel each, two to a row (compact enough to show on a node)."""
+    """Per frame: consistency with the neighbouring frames, CLIP score to the prompt, change from the previous frame
+    (window boundaries marked), and with the source PSNR/SSIM (inside the whole frame and outside the mask) and the
+    colour drift; one panel each, two to a row (compact enough to show on a node)."""
     per_frame = report["per_frame"]
-    panels = [(title, {name: per_frame[key]}) for key, title, name in (
-        ("consistency_to_neighbours", "consistency to neighbouring frames (x100)", "consistency"),
-        ("clip_score", "CLIP score to the prompt", "CLIP score"),
-        ("psnr", "PSNR to the source (dB)", "PSNR"), ("ssim", "SSIM to the source", "SSIM"))
+    with_outside = lambda key: {"whole frame": per_frame[key], **(
+        {"outside the mask": per_frame[f"{key}_outside"]} if f"{key}_outside" in per_frame else {})}
+    panels = [(title, series(key)) for key, title, series in (
+        ("consistency_to_neighbours", "consistency to neighbouring frames (x100)",
+         lambda k: {"consistency": per_frame[k]}),
+        ("clip_score", "CLIP score to the prompt", lambda k: {"CLIP score": per_frame[k]}),
+        ("pixel_change", "change from the previous frame (0-255)", lambda k: {"change": per_frame[k]}),
+        ("colour_drift", "colour drift from the source (delta E)", lambda k: {"drift": per_frame[k]}),
+        ("psnr", "PSNR to the source (dB)", with_outside), ("ssim", "SSIM to the source", with_outside))
         if key in per_frame]
-    return line_chart(panels or [("no per-frame scores", {})], "frame", width=1200, panel_height=300, columns=2)
+    return line_chart(panels or [("no per-frame scores", {})], "frame", width=1200, panel_height=300, columns=2,
+                      marks=report.get("boundaries", ()))

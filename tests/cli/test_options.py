@@ -34,7 +34,7 @@ def other_value(action: argparse.Action) -> list[str]:
     if action.choices:
         return [action.option_strings[0], next(c for c in action.choices if c != action.default)]
     if action.nargs == 2:
-        return [action.option_strings[0], "a", "b"]
+        return [action.option_strings[0], *(("8", "2") if action.type is int else ("a", "b"))]
     value = str((action.default or 0) + 3) if action.type is int else "0.75" if action.type is float else "other"
     return [action.option_strings[0], value]
 

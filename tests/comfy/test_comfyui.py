@@ -484,8 +484,11 @@ def test_score_video_measures_what_the_engine_measures(comfy, test_models):
                         "55": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "tav-test/src"}},
                         "56": {"class_type": "SaveImage", "inputs": {"images": ["52", 0], "filename_prefix": "tav-test/inv"}},
                         **score_nodes(["52", 0], ["7", 0], ["53", 0], ["51", 0], "a red square")})
+    graph["54"]["inputs"].update(scores="v2vbench", window_length=2, window_overlap=0)
     outputs = run_ok(comfy, graph)["outputs"]
     report = json.loads(outputs["54"]["report"][0])
+    assert report["boundaries"] == list(range(2, FRAMES, 2)) and "colour_drift" in report  # windows of 2, no overlap
+    assert len(report["per_frame"]["psnr_outside"]) == FRAMES
     assert outputs["54"]["images"]  # the chart is shown on the node
     read = lambda prefix: np.stack([np.asarray(Image.open(p).convert("RGB"))
                                     for p in sorted((comfy.base / "output" / "tav-test").glob(f"{prefix}_*.png"))[-FRAMES:]])
@@ -505,14 +508,16 @@ def test_score_video_measures_what_the_engine_measures(comfy, test_models):
     with torch.no_grad():  # transformers' CLIP on CLIPProcessor's pixels, as papers score
         pixels = clip_pixels(edit, clip_processor(224))
         image_embeds = vision(pixel_values=pixels).image_embeds
+        pooled = vision.vision_model(pixel_values=pixels).pooler_output
         ids = clip_tokenizer()("a red square", padding="max_length", max_length=77, return_tensors="pt").input_ids
         text_embed = text(input_ids=ids).text_embeds
-    for name, fn in (("frame_consistency", metrics.frame_consistency),
-                     ("text_alignment", lambda e: metrics.text_alignment(e, text_embed))):
+    for name, fn, embeds in (("frame_consistency", metrics.frame_consistency, image_embeds),
+                             ("text_alignment", lambda e: metrics.text_alignment(e, text_embed), image_embeds),
+                             ("v2vbench_frame_consistency", metrics.v2vbench_frame_consistency, pooled)):
         # ComfyUI's CLIP modules vs transformers': limit 100x how far the number moves when the embeddings move by
         # one ulp (the two towers round differently; a cosine near 1 hardly moves when the pixels do)
-        expected = fn(image_embeds)
-        assert within(abs(report[name] - expected), abs(fn(nudge(image_embeds)) - expected), 100,
+        expected = fn(embeds)
+        assert within(abs(report[name] - expected), abs(fn(nudge(embeds)) - expected), 100,
                       f"Score Video vs transformers: {name}")
 
 

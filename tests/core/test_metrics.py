@@ -239,7 +239,8 @@ def test_report_table_json_and_chart():
     assert same["psnr"] is None and same["per_frame"]["psnr"] == [None] * 5  # identical frames: infinite PSNR
     image = chart(report)
     row = 300 + round(MARGIN["top"] * FONT_SIZE) + round(MARGIN["bottom"] * FONT_SIZE)  # a panel and its margins
-    assert image.dtype == np.uint8 and image.shape == (2 * row, 1200, 3) and image.std() > 10  # 4 panels, 2 a row
+    # 6 panels, 2 a row: consistency, CLIP score, change from the previous frame, colour drift, PSNR, SSIM
+    assert image.dtype == np.uint8 and image.shape == (3 * row, 1200, 3) and image.std() > 10
     assert "frame_consistency" not in score(EMBEDS[:1])  # one frame: nothing to be consistent with
 
 
@@ -272,11 +273,11 @@ def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys
         # the command's own CLIP instance: limit 100x how far the score moves when its inputs move by one ulp
         assert within(abs(report[name] - expected[name]), abs(moved[name] - expected[name]), 100, name)
     assert report["psnr_inside"] < report["psnr_outside"]  # the edit changed the square only
-    assert report["conventions"] == {"clip_score_clamp": "frame", "ssim": "whole_frame"}
+    assert report["conventions"] == {"scores": "paper", "clip_score_clamp": "frame", "ssim": "whole_frame"}
     assert main(["score", "--clip", str(clip_folder), "--video", video, "--prompt", "a yellow square",
                  "--source", str(tmp_path / "source.gif"), "--clip-clamp", "mean", "--ssim", "skimage"]) == 0
     other = json.loads((tmp_path / "edit.score.json").read_text())
-    assert other["conventions"] == {"clip_score_clamp": "mean", "ssim": "skimage"}
+    assert other["conventions"] == {"scores": "paper", "clip_score_clamp": "mean", "ssim": "skimage"}
     assert "SSIM without the 5-pixel border (skimage)" in capsys.readouterr().out
     assert other["ssim"] == pytest.approx(float(metrics.ssim(read_video(tmp_path / "source.gif"), read_video(video),
                                                              convention="skimage").double().mean()), rel=1e-12)
