@@ -11,6 +11,7 @@ from ..tav_core.editing.attention_control import MODES, AttentionController, Edi
 from ..tav_core.editing.null_text import NullTextInversion, null_text_inversion
 from ..tav_core.errors import TavError, check
 from ..tav_core.loading.configs import clip_tokenizer
+from ..tav_core.memory.usage import measured
 from ..tav_core.sampling.denoiser import DiscreteDenoiser
 from ..tav_core.sampling.windows import Windowed
 from . import host
@@ -105,14 +106,14 @@ class NullTextInvert(io.ComfyNode):
             cond, uncond = (packed_conditioning(model, c[0], samples).clone().to(device, torch.float32)
                             for c in (positive, negative))
             tokens = negative[0][0].shape[1]  # the null text; SDXL's ADM rows after them stay the negative's
-            with video(frames):
+            with video(frames), measured(device, "inversion") as usage:
                 noise, embeddings = null_text_inversion(denoiser, latents, sigmas.clone().to(device), cond, uncond,
                                                         cfg, inner_steps, callback=progress, tokens=tokens)
             embeddings = embeddings[:, :tokens]
         noise_out = model.model.process_latent_out(noise.detach()).cpu()
         if name:
             save_numbered(unique_id, name, INVERSIONS, "null-text inversion", lambda path: NullTextInversion(
-                noise.detach().cpu(), embeddings.cpu(), steps, cfg, "").save(path, frames=frames))
+                noise.detach().cpu(), embeddings.cpu(), steps, cfg, "").save(path, frames=frames, run=usage))
         return io.NodeOutput(null_text_latent(latent_image, noise_out, embeddings.cpu(), steps, cfg))
 
 

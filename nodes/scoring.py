@@ -11,13 +11,15 @@ import numpy as np
 import torch
 
 from ..tav_core.choices import CLIP_CLAMPS, SCORE_CONVENTIONS, SSIM_CONVENTIONS
+from ..tav_core.editing.null_text import NullTextInversion
 from ..tav_core.errors import check
+from ..tav_core.loading.tuned import read_metadata
 from ..tav_core.sampling.windows import ContextWindows
 from ..tav_core.scoring import report as scoring
 from ..tav_core.scoring.clip import clip_frames
 from ..tav_core.scoring.seams import window_boundaries
 from . import host
-from .shared import CATEGORY, hidden, io, preview_with_workflow, show_text
+from .shared import CATEGORY, FOLDER, INVERSIONS, NONE, hidden, io, preview_with_workflow, show_text
 
 PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safetensors (Load CLIP, type stable_diffusion),"
          " or ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP")
@@ -55,6 +57,17 @@ def pooled_output(clip_vision, encoded) -> torch.Tensor:
     with torch.no_grad():
         token = encoded["last_hidden_state"][:, 0].to(norm.weight.device, norm.weight.dtype)
         return norm(token).float().cpu()
+
+
+def run_numbers(tuned_weights: str, inversion: str) -> dict:
+    """The time and peak memory One-Shot Tune and Null-Text Invert recorded in the files they saved."""
+    run = {}
+    if tuned_weights != NONE:
+        run.update(read_metadata(host.folder_paths.get_full_path_or_raise(FOLDER, tuned_weights)).get("run") or {})
+    if inversion != NONE:
+        path = host.folder_paths.get_full_path_or_raise(INVERSIONS, inversion)
+        run.update(NullTextInversion.read_metadata(path).get("run") or {})
+    return run
 
 
 def uint8_frames(images: torch.Tensor) -> np.ndarray:
@@ -103,6 +116,14 @@ class ScoreVideo(io.ComfyNode):
                                      "boundaries against inside them, and marks the boundaries on the chart."),
                 io.Int.Input("window_overlap", default=4, min=0, max=4096, optional=True,
                              tooltip="The windows' overlap (Context Windows' context_overlap)."),
+                io.Combo.Input("tuned_weights", options=[NONE, *host.folder_paths.get_filename_list(FOLDER)],
+                               default=NONE, optional=True,
+                               tooltip="The tuned weights the edit used (saved by One-Shot Tune): the report shows "
+                                       "their tuning's time and peak memory."),
+                io.Combo.Input("inversion", options=[NONE, *host.folder_paths.get_filename_list(INVERSIONS)],
+                               default=NONE, optional=True,
+                               tooltip="The null-text inversion the edit used (saved by Null-Text Invert): the report "
+                                       "shows its time and peak memory."),
             ],
             outputs=[
                 io.Float.Output(display_name="frame_consistency", tooltip="Mean CLIP cosine over all pairs of frames, "
@@ -124,7 +145,7 @@ class ScoreVideo(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, clip_score_clamp=None, ssim_convention=None, scores=None, window_length=None,
-                        window_overlap=None):
+                        window_overlap=None, tuned_weights=None, inversion=None):
         """The conventions' names and the windows, before the graph runs (the host does not check these lists)."""
         for name, value, options in (("clip_score_clamp", clip_score_clamp, CLIP_CLAMPS),
                                      ("ssim_convention", ssim_convention, SSIM_CONVENTIONS),
@@ -134,14 +155,18 @@ class ScoreVideo(io.ComfyNode):
         if window_length and window_overlap is not None and not 0 <= window_overlap < window_length:
             return (f"window_overlap {window_overlap} must be below window_length {window_length} (the Context "
                     "Windows the edit was made in), or set window_length 0")
+        for name, value, folder in (("tuned_weights", tuned_weights, FOLDER), ("inversion", inversion, INVERSIONS)):
+            if value not in (None, NONE) and value not in host.folder_paths.get_filename_list(folder):
+                return f"{name}: '{value}' not in models/{folder}; pick a file from the list (or none) and press R"
         return True
 
     @classmethod
     def execute(cls, images, clip_vision, clip=None, prompt="", source_images=None, mask=None,
                 clip_score_clamp="frame", ssim_convention="whole_frame", scores="paper", window_length=0,
-                window_overlap=4) -> io.NodeOutput:
+                window_overlap=4, tuned_weights=NONE, inversion=NONE) -> io.NodeOutput:
         unique_id = hidden(cls, "unique_id")
-        conventions = cls.validate_inputs(clip_score_clamp, ssim_convention, scores, window_length, window_overlap)
+        conventions = cls.validate_inputs(clip_score_clamp, ssim_convention, scores, window_length, window_overlap,
+                                          tuned_weights, inversion)
         check(conventions is True, str(conventions))
         check(len(images) >= 1, "images is empty; connect the edited frames")
         source = region = None  # every input checked before CLIP runs
@@ -173,7 +198,7 @@ class ScoreVideo(io.ComfyNode):
             check(text.shape[1] == image_embeds.shape[1], f"CLIP Vision embeds into {image_embeds.shape[1]} dims but "
                                                           f"the CLIP text encoder into {text.shape[1]}: not a pair; {PAIRS}")
         report = scoring.score(image_embeds, text, source, frames, region, clip_score_clamp, ssim_convention,
-                               boundaries, pooled)
+                               boundaries, pooled, run_numbers(tuned_weights, inversion))
         chart = torch.from_numpy(scoring.chart(report)).float()[None] / 255
         table = scoring.table(report)
         show_text(unique_id, table)

@@ -21,7 +21,8 @@ NULL_TEXT, NULL_TEXT_CFG = "tav_null_text", "tav_null_text_cfg"  # a null-text i
 CONTROL = io.Custom("TAV_ATTENTION_CONTROL")  # an Attention Control's settings, for Video KSampler
 CATEGORY = "Tune-A-Video"
 FOLDER, INVERSIONS = "tuneavideo", "tuneavideo_inversions"  # models/ folders: tuned weights, null-text inversions
-MOTION_FOLDER, NO_MOTION = "animatediff_models", "none"  # AnimateDiff-Evolved's folder of motion modules; no module
+NONE = "none"  # a file input left empty
+MOTION_FOLDER, NO_MOTION = "animatediff_models", NONE  # AnimateDiff-Evolved's folder of motion modules; no module
 AUTO = "auto"  # a video option left to ``tav_core.model.inflation.video_defaults``
 
 

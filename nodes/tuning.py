@@ -9,6 +9,7 @@ import torch
 from ..tav_core.charts import loss_chart
 from ..tav_core.errors import check
 from ..tav_core.memory.fit import MEMORY_MODES
+from ..tav_core.memory.usage import measured
 from ..tav_core.tuning.tune import TuneConfig, recorded, tune
 from . import host
 from .autograd import autograd_unet
@@ -129,12 +130,13 @@ class OneShotTune(io.ComfyNode):
         config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
         show_report(unique_id, report and f"{cls.TITLE}: {report}")
         cond = packed_conditioning(model, positive[0], samples)  # (SDXL: with its ADM vector)
-        run, losses = tune_model(model, layers, cond, samples, config, gradient_checkpointing, progress)
+        with measured(model.load_device, "tuning") as usage:  # (the saved file keeps them: Score Video shows them)
+            run, losses = tune_model(model, layers, cond, samples, config, gradient_checkpointing, progress)
         if name:
             frames, _, h, w = samples.shape
             save_numbered(unique_id, name, FOLDER, "tuned weights", lambda path: save_tuned_model(
                 path, model, run, frames=frames, width=w * 8, height=h * 8, tuning=recorded(config),
-                final_loss=losses[-1] if losses else None))
+                final_loss=losses[-1] if losses else None, run=usage))
         curve = torch.from_numpy(loss_chart(losses)).float()[None] / 255
         return io.NodeOutput(tuned_clone(model, run), curve,
                              ui=preview_with_workflow(curve, hidden(cls, "prompt"), hidden(cls, "extra_pnginfo")))

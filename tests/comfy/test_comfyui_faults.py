@@ -118,6 +118,13 @@ def test_score_video_refuses_bad_input_before_clip_runs(comfy, test_models):
     del bad["54"]["inputs"]["clip"], bad["54"]["inputs"]["mask"]
     bad["54"]["inputs"]["ssim_convention"] = "gaussian"
     assert "ssim_convention 'gaussian' is not one of" in json.dumps(refused(comfy, bad))
+    for inputs, message in (({"window_length": 8, "window_overlap": 8}, "window_overlap 8 must be below window_length 8"),
+                            ({"tuned_weights": "missing.safetensors"}, "tuned_weights: 'missing.safetensors' not in "
+                                                                        "models/tuneavideo"),
+                            ({"scores": "fvd"}, "scores 'fvd' is not one of")):
+        wrong = json.loads(json.dumps(bad))
+        wrong["54"]["inputs"].update(ssim_convention="whole_frame", **inputs)
+        assert message in json.dumps(refused(comfy, wrong)), inputs
     # a CLIP Vision file of its own, so that its first use (encode_image) shows in the log as a model load
     own = comfy.base / "models" / "clip_vision" / "faults-vision.safetensors"
     if not own.exists():
