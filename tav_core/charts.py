@@ -83,14 +83,14 @@ def line_chart(panels: list[tuple[str, dict[str, list[float]]]], x_label: str, w
         left, top = (i % columns) * cell_w, (i // columns) * cell_h + m["top"]
         box = (left + m["left"], top, left + cell_w - m["right"], top + panel_height)
         _panel(draw, font, box, title, series, x_label, marks)
-    return np.asarray(image)
+    return np.array(image)  # (writable: a host wraps it in a tensor without copying)
 
 
 def loss_chart(losses: list[float]) -> np.ndarray:
     """Tuning loss per step and its moving average (one random timestep per step makes the raw loss noisy)."""
     window = max(1, len(losses) // 20)
-    kernel = np.ones(window) / window
-    average = np.convolve(losses, kernel, mode="valid").tolist() if losses else []
-    average = [math.nan] * (len(losses) - len(average)) + average
-    return line_chart([("tuning loss (MSE)", {"loss": list(losses), f"mean of {window}": average})],
-                      "step", width=640)
+    series = {"loss": list(losses)}
+    if window > 1:  # (under 40 steps there is nothing to average)
+        average = np.convolve(losses, np.ones(window) / window, mode="valid").tolist()
+        series[f"mean of {window} steps"] = [math.nan] * (len(losses) - len(average)) + average
+    return line_chart([("tuning loss (MSE)", series)], "step", width=640)

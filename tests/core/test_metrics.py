@@ -244,10 +244,17 @@ def test_report_table_json_and_chart():
     assert "frame_consistency" not in score(EMBEDS[:1])  # one frame: nothing to be consistent with
 
 
-def test_loss_chart_is_an_image():
+def test_loss_chart_is_a_writable_image_with_a_mean_only_where_there_is_one(monkeypatch):
     image = loss_chart(list(np.linspace(1.0, 0.2, 50)))
     height = 240 + round(MARGIN["top"] * FONT_SIZE) + round(MARGIN["bottom"] * FONT_SIZE)  # one default panel
     assert image.shape == (height, 640, 3) and image.std() > 10
+    assert image.flags.writeable  # a host wraps it in a tensor as it is (torch warns about read-only arrays)
+    from tav_core import charts
+    drawn = []
+    monkeypatch.setattr(charts, "line_chart", lambda panels, *a, **k: drawn.append(panels[0][1]) or image)
+    charts.loss_chart([1.0, 0.9, 0.8])
+    charts.loss_chart(list(np.linspace(1.0, 0.2, 50)))
+    assert list(drawn[0]) == ["loss"] and list(drawn[1]) == ["loss", "mean of 2 steps"]
 
 
 def test_score_command_writes_the_report_and_chart(tmp_path, clip_folder, capsys):
