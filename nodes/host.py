@@ -53,6 +53,8 @@ INTERNALS = {
                                                  ("dev", "torch_free_too")),
     "model_management.throw_exception_if_processing_interrupted": Internal("Cancel stops tuning, inversion and "
                                                                            "windowed sampling between steps"),
+    "model_management.InterruptProcessingException": Internal("what Cancel raises: One-Shot Tune says it was "
+                                                              "cancelled and saved nothing"),
     "model_base.BaseModel": Internal("the SD 1.x/2.x MODEL class the pack accepts"),
     "model_base.SDXL": Internal("the SDXL MODEL class the pack accepts"),
     "model_base.ModelType.EPS": Internal("an eps-prediction MODEL (DDIM needs eps or v)"),

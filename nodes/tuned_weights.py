@@ -139,16 +139,17 @@ def tuned_clone(model, run: Trainable):
     return attach(with_queries(model, run.weights, 1.0), run.layers)
 
 
-def save_tuned_model(path, model, run: Trainable, **metadata) -> None:
-    layers = run.layers
+def save_tuned_model(path, model, trained: Trainable, **metadata) -> None:
+    """What a tuning run trained, as a tuned-weights file (``metadata`` may hold the run's time and memory: "run")."""
+    layers = trained.layers
     meta = dict(frame_attention=layers.frame_attention, group_norm=layers.group_norm,
                 **motion_record(layers.motion_module), **metadata)
-    if run.lora is not None:
-        tensors = lora_file_tensors(run.lora["adapters"], lora_block_names(model), run.lora["lora_alpha"])
-        meta.update({k: v for k, v in run.lora.items() if k != "adapters"})
+    if trained.lora is not None:
+        tensors = lora_file_tensors(trained.lora["adapters"], lora_block_names(model), trained.lora["lora_alpha"])
+        meta.update({k: v for k, v in trained.lora.items() if k != "adapters"})
     else:
         names = query_names(model)  # (parameters: a motion module's positional encodings are rebuilt, not tuned)
-        tensors = {names[k]: q for k, q in run.weights.items()} | dict(layers.named_parameters())
+        tensors = {names[k]: q for k, q in trained.weights.items()} | dict(layers.named_parameters())
     write_tuned(path, tensors, base_fingerprint(model), **meta)
 
 

@@ -3,6 +3,7 @@
 """
 
 import copy
+import logging
 
 import torch
 
@@ -47,6 +48,15 @@ def tune_model(model, layers, cond: torch.Tensor, samples: torch.Tensor, config:
                       cond.clone().to(device, torch.float32), scheduler_config(model), config, callback,
                       frozen=run.frozen)
     return finish(run, config), losses
+
+
+CANCELLED: dict[str, str] = {}  # node id -> "step/steps" its last run was cancelled at
+
+
+def say(unique_id, text: str) -> None:
+    """A line under the node that the server log keeps too (what happened to a run, not its progress)."""
+    show_text(unique_id, text)
+    logging.info("One-Shot Tune: %s", text)
 
 
 class OneShotTune(io.ComfyNode):
@@ -118,8 +128,13 @@ class OneShotTune(io.ComfyNode):
                             posterior="mean",  # a LATENT holds the posterior mean only
                             lora_rank=lora_rank if method == "lora" else None)
         bar = host.utils.ProgressBar(steps, node_id=unique_id)
+        done = [0]
+        cancelled = CANCELLED.pop(unique_id, None)
+        if cancelled is not None:  # (nothing of a cancelled run is kept: there is no state to resume from)
+            say(unique_id, f"starting over: the run cancelled at step {cancelled} kept nothing")
 
         def progress(step, loss):
+            done[0] = step + 1
             host.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
             bar.update_absolute(step + 1, steps)
             show_text(unique_id, f"step {step + 1}/{steps}  loss {loss:.4f}")
@@ -130,8 +145,13 @@ class OneShotTune(io.ComfyNode):
         config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
         show_report(unique_id, report and f"{cls.TITLE}: {report}")
         cond = packed_conditioning(model, positive[0], samples)  # (SDXL: with its ADM vector)
-        with measured(model.load_device, "tuning") as usage:  # (the saved file keeps them: Score Video shows them)
-            run, losses = tune_model(model, layers, cond, samples, config, gradient_checkpointing, progress)
+        try:
+            with measured(model.load_device, "tuning") as usage:  # (the saved file keeps them: Score Video shows them)
+                run, losses = tune_model(model, layers, cond, samples, config, gradient_checkpointing, progress)
+        except host.model_management.InterruptProcessingException:
+            CANCELLED[unique_id] = f"{done[0]}/{steps}"
+            say(unique_id, f"cancelled at step {done[0]}/{steps}: nothing was saved; Run tunes from the start")
+            raise
         if name:
             frames, _, h, w = samples.shape
             save_numbered(unique_id, name, FOLDER, "tuned weights", lambda path: save_tuned_model(

@@ -369,7 +369,13 @@ def test_cancel_stops_tuning_and_leaves_no_file(comfy):
     assert "execution_interrupted" in messages
     assert list((comfy.base / "models" / "tuneavideo").glob("cancelled*")) == []
     assert list((comfy.base / "models" / "tuneavideo").glob(".*")) == []  # no temporary file either
+    said = re.search(r"One-Shot Tune: cancelled at step (\d+)/100000: nothing was saved; Run tunes from the start",
+                     comfy.log_text())
+    assert said, "the node did not say it was cancelled"
     run_ok(comfy, base_graph(invert_and_sample(["9", 0], ["2", 0], ["3", 0], "tav-test/after-cancel")))
+    graph["10"]["inputs"]["steps"] = 2  # the same node again: it says it starts over
+    run_ok(comfy, graph)
+    assert f"One-Shot Tune: starting over: the run cancelled at step {said[1]}/100000 kept nothing" in comfy.log_text()
 
 
 def test_weights_tuned_headless_load_in_comfyui(comfy, test_models):
