@@ -60,7 +60,7 @@ class ModelConfigs:
     @classmethod
     def of(cls, components: Components, motion=None) -> "ModelConfigs":
         """The configs of loaded components (and ``motion``: a loaded ``MotionModule`` the pipeline runs with)."""
-        from .motion import motion_config
+        from .motion import motion_config  # (the motion loader imports the model code: only for a module's configs)
         second = components.text_encoder_2
         return cls(dict(components.unet.config), dict(components.vae.config), components.text_encoder.config.to_dict(),
                    dict(components.scheduler_config), second.config.to_dict() if second is not None else None,

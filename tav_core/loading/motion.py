@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from ..errors import TavError, check, summary
 from ..files import read_safetensors
@@ -120,6 +121,7 @@ def load_motion_module(path, allow_pickle: bool = False, heads: int = HEADS, nor
 def motion_module_from_state(state: dict[str, torch.Tensor], source: str, heads: int = HEADS,
                              norm_groups: int = NORM_GROUPS) -> MotionModule:
     """A motion module from an original-layout state dict (read by whoever holds the file: ComfyUI's safe loader)."""
+    # (seconds to import: only when a motion module is asked for)
     from diffusers import MotionAdapter
     from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
 
@@ -149,7 +151,6 @@ def file_motion_config(path, allow_pickle: bool = False) -> dict:
     what ``load_motion_module`` refuses."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
         try:
             f = safe_open(str(path), "pt")
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -167,7 +168,7 @@ def file_motion_config(path, allow_pickle: bool = False) -> dict:
 
 def planned_module(config: dict, dtype: torch.dtype) -> MotionModule:
     """A module of ``motion_config``'s architecture for a memory plan (inside ``tav_core.memory.trace.planning``)."""
-    from diffusers import MotionAdapter
+    from diffusers import MotionAdapter  # (seconds to import: only when a plan has a motion module)
 
     adapter = MotionAdapter.from_config(config["adapter"])
     for t in [*adapter.parameters(), *adapter.buffers()]:
