@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from support import EPS, max_abs, nudge, within
 from tav_core import TavError, demo_video, read_video, write_video
@@ -155,19 +155,6 @@ def test_psnr_and_ssim_equal_scikit_image():
         metrics.ssim(source, edit, convention="valid")
     with pytest.raises(TavError, match="skimage convention has nothing to average"):
         metrics.ssim(source, edit, np.pad(np.ones((4, 4), bool), ((0, 20), (0, 26))), convention="skimage")
-
-
-@pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory):
-    """A tiny random CLIP (vision and text towers, projection to 16 dims), saved as a transformers folder."""
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                         num_attention_heads=4, vocab_size=49408, max_position_embeddings=77),
-                        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                           num_attention_heads=4, image_size=32, patch_size=8), projection_dim=16)
-    folder = tmp_path_factory.mktemp("clip")
-    CLIPModel(config).save_pretrained(folder)
-    return folder
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from skimage.color import rgb2lab
-from transformers import CLIPConfig, CLIPModel, CLIPVisionModel
+from transformers import CLIPModel, CLIPVisionModel
 
 from tav_core import write_video
 from tav_core.cli import main
@@ -78,20 +78,6 @@ def test_drift_is_zero_for_an_unchanged_clip_and_linear_for_a_linear_colour_ramp
     assert summary["colour_drift_slope"] == pytest.approx(float(step.norm()), rel=0.01)
     assert summary["colour_drift_first"] < 0.3
     assert summary["colour_drift_last"] == pytest.approx(11 * float(step.norm()), abs=0.3)
-
-
-@pytest.fixture(scope="module")
-def clip_folder(tmp_path_factory):
-    """A tiny random CLIP whose logit scale is OpenAI's (ln 100), as V2VBench's text alignment multiplies by it."""
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                         num_attention_heads=4, vocab_size=49408, max_position_embeddings=77),
-                        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                           num_attention_heads=4, image_size=32, patch_size=8), projection_dim=16,
-                        logit_scale_init_value=math.log(100))
-    folder = tmp_path_factory.mktemp("clip")
-    CLIPModel(config).save_pretrained(folder)
-    return folder
 
 
 @torch.no_grad()
