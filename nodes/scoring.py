@@ -185,11 +185,11 @@ class ScoreVideo(io.ComfyNode):
         if clip is not None and prompt.strip():
             text_projection(clip)  # a CLIP without one is refused before any model runs
         # the frames as saved (8-bit), resized and cropped as transformers' CLIPProcessor does, as papers score them
-        pixels = clip_frames(uint8_frames(images), clip_vision.image_size)
+        frames = uint8_frames(images)
+        pixels = clip_frames(frames, clip_vision.image_size)
         encoded = clip_vision.encode_image(pixels, crop=False)
         image_embeds = encoded["image_embeds"].float().cpu()
         pooled = pooled_output(clip_vision, encoded) if scores == "v2vbench" else None
-        frames = uint8_frames(images)
         boundaries = window_boundaries(len(frames), ContextWindows(window_length, window_overlap).windows(len(frames))) \
             if window_length else None
         text = None
