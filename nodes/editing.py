@@ -19,7 +19,7 @@ from .autograd import autograd_unet
 from .conditioning import packed_conditioning
 from .context_windows import HostWindows
 from .memory_plan import fit_comfy_stage
-from .shared import (CATEGORY, CONTROL, INVERSION_STEPS, INVERSIONS, NULL_TEXT, NULL_TEXT_CFG, check_save_name,
+from .shared import (CATEGORY, CONTROL, INVERSION_STEPS, INVERSIONS, NULL_TEXT, NULL_TEXT_CFG, Schema, check_save_name,
                      finite_floats, hidden, io, memory_input, require_finite, save_numbered, show_report, show_text)
 from .video_model import (PREDICTION, alphas_cumprod, ddim_sigmas, diffusion_model, require_supported, temporal_layers,
                           video_hooks)
@@ -35,8 +35,9 @@ class NullTextInvert(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoNullTextInvert", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["null text", "null-text inversion", "null text inversion", "p2p inversion"],
             description="Null-text inversion (Mokady et al.; for video as Video-P2P): DDIM-inverts the clip with the "
                         "source prompt, then optimises one unconditional embedding per step, shared by all frames, so "
                         "that sampling at this CFG retraces the clip. Feed it to Video KSampler; with Attention "
@@ -122,8 +123,9 @@ class LoadNullTextInversion(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoLoadNullTextInversion", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["load null text", "load inversion"],
             description="Loads a null-text inversion saved by Null-Text Invert (or NullTextInversion.save), for more "
                         "edits.",
             inputs=[io.Model.Input("model", tooltip="The model it was inverted with (its latent scaling is used)."),
@@ -156,8 +158,9 @@ class AttentionControl(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoAttentionControl", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["p2p", "prompt to prompt", "prompt-to-prompt", "video-p2p", "video p2p", "attention control"],
             description="Prompt-to-Prompt / Video-P2P control of an edit: Video KSampler then samples the source and "
                         "the edit together and, for the first steps, gives the edit the source's cross-attention "
                         "(word swap or refinement, optional reweighting) and self-attention; local blend keeps "

@@ -12,7 +12,7 @@ from ..tav_core.errors import TavError, summary
 from ..tav_core.files import read_header
 from ..tav_core.loading.motion import MotionModule, motion_module_from_state
 from . import host
-from .shared import AUTO, CATEGORY, FOLDER, MOTION_FOLDER, NO_MOTION, finite_floats, io, require_finite
+from .shared import AUTO, CATEGORY, FOLDER, MOTION_FOLDER, NO_MOTION, Schema, finite_floats, io, require_finite
 from .tuned_weights import load_tuned_model
 from .video_model import inflate_model
 
@@ -104,8 +104,9 @@ class LoadInflateCheckpoint(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoLoadInflateCheckpoint", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["tune-a-video", "tuneavideo", "video checkpoint", "inflate checkpoint", "inflate"],
             description="Loads an SD 1.x/2.x or SDXL checkpoint like Load Checkpoint and inflates its MODEL to video, "
                         "optionally with an AnimateDiff motion module as its temporal layers.",
             inputs=[io.Combo.Input("ckpt_name", options=host.folder_paths.get_filename_list("checkpoints"),
@@ -136,8 +137,9 @@ class InflateModel(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoInflateModel", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["inflate", "video model", "motion module", "animatediff"],
             description="Makes a video model of any SD 1.x/2.x or SDXL MODEL (after LoRA loaders, merges...): "
                         "sparse-causal self-attention, temporal attention (starting at zero) and clip-wide GroupNorm, "
                         "or with an AnimateDiff motion module that module as the temporal layers (per-frame "
@@ -162,8 +164,9 @@ class LoadTunedWeights(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoLoadTunedWeights", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["tuned weights", "load tuned", "load weights"],
             description="Applies tuned weights saved by One-Shot Tune (or 'tuneavideo tune'), full or LoRA, to a "
                         "MODEL at a strength, inflating it with the frame attention they were tuned with. Refuses "
                         "weights tuned on a different base model.",

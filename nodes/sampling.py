@@ -15,7 +15,7 @@ from . import host
 from .conditioning import adm_vector
 from .edit_plan import EditPlan, comfy_attention, with_edit_plan
 from .memory_plan import fit_comfy_stage
-from .shared import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, finite_floats, hidden, io,
+from .shared import (CATEGORY, CONTROL, INVERSION_STEPS, NULL_TEXT, NULL_TEXT_CFG, Schema, finite_floats, hidden, io,
                      memory_input, require_finite, seed_input, show_report, show_text)
 from .video_model import ddim_sigmas, require_supported, temporal_layers
 
@@ -53,8 +53,9 @@ class DDIMInvert(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoInvert", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["invert", "inversion", "ddim inversion", "video inversion"],
             description="DDIM inversion as in Tune-A-Video: runs the sampler backwards from the video's latents to the "
                         "noise that regenerates them. Feed the result to Video KSampler with an edited prompt.",
             inputs=[io.Model.Input("model", tooltip="The (tuned) inflated model; the same one you sample with."),
@@ -85,17 +86,18 @@ class VideoKSampler(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoSampler", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["sampler", "video sampler", "ddim sampler", "video edit", "edit video"],
             description="DDIM sampling of a whole clip from inverted latents with classifier-free guidance. Works "
                         "with ControlNet Apply (one hint image per frame) and any conditioning. From a Null-Text Invert "
                         "LATENT each step uses its optimised null text; with Attention Control (and source_positive) "
                         "it samples the source and the edit together, Prompt-to-Prompt / Video-P2P style.",
             inputs=[
                 io.Model.Input("model", tooltip="The (tuned) inflated model."),
-                seed_input("Seed of the eta noise (unused at eta 0); stays as set."),
-                io.Int.Input("steps", default=0, min=0, max=999, tooltip="DDIM steps; 0 = as many as DDIM Invert used "
-                                                                         "(else 50)."),
+                seed_input("Seed of the eta noise (unused at eta 0); stays as set.", "seed (if eta > 0)"),
+                io.Int.Input("steps", display_name="steps (0: DDIM Invert's)", default=0, min=0, max=999,
+                             tooltip="DDIM steps; 0 = as many as DDIM Invert used (else 50)."),
                 io.Float.Input("cfg", default=12.5, min=0.0, max=100.0, step=0.1, tooltip="Guidance scale (paper: "
                                "12.5; after Null-Text Invert use its cfg)."),
                 io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="DDIM eta: 0 is deterministic "

@@ -19,7 +19,7 @@ from ..tav_core.scoring import report as scoring
 from ..tav_core.scoring.clip import clip_frames
 from ..tav_core.scoring.seams import window_boundaries
 from . import host
-from .shared import CATEGORY, FOLDER, INVERSIONS, NONE, hidden, io, preview_with_workflow, show_text
+from .shared import CATEGORY, FOLDER, INVERSIONS, NONE, Schema, hidden, io, preview_with_workflow, show_text
 
 PAIRS = ("pair CLIP ViT-L/14 vision (clip-vit-large-patch14) with clip_l.safetensors (Load CLIP, type stable_diffusion),"
          " or ViT-H/14 (clip_vision_h) with an SD 2.x checkpoint's CLIP")
@@ -80,8 +80,9 @@ class ScoreVideo(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoScoreVideo", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["score", "metrics", "clip score", "evaluate", "psnr", "ssim", "v2vbench", "frame consistency"],
             description="Measures an edited video as the Tune-A-Video paper does: CLIP frame consistency (all pairs, "
                         "and consecutive frames) and text alignment (CLIP score to the prompt), optionally also as "
                         "V2VBench computes them; with the source frames, PSNR and SSIM to them (also inside/outside a "

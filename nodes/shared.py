@@ -4,6 +4,7 @@ numbered saves; and the node API the pack is written against: ComfyUI's versione
 (0.3.75). A numbered version is what the host keeps answering as it moves on; ``comfy_api.latest`` moves with it (in
 0.3.75 both are the same classes)."""
 
+import dataclasses
 import logging
 import math
 import os
@@ -24,6 +25,24 @@ FOLDER, INVERSIONS = "tuneavideo", "tuneavideo_inversions"  # models/ folders: t
 NONE = "none"  # a file input left empty
 MOTION_FOLDER, NO_MOTION = "animatediff_models", NONE  # AnimateDiff-Evolved's folder of motion modules; no module
 AUTO = "auto"  # a video option left to ``tav_core.model.inflation.video_defaults``
+
+
+@dataclasses.dataclass
+class NodeInfo(io.NodeInfoV1):
+    search_aliases: list[str] = None
+
+
+@dataclasses.dataclass
+class Schema(io.Schema):
+    """``io.Schema`` with the words a person types to find the node (``search_aliases``, as later ComfyUI's schema
+    has them): sent with the node's definition, where the editor searches them (frontends without them natively:
+    web/js/search_aliases.js)."""
+    search_aliases: list[str] = dataclasses.field(default_factory=list)
+
+    def get_v1_info(self, cls) -> NodeInfo:
+        info = super().get_v1_info(cls)
+        return NodeInfo(**{f.name: getattr(info, f.name) for f in dataclasses.fields(info)},
+                        search_aliases=list(self.search_aliases))
 
 
 def hidden(node: type[io.ComfyNode], name: str):
@@ -83,9 +102,10 @@ def memory_input(checkpointing: bool = False) -> io.Combo.Input:
                           "fits; check: refuse instead, saying what fits; off: no planning.")
 
 
-def seed_input(tooltip: str) -> io.Int.Input:
+def seed_input(tooltip: str, label: str | None = None) -> io.Int.Input:
     """A seed that stays as set (no "randomize after generate"): an unchanged graph is not run again."""
-    return io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False, tooltip=tooltip)
+    return io.Int.Input("seed", display_name=label, default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                        control_after_generate=False, tooltip=tooltip)
 
 
 def check_save_name(name: str) -> str:

@@ -16,7 +16,7 @@ from . import host
 from .autograd import autograd_unet
 from .conditioning import packed_conditioning
 from .memory_plan import compute_precision, fit_comfy_tuning
-from .shared import (CATEGORY, FOLDER, check_save_name, finite_floats, hidden, io, preview_with_workflow,
+from .shared import (CATEGORY, FOLDER, Schema, check_save_name, finite_floats, hidden, io, preview_with_workflow,
                      require_finite, save_numbered, seed_input, show_report, show_text)
 from .tuned_weights import Trainable, finish, require_untuned, save_tuned_model, trainable, tuned_clone
 from .video_model import PREDICTION, alphas_cumprod, diffusion_model, require_inflated, video_hooks
@@ -64,8 +64,10 @@ class OneShotTune(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return Schema(
             node_id="TuneAVideoTune", display_name=cls.TITLE, category=CATEGORY,
+            search_aliases=["tune", "train", "finetune", "fine-tune", "one-shot", "tune-a-video", "tuneavideo",
+                            "video edit"],
             description="Tune-A-Video one-shot tuning: learns the video from its caption by training the query "
                         "projections and the temporal attention, or the whole AnimateDiff motion module of a MODEL "
                         "inflated with one (AdamW, paper defaults; 500 steps take minutes on a GPU). Interruptible. An output node: with a save name it saves the tuned weights to "

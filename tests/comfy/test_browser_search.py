@@ -1,0 +1,64 @@
+"""Finding the pack's nodes in the editor's node search (double-click on the canvas) by the word a person types,
+and Video KSampler's widgets saying what their 0 means, in the real frontend (1.32.9)."""
+
+import json
+
+import pytest
+
+from browser import Frontend
+from support import ROOT
+
+OBVIOUS = {"sampler": "Video KSampler", "invert": "DDIM Invert", "p2p": "Attention Control (Prompt-to-Prompt)",
+           "video edit": "One-Shot Tune", "prompt to prompt": "Attention Control (Prompt-to-Prompt)",
+           "clip score": "Score Video"}
+RESULTS_JS = """() => [...document.querySelectorAll('.comfy-vue-node-search-box .p-autocomplete-option')]
+    .map(e => (e.querySelector('.option-display-name') ?? e).innerText.split('\\n')[0].trim())"""
+
+
+@pytest.fixture(scope="module")
+def frontend(comfy):
+    frontend = Frontend(comfy)
+    frontend.close_dialogs()
+    yield frontend
+    frontend.close()
+
+
+def search(frontend, words: str) -> list[str]:
+    """The node search's results for ``words``, as a person sees them: double-click an empty spot, type."""
+    page = frontend.page
+    page.evaluate("() => { app.graph.clear(); app.canvas.setDirty(true, true); }")  # an empty canvas to click on
+    page.mouse.dblclick(800, 500)
+    box = page.locator(".comfy-vue-node-search-container input").first
+    box.wait_for(timeout=600_000)
+    box.fill(words)
+    page.wait_for_function(f"({RESULTS_JS})().length > 0", timeout=600_000)
+    page.wait_for_timeout(500)  # the list settles after the last keystroke
+    found = page.evaluate(RESULTS_JS)
+    page.locator(".node-search-box-dialog-mask").click(position={"x": 5, "y": 5})  # as a click beside it closes it
+    page.wait_for_function("!document.querySelector('.comfy-vue-node-search-container input')", timeout=600_000)
+    return found
+
+
+@pytest.mark.parametrize("words", OBVIOUS)
+def test_the_obvious_word_finds_the_packs_node_in_the_top_three(frontend, words):
+    found = search(frontend, words)
+    assert OBVIOUS[words] in found[:3], f"searching {words!r} gives {found[:10]}"
+    assert frontend.errors() == []
+
+
+def test_aliases_do_not_push_aside_what_the_words_name_exactly(frontend):
+    """A node named by the typed words stays above an alias' match; other searches are the editor's own."""
+    assert search(frontend, "ksampler")[0] == "KSampler"
+    assert search(frontend, "Invert Image")[0] == "Invert Image"
+
+
+def test_video_ksampler_says_what_zero_means(frontend, object_info):
+    """Its steps and seed are 0 by default; the widgets' labels say what 0 means (no hovering needed)."""
+    labels = frontend.page.evaluate("""() => Object.fromEntries(LiteGraph.createNode('TuneAVideoSampler').widgets
+                                       .map(w => [w.name, [w.label, w.value]]))""")
+    assert labels["steps"] == ["steps (0: DDIM Invert's)", 0] and labels["seed"] == ["seed (if eta > 0)", 0], labels
+    locale = json.loads((ROOT / "locales" / "en" / "nodeDefs.json").read_text())
+    for node, spec in locale.items():  # the labels are the schema's display names (ComfyUI's later editors show those)
+        for name, shown in spec["inputs"].items():
+            inputs = {**object_info[node]["input"]["required"], **object_info[node]["input"].get("optional", {})}
+            assert inputs[name][1]["display_name"] == shown["name"], (node, name)
