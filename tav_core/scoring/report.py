@@ -114,12 +114,13 @@ def _edit_region(mask) -> torch.Tensor:
     return inside
 
 
-def table(report: dict) -> str:
-    """The report as aligned lines of text (what the CLI prints and the node shows)."""
+def table(report: dict, aligned: bool = True) -> str:
+    """The report as lines of text: columns aligned with spaces for a fixed-width font (what the CLI prints), or
+    ``label: value`` lines that read in any font (what the node shows in the editor's proportional one)."""
     rows = [(LABELS[k], report[k]) for k in LABELS if k in report]
     rows += [(RUN_LABELS[k], report["run"][k]) for k in RUN_LABELS if k in report.get("run", {})]
     width = max([len(label) for label, _ in rows], default=0)
-    lines = [f"{label:<{width}}  {value:8.3f}" for label, value in rows]
+    lines = [f"{label:<{width}}  {value:8.3f}" if aligned else f"{label}: {value:.3f}" for label, value in rows]
     if "largest_jump_frame" in report:
         lines.append(f"largest jump into frame {report['largest_jump_frame']}"
                      + (f"; window boundaries at frames {', '.join(map(str, report['boundaries']))}"

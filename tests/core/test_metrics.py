@@ -222,6 +222,12 @@ def test_report_table_json_and_chart():
     assert report["ssim_outside"] == float(metrics.ssim(source, edit, ~mask).double().mean())
     assert len(report["per_frame"]["clip_score"]) == 5
     assert "text alignment (CLIP score; paper 27.58)" in table(report)
+    aligned, lines = table(report).splitlines(), table(report, aligned=False).splitlines()
+    values = [line for line in aligned if line[-1].isdigit() and "  " in line]
+    assert len({len(line) for line in values}) == 1, aligned  # values right-aligned, for a fixed-width font
+    for line in values:  # the node's lines: label: value, no padding (the editor's font is proportional)
+        label, value = line.rsplit("  ", 1)
+        assert f"{label.rstrip()}: {float(value):.3f}" in lines
     same = json.loads(to_json(score(EMBEDS, None, source, source)))
     assert same["psnr"] is None and same["per_frame"]["psnr"] == [None] * 5  # identical frames: infinite PSNR
     image = chart(report)
