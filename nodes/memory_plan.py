@@ -10,6 +10,7 @@ from torch import nn
 
 from ..tav_core.editing.null_text import optimize_null_text
 from ..tav_core.loading.motion import motion_config, planned_module
+from ..tav_core.memory.duration import LONG, duration_text, measured_rate, predicted_seconds
 from ..tav_core.memory.fit import fit, window_options
 from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, cast, plan_tuning, planning
 from ..tav_core.model.frames import FrameContext
@@ -127,6 +128,13 @@ def _free_after_loading(model):
     return free
 
 
+def tuning_settings(model, samples: torch.Tensor, config: TuneConfig, gradient_checkpointing: bool) -> Settings:
+    frames, _, height, width = samples.shape
+    mixed = config.mixed_precision if config.mixed_precision != "no" else compute_precision(model)
+    return Settings(frames, height * 8, width * 8, model.model.get_dtype(), mixed, gradient_checkpointing,
+                    config.frame_window, config.lora_rank, clone_frozen_weights=has_inference_weights(model))
+
+
 def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_checkpointing: bool,
                      mode: str) -> tuple[TuneConfig, bool, str]:
     """(config, gradient checkpointing, report) that fit the MODEL's load device, as ``tav_core.memory.fit.fit``
@@ -136,14 +144,41 @@ def fit_comfy_tuning(model, samples: torch.Tensor, config: TuneConfig, gradient_
     device = model.load_device
     free = _free_after_loading(model)
     free(0)
-    frames, _, height, width = samples.shape
-    mixed = config.mixed_precision if config.mixed_precision != "no" else compute_precision(model)
-    settings = Settings(frames, height * 8, width * 8, model.model.get_dtype(), mixed, gradient_checkpointing,
-                        config.frame_window, config.lora_rank, clone_frozen_weights=has_inference_weights(model))
+    settings = tuning_settings(model, samples, config, gradient_checkpointing)
     chosen, report = fit(lambda s: plan_comfy_tuning(model, s, count_flops=False), settings, resident_bytes(model),
                          free, device.type, mode)
     return (replace(config, mixed_precision=chosen.mixed_precision, frame_window=chosen.frame_window),
             chosen.gradient_checkpointing, report)
+
+
+def tuning_forecast(model, samples: torch.Tensor, config: TuneConfig, gradient_checkpointing: bool) -> tuple[float, str]:
+    """(predicted seconds, what to show) for tuning ``config.steps`` steps as set: from the plan's FLOPs per step and
+    the load device's measured rate; a run predicted long (``duration.LONG``) also names what half the frames or
+    half the size would take (planned too)."""
+    device = model.load_device
+    settings = tuning_settings(model, samples, config, gradient_checkpointing)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.mixed_precision,
+                                                              model.model.manual_cast_dtype or model.model.get_dtype())
+    tokens = lambda s: s.height // 8 * (s.width // 8)  # the latent's pixels: the attention's length at full size
+    attention = host.attention.optimized_attention  # (the host's own: chunked on a CPU)
+    seconds = lambda s, flops: predicted_seconds(flops, config.steps, device, dtype, tokens(s), attention)
+    flops = plan_comfy_tuning(model, settings).flops
+    predicted = seconds(settings, flops)
+    text = (f"{config.steps} steps of {settings.frames} frames at {settings.width}x{settings.height}: about "
+            f"{duration_text(predicted)} on this {device.type.upper()} (planned {flops / 1e12:.2f} TFLOP a step, "
+            f"measured {measured_rate(device, dtype, tokens(settings), attention) / 1e9:.0f} GFLOP/s)")
+    if predicted <= LONG:
+        return predicted, text
+    shorter = []
+    if settings.frames >= 4:
+        frames = settings.frames // 2
+        window = min(settings.frame_window, frames) if settings.frame_window else None
+        shorter.append((f"{frames} frames", replace(settings, frames=frames, frame_window=window)))
+    half = replace(settings, height=max(64, settings.height // 16 * 8), width=max(64, settings.width // 16 * 8))
+    if (half.height, half.width) != (settings.height, settings.width):
+        shorter.append((f"{half.width}x{half.height}", half))
+    said = [f"{name} about {duration_text(seconds(s, plan_comfy_tuning(model, s).flops))}" for name, s in shorter]
+    return predicted, text + (f"; shorter: {', '.join(said)}" if said else "")
 
 
 def window_candidates(settings: Settings, device_type: str, stage: str) -> list[tuple[str, Settings]]:

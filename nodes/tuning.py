@@ -4,18 +4,20 @@
 
 import copy
 import logging
+import time
 
 import torch
 
 from ..tav_core.charts import loss_chart
 from ..tav_core.errors import check
+from ..tav_core.memory.duration import LONG, duration_text
 from ..tav_core.memory.fit import MEMORY_MODES
 from ..tav_core.memory.usage import measured
 from ..tav_core.tuning.tune import TuneConfig, recorded, tune
 from . import host
 from .autograd import autograd_unet
 from .conditioning import packed_conditioning
-from .memory_plan import compute_precision, fit_comfy_tuning
+from .memory_plan import compute_precision, fit_comfy_tuning, tuning_forecast
 from .shared import (CATEGORY, FOLDER, Schema, check_save_name, finite_floats, hidden, io, preview_with_workflow,
                      require_finite, save_numbered, seed_input, show_report, show_text)
 from .tuned_weights import Trainable, finish, require_untuned, save_tuned_model, trainable, tuned_clone
@@ -132,21 +134,30 @@ class OneShotTune(io.ComfyNode):
         bar = host.utils.ProgressBar(steps, node_id=unique_id)
         done = [0]
         cancelled = CANCELLED.pop(unique_id, None)
-        if cancelled is not None:  # (nothing of a cancelled run is kept: there is no state to resume from)
-            say(unique_id, f"starting over: the run cancelled at step {cancelled} kept nothing")
+        restart = cancelled and f"starting over: the run cancelled at step {cancelled} kept nothing"
+        if restart:  # (nothing of a cancelled run is kept: there is no state to resume from)
+            say(unique_id, restart)
 
         def progress(step, loss):
             done[0] = step + 1
             host.model_management.throw_exception_if_processing_interrupted()  # Cancel: stop here, save nothing
             bar.update_absolute(step + 1, steps)
-            show_text(unique_id, f"step {step + 1}/{steps}  loss {loss:.4f}")
+            left = (time.perf_counter() - started) / (step + 1) * (steps - step - 1)  # at the pace so far
+            show_text(unique_id, f"step {step + 1}/{steps}  loss {loss:.4f}"
+                                 + (f", about {duration_text(left)} left" if step + 1 < steps else ""))
 
         if config.lora_rank is not None:  # before the memory plan: seconds
             require_untuned(layers)
         samples = latent_image["samples"]
         config, gradient_checkpointing, report = fit_comfy_tuning(model, samples, config, gradient_checkpointing, memory)
         show_report(unique_id, report and f"{cls.TITLE}: {report}")
+        if memory != "off":  # how long it will take, before the first step: on a CPU always, elsewhere if long
+            predicted, forecast = tuning_forecast(model, samples, config, gradient_checkpointing)
+            if model.load_device.type == "cpu" or predicted > LONG:
+                logging.info("One-Shot Tune: %s", forecast)
+                show_text(unique_id, "\n".join(filter(None, [restart, report, forecast])))
         cond = packed_conditioning(model, positive[0], samples)  # (SDXL: with its ADM vector)
+        started = time.perf_counter()
         try:
             with measured(model.load_device, "tuning") as usage:  # (the saved file keeps them: Score Video shows them)
                 run, losses = tune_model(model, layers, cond, samples, config, gradient_checkpointing, progress)

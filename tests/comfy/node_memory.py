@@ -18,7 +18,7 @@ from in_process import CHECKPOINT, import_pack  # noqa: E402
 import_pack()
 import comfy.model_management  # noqa: E402
 import comfy.sd  # noqa: E402
-from tav_pack.nodes import editing, sampling, tuning  # noqa: E402
+from tav_pack.nodes import editing, memory_plan, sampling, tuning  # noqa: E402
 from tav_pack.nodes.memory_plan import plan_comfy_stage  # noqa: E402
 from tav_pack.nodes.memory_plan import window_candidates  # noqa: E402
 from tav_pack.nodes.video_model import inflate_model  # noqa: E402
@@ -74,8 +74,11 @@ with torch.inference_mode():  # as ComfyUI runs nodes
         lambda device=None, torch_free_too=False: (free, free) if torch_free_too else free
     latent = {"samples": samples}
     try:
+        forecasts = []
         if node == "tune":
             tuning.OneShotTune.execute(model, cond, latent, 0, 1, 3e-5, "", memory=mode)
+            memory_plan.LONG = 0  # every run long: the forecast names what half the frames or size would take
+            forecasts = [memory_plan.tuning_forecast(model, latent["samples"], tuning.TuneConfig(steps=500), False)]
         elif node == "invert":
             sampling.DDIMInvert.execute(model, cond, latent, 1, memory=mode)
         elif node == "null_text":
@@ -83,6 +86,7 @@ with torch.inference_mode():  # as ComfyUI runs nodes
         else:
             inverted = {**latent, sampling.INVERSION_STEPS: 1}
             sampling.VideoKSampler.execute(model, 0, 0, 7.5, 0.0, cond, cond, inverted, memory=mode)
-        print(json.dumps({"ran": ran, "log": [r for r in records if "memory" in r], "needs": needs, "free": free}))
+        print(json.dumps({"ran": ran, "log": [r for r in records if "memory" in r], "needs": needs, "free": free,
+                          "forecast": [r for r in records if "steps of" in r] + [text for _, text in forecasts]}))
     except Exception as e:  # noqa: BLE001  (reported to the test)
         print(json.dumps({"error": f"{type(e).__name__}: {e}", "ran": ran, "needs": needs, "free": free}))

@@ -1,6 +1,8 @@
 """The nodes' code on the host's own UNet, run by scripts that import ComfyUI and the pack in their own process (no
 server): memory plans, gradient checkpointing, tuning reproduced across inflations and processes."""
 
+import re
+
 import pytest
 
 from support import run_in_comfyui, within
@@ -20,6 +22,21 @@ def test_one_shot_tune_fits_the_free_memory_comfyui_reports(test_models):
     refused = _node("tight", "check", test_models)
     assert refused["ran"] == {} and "are free" in refused["error"] and "turn that on" in refused["error"]
     assert _node(1, "off", test_models)["ran"]["frame_window"] is None
+
+
+def test_one_shot_tune_says_how_long_before_the_first_step(test_models):
+    """On a CPU, before any step: the time the plan's FLOPs take at the rate the device measured, the numbers it
+    came from; a long run also names what half the frames and half the size would take (planned as well)."""
+    forecast = _node(2 ** 40, "auto", test_models)["forecast"]
+    shown, long = forecast[0], forecast[-1]
+    assert re.fullmatch(r"One-Shot Tune: 1 steps of 8 frames at 128x128: about \d+ s on this CPU \(planned "
+                        r"[\d.]+ TFLOP a step, measured \d+ GFLOP/s\)", shown), shown
+    whole, halves = long.split("; shorter: ")
+    assert whole.startswith("500 steps of 8 frames at 128x128: about ")
+    seconds = lambda text: sum(int(n) * {"s": 1, "min": 60, "h": 3600}[u] for n, u in re.findall(r"(\d+) (s|min|h)\b", text))
+    half_frames, half_size = halves.split(", ")
+    assert half_frames.startswith("4 frames about ") and half_size.startswith("64x64 about ")
+    assert seconds(half_frames) < seconds(whole) and seconds(half_size) < seconds(whole), long
 
 
 @pytest.mark.parametrize("node, stage", [("invert", "DDIM inversion"), ("null_text", "null-text inversion"),
