@@ -52,16 +52,27 @@ def test_pack_imports_cleanly_and_every_node_is_listed(comfy, object_info):
 
 
 def test_every_node_has_a_docs_page_that_explains_each_of_its_inputs(comfy, object_info):
-    """web/docs/<NodeId>.md, served where the editor's node docs panel fetches it; deprecated nodes need none."""
-    nodes = {k: v for k, v in object_info.items() if k.startswith("TuneAVideo") and not v.get("deprecated")}
-    assert len(nodes) == 10
+    """web/docs/<NodeId>/en.md, served at the first URL the editor's node docs panel asks for (the page in its
+    locale); a deprecated node's page names the node that replaces it and the inputs renamed since."""
+    nodes = {k: v for k, v in object_info.items() if v.get("python_module") == "custom_nodes.tuneavideo-comfy"}
+    assert len(nodes) == 13
+    by_title = {v["display_name"]: v for v in nodes.values()}
+
+    def names(info) -> list[str]:
+        return [n for section in ("required", "optional") for n in info["input_order"].get(section, [])]
+
     for node_id, info in nodes.items():
-        with urllib.request.urlopen(f"{comfy.url}/extensions/tuneavideo-comfy/docs/{node_id}.md") as r:
+        with urllib.request.urlopen(f"{comfy.url}/extensions/tuneavideo-comfy/docs/{node_id}/en.md") as r:
             page = r.read().decode()
         assert page.startswith(f"# {info['display_name']}\n")
-        inputs = [n for section in ("required", "optional") for n in info["input_order"].get(section, [])]
+        inputs = names(info)
+        if info.get("deprecated"):  # its page: the replacement, and the inputs renamed (old and new names)
+            title = info["display_name"].removesuffix(" (old)")
+            now = names(by_title[title])
+            inputs = [n for n in inputs if n not in now] + [n for n in now if n not in inputs]
+            assert f"**{title}**" in page and inputs, f"docs/{node_id}/en.md does not name {title}"
         missing = [n for n in inputs if f"`{n}`" not in page]
-        assert not missing, f"docs/{node_id}.md does not explain {missing}"
+        assert not missing, f"docs/{node_id}/en.md does not explain {missing}"
 
 
 def requirement_names(lines) -> set[str]:
