@@ -214,20 +214,3 @@ def test_measuring_is_one_workflow_and_run(frontend, comfy):
     frontend.page.wait_for_timeout(1000)
     assert frontend.page.evaluate(OVERLAPS_JS) == []
     assert frontend.errors() == []
-
-
-def test_the_node_docs_panel_shows_the_packs_page(frontend):
-    """Select One-Shot Tune and press the selection toolbox's info button: the docs panel shows
-    web/docs/TuneAVideoTune.md, every input it explains included. (Last here: it leaves the side panel open.)"""
-    frontend.load(ROOT / "workflows" / f"{MAIN}.json")
-    frontend.close_dialogs()
-    frontend.page.evaluate("""() => { const n = app.graph._nodes.find(n => n.type === 'TuneAVideoTune');
-                                      app.canvas.selectNode(n); app.canvas.setDirty(true, true); }""")
-    frontend.page.locator(".selection-toolbox button:has(i.icon-\\[lucide--info\\])").first.click()
-    frontend.page.wait_for_function("(document.querySelector('.node-help-content')?.innerText || '')"
-                                    ".includes('in the order you meet them')", timeout=600_000)
-    shown = frontend.page.locator(".node-help-content").inner_text()
-    page = (ROOT / "web" / "docs" / "TuneAVideoTune.md").read_text()
-    explained = re.findall(r"^\| `(\w+)` \|", page, flags=re.M)
-    assert len(explained) == 12 and all(name in shown for name in explained), shown[:2000]
-    assert "one-shot tuning" in shown
