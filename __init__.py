@@ -11,4 +11,4 @@ except ImportError:
 else:
     from .nodes import comfy_entrypoint  # noqa: F401  (ComfyUI calls it for the node list)
 
-WEB_DIRECTORY = "./web"  # docs/<NodeId>.md: the pages the editor's node docs panel shows
+WEB_DIRECTORY = "./web"  # docs/<NodeId>/en.md: the pages the editor's node docs panel shows (its first URL)
