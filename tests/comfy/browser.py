@@ -46,8 +46,10 @@ class Frontend:
         urllib.request.urlopen(request, timeout=300).read()
 
     def errors(self) -> list[str]:
-        """Console errors and uncaught exceptions so far that are not known network noise."""
-        return [m for m in self.console if not any(noise in m for noise in NETWORK_NOISE)]
+        """Console errors and uncaught exceptions so far that are not known network noise (an extension that does
+        not load is an error, though its message says 'Failed to fetch')."""
+        return [m for m in self.console
+                if "Error loading extension" in m or not any(noise in m for noise in NETWORK_NOISE)]
 
     def load(self, path: Path) -> list[dict]:
         """Open a workflow file as a user does (the editor's file input); returns the nodes the editor made."""

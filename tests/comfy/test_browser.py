@@ -121,6 +121,10 @@ def test_template_browser_shows_the_workflows_with_titles_and_thumbnails(fronten
     frontend.page.wait_for_timeout(1500)
     text = frontend.dialog_text()
     assert all(path.stem in text for path in WORKFLOWS)
+    shown = frontend.page.evaluate("() => [...document.querySelectorAll('.p-dialog [data-testid^=\"template-workflow-\"]')]"
+                                   ".map(e => e.dataset.testid.slice('template-workflow-'.length))")
+    numbered = sorted((path.stem for path in WORKFLOWS), key=lambda name: int(name.split(".")[0]))
+    assert "Newest" in text and shown == numbered, f"under the default sort the cards are {shown}"  # main one first
     cards = "() => Object.fromEntries([...document.querySelectorAll('.p-dialog img')].map(i => [i.src, i.naturalWidth]))"
     widths = frontend.page.evaluate(cards)  # the cards in view; the browser loads the rest as they scroll into view
     frontend.page.evaluate("() => document.querySelectorAll('.p-dialog *').forEach(e => e.scrollTop = e.scrollHeight)")
