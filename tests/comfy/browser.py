@@ -81,22 +81,45 @@ class Frontend:
             time.sleep(0.6)
         raise AssertionError(f"a dialog would not close: {self.dialog_text()[:500]}")
 
-    def covered_title_points(self) -> list[str]:
-        """Nodes whose title bar is off screen or under the editor's own bars and overlays (a person could not
-        read or grab them), as 'title (x, y)'."""
+    def covered_node_points(self) -> list[str]:
+        """Points of nodes (title bar and body: the four corners and points along the four edges, 1 px inside) that
+        are off screen or under the editor's own bars and overlays (menus, minimap, zoom buttons), where a person
+        could not read or grab them, as 'title (x, y): what covers it'. A node's own DOM widgets (text boxes, notes,
+        previews) are part of it."""
         return self.page.evaluate("""() => {
             const bad = [], ds = app.canvas.ds, box = app.canvas.canvas.getBoundingClientRect();
+            const screen = (x, y) => [box.left + (x + ds.offset[0]) * ds.scale, box.top + (y + ds.offset[1]) * ds.scale];
             for (const n of app.graph._nodes) {
-                const y = box.top + (n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2 + ds.offset[1]) * ds.scale;
-                for (const f of [0.05, 0.5, 0.95]) {
-                    const x = box.left + (n.pos[0] + f * n.size[0] + ds.offset[0]) * ds.scale;
-                    const el = document.elementFromPoint(x, y);
-                    if (el !== app.canvas.canvas) bad.push(`${n.title} (${Math.round(x)}, ${Math.round(y)})`);
+                const [l, t] = screen(n.pos[0], n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT);
+                const [r, b] = screen(n.pos[0] + n.size[0], n.pos[1] + n.size[1]);
+                const points = [];
+                for (let i = 0; i <= 10; i++) {
+                    const x = l + 1 + i / 10 * (r - l - 2), y = t + 1 + i / 10 * (b - t - 2);
+                    points.push([x, t + 1], [x, b - 1], [l + 1, y], [r - 1, y]);
                 }
-                const bottom = box.top + (n.pos[1] + n.size[1] + ds.offset[1]) * ds.scale;
-                if (bottom > window.innerHeight) bad.push(`${n.title} ends below the window at ${Math.round(bottom)}`);
+                for (const [x, y] of points) {
+                    const el = document.elementFromPoint(x, y);
+                    if (el === app.canvas.canvas || el?.closest('.dom-widget')) continue;
+                    const what = el ? `${el.tagName.toLowerCase()}.${String(el.className?.baseVal ?? el.className).split(' ')[0]}`
+                                    : 'off screen';
+                    bad.push(`${n.title} (${Math.round(x)}, ${Math.round(y)}): ${what}`);
+                }
             }
             return bad; }""")
+
+    def node_text_px(self) -> dict:
+        """The sizes (px on screen: the font's px times the zoom) of the text the canvas draws in nodes (titles, slot
+        names, widget labels and values, badges), read from the fonts it draws with in one full redraw."""
+        return self.page.evaluate("""() => {
+            const canvas = app.canvas, ctx = canvas.ctx, fill = ctx.fillText, fonts = new Set();
+            let inNode = 0;
+            canvas.drawNode = function (...args) {  // (an own property over LGraphCanvas.prototype.drawNode)
+                inNode++;
+                try { return Object.getPrototypeOf(canvas).drawNode.apply(this, args); } finally { inNode--; } };
+            ctx.fillText = function (...args) { if (inNode) fonts.add(ctx.font); return fill.apply(this, args); };
+            try { canvas.draw(true, true); } finally { delete canvas.drawNode; delete ctx.fillText; }
+            const px = [...fonts].map(f => parseFloat(/([\\d.]+)px/.exec(f)[1]));
+            return {fonts: [...fonts], scale: canvas.ds.scale, smallest: Math.min(...px) * canvas.ds.scale}; }""")
 
     def set_widgets(self, node_type: str, values: dict) -> None:
         """Change widget values of every node of a type, as typing into them would."""

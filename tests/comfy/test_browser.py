@@ -24,15 +24,37 @@ MAIN, MEASURE = build_workflows.MAIN, build_workflows.MEASURE
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 FAILURES = ROOT / ".cache" / "browser-failures"
 SCREENSHOTS = ROOT / ".cache" / "browser-screenshots"
-SMALLEST_TEXT = 9  # px on screen: the notes' plain text was 6.4 px at the opening zoom, unreadable
-NOTES_JS = """() => [...document.querySelectorAll('.comfy-markdown')].map(m => {
-    const box = m.closest('.dom-widget') || m;
+SMALLEST_TEXT = 9  # px on screen: the notes' plain text was 6.4 px at the opening zoom, widget text 7.5, unreadable
+# words of the rendered text that run across a line break other than after a hyphen (as 'safet/ensors' did): the
+# line of every character, from its own box on screen, whatever CSS made the break
+BROKEN_WORDS_JS = """const brokenWords = root => {
+    const broken = [], range = document.createRange(), walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let t = walk.nextNode(); t; t = walk.nextNode())
+        for (const word of t.textContent.matchAll(/\\S+/g)) {
+            let top = null;
+            for (let i = word.index; i < word.index + word[0].length; i++) {
+                range.setStart(t, i); range.setEnd(t, i + 1);
+                const r = range.getClientRects()[0];
+                if (!r) continue;
+                if (top !== null && r.top > top + r.height / 2 && t.textContent[i - 1] !== '-') {
+                    broken.push(`${word[0].slice(0, i - word.index)}/${word[0].slice(i - word.index)}`); break; }
+                top = r.top; } }
+    return broken; };"""
+NOTES_JS = """() => { BROKEN; return [...document.querySelectorAll('.comfy-markdown')].map(m => {
+    const box = m.closest('.dom-widget') || m, text = m.querySelector('.tiptap') || m;  // (the text scrolls in it)
     const shown = [...m.querySelectorAll('p, li, h1, h2, h3, h4, a, code')].filter(e => e.innerText.trim());
-    return {text: m.innerText, overflow: box.scrollHeight - box.clientHeight,
+    return {text: m.innerText, overflow: Math.max(box.scrollHeight - box.clientHeight, text.scrollHeight - text.clientHeight),
             smallest: Math.min(...shown.map(e => e.getBoundingClientRect().height / (e.getClientRects().length || 1))),
             strong: [...m.querySelectorAll('strong')].map(e => e.innerText.trim()),
             em: [...m.querySelectorAll('em')].map(e => e.innerText.trim()),
-            code: [...m.querySelectorAll('code')].map(e => e.innerText.trim())}; })"""
+            code: [...m.querySelectorAll('code')].map(e => e.innerText.trim()),
+            broken: brokenWords(text)}; }); }""".replace("BROKEN", BROKEN_WORDS_JS)
+# the text boxes in nodes (notes, prompts, the reports nodes show under their widgets): how far each scrolls (px in
+# the node's own units) and its text's size on screen
+TEXT_BOXES_JS = """() => [...document.querySelectorAll('.dom-widget *')].filter(e => getComputedStyle(e).opacity !== '0'
+    && ['auto', 'scroll'].includes(getComputedStyle(e).overflowY) && (e.value ?? e.innerText).trim()).map(e => ({
+        text: (e.value ?? e.innerText).trim(), scroll: e.scrollHeight - e.clientHeight,
+        px: parseFloat(getComputedStyle(e).fontSize) * app.canvas.ds.scale}))"""
 OVERLAPS_JS = """() => { const T = LiteGraph.NODE_TITLE_HEIGHT, nodes = app.graph._nodes, bad = [];
     const box = n => [n.pos[0], n.pos[1] - T, n.pos[0] + n.size[0], n.pos[1] + n.size[1]];
     const meets = (a, b) => a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
@@ -87,8 +109,10 @@ def test_workflow_opens_ready_to_use(frontend, path):
     assert offered == needed, f"the missing-models dialog offers {offered}; the graph needs {needed}"
 
     frontend.close_dialogs()
-    assert frontend.page.evaluate("app.canvas.ds.scale") >= 0.6, "zoomed out so far that the editor drops the text"
-    assert frontend.covered_title_points() == []
+    text = frontend.node_text_px()  # the editor drops the text of nodes when zoomed out far (below 0.6)
+    # (the prompt boxes' text is the size set in the editor's settings, 'Textarea widget font size': 10 px by default)
+    assert text["fonts"] and text["smallest"] >= SMALLEST_TEXT, f"text in nodes {text['smallest']:.1f} px on screen: {text}"
+    assert frontend.covered_node_points() == [], "a node lies (partly) under the editor's overlays or off screen"
     assert frontend.page.evaluate(OVERLAPS_JS) == []
     check_notes(frontend, workflow)
     assert frontend.errors() == []
@@ -105,6 +129,7 @@ def check_notes(frontend, workflow) -> None:
     for note, source in zip(notes, sources):
         assert note["smallest"] >= SMALLEST_TEXT, f"text {note['smallest']:.1f} px tall on screen: {note['text'][:60]}"
         assert note["overflow"] <= 1, f"the note's text runs {note['overflow']} px past its box: {note['text'][:60]}"
+        assert note["broken"] == [], f"words broken across lines: {note['broken']}"
         assert note["strong"] == marked(source, "**") and note["em"] == marked(source, "*") \
             and note["code"] == marked(source, "`"), f"the note renders other marks than it has: {note}"
         for name in note["strong"]:
@@ -155,7 +180,8 @@ def test_a_first_run_after_installing_fails_only_for_the_checkpoint(frontend, co
 
 
 def test_tune_and_edit_runs_from_the_run_button(frontend, comfy):
-    """As a person would: open the template, make it small, press Run; the video is saved and shown in place."""
+    """As a person would: open the template, make it small, press Run; the video is saved and shown in place, the
+    reports under the nodes read in full, and tuned weights are saved only when asked for (save_name)."""
     workflow_checkpoint = comfy.base / "models" / "checkpoints" / "v1-5-pruned-emaonly-fp16.safetensors"
     if not workflow_checkpoint.exists():
         os.symlink(comfy.base / "models" / "checkpoints" / CKPT, workflow_checkpoint)
@@ -163,13 +189,14 @@ def test_tune_and_edit_runs_from_the_run_button(frontend, comfy):
     frontend.close_dialogs()
     frontend.set_widgets("ImageFromBatch", {"length": 3})
     frontend.set_widgets("ImageScale", {"width": 64, "height": 64})
-    frontend.set_widgets("TuneAVideoTune", {"steps": 2, "save_name": "from-the-ui"})
+    frontend.set_widgets("TuneAVideoTune", {"steps": 2})
     frontend.set_widgets("TuneAVideoInvert", {"steps": 3})
+    weights = set((comfy.base / "models" / "tuneavideo").glob("*"))
     entry = frontend.run()
     assert entry["status"]["status_str"] == "success", entry["status"]
-    videos = sorted((comfy.base / "output" / "tuneavideo").glob("edit_*.mp4"))
+    videos = sorted((comfy.base / "output").glob("tuneavideo-edit_*.mp4"))
     assert videos and read_video(videos[-1]).shape == (3, 64, 64, 3)
-    assert list((comfy.base / "models" / "tuneavideo").glob("from-the-ui_00001_.safetensors"))
+    assert set((comfy.base / "models" / "tuneavideo").glob("*")) == weights, "an edit saved tuned weights unasked"
     frontend.page.wait_for_function("document.querySelector('video[src*=\"edit_\"]')?.videoWidth > 0", timeout=600_000)
     inside = frontend.page.evaluate("""() => {  // the result's preview stays inside Save Video, clear of overlays
         const v = document.querySelector('video[src*="edit_"]').getBoundingClientRect();
@@ -180,9 +207,21 @@ def test_tune_and_edit_runs_from_the_run_button(frontend, comfy):
     assert inside[:2] == [True, True], f"Save Video's preview spills out of its node or under an overlay: {inside}"
     frontend.page.wait_for_timeout(1000)  # nodes grow to show what they made (loss curve, memory reports)
     assert frontend.page.evaluate(OVERLAPS_JS) == [], "after the run a node covers another (e.g. the loss curve)"
+    assert frontend.covered_node_points() == [], "after the run a node reaches under the editor's overlays"
+    boxes = frontend.page.evaluate(TEXT_BOXES_JS)
+    reports = [b for b in boxes if "memory:" in b["text"]]  # what DDIM Invert's and Video KSampler's plans chose
+    assert len(reports) >= 2 and min(b["px"] for b in reports) >= SMALLEST_TEXT, boxes
+    assert [b for b in boxes if b["scroll"] > 1] == [], "a text box scrolls: a person does not see all of its text"
     frontend.screenshot(SCREENSHOTS / "main-workflow-after-a-run.png")
     curve = max((comfy.base / "temp").glob("*.png"), key=lambda p: p.stat().st_mtime)  # the loss curve on the node
     assert json.loads(Image.open(curve).info["workflow"])["nodes"], "the chart does not carry the workflow"
+
+    frontend.set_widgets("TuneAVideoTune", {"save_name": "from-the-ui"})  # asked for: tuned again and saved
+    assert frontend.run()["status"]["status_str"] == "success"
+    assert list((comfy.base / "models" / "tuneavideo").glob("from-the-ui_00001_.safetensors"))
+    frontend.page.wait_for_timeout(1000)
+    saying = [b for b in frontend.page.evaluate(TEXT_BOXES_JS) if "from-the-ui" in b["text"]]  # One-Shot Tune's
+    assert saying and all(b["scroll"] <= 1 for b in saying), saying
 
     frontend.page.evaluate("() => document.activeElement?.blur()")  # R refreshes the model lists, as the note says
     frontend.page.keyboard.press("r")
@@ -197,16 +236,18 @@ def test_tune_and_edit_runs_from_the_run_button(frontend, comfy):
 
 
 def test_measuring_is_one_workflow_and_run(frontend, comfy):
-    """Open the measuring workflow, point it at the edit, Run: Score Video's table and chart show in place."""
-    write_video(comfy.base / "input" / "an-edit.mp4", demo_video(3, 64, 64)[::-1].copy())
+    """Open the measuring workflow and Run: it scores the main workflow's edit where that saved it (output/), with
+    nothing to upload; Score Video's table and chart show in place."""
+    write_video(comfy.base / "output" / "tuneavideo-edit_00001_.mp4",  # the main workflow's first edit (a stand-in)
+                demo_video(3, 64, 64)[::-1].copy())
     frontend.load(ROOT / "workflows" / f"{MEASURE}.json")
     frontend.close_dialogs()
     frontend.set_widgets("ImageFromBatch", {"length": 3})
     frontend.set_widgets("ImageScale", {"width": 64, "height": 64})
     frontend.set_widgets("CLIPVisionLoader", {"clip_name": CLIP_VISION})
     frontend.set_widgets("CLIPLoader", {"clip_name": CLIP_TEXT})
-    frontend.page.evaluate("""() => { const n = app.graph._nodes.find(n => n.title === 'Load Video (the edit)');
-        const w = n.widgets.find(w => w.name === 'file'); w.value = 'an-edit.mp4'; w.callback?.(w.value); }""")
+    loads = next(n for n in frontend.nodes() if n["title"] == "Load Video (the edit)")["widgets"]["file"]
+    assert loads == "tuneavideo-edit_00001_.mp4 [output]", loads  # ComfyUI's name for a file in output/
     entry = frontend.run()
     assert entry["status"]["status_str"] == "success", entry["status"]
     frontend.page.wait_for_function("document.querySelector('.comfy-markdown, textarea') !== null")
@@ -216,5 +257,5 @@ def test_measuring_is_one_workflow_and_run(frontend, comfy):
         assert time.time() < deadline, "the table of scores is not shown"
         time.sleep(1)
     frontend.page.wait_for_timeout(1000)
-    assert frontend.page.evaluate(OVERLAPS_JS) == []
+    assert frontend.page.evaluate(OVERLAPS_JS) == [] and frontend.covered_node_points() == []
     assert frontend.errors() == []
