@@ -2,8 +2,9 @@
 
 import pytest
 
+from browser import Frontend
 from server import ComfyServer
-from support import CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, IP2P, SDXL_CKPT
+from support import CKPT, CLIP_TEXT, CLIP_VISION, COMFYUI, CONTROLNET, IP2P, ROOT, SDXL_CKPT
 from tav_core import demo_video, write_video
 from tiny_motion import write_motion_modules
 
@@ -27,3 +28,23 @@ def comfy(test_models, tmp_path_factory):
 @pytest.fixture(scope="session")
 def object_info(comfy):
     return comfy.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def frontend(comfy):
+    """The real editor on the shared server in headless Chromium, one per browser test module: 1600x900, the
+    editor's default settings (missing-models warning on)."""
+    frontend = Frontend(comfy)
+    yield frontend
+    frontend.close()
+
+
+@pytest.fixture
+def screenshot_on_failure(request, frontend):
+    """A browser test that fails leaves a screenshot in .cache/browser-failures/<test>.png (browser modules use it
+    with ``pytestmark``)."""
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        path = frontend.screenshot(ROOT / ".cache" / "browser-failures" / f"{request.node.name}.png")
+        print(f"screenshot of the failure: {path}")

@@ -14,7 +14,6 @@ import time
 import pytest
 from PIL import Image
 
-from browser import Frontend
 from support import CKPT, CLIP_TEXT, CLIP_VISION, ROOT, module_at
 from tav_core import demo_video, read_video, write_video
 
@@ -22,7 +21,7 @@ build_workflows = module_at(ROOT / "workflows" / "build_workflows.py")
 MAIN, MEASURE = build_workflows.MAIN, build_workflows.MEASURE
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
-FAILURES = ROOT / ".cache" / "browser-failures"
+pytestmark = pytest.mark.usefixtures("screenshot_on_failure")
 SCREENSHOTS = ROOT / ".cache" / "browser-screenshots"
 SMALLEST_TEXT = 9  # px on screen: the notes' plain text was 6.4 px at the opening zoom, widget text 7.5, unreadable
 # words of the rendered text that run across a line break other than after a hyphen (as 'safet/ensors' did): the
@@ -74,20 +73,6 @@ def marked(text: str, mark: str) -> list[str]:
     return [m.strip() for m in re.findall(pattern, text)]
 
 
-@pytest.fixture(scope="module")
-def frontend(comfy):
-    frontend = Frontend(comfy)  # 1600x900, the editor's default settings (missing-models warning on)
-    yield frontend
-    frontend.close()
-
-
-@pytest.fixture(autouse=True)
-def screenshot_on_failure(request, frontend):
-    yield
-    report = getattr(request.node, "report_call", None)
-    if report is not None and report.failed:
-        path = frontend.screenshot(FAILURES / f"{request.node.name}.png")
-        print(f"screenshot of the failure: {path}")
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

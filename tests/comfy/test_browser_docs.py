@@ -12,11 +12,10 @@ import re
 
 import pytest
 
-from browser import Frontend
 from support import ROOT
 
 PACK = "tuneavideo-comfy"
-FAILURES = ROOT / ".cache" / "browser-failures"
+pytestmark = pytest.mark.usefixtures("screenshot_on_failure")
 SHOTS = ROOT / ".cache" / "browser-screenshots" / "docs"
 DEFAULT_SIZE = "calc(20% - 4px)"  # the side bar panel's flex-basis as GraphView's SplitterPanel sets it (size 20)
 WINDOWS = [(1600, 900), (1280, 800)]  # px: the tests' window, and a small laptop's (its panel 242 px wide)
@@ -43,20 +42,6 @@ MEASURE_JS = """() => {
                 `${e.tagName.toLowerCase()} '${e.innerText.slice(0, 40)}' by ${Math.round(end(e) - right)} px`)}; }"""
 
 
-@pytest.fixture(scope="module")
-def frontend(comfy):
-    frontend = Frontend(comfy)  # 1600x900, the editor's default settings
-    yield frontend
-    frontend.close()
-
-
-@pytest.fixture(autouse=True)
-def screenshot_on_failure(request, frontend):
-    yield
-    report = getattr(request.node, "report_call", None)
-    if report is not None and report.failed:
-        path = frontend.screenshot(FAILURES / f"{request.node.name}.png")
-        print(f"screenshot of the failure: {path}")
 
 
 def open_docs(frontend, node_id: str, title: str) -> str:

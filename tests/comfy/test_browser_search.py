@@ -5,26 +5,19 @@ import json
 
 import pytest
 
-from browser import Frontend
 from support import ROOT
 
 OBVIOUS = {"sampler": "Video KSampler", "invert": "DDIM Invert", "p2p": "Attention Control (Prompt-to-Prompt)",
            "video edit": "One-Shot Tune", "prompt to prompt": "Attention Control (Prompt-to-Prompt)",
            "clip score": "Score Video"}
+pytestmark = pytest.mark.usefixtures("screenshot_on_failure")
 RESULTS_JS = """() => [...document.querySelectorAll('.comfy-vue-node-search-box .p-autocomplete-option')]
     .map(e => (e.querySelector('.option-display-name') ?? e).innerText.split('\\n')[0].trim())"""
 
 
-@pytest.fixture(scope="module")
-def frontend(comfy):
-    frontend = Frontend(comfy)
-    frontend.close_dialogs()
-    yield frontend
-    frontend.close()
-
-
 def search(frontend, words: str) -> list[str]:
     """The node search's results for ``words``, as a person sees them: double-click an empty spot, type."""
+    frontend.close_dialogs()  # (the editor's start-up dialogs, the first time)
     page = frontend.page
     page.evaluate("() => { app.graph.clear(); app.canvas.setDirty(true, true); }")  # an empty canvas to click on
     page.mouse.dblclick(800, 500)
