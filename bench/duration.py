@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     from tav_pack.nodes.tuning import tune_model
     from tav_pack.nodes.video_model import inflate_model, temporal_layers
     from tav_pack.tav_core.memory.duration import STEP_SHARE, measured_rate
+    from tav_pack.tav_core.precision import PRECISIONS
     from tav_pack.tav_core.tuning.tune import TuneConfig
 
     rows = []
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
         for frames, size, precision in [CASES[i] for i in args.cases] if args.cases else CASES:
             samples, cond = torch.randn(frames, 4, size // 8, size // 8), torch.randn(1, 77, 768)
             config = TuneConfig(steps=args.steps, posterior="mean", mixed_precision=precision)
-            dtype = {"bf16": torch.bfloat16}.get(precision, torch.float32)
+            dtype = PRECISIONS[precision] or torch.float32
             flops = plan_comfy_tuning(model, tuning_settings(model, samples, config, False)).flops
             rate = measured_rate(args.device, dtype, (size // 8) ** 2, comfy.ldm.modules.attention.optimized_attention)
             times = []

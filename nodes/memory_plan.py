@@ -15,7 +15,7 @@ from ..tav_core.memory.fit import fit, window_options
 from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, cast, plan_tuning, planning
 from ..tav_core.model.frames import FrameContext
 from ..tav_core.model.inflation import Inflation, TemporalLayers
-from ..tav_core.precision import HALF, autocast
+from ..tav_core.precision import HALF, PRECISIONS, autocast
 from ..tav_core.sampling.ddim import invert_ddim, sample_ddim
 from ..tav_core.sampling.denoiser import DiscreteDenoiser, guided
 from ..tav_core.sampling.windows import ContextWindows, Windowed
@@ -157,8 +157,7 @@ def tuning_forecast(model, samples: torch.Tensor, config: TuneConfig, gradient_c
     half the size would take (planned too)."""
     device = model.load_device
     settings = tuning_settings(model, samples, config, gradient_checkpointing)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.mixed_precision,
-                                                              model.model.manual_cast_dtype or model.model.get_dtype())
+    dtype = PRECISIONS[settings.mixed_precision] or model.model.manual_cast_dtype or model.model.get_dtype()
     tokens = lambda s: s.height // 8 * (s.width // 8)  # the latent's pixels: the attention's length at full size
     attention = host.attention.optimized_attention  # (the host's own: chunked on a CPU)
     seconds = lambda s, flops: predicted_seconds(flops, config.steps, device, dtype, tokens(s), attention)

@@ -38,14 +38,12 @@ def _probe(device: torch.device, dtype: torch.dtype, tokens: int, attention):
     generator = torch.Generator().manual_seed(0)
     side = min(64, max(8, math.isqrt(tokens)))  # (SD's full-size attention at 512x512; larger latents cost more)
     new = lambda *shape, scale=1.0: (torch.randn(*shape, generator=generator) * scale).to(device).requires_grad_()
-    x, weight, tokens = new(1, 320, side, side), new(320, 320, 3, 3, scale=0.02), new(1, side * side, 320)
-    weights = dtype if dtype == torch.float64 else torch.float32
-    x, weight, tokens = (t.detach().to(weights).requires_grad_() for t in (x, weight, tokens))
+    x, weight, hidden = new(1, 320, side, side), new(320, 320, 3, 3, scale=0.02), new(1, side * side, 320)
 
     def run():
         with torch.autocast(device.type, dtype, enabled=dtype in (torch.float16, torch.bfloat16)):
             out = F.conv2d(F.silu(F.group_norm(x, 32)), weight, padding=1)
-            q = F.layer_norm(tokens, (320,))
+            q = F.layer_norm(hidden, (320,))
             kv = torch.cat([q, q.flip(1)], 1)  # sparse-causal attention's keys: two frames' tokens
             attended = attention(q, kv, kv, 8)
         (out.float().square().mean() + attended.float().square().mean()).backward()
