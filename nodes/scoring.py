@@ -202,7 +202,7 @@ class ScoreVideo(io.ComfyNode):
                                boundaries, pooled, run_numbers(tuned_weights, inversion))
         chart = torch.from_numpy(scoring.chart(report)).float()[None] / 255
         table = scoring.table(report)
-        show_text(unique_id, scoring.table(report, aligned=False))  # (the editor's font is proportional)
+        show_text(unique_id, scoring.summary(report))  # (a few lines: the editor's box and font)
         numbers = tuple(report.get(k, math.nan) for k in ("frame_consistency", "consecutive_consistency",
                                                              "text_alignment", "psnr", "ssim"))
         ui = preview_with_workflow(chart, hidden(cls, "prompt"), hidden(cls, "extra_pnginfo"))

@@ -7,7 +7,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
 MARGIN = dict(left=5, right=1.4, top=2.4, bottom=2.4)  # in font sizes
-FONT_SIZE = 28  # shown on a node 340 units wide in a graph at zoom 0.63, text stays about 8 px tall on screen
+LEGEND = 1.2  # font sizes: the line under the titles that names a panel's series (where one has several)
+FONT_SIZE = 28  # px: large, as a node shows a chart shrunk to its width (tests measure it on screen, at least 9 px)
 
 
 def _axis(low: float, high: float, count: int = 5) -> tuple[list[float], int]:
@@ -26,10 +27,14 @@ def _axis(low: float, high: float, count: int = 5) -> tuple[list[float], int]:
 MARK = (255, 127, 14)  # the vertical lines of marked x values (window boundaries)
 
 
-def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label: str, marks=()) -> None:
+def _panel(draw, font, cell_left: float, box, title: str, series: dict[str, list[float]], x_label: str, marks=(),
+           legend_line: bool = False) -> None:
+    """One panel: its title (and the names of its series, on the line below) from ``cell_left``, its axes in
+    ``box`` (left, top, right, bottom)."""
     left, top, right, bottom = box
     em = font.size
-    draw.text((left, top - 1.85 * em), title, fill=(20, 20, 20), font=font)
+    title_y = top - (MARGIN["top"] + (LEGEND if legend_line else 0) - 0.55) * em
+    draw.text((cell_left + 0.3 * em, title_y), title, fill=(20, 20, 20), font=font)
     values = [v for vs in series.values() for v in vs if math.isfinite(v)]
     if not values:
         draw.text((left + 10, top + 10), "nothing to show", fill=(120, 120, 120), font=font)
@@ -41,7 +46,7 @@ def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label:
     for tick in ticks:
         y = bottom - (tick - low) / (high - low) * (bottom - top)
         draw.line((left, y, right, y), fill=(225, 225, 225))
-        draw.text((left - 0.4 * em, y), f"{tick:.{decimals}f}", fill=(60, 60, 60), font=font, anchor="rm")
+        draw.text((left - 0.6 * em, y), f"{tick:.{decimals}f}", fill=(60, 60, 60), font=font, anchor="rm")
     steps = max(1, math.ceil(count / 6))
     for i in range(0, count, steps):
         x = left + (i / max(1, count - 1)) * (right - left)
@@ -51,9 +56,9 @@ def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label:
         x = left + (mark / max(1, count - 1)) * (right - left)
         for y in range(int(top), int(bottom), 12):  # dashed
             draw.line((x, y, x, min(y + 6, bottom)), fill=MARK, width=max(2, em // 10))
-    legend_x = right - 10
-    for k, (name, vs) in enumerate(reversed(list(series.items()))):
-        color = COLORS[(len(series) - 1 - k) % len(COLORS)]
+    legend_x = cell_left + 0.3 * em
+    for k, (name, vs) in enumerate(series.items()):
+        color = COLORS[k % len(COLORS)]
         points = [(left + (i / max(1, count - 1)) * (right - left), bottom - (v - low) / (high - low) * (bottom - top))
                   for i, v in enumerate(vs) if math.isfinite(v)]
         if len(points) > 1:
@@ -63,9 +68,8 @@ def _panel(draw, font, box, title: str, series: dict[str, list[float]], x_label:
             for x, y in points:
                 draw.ellipse((x - r, y - r, x + r, y + r), fill=color)
         if len(series) > 1:  # one series: the panel's title says what it is
-            width = draw.textlength(name, font=font)
-            draw.text((legend_x - width, top - 1.75 * em), name, fill=color, font=font)
-            legend_x -= width + 1.7 * em
+            draw.text((legend_x, title_y + LEGEND * em), name, fill=color, font=font)
+            legend_x += draw.textlength(name, font=font) + 1.7 * em
 
 
 def line_chart(panels: list[tuple[str, dict[str, list[float]]]], x_label: str, width: int = 800,
@@ -73,7 +77,8 @@ def line_chart(panels: list[tuple[str, dict[str, list[float]]]], x_label: str, w
     """One panel per (title, {series name: values}), ``columns`` to a row; values that are not finite are left out.
     The text is ``font_size`` pixels tall: large, as a node shows the chart shrunk to its width. ``marks``: x values
     every panel marks with a dashed vertical line."""
-    m = {side: round(v * font_size) for side, v in MARGIN.items()}
+    legend_line = any(len(series) > 1 for _, series in panels)
+    m = {side: round((v + (LEGEND if side == "top" and legend_line else 0)) * font_size) for side, v in MARGIN.items()}
     rows = math.ceil(len(panels) / columns)
     cell_w, cell_h = width // columns, panel_height + m["top"] + m["bottom"]
     image = Image.new("RGB", (width, rows * cell_h), (255, 255, 255))
@@ -82,7 +87,7 @@ def line_chart(panels: list[tuple[str, dict[str, list[float]]]], x_label: str, w
     for i, (title, series) in enumerate(panels):
         left, top = (i % columns) * cell_w, (i // columns) * cell_h + m["top"]
         box = (left + m["left"], top, left + cell_w - m["right"], top + panel_height)
-        _panel(draw, font, box, title, series, x_label, marks)
+        _panel(draw, font, left, box, title, series, x_label, marks, legend_line)
     return np.array(image)  # (writable: a host wraps it in a tensor without copying)
 
 

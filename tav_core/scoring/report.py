@@ -36,6 +36,26 @@ RUN_LABELS = {"tuning_seconds": "tuning time (s)", "tuning_peak_gb": "tuning pea
               "edit_peak_gb": "inversion + edit peak memory (GB)"}
 
 
+# the node's few lines (the editor's text box shows about ten without scrolling): one line per kind of measure,
+# "title: value words, value words"; values under "run" come from report["run"]
+SUMMARY = [("frame consistency (x100)", [("frame_consistency", "all pairs (paper 92.40)"),
+                                         ("consecutive_consistency", "consecutive")]),
+           ("text alignment", [("text_alignment", "CLIP score (paper 27.58)")]),
+           ("V2VBench", [("v2vbench_frame_consistency", "CLIP consistency"),
+                         ("v2vbench_text_alignment", "text alignment")]),
+           ("to the source", [("psnr", "dB PSNR"), ("ssim", "SSIM")]),
+           ("inside the mask", [("psnr_inside", "dB PSNR"), ("ssim_inside", "SSIM")]),
+           ("outside the mask", [("psnr_outside", "dB PSNR"), ("ssim_outside", "SSIM")]),
+           ("colour drift (delta E)", [("colour_drift", "mean"), ("colour_drift_last", "at the last frame"),
+                                       ("colour_drift_slope", "per frame")]),
+           ("seams (window boundaries / inside)", [("seam_pixel_ratio", "pixel change"),
+                                                   ("seam_clip_ratio", "CLIP change")]),
+           ("largest frame-to-frame change", [("largest_jump_ratio", "x the median")]),
+           ("run", [("tuning_seconds", "s tuning"), ("tuning_peak_gb", "GB tuning peak"),
+                    ("inversion_seconds", "s null-text inversion"), ("edit_seconds", "s inversion + edit"),
+                    ("edit_peak_gb", "GB inversion + edit peak")])]
+
+
 CONVENTIONS = {("clip_score_clamp", "frame"): "CLIP score clamped at 0 per frame",
                ("clip_score_clamp", "mean"): "CLIP score: the mean clamped at 0",
                ("ssim", "whole_frame"): "SSIM over the whole frame",
@@ -114,20 +134,34 @@ def _edit_region(mask) -> torch.Tensor:
     return inside
 
 
-def table(report: dict, aligned: bool = True) -> str:
-    """The report as lines of text: columns aligned with spaces for a fixed-width font (what the CLI prints), or
-    ``label: value`` lines that read in any font (what the node shows in the editor's proportional one)."""
+def _boundaries(report: dict) -> str:
+    return f"; window boundaries at frames {', '.join(map(str, report['boundaries']))}" if report.get("boundaries") else ""
+
+
+def table(report: dict) -> str:
+    """The report as lines of text, the values in a column aligned with spaces (what the CLI prints)."""
     rows = [(LABELS[k], report[k]) for k in LABELS if k in report]
     rows += [(RUN_LABELS[k], report["run"][k]) for k in RUN_LABELS if k in report.get("run", {})]
     width = max([len(label) for label, _ in rows], default=0)
-    lines = [f"{label:<{width}}  {value:8.3f}" if aligned else f"{label}: {value:.3f}" for label, value in rows]
+    lines = [f"{label:<{width}}  {value:8.3f}" for label, value in rows]
     if "largest_jump_frame" in report:
-        lines.append(f"largest jump into frame {report['largest_jump_frame']}"
-                     + (f"; window boundaries at frames {', '.join(map(str, report['boundaries']))}"
-                        if report.get("boundaries") else ""))
+        lines.append(f"largest jump into frame {report['largest_jump_frame']}{_boundaries(report)}")
     conventions = report.get("conventions", {})
     said = [CONVENTIONS[k, v] for k, v in conventions.items()]
     return "\n".join([f"{report['frames']} frames", *lines] + ([f"({'; '.join(said)})"] if said else []))
+
+
+def summary(report: dict) -> str:
+    """The report's numbers in a few lines that read in any font, for a node (the editor's proportional font, a box
+    of about ten lines): one line per kind of measure; the conventions are left out, as the node's widgets show them."""
+    lines = []
+    for title, parts in SUMMARY:
+        values = report.get("run", {}) if title == "run" else report
+        said = [f"{values[key]:.3f} {words}" for key, words in parts if key in values]
+        if said and title == "largest frame-to-frame change":
+            said.append(f"into frame {report['largest_jump_frame']}")
+        lines += [f"{title}: {', '.join(said)}"] if said else []
+    return "\n".join([f"{report['frames']} frames{_boundaries(report)}", *lines])
 
 
 def to_json(report: dict) -> str:
@@ -144,19 +178,18 @@ def to_json(report: dict) -> str:
 
 
 def chart(report: dict) -> np.ndarray:
-    """Per frame: consistency with the neighbouring frames, CLIP score to the prompt, change from the previous frame
-    (window boundaries marked), and with the source PSNR/SSIM (inside the whole frame and outside the mask) and the
-    colour drift; one panel each, two to a row (compact enough to show on a node)."""
+    """Per frame: consistency with the neighbouring frames, CLIP score to the prompt, pixel change from the previous
+    frame (window boundaries marked), and with the source the colour drift and PSNR/SSIM (over the whole frame and
+    outside the mask); one panel each, three to a row with short titles, to read on a node (wide and low)."""
     per_frame = report["per_frame"]
     with_outside = lambda key: {"whole frame": per_frame[key], **(
-        {"outside the mask": per_frame[f"{key}_outside"]} if f"{key}_outside" in per_frame else {})}
+        {"outside mask": per_frame[f"{key}_outside"]} if f"{key}_outside" in per_frame else {})}
     panels = [(title, series(key)) for key, title, series in (
-        ("consistency_to_neighbours", "consistency to neighbouring frames (x100)",
-         lambda k: {"consistency": per_frame[k]}),
+        ("consistency_to_neighbours", "consistency to neighbours", lambda k: {"consistency": per_frame[k]}),
         ("clip_score", "CLIP score to the prompt", lambda k: {"CLIP score": per_frame[k]}),
-        ("pixel_change", "change from the previous frame (0-255)", lambda k: {"change": per_frame[k]}),
-        ("colour_drift", "colour drift from the source (delta E)", lambda k: {"drift": per_frame[k]}),
+        ("pixel_change", "pixel change (0-255)", lambda k: {"change": per_frame[k]}),
+        ("colour_drift", "colour drift (delta E)", lambda k: {"drift": per_frame[k]}),
         ("psnr", "PSNR to the source (dB)", with_outside), ("ssim", "SSIM to the source", with_outside))
         if key in per_frame]
-    return line_chart(panels or [("no per-frame scores", {})], "frame", width=1200, panel_height=300, columns=2,
+    return line_chart(panels or [("no per-frame scores", {})], "frame", width=1200, panel_height=140, columns=3,
                       marks=report.get("boundaries", ()))

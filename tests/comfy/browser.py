@@ -121,6 +121,19 @@ class Frontend:
             const px = [...fonts].map(f => parseFloat(/([\\d.]+)px/.exec(f)[1]));
             return {fonts: [...fonts], scale: canvas.ds.scale, smallest: Math.min(...px) * canvas.ds.scale}; }""")
 
+    def image_scales(self) -> dict[str, float]:
+        """For each image the canvas draws in one full redraw (a node's preview): its on-screen width over its own
+        width in pixels, by its address; text drawn ``s`` px tall in the image is ``s`` times this on screen."""
+        return self.page.evaluate("""() => {
+            const canvas = app.canvas, ctx = canvas.ctx, draw = ctx.drawImage, scales = {};
+            ctx.drawImage = function (image, ...args) {
+                if (image instanceof HTMLImageElement && args.length >= 4) {  // (x, y, width, height [of the source])
+                    const [shown, own] = args.length >= 8 ? [args[6], args[2]] : [args[2], image.naturalWidth];
+                    scales[image.src] = shown * ctx.getTransform().a / devicePixelRatio / own; }
+                return draw.call(this, image, ...args); };
+            try { canvas.draw(true, true); } finally { delete ctx.drawImage; }
+            return scales; }""")
+
     def set_widgets(self, node_type: str, values: dict) -> None:
         """Change widget values of every node of a type, as typing into them would."""
         self.page.evaluate("""([type, values]) => { for (const n of app.graph._nodes.filter(n => n.type === type))

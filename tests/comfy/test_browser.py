@@ -16,6 +16,7 @@ from PIL import Image
 
 from support import CKPT, CLIP_TEXT, CLIP_VISION, ROOT, module_at
 from tav_core import demo_video, read_video, write_video
+from tav_core.charts import FONT_SIZE
 
 build_workflows = module_at(ROOT / "workflows" / "build_workflows.py")
 MAIN, MEASURE = build_workflows.MAIN, build_workflows.MEASURE
@@ -23,6 +24,7 @@ MAIN, MEASURE = build_workflows.MAIN, build_workflows.MEASURE
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 pytestmark = pytest.mark.usefixtures("screenshot_on_failure")
 SCREENSHOTS = ROOT / ".cache" / "browser-screenshots"
+SHOWN_SCORES = "all pairs (paper 92.40)"  # words of what Score Video shows under its widgets (not in the note)
 SMALLEST_TEXT = 9  # px on screen: the notes' plain text was 6.4 px at the opening zoom, widget text 7.5, unreadable
 # words of the rendered text that run across a line break other than after a hyphen (as 'safet/ensors' did): the
 # line of every character, from its own box on screen, whatever CSS made the break
@@ -199,6 +201,7 @@ def test_tune_and_edit_runs_from_the_run_button(frontend, comfy):
     assert [b for b in boxes if b["scroll"] > 1] == [], "a text box scrolls: a person does not see all of its text"
     frontend.screenshot(SCREENSHOTS / "main-workflow-after-a-run.png")
     curve = max((comfy.base / "temp").glob("*.png"), key=lambda p: p.stat().st_mtime)  # the loss curve on the node
+    assert chart_text_px(frontend, curve.name) >= SMALLEST_TEXT
     assert json.loads(Image.open(curve).info["workflow"])["nodes"], "the chart does not carry the workflow"
 
     frontend.set_widgets("TuneAVideoTune", {"save_name": "from-the-ui"})  # asked for: tuned again and saved
@@ -237,10 +240,23 @@ def test_measuring_is_one_workflow_and_run(frontend, comfy):
     assert entry["status"]["status_str"] == "success", entry["status"]
     frontend.page.wait_for_function("document.querySelector('.comfy-markdown, textarea') !== null")
     deadline = time.time() + 600
-    while "frame consistency" not in frontend.page.evaluate("() => [...document.querySelectorAll('.dom-widget')]"
+    while SHOWN_SCORES not in frontend.page.evaluate("() => [...document.querySelectorAll('.dom-widget')]"
                                                             ".map(w => w.innerText).join(' ')"):
         assert time.time() < deadline, "the table of scores is not shown"
         time.sleep(1)
     frontend.page.wait_for_timeout(1000)
     assert frontend.page.evaluate(OVERLAPS_JS) == [] and frontend.covered_node_points() == []
+    boxes = frontend.page.evaluate(TEXT_BOXES_JS)
+    report = [b for b in boxes if SHOWN_SCORES in b["text"]]
+    assert report and report[0]["scroll"] <= 1 and report[0]["px"] >= SMALLEST_TEXT, report
+    chart = max((comfy.base / "temp").glob("*.png"), key=lambda p: p.stat().st_mtime)  # Score Video's, on the node
+    assert chart_text_px(frontend, chart.name) >= SMALLEST_TEXT
     assert frontend.errors() == []
+
+
+def chart_text_px(frontend, name: str) -> float:
+    """How tall the text of the chart image ``name`` (its ticks, titles, legend) is on screen, as the node shows it."""
+    scales = [scale for src, scale in frontend.image_scales().items() if name in src]
+    assert scales, f"the chart {name} is not drawn: {frontend.image_scales()}"
+    print(f"chart {name}: text {FONT_SIZE * scales[0]:.1f} px on screen")
+    return FONT_SIZE * scales[0]

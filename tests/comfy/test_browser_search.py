@@ -2,8 +2,10 @@
 and Video KSampler's widgets saying what their 0 means, in the real frontend (1.32.9)."""
 
 import json
+import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from support import ROOT
 
@@ -20,9 +22,17 @@ def search(frontend, words: str) -> list[str]:
     frontend.close_dialogs()  # (the editor's start-up dialogs, the first time)
     page = frontend.page
     page.evaluate("() => { app.graph.clear(); app.canvas.setDirty(true, true); }")  # an empty canvas to click on
-    page.mouse.dblclick(800, 500)
     box = page.locator(".comfy-vue-node-search-container input").first
-    box.wait_for(timeout=600_000)
+    deadline = time.time() + 600
+    # the editor takes two presses whose timestamps are over 300 ms apart (as on a loaded machine) for two single
+    # clicks: then, as a person would, double-click again
+    while not box.is_visible():
+        assert time.time() < deadline, "double-clicking the canvas never opened the node search"
+        page.mouse.dblclick(800, 500)
+        try:
+            box.wait_for(timeout=15_000)
+        except PlaywrightTimeout:
+            pass
     box.fill(words)
     page.wait_for_function(f"({RESULTS_JS})().length > 0", timeout=600_000)
     page.wait_for_timeout(500)  # the list settles after the last keystroke

@@ -12,12 +12,12 @@ from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
 
 from support import EPS, max_abs, nudge, within
 from tav_core import TavError, demo_video, read_video, write_video
-from tav_core.charts import FONT_SIZE, MARGIN, loss_chart
+from tav_core.charts import FONT_SIZE, LEGEND, MARGIN, loss_chart
 from tav_core.cli import main
 from tav_core.loading.configs import clip_tokenizer
 from tav_core.scoring import metrics
 from tav_core.scoring.clip import ClipEmbedder, clip_frames, clip_pixels, clip_processor
-from tav_core.scoring.report import chart, score, table, to_json
+from tav_core.scoring.report import LABELS, RUN_LABELS, SUMMARY, chart, score, summary, table, to_json
 
 EMBEDS = torch.randn(5, 16, generator=torch.Generator().manual_seed(0)) + 2.0  # similar-ish frames
 TEXT = torch.randn(1, 16, generator=torch.Generator().manual_seed(1)) + 1.0
@@ -221,25 +221,31 @@ def test_report_table_json_and_chart():
     assert report["psnr_inside"] == float(metrics.psnr(source, edit, mask).double().mean())
     assert report["ssim_outside"] == float(metrics.ssim(source, edit, ~mask).double().mean())
     assert len(report["per_frame"]["clip_score"]) == 5
-    assert "text alignment (CLIP score; paper 27.58)" in table(report)
-    aligned, lines = table(report).splitlines(), table(report, aligned=False).splitlines()
+    assert "text alignment (CLIP score; paper 27.58)" in table(report) and "largest jump into frame" in table(report)
+    aligned, short = table(report).splitlines(), summary(report)
     values = [line for line in aligned if line[-1].isdigit() and "  " in line]
     assert len({len(line) for line in values}) == 1, aligned  # values right-aligned, for a fixed-width font
-    for line in values:  # the node's lines: label: value, no padding (the editor's font is proportional)
-        label, value = line.rsplit("  ", 1)
-        assert f"{label.rstrip()}: {float(value):.3f}" in lines
+    for line in values:  # the node's few lines carry every number of the table
+        assert f"{float(line.rsplit('  ', 1)[1]):.3f} " in short, (line, short)
+    # frames; consistency; alignment; to the source, inside, outside the mask; drift; the largest change and where
+    assert len(short.splitlines()) == 8 and short.startswith("5 frames") and "into frame 3" in short, short
+    assert sorted(key for _, parts in SUMMARY for key, _ in parts) == sorted([*LABELS, *RUN_LABELS])  # all of them
     same = json.loads(to_json(score(EMBEDS, None, source, source)))
     assert same["psnr"] is None and same["per_frame"]["psnr"] == [None] * 5  # identical frames: infinite PSNR
     image = chart(report)
-    row = 300 + round(MARGIN["top"] * FONT_SIZE) + round(MARGIN["bottom"] * FONT_SIZE)  # a panel and its margins
-    # 6 panels, 2 a row: consistency, CLIP score, change from the previous frame, colour drift, PSNR, SSIM
-    assert image.dtype == np.uint8 and image.shape == (3 * row, 1200, 3) and image.std() > 10
+    top = round((MARGIN["top"] + LEGEND) * FONT_SIZE)  # the titles and, as PSNR and SSIM have two series, a legend
+    row = top + 140 + round(MARGIN["bottom"] * FONT_SIZE)  # a panel and its margins
+    # 6 panels, 3 a row: consistency, CLIP score, change from the previous frame, colour drift, PSNR, SSIM
+    assert image.dtype == np.uint8 and image.shape == (2 * row, 1200, 3) and image.std() > 10
+    for y in (0, row):  # titles and legends end inside their panel: the last 8 px before each panel's end are blank
+        assert all((image[y:y + top, end - 8:end] == 255).all() for end in (400, 800, 1200))
     assert "frame_consistency" not in score(EMBEDS[:1])  # one frame: nothing to be consistent with
 
 
 def test_loss_chart_is_a_writable_image_with_a_mean_only_where_there_is_one(monkeypatch):
     image = loss_chart(list(np.linspace(1.0, 0.2, 50)))
-    height = 240 + round(MARGIN["top"] * FONT_SIZE) + round(MARGIN["bottom"] * FONT_SIZE)  # one default panel
+    # one default panel, with a legend line (two series)
+    height = 240 + round((MARGIN["top"] + LEGEND) * FONT_SIZE) + round(MARGIN["bottom"] * FONT_SIZE)
     assert image.shape == (height, 640, 3) and image.std() > 10
     assert image.flags.writeable  # a host wraps it in a tensor as it is (torch warns about read-only arrays)
     from tav_core import charts
