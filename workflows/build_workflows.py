@@ -83,7 +83,24 @@ ARIAL_BOLD = [int(w) for w in """278 333 474 556 556 889 722 238 333 333 389 584
     611 389 556 333 611 556 778 556 556 500 389 280 389 584""".split()]
 MONOSPACE = 602
 
-NOTE_TUNE = """## **One-Shot Tune** learns the clip: minutes on a GPU (500 steps), hours on a CPU.
+FRAMES, SIZE = 8, 512  # what the SD 1.5 workflows edit
+
+
+def tuning_time(frames: int = FRAMES, size: int = SIZE) -> str:
+    """How long 500 steps take at the workflows' size: the plan's FLOPs a step (``bench.plan``: SD 1.5 in float32)
+    over an A100 at 40% of its peak and over one CPU core at its rate measured here (``bench.duration``)."""
+    from tav_core.memory.duration import STEP_SHARE, duration_text  # (torch: only when a note is written)
+    results = HERE.parent / "bench" / "results"
+    plan = next(r for r in json.loads((results / "plan.json").read_text())["rows"]
+                if (r["model"], r["frames"], r["size"], r["precision"], r["gradient_checkpointing"])
+                == ("sd15", frames, size, "fp32", False))
+    cpu = next(r for r in json.loads((results / "duration-cpu.json").read_text())["rows"] if r["size"] == size)
+    on_a_core = 500 * plan["tuning_tflop"] * 1e12 / (cpu["probe_gflops"] * 1e9 * STEP_SHARE)
+    return (f"500 steps of {plan['tuning_tflop']:.0f} TFLOP, about {plan['estimated_500_steps_min']:g} min on an A100, "
+            f"{duration_text(on_a_core)} on a CPU core")
+
+
+NOTE_TUNE = f"""## **One-Shot Tune** learns the clip: {tuning_time()}.
 ## It saves no file: to keep the weights, give it a *save_name*, or use **5. Tune and save weights**."""
 NOTE_MEASURE = f"""## Scores an edit as the paper does: frame consistency and text alignment (CLIP), PSNR and SSIM.
 ## 1. **Load Video (the source)**: the clip that was edited, with the same frames and size.
@@ -239,7 +256,7 @@ class Graph:
                 "version": 0.4}
 
 
-def video_in(g: Graph, note: str, frames: int = 8, size: int = 512, model: str = "SD 1.5"):
+def video_in(g: Graph, note: str, frames: int = FRAMES, size: int = SIZE, model: str = "SD 1.5"):
     g.stage("1. Start here: source video")
     g.note(note)
     video = g.node("LoadVideo", VIDEO, "image", title="Load Video (your clip)", width=VIDEO_WIDTH)

@@ -85,10 +85,13 @@ def predicted_seconds(flops_per_step: float, steps: int, device: torch.device | 
 
 
 def duration_text(seconds: float) -> str:
-    """"40 s", "12 min", "3 h 20 min"."""
+    """"40 s", "12 min", "3 h 20 min", "6.8 days"."""
     if seconds < 90:
         return f"{max(1, round(seconds))} s"
     minutes = round(seconds / 60)
     if minutes < 90:
         return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min" if minutes % 60 else f"{minutes // 60} h"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60} min" if minutes % 60 else f"{minutes // 60} h"
+    days = f"{seconds / 86400:.1f}" if seconds < 10 * 86400 else f"{round(seconds / 86400)}"
+    return f"{days.removesuffix('.0')} days"

@@ -8,7 +8,7 @@ from tav_core.memory import duration
 
 def test_a_duration_reads_in_the_unit_a_person_would_use():
     said = {0.2: "1 s", 40: "40 s", 89: "89 s", 600: "10 min", 5340: "89 min", 7200: "2 h", 12000: "3 h 20 min",
-            7 * 86400: "168 h"}
+            47 * 3600: "47 h", 7 * 86400: "7 days", 6.8 * 86400: "6.8 days", 30.4 * 86400: "30 days"}
     assert {s: duration.duration_text(s) for s in said} == said
 
 
