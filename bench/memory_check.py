@@ -44,7 +44,7 @@ def _rss_kb(field: str) -> int:
 
 
 def measure(stage: str, frames: int, size: int, checkpointing: bool, window: int, precision: str, windows,
-            device: str, motion: bool = False) -> dict:
+            device: str, motion: bool = False, model: str = "small") -> dict:
     import torch
 
     from bench.models import bench_components, bench_motion_module
@@ -56,11 +56,11 @@ def measure(stage: str, frames: int, size: int, checkpointing: bool, window: int
     from tav_core.memory.trace import Settings, plan_pipeline
     from tav_core.sampling.windows import ContextWindows, Passes
     device = torch.device(device)
-    module = bench_motion_module("small") if motion else None
-    pipe = TuneAVideo(bench_components("small"), device, gradient_checkpointing=checkpointing, motion_module=module)
+    module = bench_motion_module(model) if motion else None
+    pipe = TuneAVideo(bench_components(model, device=device), device, gradient_checkpointing=checkpointing, motion_module=module)
     latents = pipe.encode_video(demo_video(frames, size, size))
     context = ContextWindows(*windows) if windows else None
-    row = {"stage": stage, "frames": frames, "size": size, "gradient_checkpointing": checkpointing,
+    row = {"model": model, "stage": stage, "frames": frames, "size": size, "gradient_checkpointing": checkpointing,
            "frame_window": window, "mixed_precision": precision, "windows": windows, "device": str(device),
            "motion_module": motion}
     if stage == "tune":

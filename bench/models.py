@@ -23,9 +23,15 @@ def _sd1(part: str) -> dict:
     return json.loads((CONFIGS / "sd1" / part).read_text())
 
 
-def bench_components(size: str, seed: int = 0) -> Components:
-    """``small``: about 20 M parameters in all; ``sd15``: SD1.5's UNet, VAE and CLIP-L with random weights."""
+def bench_components(size: str, seed: int = 0, device: str | torch.device = "cpu") -> Components:
+    """``small``: about 20 M parameters in all; ``sd15``: SD1.5's UNet, VAE and CLIP-L with random weights, drawn on
+    ``device`` (a GPU draws SD1.5's billion in a moment, a CPU in tens of seconds)."""
     torch.manual_seed(seed)
+    with torch.device(device):
+        return _components(size)
+
+
+def _components(size: str) -> Components:
     if size == "small":
         unet, vae = UNet2DConditionModel(**SMALL["unet"]), AutoencoderKL(**SMALL["vae"])
         text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **SMALL["text"]))

@@ -95,7 +95,7 @@ def measure(case: Case) -> dict:
     device = torch.device(case.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     engine = case.variant == "engine"
-    pipe = TuneAVideo(bench_components(case.model), device, gradient_checkpointing=engine and case.gradient_checkpointing,
+    pipe = TuneAVideo(bench_components(case.model, device=device), device, gradient_checkpointing=engine and case.gradient_checkpointing,
                       mixed_precision=case.mixed_precision)  # every pass computes in it: tuning, inversion, sampling
     if case.channels_last:
         pipe.c.unet.to(memory_format=torch.channels_last)

@@ -1,44 +1,14 @@
 """The precision a user names is the one the UNet computes in, on every path: recorded from the outputs of the
 UNet's matmuls and convolutions (the ops autocast changes), headless and through the CLI."""
 
-from contextlib import contextmanager
-
 import pytest
 import torch
-from torch import nn
 
+from bench.gpu import DTYPES, EDIT as E, SOURCE as S, recorded_dtypes, stages  # (the GPU check's, on every device)
 from tav_core import TavError, TuneAVideo, TuneConfig, demo_video
 from tav_core.cli import main
-from tav_core.editing.attention_control import EditControl
-from tav_core.editing.edit import edit, null_text_invert
 from tav_core.loading.tiny import tiny_components
 from tav_core.sampling.windows import ContextWindows, Passes
-
-DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-S, E = "a red square", "a yellow square"
-
-
-@contextmanager
-def recorded_dtypes(unet: nn.Module):
-    """The dtypes of every Linear and Conv2d output of the UNet while inside."""
-    seen: set[torch.dtype] = set()
-    handles = [m.register_forward_hook(lambda m, a, out: seen.add(out.dtype)) for m in unet.modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d))]
-    try:
-        yield seen
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def stages(pipe, latents, passes):
-    """Every path that runs the UNet: tuning, inversion, sampling, null-text inversion, the P2P edit."""
-    yield "tune", lambda: pipe.tune(latents, S, TuneConfig(steps=1), progress=False)
-    yield "invert", lambda: pipe.invert(latents, 2, passes=passes)
-    yield "sample", lambda: pipe.sample(latents, E, steps=2, passes=passes)
-    inversion = []
-    yield "null_text", lambda: inversion.append(null_text_invert(pipe, latents, S, 2, inner_steps=1, passes=passes))
-    yield "p2p", lambda: edit(pipe, inversion[0], EditControl(S, E), passes=passes)
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16", "fp16"])
