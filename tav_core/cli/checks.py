@@ -221,9 +221,16 @@ def check_args(args, defaults, locks: ExitStack):
     return _check_model(args, defaults, weights)
 
 
+def say_loading(args) -> None:
+    """The command's first line, once what needs no model code is checked: importing it takes seconds."""
+    if not getattr(args, "said_loading", False):
+        print(f"{args.command}: arguments and paths checked; loading the model code (torch, diffusers)", flush=True)
+        args.said_loading = True
+
+
 def _check_model(args, defaults, weights: Path):
     """The checkpoint (its headers), the clip's memory, the tuned weights or the room to save them."""
-    # the paths are checked: now what needs the model code (diffusers, seconds to import)
+    say_loading(args)  # the paths are checked: now what needs the model code (diffusers, seconds to import)
     from ..loading.checkpoints import inspect_checkpoint
     from ..loading.configs import ModelConfigs
     from ..loading.tiny import tiny_components

@@ -52,6 +52,7 @@ def _video(args, defaults):
 def _load(args, defaults):
     device, dtype = _device(args), _weights_dtype(args)
     if args.model:
+        print(f"loading {args.model}", flush=True)
         components = load_components(args.model, args.prediction_type, args.allow_pickle, args.config)
     else:
         print("no --model given: using a tiny random model (shows the machinery; the output is not a real edit)")
@@ -90,6 +91,8 @@ def _plan(args, configs, defaults) -> dict:
         stages.update({stage: dict(passes=passes, steps=steps) for stage in edit_stages})
         stages["decode"] = {}
     chosen, as_asked = {}, []
+    if args.memory != "off":
+        print(f"planning memory: {', '.join(STAGE_NAMES[stage] for stage in stages)}", flush=True)
     for stage, options in stages.items():
         settings = stage_settings(stage, frames, height, width, dtype, mixed, **options)
         chosen[stage], report = fit_stage(configs, stage, settings, _device(args), args.memory)
@@ -296,6 +299,7 @@ def score(args) -> None:
     if args.source:
         source = read_video(args.source, len(frames), args.stride, args.start, frames.shape[2], frames.shape[1])
     mask = _mask(args.mask, frames) if args.mask else None
+    print(f"loading CLIP from {args.clip}", flush=True)
     embedder = ClipEmbedder(args.clip, _device(args))
     record = _run_record(args.video)
     windows = args.windows or record.get("windows")

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 checks.check_score_args(args, locks)
             else:
                 configs = checks.check_args(args, defaults, locks)
+            checks.say_loading(args)  # (where the checks did not need the model code)
             from . import commands  # the model code, once the checks that need none have passed (--help stays light)
             if args.command == "score":
                 commands.score(args)

@@ -653,3 +653,21 @@ def test_a_mask_covering_every_pixel_or_none_is_explained(tmp_path):
         score(embeds, None, frames, frames, np.ones((16, 16), bool))
     with pytest.raises(TavError, match="black in at least one frame"):
         score(embeds, None, frames, frames, np.zeros((16, 16), bool))
+
+
+def test_a_run_says_so_before_the_model_code_loads(tmp_path):
+    """The first line comes once the arguments and paths are checked, before torch and diffusers (seconds) are
+    imported; planning and loading say so before they start: never a silent wait."""
+    marked = ("import sys\nfrom tav_core.cli import main\n"
+              "class Marked:  # each line with whether torch was imported when it was printed\n"
+              "    def write(self, s): return sys.__stdout__.write(f\"{'torch' in sys.modules}|{s}\" if s.strip() else s)\n"
+              "    def flush(self): sys.__stdout__.flush()\n"
+              "sys.stdout = Marked()\n"
+              f"main(['run', '--frames', '2', '--width', '32', '--height', '32', '--tune-steps', '1', '--steps', '2', "
+              f"'--weights', {str(tmp_path / 'w.safetensors')!r}, '--out', {str(tmp_path / 'e.gif')!r}])")
+    out = subprocess.run([sys.executable, "-c", marked], capture_output=True, text=True, timeout=1800)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "False|run: arguments and paths checked; loading the model code (torch, diffusers)", \
+        out.stdout + out.stderr
+    assert lines[1] == ("True|planning memory: VAE encode, tuning, DDIM inversion, CFG sampling, VAE decode"), lines
+    assert lines[2].startswith("True|memory: ") and lines[-1].startswith("True|edited video: "), lines

@@ -33,7 +33,8 @@ def test_one_shot_tune_says_how_long_before_the_first_step(test_models):
                         r"[\d.]+ TFLOP a step, measured \d+ GFLOP/s\)", shown), shown
     whole, halves = long.split("; shorter: ")
     assert whole.startswith("500 steps of 8 frames at 128x128: about ")
-    seconds = lambda text: sum(int(n) * {"s": 1, "min": 60, "h": 3600}[u] for n, u in re.findall(r"(\d+) (s|min|h)\b", text))
+    seconds = lambda text: sum(float(n) * {"s": 1, "min": 60, "h": 3600, "days": 86400}[u]
+                               for n, u in re.findall(r"([\d.]+) (s|min|h|days)\b", text))
     half_frames, half_size = halves.split(", ")
     assert half_frames.startswith("4 frames about ") and half_size.startswith("64x64 about ")
     assert seconds(half_frames) < seconds(whole) and seconds(half_size) < seconds(whole), long
