@@ -1,5 +1,6 @@
 """Fixtures every test folder shares: the tiny random components, the test models (built once), the CLI guard."""
 
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,9 @@ import torch
 
 from support import COMFY_SCRIPTS, COMFYUI, TEST_MODELS, module_at
 from tav_core.loading.tiny import tiny_components
+
+# every test plans afresh (some change the planner's pieces): the plan cache is tested on its own (test_plan_cache)
+os.environ["TUNEAVIDEO_CACHE"] = "off"
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from ..loading.tuned import video_parameters
 from ..model.conditioning import context_tokens
 from ..model.inflation import inflate
 from ..sampling.windows import Passes
+from .cache import cached_plan
 from .trace import AllocationPeak, Plan, Settings, cast, frozen_bytes, plan_pipeline, planning
 
 STAGES = ("encode", "tune", "invert", "sample", "null_text", "p2p", "decode")
@@ -58,8 +59,13 @@ def fake_pipeline(configs: ModelConfigs, settings: Settings):
 
 def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_type: str = "cuda") -> Plan:
     """The memory of one step of ``stage`` (one of ``STAGES``) run by the headless pipeline with ``settings`` on a
-    device of ``device_type`` (on the CPU the decoded frames share the memory; on a GPU they go to the host)."""
+    device of ``device_type`` (on the CPU the decoded frames share the memory; on a GPU they go to the host);
+    planned once and kept on disk (``tav_core.memory.cache``)."""
     check(stage in STAGES, f"no stage {stage!r}; the stages are {', '.join(STAGES)}")
+    return cached_plan(configs, stage, settings, device_type, lambda: _traced(configs, stage, settings, device_type))
+
+
+def _traced(configs: ModelConfigs, stage: str, settings: Settings, device_type: str) -> Plan:
     if stage == "tune":
         return plan_pipeline(configs.unet, settings, resident_modules(configs), count_flops=False, motion=configs.motion)
     with planning():
