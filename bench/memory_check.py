@@ -68,7 +68,7 @@ def measure(stage: str, frames: int, size: int, checkpointing: bool, window: int
         plan = plan_pipeline(dict(pipe.c.unet.config), Settings(frames, size, size, mixed_precision=precision,
                                                                  gradient_checkpointing=checkpointing,
                                                                  frame_window=window or None),
-                             motion=motion_config(module) if motion else None)
+                             motion=motion_config(module) if motion else None, device_type=device.type)
         row["planned_saved_mb"] = plan.saved / 2 ** 20
         row["planned_mb"] = (plan.optimizer + plan.step_peak) / 2 ** 20
         run = lambda: pipe.tune(latents, "a square", config, progress=False)

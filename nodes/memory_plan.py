@@ -12,7 +12,7 @@ from ..tav_core.editing.null_text import optimize_null_text
 from ..tav_core.loading.motion import motion_config, planned_module
 from ..tav_core.memory.duration import LONG, duration_text, measured_rate, predicted_seconds
 from ..tav_core.memory.fit import fit, window_options
-from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, cast, plan_tuning, planning
+from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, as_on_cuda, cast, plan_tuning, planning
 from ..tav_core.model.frames import FrameContext
 from ..tav_core.model.inflation import Inflation, TemporalLayers
 from ..tav_core.precision import HALF, PRECISIONS, autocast
@@ -33,7 +33,8 @@ def fake_unet(model, settings: Settings):
     """Inside ``planning()``: ComfyUI's UNet class of the MODEL's config on fake tensors, with the video hooks and
     fp32 temporal layers like the MODEL's (its motion module's architecture, if it has one): (unet, hooks, layers,
     unet_fn). Attention is planned unchunked (an upper bound:
-    ``host.patched_for_planning``), and the host's free-memory queries see plenty of memory."""
+    ``host.patched_for_planning``), and the host's free-memory queries see plenty of memory. For a GPU the norms
+    compute as CUDA's autocast runs them (``as_on_cuda``)."""
     config = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("dtype", "device", "operations")}
     dtype, compute = settings.weights_dtype, model.model.manual_cast_dtype or settings.weights_dtype
     adm = adm_width(model)
@@ -45,6 +46,8 @@ def fake_unet(model, settings: Settings):
         hooks = Inflation(unet, FrameContext())
         planned = planned_module(motion_config(motion), torch.float32) if motion is not None else None
         layers = cast(TemporalLayers(unet, frame_attention, planned, group_norm), torch.float32)
+        if model.load_device.type == "cuda":  # its autocast runs the norms in float32, and autograd keeps that
+            as_on_cuda([unet, layers])
 
         def unet_fn(x, t, c):
             with autocast("cpu", settings.mixed_precision):

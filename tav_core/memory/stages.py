@@ -29,16 +29,16 @@ from ..model.conditioning import context_tokens
 from ..model.inflation import inflate
 from ..sampling.windows import Passes
 from .cache import cached_plan
-from .trace import AllocationPeak, Plan, Settings, cast, frozen_bytes, plan_pipeline, planning
+from .trace import AllocationPeak, Plan, Settings, as_on_cuda, cast, frozen_bytes, plan_pipeline, planning
 
 STAGES = ("encode", "tune", "invert", "sample", "null_text", "p2p", "decode")
 STAGE_NAMES = {"encode": "VAE encode", "tune": "tuning", "invert": "DDIM inversion", "sample": "CFG sampling",
                "null_text": "null-text inversion", "p2p": "Prompt-to-Prompt edit", "decode": "VAE decode"}
 
 
-def fake_pipeline(configs: ModelConfigs, settings: Settings):
+def fake_pipeline(configs: ModelConfigs, settings: Settings, device_type: str = "cuda"):
     """A ``TuneAVideo`` on fake components (inside ``planning()``): inflated UNet with fp32 tuned tensors, VAE, text
-    encoder in the settings' weights dtype, the pipeline's autocast the settings'."""
+    encoder in the settings' weights dtype, the pipeline's autocast the settings' (run as on ``device_type``)."""
 
     dtype = settings.weights_dtype
     unet = cast(UNet2DConditionModel.from_config(configs.unet), dtype)
@@ -54,6 +54,8 @@ def fake_pipeline(configs: ModelConfigs, settings: Settings):
                       settings.gradient_checkpointing, settings.mixed_precision, motion_module=motion)
     if settings.vae_tiling:
         vae.enable_tiling()
+    if device_type == "cuda":
+        as_on_cuda([pipe.c.unet, vae, *pipe.c.text_encoders])
     return pipe
 
 
@@ -67,9 +69,10 @@ def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_typ
 
 def _traced(configs: ModelConfigs, stage: str, settings: Settings, device_type: str) -> Plan:
     if stage == "tune":
-        return plan_pipeline(configs.unet, settings, resident_modules(configs), count_flops=False, motion=configs.motion)
+        return plan_pipeline(configs.unet, settings, resident_modules(configs), count_flops=False, motion=configs.motion,
+                             device_type=device_type)
     with planning():
-        pipe = fake_pipeline(configs, settings)
+        pipe = fake_pipeline(configs, settings, device_type)
         trained = video_parameters(pipe.c.unet)
         keys = {p.untyped_storage()._cdata for p in trained.values()}
         plan = Plan(frozen_bytes((pipe.c.unet, pipe.c.vae, *pipe.c.text_encoders), keys),

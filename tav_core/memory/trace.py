@@ -6,7 +6,8 @@ dispatch-level tracker follows every storage the step allocates and frees, which
 resident (weights by dtype, trained tensors, AdamW's two moments) is counted from the tensors themselves.
 
 Fake CPU tensors stand in for CUDA ones (autograd cannot run on fake CUDA tensors without a GPU): autocast follows
-CPU's op lists, and attention is CPU flash attention, which like the GPU's flash and memory-efficient kernels keeps
+CPU's op lists, except that a plan for CUDA runs GroupNorm and LayerNorm in float32 as CUDA's autocast does
+(``as_on_cuda``), and attention is CPU flash attention, which like the GPU's flash and memory-efficient kernels keeps
 memory linear in the tokens. The total is what CUDA would have allocated; the CUDA context (~0.3-0.5 GB) and the
 allocator's fragmentation come on top.
 """
@@ -148,6 +149,33 @@ def _keys(tensors) -> set[int]:
     return {t.untyped_storage()._cdata for t in tensors}
 
 
+def _float32_norm(norm: nn.Module):
+    """``norm``'s forward as CUDA's autocast runs it: input, weight and bias in float32, a float32 result."""
+    float = lambda t: None if t is None else t.float()
+    group = isinstance(norm, nn.GroupNorm)
+
+    def forward(x):
+        if not (torch.is_autocast_enabled("cpu") and x.dtype in (torch.float16, torch.bfloat16)):
+            return type(norm).forward(norm, x)
+        with torch.autocast("cpu", enabled=False):
+            if group:
+                return F.group_norm(x.float(), norm.num_groups, float(norm.weight), float(norm.bias), norm.eps)
+            return F.layer_norm(x.float(), norm.normalized_shape, float(norm.weight), float(norm.bias), norm.eps)
+    return forward
+
+
+def as_on_cuda(modules) -> None:
+    """Make these (fake) modules' GroupNorm and LayerNorm layers compute under autocast as on CUDA: CUDA's autocast
+    runs them in float32 (its fp32 list), CPU's in the input's half precision, and autograd keeps their float32
+    results. Measured on an H200 (SD1.5, 8 frames of 512x512, fp16 autocast): the tensors a tuning step saves came to
+    11526 MB, 9916 as CPU autocast plans it, 11526 so (docs/benchmarks.md). A forward set on each layer, so gradient
+    checkpointing's recompute runs it too."""
+    for module in modules:
+        for norm in module.modules():
+            if isinstance(norm, (nn.GroupNorm, nn.LayerNorm)):
+                norm.forward = _float32_norm(norm)
+
+
 @contextmanager
 def planning():
     """Build the modules to plan inside this block: their tensors are fake (no memory, no data)."""
@@ -256,11 +284,12 @@ def _resident_dtype(unet_config: dict, config: dict, dtype: torch.dtype) -> torc
 
 
 def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple = (), count_flops: bool = True,
-                  motion: dict | None = None) -> Plan:
+                  motion: dict | None = None, device_type: str = "cuda") -> Plan:
     """Plan the headless pipeline's tuning step for a diffusers UNet config: frozen weights in
     ``settings.weights_dtype``, tuned tensors in fp32, as ``TuneAVideo`` keeps them. ``resident_configs``:
     (build, config) of the other modules on the device (VAE, text encoder): ``build(config)`` makes one.
-    ``motion``: the motion module's (``tav_core.loading.motion.motion_config``) as the temporal layers."""
+    ``motion``: the motion module's (``tav_core.loading.motion.motion_config``) as the temporal layers; ``device_type``:
+    where it runs ("cuda": autocast runs norms in float32, ``as_on_cuda``)."""
 
     with planning():
         unet = cast(UNet2DConditionModel.from_config(unet_config), settings.weights_dtype)
@@ -290,5 +319,7 @@ def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple
             context, added = unet_inputs(context.to(settings.weights_dtype), x, pooled_width(unet.config))
             return unet(x, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
         modules = [unet, *others] + ([module.adapter] if module is not None else [])
+        if device_type == "cuda":
+            as_on_cuda(modules)
         return plan_tuning(modules, unet_fn, trained, inflation.video, latent_shape, context_shape, settings,
                            count_flops=count_flops)

@@ -1,5 +1,6 @@
 """Gradient checkpointing on the host's UNet (ComfyUI imported as its server imports it, the tiny SD1.5 checkpoint).
-One-Shot Tune: what a step keeps for backward, planned with and without it, and the tensors two tuning steps give
+One-Shot Tune: what a step keeps for backward, planned with and without it (and under bf16 autocast for the CPU and
+for a GPU, whose autocast keeps the norms' float32 results), and the tensors two tuning steps give
 with it, without it, and without it on latents moved by one ulp. Null-Text Invert: its planned step peak with and
 without it, and its output when the free memory makes "auto" take it, without it ("off") and without it on latents
 moved by one ulp. Prints JSON."""
@@ -24,6 +25,13 @@ with torch.inference_mode():  # as ComfyUI runs nodes
     model = inflate_model(comfy.sd.load_checkpoint_guess_config(str(CHECKPOINT), output_vae=False, output_clip=False)[0])
 saved = {ck: plan_comfy_tuning(model, Settings(4, 128, 128, gradient_checkpointing=ck), count_flops=False).saved
          for ck in (False, True)}
+half = {}  # bf16 autocast, planned for the CPU and (the norms in float32, as CUDA's autocast runs them) for a GPU
+for device in ("cpu", "cuda"):
+    model.load_device = torch.device(device)
+    half[device] = {str(ck): plan_comfy_tuning(model, Settings(4, 128, 128, mixed_precision="bf16",
+                                                               gradient_checkpointing=ck), count_flops=False).saved
+                    for ck in (False, True)}
+model.load_device = torch.device("cpu")
 g = torch.Generator().manual_seed(0)
 samples, cond = torch.randn(4, 4, 16, 16, generator=g), torch.randn(1, 77, 768, generator=g)
 moved = samples + samples.abs() * torch.finfo(torch.float32).eps
@@ -58,7 +66,7 @@ for memory, x in (("off", samples), ("auto", samples), ("off", moved)):
                                      "", memory=memory).result[0]
     outputs.append({"noise": out["samples"], "embeddings": out["tav_null_text"]})
 off, auto, off_moved = outputs
-print(json.dumps({"saved": {str(k): v for k, v in saved.items()}, "difference": largest(checkpointed, plain),
+print(json.dumps({"saved": {str(k): v for k, v in saved.items()}, "half": half, "difference": largest(checkpointed, plain),
                   "floor": largest(nudged, plain), "null_text_needs": {str(k): v for k, v in needs.items()},
                   "null_text_checkpointing": took, "null_text_difference": largest(auto, off),
                   "null_text_floor": largest(off_moved, off)}))

@@ -137,7 +137,7 @@ def test_cli_refuses_before_any_step_or_tunes_with_what_fits(tmp_path, capsys, m
     weights = tmp_path / "w.safetensors"
     args = ["tune", "--frames", "8", "--tune-steps", "2", "--weights", str(weights)]
     window4 = Settings(8, 64, 64, mixed_precision="bf16", gradient_checkpointing=True, frame_window=4)
-    need = plan_stage(ModelConfigs.of(tiny_components(0)), "tune", window4).total * OVERHEAD["cpu"]  # weights too:
+    need = plan_stage(ModelConfigs.of(tiny_components(0)), "tune", window4, "cpu").total * OVERHEAD["cpu"]  # weights:
     free = int(need) + MB // 2  # planned before the model loads. A window of 4 fits, one of 8 does not
     monkeypatch.setattr(tav_core.memory.fit, "free_bytes", lambda device: free)
     assert main([*args, "--memory", "check"]) == 2
