@@ -151,7 +151,7 @@ def _keys(tensors) -> set[int]:
 
 def _float32_norm(norm: nn.Module):
     """``norm``'s forward as CUDA's autocast runs it: input, weight and bias in float32, a float32 result."""
-    float = lambda t: None if t is None else t.float()
+    float32 = lambda t: None if t is None else t.float()
     group = isinstance(norm, nn.GroupNorm)
 
     def forward(x):
@@ -159,8 +159,8 @@ def _float32_norm(norm: nn.Module):
             return type(norm).forward(norm, x)
         with torch.autocast("cpu", enabled=False):
             if group:
-                return F.group_norm(x.float(), norm.num_groups, float(norm.weight), float(norm.bias), norm.eps)
-            return F.layer_norm(x.float(), norm.normalized_shape, float(norm.weight), float(norm.bias), norm.eps)
+                return F.group_norm(x.float(), norm.num_groups, float32(norm.weight), float32(norm.bias), norm.eps)
+            return F.layer_norm(x.float(), norm.normalized_shape, float32(norm.weight), float32(norm.bias), norm.eps)
     return forward
 
 
