@@ -15,17 +15,15 @@
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from bench import save_results
+from bench import run_child, save_results
 
 DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SOURCE, EDIT = "a red square", "a yellow square"
@@ -136,14 +134,6 @@ def memory_cases(frames: int, size: int) -> list[tuple]:
             ("p2p", frames, size, False, 0, "fp16", None)]
 
 
-def child(module: str, payload) -> dict:
-    out = subprocess.run([sys.executable, "-m", module, "--child", json.dumps(payload)], capture_output=True,
-                         text=True, cwd=Path(__file__).parents[1])
-    if out.returncode != 0:
-        raise RuntimeError(f"{module} {payload} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
@@ -161,7 +151,8 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     report = {"command": " ".join(["python -m bench.gpu", *(argv if argv is not None else sys.argv[1:])])}
     if "checks" in args.parts:
-        report.update(child("bench.gpu", {k: v for k, v in vars(args).items() if k not in ("parts", "name", "child")}))
+        clip = {k: v for k, v in vars(args).items() if k in ("device", "model", "frames", "size")}
+        report.update(run_child("bench.gpu", clip))
         wrong = [r for r in report["precision"] if not r["as_named"]]
         print(f"precision: {len(report['precision']) - len(wrong)} of {len(report['precision'])} passes as named"
               + "".join(f"\n  NOT AS NAMED: {r}" for r in wrong), flush=True)
@@ -170,7 +161,7 @@ def main(argv=None) -> int:
     if "memory" in args.parts:
         report["memory"] = []
         for case in memory_cases(args.frames, args.size):
-            row = child("bench.memory_check", [*case, args.device, False, args.model])
+            row = run_child("bench.memory_check", [*case, args.device, False, args.model])
             report["memory"].append(row)
             print(f"memory {row['stage']:9} {row['frames']:3} frames {row['mixed_precision']:4} "
                   f"{'ckpt' if row['gradient_checkpointing'] else '':4} planned {row['planned_mb']:8.0f} MB "
@@ -178,7 +169,7 @@ def main(argv=None) -> int:
     if "speed" in args.parts:
         case = Case(model=args.model, frames=args.frames, size=args.size, steps=3, ddim_steps=10, device=args.device,
                     mixed_precision="fp16", gradient_checkpointing=True)
-        report["speed"] = child("bench.run", asdict(case))
+        report["speed"] = run_child("bench.run", asdict(case))
         print(f"speed: tuning step {report['speed']['step_s']:.3f} s, inversion {report['speed']['inversion_s']:.2f} s,"
               f" sampling {report['speed']['sampling_s']:.2f} s (10 DDIM steps), tuning peak "
               f"{report['speed']['tune_peak_mb']:.0f} MB", flush=True)

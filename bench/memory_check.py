@@ -13,11 +13,10 @@ peak RSS (what ``tav_core.memory.fit.OVERHEAD`` allows for). Results: bench/resu
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from bench import save_results
+from bench import run_child, save_results
 from bench.run import peak_bytes
 
 # (stage, frames, size, gradient checkpointing, tuning frame window, autocast, context windows (length, overlap))
@@ -110,12 +109,7 @@ def main(argv=None) -> int:
     for case in MOTION_CASES if args.motion else CASES:
         if args.stages and case[0] not in args.stages:
             continue
-        out = subprocess.run([sys.executable, "-m", "bench.memory_check", "--device", args.device,
-                              "--child", json.dumps([*case, args.device, args.motion])], capture_output=True, text=True,
-                             cwd=Path(__file__).parents[1])
-        if out.returncode != 0:
-            raise RuntimeError(f"case {case} failed:\n{out.stderr[-3000:]}")
-        rows.append(row := json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(row := run_child("bench.memory_check", [*case, args.device, args.motion]))
         rss = f"  RSS growth {row['rss_growth_mb']:6.0f} MB ({row['rss_over_measured']:.2f}x)" if "rss_growth_mb" in row else ""
         options = ["ckpt" if row["gradient_checkpointing"] else "", f"window {row['frame_window']}" if row["frame_window"]
                    else "", row["mixed_precision"] if row["mixed_precision"] != "no" else "",

@@ -13,14 +13,12 @@ on a GPU; times come from a separate run without that count. Results go to bench
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
-from bench import save_results
+from bench import run_child, save_results
 
 
 @dataclass
@@ -117,15 +115,6 @@ def measure(case: Case) -> dict:
             "inversion_s": inversion, "sampling_s": sampling, "threads": torch.get_num_threads()}
 
 
-def run_child(case: Case) -> dict:
-    """Measure a case in a fresh process, so peak memory is its own."""
-    out = subprocess.run([sys.executable, "-m", "bench.run", "--child", json.dumps(asdict(case))],
-                         capture_output=True, text=True, cwd=Path(__file__).parents[1])
-    if out.returncode != 0:
-        raise RuntimeError(f"benchmark case {case} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def table(rows: list[dict]) -> str:
     head = f"{'variant':9} {'model':6} {'frames':>6} {'size':>5} {'prec':>5} {'ckpt':>5} {'win':>4} {'step s':>8} " \
            f"{'tune MB':>8} {'inv s':>7} {'cfg s':>7}"
@@ -171,7 +160,7 @@ def main(argv=None) -> int:
                 [Case(**{**asdict(base), "size": s}) for s in sizes if s != args.size]
     rows = []
     for case in cases:
-        rows.append(run_child(case))
+        rows.append(run_child("bench.run", asdict(case)))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     report = {"command": " ".join([os.path.basename(sys.executable), "-m", "bench.run", *(argv or sys.argv[1:])]),
               "rows": rows}
