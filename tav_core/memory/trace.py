@@ -8,7 +8,8 @@ resident (weights by dtype, trained tensors, AdamW's two moments) is counted fro
 Fake CPU tensors stand in for CUDA ones (autograd cannot run on fake CUDA tensors without a GPU): autocast follows
 CPU's op lists, except that a plan for CUDA runs GroupNorm and LayerNorm in float32 as CUDA's autocast does
 (``as_on_cuda``), and attention is CPU flash attention, which like the GPU's flash and memory-efficient kernels keeps
-memory linear in the tokens. The total is what CUDA would have allocated; the CUDA context (~0.3-0.5 GB) and the
+memory linear in the tokens (the CPU's plain path for 16-32 frames of temporal attention is CUDA's fused kernel
+there). The total is what CUDA would have allocated; the CUDA context (~0.3-0.5 GB) and the
 allocator's fragmentation come on top.
 """
 
@@ -30,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from ..editing.pipeline import vae_dtype
 from ..loading.motion import planned_module
 from ..loading.tuned import lora_layers, video_parameters
+from ..model.attention import TemporalAttention
 from ..model.conditioning import context_tokens, pooled_width, unet_inputs
 from ..model.inflation import inflate, transformer_blocks
 from ..model.lora import MOTION, SPATIAL, TEMPORAL, add_adapters, motion_holders
@@ -110,27 +112,43 @@ class AllocationPeak(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.live, self.current, self.peak = {}, 0, 0
+        self.scan_at = 4096  # a scan for freed storages at latest when this many are tracked
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is aten._local_scalar_dense.default and isinstance(args[0], FakeTensor):
             return _stand_in(args[0])  # a plan needs no values: .item() of a fake tensor reads as one
         out = func(*args, **kwargs)
-        self._forget_freed()
         inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        new = {}
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage._cdata
-                if key not in inputs and key not in self.live:
-                    self.live[key] = (StorageWeakRef(storage), storage.nbytes())
-                    self.current += storage.nbytes()
+                if key not in inputs and not self._tracks(key):
+                    new[key] = (StorageWeakRef(storage), storage.nbytes())
+        added = sum(n for _, n in new.values())
+        # ``current`` may still count storages freed since the last scan: only where that could matter (a new
+        # peak) or the list grows long is it scanned, so the peak stays exact at a fraction of the scans
+        if self.current + added > self.peak or len(self.live) >= self.scan_at:
+            self._forget_freed()
+        self.live.update(new)
+        self.current += added
         self.peak = max(self.peak, self.current)
         return out
+
+    def _tracks(self, key: int) -> bool:
+        """Whether the storage at ``key`` is counted (a freed one whose address was reused is dropped now)."""
+        entry = self.live.get(key)
+        if entry is not None and entry[0].expired():
+            self.current -= self.live.pop(key)[1]
+            return False
+        return entry is not None
 
     def _forget_freed(self) -> None:
         for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
             self.current -= self.live.pop(key)[1]
+        self.scan_at = max(4096, 2 * len(self.live))
 
     @property
     def in_use(self) -> int:
@@ -169,11 +187,14 @@ def as_on_cuda(modules) -> None:
     runs them in float32 (its fp32 list), CPU's in the input's half precision, and autograd keeps their float32
     results. Measured on an H200 (SD1.5, 8 frames of 512x512, fp16 autocast): the tensors a tuning step saves came to
     11526 MB, 9916 as CPU autocast plans it, 11526 so (docs/benchmarks.md). A forward set on each layer, so gradient
-    checkpointing's recompute runs it too."""
+    checkpointing's recompute runs it too. The temporal attention takes CUDA's fused kernel (its CPU plain path
+    keeps the attention weights)."""
     for module in modules:
-        for norm in module.modules():
-            if isinstance(norm, (nn.GroupNorm, nn.LayerNorm)):
-                norm.forward = _float32_norm(norm)
+        for layer in module.modules():
+            if isinstance(layer, (nn.GroupNorm, nn.LayerNorm)):
+                layer.forward = _float32_norm(layer)
+            elif isinstance(layer, TemporalAttention):
+                layer.attention = F.scaled_dot_product_attention
 
 
 @contextmanager
