@@ -14,31 +14,33 @@ from diffusers import DDPMScheduler
 from diffusers.models.attention_processor import AttnProcessor
 
 from tav_core.loading.tuned import video_parameters
-from tav_core.model.attention import TemporalAttention
-
-
-def naive_attention(q, k, v):
-    return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1) @ v
+from tav_core.model.attention import TemporalAttention, plain_attention
 
 
 @contextmanager
 def reference_attention(unet):
     """Plain attention math everywhere, undone on exit."""
-    processors = unet.attn_processors
+    processors, temporal = unet.attn_processors, TemporalAttention.attention
     unet.set_attn_processor(AttnProcessor())
-    TemporalAttention.attention = staticmethod(naive_attention)
+    TemporalAttention.attention = staticmethod(plain_attention)
     try:
         yield
     finally:
-        TemporalAttention.attention = staticmethod(F.scaled_dot_product_attention)
+        TemporalAttention.attention = staticmethod(temporal)
         unet.set_attn_processor(processors)
 
 
 class BaselineTuner:
-    def __init__(self, pipe, pixels: torch.Tensor, prompt: str, lr: float = 3e-5):
+    def __init__(self, pipe, pixels: torch.Tensor, prompt: str, lr: float = 3e-5, every_parameter: bool = True):
+        """``every_parameter=False``: only the tuned parameters require grad, as the reference's script sets them
+        (``bench.job``); True (``bench.run --compare``, as first measured) computes every weight's gradient."""
         self.pipe, self.pixels = pipe, pixels
         self.ids = pipe.c.tokenizer(prompt, padding="max_length", max_length=77, return_tensors="pt").input_ids
-        pipe.c.unet.requires_grad_(True)
+        if every_parameter:
+            pipe.c.unet.requires_grad_(True)
+        else:
+            for p in video_parameters(pipe.c.unet, trainable_only=True).values():
+                p.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(video_parameters(pipe.c.unet, trainable_only=True).values(), lr=lr,
                                            weight_decay=1e-2)
         self.scheduler = DDPMScheduler.from_config(pipe.c.scheduler_config)
@@ -46,7 +48,7 @@ class BaselineTuner:
 
     def step(self) -> float:
         c = self.pipe.c
-        latents = c.vae.encode(self.pixels).latent_dist.sample() * c.vae.config.scaling_factor
+        self.latents = latents = c.vae.encode(self.pixels).latent_dist.sample() * c.vae.config.scaling_factor
         cond = c.text_encoder(self.ids)[0].expand(len(latents), -1, -1)
         noise = torch.randn(latents.shape, generator=self.generator)
         t = torch.randint(0, 1000, (1,), generator=self.generator).expand(len(latents))

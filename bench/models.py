@@ -18,13 +18,17 @@ SMALL = dict(
     text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4),
 )
 
+WIDE = dict(SMALL, unet=dict(SMALL["unet"], block_out_channels=(80, 160, 320), attention_head_dim=2))
+"""SMALL with SD1.5's head widths (two heads of 40, 80 and, in the middle block, 160 channels): attention and
+matmuls at realistic shapes, the time spent where SD1.5 spends it."""
+
 
 def _sd1(part: str) -> dict:
     return json.loads((CONFIGS / "sd1" / part).read_text())
 
 
 def bench_components(size: str, seed: int = 0, device: str | torch.device = "cpu") -> Components:
-    """``small``: about 20 M parameters in all; ``sd15``: SD1.5's UNet, VAE and CLIP-L with random weights, drawn on
+    """``small``: about 20 M parameters in all; ``wide``: ``small`` with SD1.5's head widths; ``sd15``: SD1.5's UNet, VAE and CLIP-L with random weights, drawn on
     ``device`` (a GPU draws SD1.5's billion in a moment, a CPU in tens of seconds)."""
     torch.manual_seed(seed)
     with torch.device(device):
@@ -32,15 +36,16 @@ def bench_components(size: str, seed: int = 0, device: str | torch.device = "cpu
 
 
 def _components(size: str) -> Components:
-    if size == "small":
-        unet, vae = UNet2DConditionModel(**SMALL["unet"]), AutoencoderKL(**SMALL["vae"])
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **SMALL["text"]))
+    if size in ("small", "wide"):
+        config = SMALL if size == "small" else WIDE
+        unet, vae = UNet2DConditionModel(**config["unet"]), AutoencoderKL(**config["vae"])
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **config["text"]))
     elif size == "sd15":
         unet = UNet2DConditionModel.from_config(_sd1("unet/config.json"))
         vae = AutoencoderKL.from_config(_sd1("vae/config.json"))
         text = CLIPTextModel(CLIPTextConfig(**_sd1("text_encoder/config.json")))
     else:
-        raise ValueError(f"model size {size!r}: use 'small' or 'sd15'")
+        raise ValueError(f"model size {size!r}: use 'small', 'wide' or 'sd15'")
     return Components(unet.eval(), vae.eval(), text.eval(), clip_tokenizer(), _sd1("scheduler/scheduler_config.json"))
 
 
