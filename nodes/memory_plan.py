@@ -2,14 +2,18 @@
 config on fake tensors (no weights are read), with the node's own weight functions and hooks; and the settings
 that fit the load device, chosen before any step."""
 
+import inspect
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
+from functools import cache
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..tav_core.editing.null_text import optimize_null_text
 from ..tav_core.loading.motion import motion_config, planned_module
+from ..tav_core.memory.cache import cached_plan, files_version
 from ..tav_core.memory.duration import LONG, duration_text, measured_rate, predicted_seconds
 from ..tav_core.memory.fit import fit, window_options
 from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, as_on_cuda, cast, plan_tuning, planning
@@ -62,8 +66,35 @@ def _shapes(model, settings: Settings) -> tuple[tuple, tuple]:
     return latent_shape, (1, context_rows(model), config["context_dim"])
 
 
+def planned_model(model) -> dict:
+    """What of a MODEL shapes its plans (the key of the plans kept on disk, ``tav_core.memory.cache``): its UNet's
+    config and dtypes, conditioning widths, temporal layers (a motion module's architecture) and load device."""
+    own = temporal_layers(model)
+    return {"unet": {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("device", "operations")},
+            "class": type(model.model).__name__, "weights": model.model.get_dtype(),
+            "manual_cast": model.model.manual_cast_dtype, "adm": adm_width(model), "context_rows": context_rows(model),
+            "temporal": own and [own.motion_module and motion_config(own.motion_module), own.frame_attention,
+                                 own.group_norm],
+            "load_device": model.load_device.type}
+
+
+@cache
+def planning_code() -> str:
+    """The version of the code a node's plan traces beyond the engine's: these nodes' and the host's UNet, attention
+    and layer modules."""
+    hosts = (host.openaimodel, host.attention, host.ops)
+    return files_version([*Path(__file__).parent.glob("*.py"), *map(inspect.getsourcefile, hosts)])
+
+
 def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Plan:
-    """``settings.clone_frozen_weights``: plan for frozen weights that are inference tensors (each copied once)."""
+    """``settings.clone_frozen_weights``: plan for frozen weights that are inference tensors (each copied once).
+    Planned once and kept on disk."""
+    stage = "comfy tune" + (" with flops" if count_flops else "")
+    return cached_plan(planned_model(model), stage, settings, model.load_device.type,
+                       lambda: _trace_tuning(model, settings, count_flops), planning_code())
+
+
+def _trace_tuning(model, settings: Settings, count_flops: bool) -> Plan:
     with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):
         fake_weight = lambda model, key: host.utils.get_attr(unet, key.removeprefix("diffusion_model.")).float()
         run = trainable(model, layers, TuneConfig(lora_rank=settings.lora_rank), "cpu", fake_weight)
@@ -81,7 +112,12 @@ def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Pl
 def plan_comfy_stage(model, stage: str, settings: Settings) -> Plan:
     """One step of DDIM Invert ("invert"), Video KSampler ("sample": CFG's halves batched, as ComfyUI runs them when
     they fit; "p2p": two branches) or Null-Text Invert ("null_text") on ComfyUI's UNet: the growth over the loaded
-    MODEL (its weights and temporal layers), over ``settings.windows`` if set."""
+    MODEL (its weights and temporal layers), over ``settings.windows`` if set. Planned once and kept on disk."""
+    return cached_plan(planned_model(model), f"comfy {stage}", settings, model.load_device.type,
+                       lambda: _trace_stage(model, stage, settings), planning_code())
+
+
+def _trace_stage(model, stage: str, settings: Settings) -> Plan:
     alphas = alphas_cumprod(model).tolist()  # real numbers, read before the fake tensors
     prediction = PREDICTION[model.model.model_type]
     with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):

@@ -2,7 +2,8 @@
 
 A plan depends on the model's architecture (its configs), the stage, the settings (clip, precision, memory options),
 the device type and the code that traces it (this engine's source, torch's, diffusers' and transformers' versions).
-The key hashes all of them, so a change in any one plans afresh. Plans are small JSON files in
+The key hashes all of them, so a change in any one plans afresh (a host's planning adds its own code to the key:
+ComfyUI's nodes, ``nodes/memory_plan.py``). Plans are small JSON files in
 ``$TUNEAVIDEO_CACHE/plans`` (default ``$XDG_CACHE_HOME/tuneavideo``, else ``~/.cache/tuneavideo``);
 ``TUNEAVIDEO_CACHE=off`` turns it off. A cache that cannot be read or written costs only the planning time.
 """
@@ -44,22 +45,36 @@ def code_version() -> str:
     return digest.hexdigest()
 
 
-def plan_key(configs, stage: str, settings: Settings, device_type: str) -> str:
-    """The hash of everything the plan of ``stage`` depends on (configs: their keys that start with ``_`` are the
-    file's, not the architecture's)."""
-    architecture = {name: {k: v for k, v in part.items() if not k.startswith("_")} if isinstance(part, dict) else part
-                    for name, part in asdict(configs).items()}
-    described = json.dumps([architecture, stage, repr(settings), device_type, code_version()], sort_keys=True,
+def files_version(paths) -> str:
+    """A hash of these files' bytes (a host's own planning code)."""
+    digest = hashlib.sha256()
+    for path in sorted(map(Path, paths)):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def architecture(configs) -> dict:
+    """A ``ModelConfigs``' architecture: its configs without the keys that start with ``_`` (the file's, not the
+    model's)."""
+    return {name: {k: v for k, v in part.items() if not k.startswith("_")} if isinstance(part, dict) else part
+            for name, part in asdict(configs).items()}
+
+
+def plan_key(model: dict, stage: str, settings: Settings, device_type: str, host_code: str = "") -> str:
+    """The hash of everything the plan of ``stage`` depends on: ``model`` describes the architecture (and whatever
+    else of the model shapes the plan), ``host_code`` the version of a host's planning code."""
+    described = json.dumps([model, stage, repr(settings), device_type, code_version(), host_code], sort_keys=True,
                            default=str)
     return hashlib.sha256(described.encode()).hexdigest()
 
 
-def cached_plan(configs, stage: str, settings: Settings, device_type: str, plan: Callable[[], Plan]) -> Plan:
-    """The plan on disk for this key, else ``plan()``, then kept."""
+def cached_plan(model: dict, stage: str, settings: Settings, device_type: str, plan: Callable[[], Plan],
+                host_code: str = "") -> Plan:
+    """The plan on disk for this key (``plan_key``), else ``plan()``, then kept."""
     folder = cache_folder()
     if folder is None:
         return plan()
-    path = folder / f"{plan_key(configs, stage, settings, device_type)}.json"
+    path = folder / f"{plan_key(model, stage, settings, device_type, host_code)}.json"
     try:
         kept = json.loads(path.read_text())
         if set(kept) == {f.name for f in fields(Plan)}:

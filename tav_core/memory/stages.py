@@ -28,7 +28,7 @@ from ..loading.tuned import video_parameters
 from ..model.conditioning import context_tokens
 from ..model.inflation import inflate
 from ..sampling.windows import Passes
-from .cache import cached_plan
+from .cache import architecture, cached_plan
 from .trace import AllocationPeak, Plan, Settings, as_on_cuda, cast, frozen_bytes, plan_pipeline, planning
 
 STAGES = ("encode", "tune", "invert", "sample", "null_text", "p2p", "decode")
@@ -64,7 +64,8 @@ def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_typ
     device of ``device_type`` (on the CPU the decoded frames share the memory; on a GPU they go to the host);
     planned once and kept on disk (``tav_core.memory.cache``)."""
     check(stage in STAGES, f"no stage {stage!r}; the stages are {', '.join(STAGES)}")
-    return cached_plan(configs, stage, settings, device_type, lambda: _traced(configs, stage, settings, device_type))
+    return cached_plan(architecture(configs), stage, settings, device_type,
+                       lambda: _traced(configs, stage, settings, device_type))
 
 
 def _traced(configs: ModelConfigs, stage: str, settings: Settings, device_type: str) -> Plan:
