@@ -224,7 +224,8 @@ def check_args(args, defaults, locks: ExitStack):
 def say_loading(args) -> None:
     """The command's first line, once what needs no model code is checked: importing it takes seconds."""
     if not getattr(args, "said_loading", False):
-        print(f"{args.command}: arguments and paths checked; loading the model code (torch, diffusers)", flush=True)
+        code = "torch, CLIP" if args.command == "score" else "torch, diffusers"  # (score needs no diffusers)
+        print(f"{args.command}: arguments and paths checked; loading the model code ({code})", flush=True)
         args.said_loading = True
 
 

@@ -1,5 +1,6 @@
-"""The flows of ``tuneavideo``: tune, invert and edit, score; their outputs written (never half, never lost to a
-full disk). Imported by ``main`` once the checks that need no model have passed."""
+"""The flows of ``tuneavideo run``, ``tune`` and ``edit``: tune, invert and edit; their outputs written (never half,
+never lost to a full disk). Imported by ``main`` once the checks that need no model have passed: the model code
+(diffusers, seconds to import), which ``score`` (``score.py``) does without."""
 
 import json
 import warnings
@@ -7,14 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from ..charts import loss_chart
 from ..editing.edit import edit, null_text_invert
 from ..editing.null_text import NullTextInversion
 from ..editing.pipeline import TuneAVideo
-from ..errors import TavWarning, check, os_message, size_text
-from ..files import atomic_path, is_file, save_or_fallback
+from ..errors import TavWarning, os_message, size_text
+from ..files import is_file, save_or_fallback
 from ..loading.checkpoints import load_components
 from ..loading.fingerprint import fingerprint_of
 from ..loading.motion import load_motion_module
@@ -26,20 +26,16 @@ from ..memory.usage import measured
 from ..precision import compute_precision
 from ..sampling.windows import ContextWindows, Passes
 from ..scoring.clip import ClipEmbedder
-from ..scoring.seams import window_boundaries
-from ..scoring.report import chart, score as score_video, table, to_json
 from ..tuning.state import remove_state
 from ..tuning.tune import TuneConfig
 from ..video import demo_video, read_video, write_video
 from . import checks
+from .score import score_report
+from .shared import device_of, save_output, saved_elsewhere, write_png, write_text
 
 
 def _weights_dtype(args):
     return torch.float16 if args.fp16 else torch.float32
-
-
-def _device(args):
-    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _video(args, defaults):
@@ -50,7 +46,7 @@ def _video(args, defaults):
 
 
 def _load(args, defaults):
-    device, dtype = _device(args), _weights_dtype(args)
+    device, dtype = device_of(args), _weights_dtype(args)
     if args.model:
         print(f"loading {args.model}", flush=True)
         components = load_components(args.model, args.prediction_type, args.allow_pickle, args.config)
@@ -95,13 +91,13 @@ def _plan(args, configs, defaults) -> dict:
         print(f"planning memory: {', '.join(STAGE_NAMES[stage] for stage in stages)}", flush=True)
     for stage, options in stages.items():
         settings = stage_settings(stage, frames, height, width, dtype, mixed, **options)
-        chosen[stage], report = fit_stage(configs, stage, settings, _device(args), args.memory)
+        chosen[stage], report = fit_stage(configs, stage, settings, device_of(args), args.memory)
         if chosen[stage] != settings:
             print(report)
         elif report:
             as_asked.append(STAGE_NAMES[stage])
     if as_asked:
-        print(f"memory: {', '.join(as_asked)} fit as asked ({size_text(free_bytes(_device(args)))} free)")
+        print(f"memory: {', '.join(as_asked)} fit as asked ({size_text(free_bytes(device_of(args)))} free)")
     return chosen
 
 
@@ -119,21 +115,6 @@ def _clip_record(args, defaults) -> dict:
             "stride": args.stride, "width": args.width or defaults["size"], "height": args.height or defaults["size"]}
 
 
-def _saved_elsewhere(what: str, path, where: Path, error: OSError) -> OSError:
-    """The error a run ends with when an output went to the temp folder: the disk's reason and where it is."""
-    return OSError(error.errno, f"{error.strerror or error}; the {what} {'are' if what.endswith('s') else 'is'} saved "
-                                f"in {where} instead: move {'them' if what.endswith('s') else 'it'} to {path} once "
-                                "there is room", str(path))
-
-
-def _save_output(what: str, path, save) -> Path:
-    """``save(path)``, or in the temp folder if the disk refuses it; then the run ends saying where it went."""
-    where, error = save_or_fallback(save, path)
-    if error is not None:
-        raise _saved_elsewhere(what, path, where, error)
-    return where
-
-
 def _save_weights(args, pipe, video, config, usage: dict) -> None:
     """Save the tuned weights (with the run's time and memory); if the disk refuses them (full), save them in the
     temp folder and say so: the tuning is never lost to a failed write."""
@@ -146,7 +127,7 @@ def _save_weights(args, pipe, video, config, usage: dict) -> None:
         kept = f"; the last training state is {state} (--resume continues from it)" if is_file(state) else ""
         raise OSError(e.errno, f"{e.strerror}: the tuned weights could not be saved{kept}", e.filename) from e
     if error is not None:
-        raise _saved_elsewhere("tuned weights", args.weights, where, error)
+        raise saved_elsewhere("tuned weights", args.weights, where, error)
     args.saved_weights = True
 
 
@@ -169,7 +150,7 @@ def _tune(args, pipe, defaults, latents, latent_std, video, planned) -> dict:
         print(f"removed the training state {state} (the run is complete)")
     if losses:
         try:
-            _write_png(checks.loss_path(args), loss_chart(losses))
+            write_png(checks.loss_path(args), loss_chart(losses))
             print(f"loss curve: {checks.loss_path(args)}")
         except OSError as e:
             warnings.warn(f"the loss curve could not be written ({os_message(e)}); the weights are saved", TavWarning)
@@ -235,77 +216,12 @@ def _edit(args, pipe, defaults, latents, planned, record: dict) -> None:
             edited = pipe.sample(noise, args.edit_prompt, args.negative_prompt, cfg, steps, args.eta, args.seed,
                                  num_frames=len(latents), passes=_passes(args, planned, "sample"))
     frames = pipe.decode(edited)
-    print(f"edited video: {_save_output('edited video', args.out, lambda path: write_video(path, frames, args.fps))}")
+    print(f"edited video: {save_output('edited video', args.out, lambda path: write_video(path, frames, args.fps))}")
     windows = (_passes(args, planned, "p2p" if args.p2p else "sample")).windows
     record.update(usage, frames=len(frames),
                   windows=[windows.length, windows.overlap, windows.fuse] if windows is not None else None)
-    _save_output("run record", checks.run_path(args.out), lambda path: _write_text(path, json.dumps(record, indent=1)))
+    save_output("run record", checks.run_path(args.out), lambda path: write_text(path, json.dumps(record, indent=1)))
     return frames
-
-
-def _write_png(path: Path, image) -> None:
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def _report(embedder, frames, prompt, source, mask, out_json: Path, out_png: Path, clip_clamp: str = "frame",
-            ssim: str = "whole_frame", scores: str = "paper", windows: list | None = None, run: dict | None = None) -> None:
-    """Score frames with a ClipEmbedder; print the table, write the JSON and the chart. ``windows`` ([length,
-    overlap]): the frame windows the edit was made in (its seams); ``run``: the run's own numbers."""
-    text = embedder.text(prompt) if prompt else None
-    projected, pooled = embedder.vision(frames)
-    boundaries = None
-    if windows:
-        boundaries = window_boundaries(len(frames), ContextWindows(*windows[:2]).windows(len(frames)))
-    report = score_video(projected, text, source, frames, mask, clip_clamp, ssim, boundaries,
-                         pooled if scores == "v2vbench" else None, run)
-    print(table(report))
-    _save_output("score report", out_json, lambda path: _write_text(path, to_json(report)))
-    _save_output("score chart", out_png, lambda path: _write_png(path, chart(report)))
-    print(f"score: {out_json}, chart: {out_png}")
-
-
-def _run_record(video) -> dict:
-    """The run record ``tuneavideo edit`` wrote beside the video (its windows, time, memory), or nothing."""
-    path = checks.run_path(video)
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        warnings.warn(f"the run record {path} cannot be read ({e}); scored without it", TavWarning)
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def _mask(path, frames):
-    """White = inside: one image for all frames, or a video/folder with one mask frame per edited frame."""
-    count, height, width = frames.shape[:3]
-    masks = read_video(path, width=width, height=height).mean(-1) > 127
-    check(len(masks) == 1 or len(masks) >= count, f"--mask {path} has {len(masks)} frames, the edit {count}; give "
-                                                  "one image for all frames or one per frame")
-    return masks[0] if len(masks) == 1 else masks[:count]
-
-
-def score(args) -> None:
-    frames = read_video(args.video)
-    source = None
-    if args.source:
-        source = read_video(args.source, len(frames), args.stride, args.start, frames.shape[2], frames.shape[1])
-    mask = _mask(args.mask, frames) if args.mask else None
-    print(f"loading CLIP from {args.clip}", flush=True)
-    embedder = ClipEmbedder(args.clip, _device(args))
-    record = _run_record(args.video)
-    windows = args.windows or record.get("windows")
-    run = {k: v for k, v in record.items() if k not in ("windows", "frames")}
-    _report(embedder, frames, args.prompt, source, mask, *checks.report_paths(args), args.clip_clamp, args.ssim,
-            args.scores, windows, run)
 
 
 def run(args, defaults: dict, configs) -> None:
@@ -324,6 +240,6 @@ def run(args, defaults: dict, configs) -> None:
     if checks.edits(args):
         frames = _edit(args, pipe, defaults, latents, planned, record)
         if args.clip:
-            _report(ClipEmbedder(args.clip, pipe.device), frames, args.edit_prompt, video, None,
-                    *checks.score_paths(args.out), windows=record.get("windows"),
-                    run={k: v for k, v in record.items() if k not in ("windows", "frames")})
+            score_report(ClipEmbedder(args.clip, pipe.device), frames, args.edit_prompt, video, None,
+                         *checks.score_paths(args.out), windows=record.get("windows"),
+                         run={k: v for k, v in record.items() if k not in ("windows", "frames")})

@@ -45,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 configs = checks.check_args(args, defaults, locks)
             checks.say_loading(args)  # (where the checks did not need the model code)
-            from . import commands  # the model code, once the checks that need none have passed (--help stays light)
+            # each command's code, once the checks that need none have passed (--help stays light)
             if args.command == "score":
-                commands.score(args)
+                from .score import score  # torch and CLIP (transformers): no diffusers
+                score(args)
             else:
-                commands.run(args, defaults, configs)
+                from .commands import run  # the model code (diffusers: seconds to import)
+                run(args, defaults, configs)
         except TavError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors import safe_open
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -172,6 +172,8 @@ def _single_file_shapes(path: Path, allow_pickle: bool) -> dict[str, tuple]:
 
 
 def _load_single_file(path: Path, allow_pickle: bool, config: str | Path | None) -> Components:
+    # diffusers' pipelines and their single-file loader (its safety checker, an HTTP client): only for a single file
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     family = single_file_family(_single_file_shapes(path, allow_pickle))
     config = Path(config) if config else CONFIGS / family
     try:

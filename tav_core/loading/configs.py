@@ -1,14 +1,20 @@
 """What Stable Diffusion's parts look like: the shipped config folders (SD1, SD2, SDXL), the tokenizer and
 scheduler they name, and the architecture a memory plan reads without loading any weight."""
 
+from __future__ import annotations  # (the model classes below annotate Components only)
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTokenizer
 
 from ..model.conditioning import is_sdxl_unet
+
+if TYPE_CHECKING:  # diffusers' models take seconds to import: ``tuneavideo score`` (the tokenizer only) needs none
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 

@@ -16,7 +16,7 @@ import torch
 
 from support import ROOT, fill
 from tav_core import read_video
-from tav_core.cli.commands import _write_png, _write_text
+from tav_core.cli.shared import write_png, write_text
 from tav_core.editing.null_text import NullTextInversion
 from tav_core.files import save_or_fallback, write_safetensors
 from tav_core.loading.tuned import read_metadata, write_tuned
@@ -52,8 +52,8 @@ WRITERS = {
     "mp4 video": ("e.mp4", lambda p, big: write_video(p, frames(16 if big else 1, 128 if big else 16))),
     "gif video": ("e.gif", lambda p, big: write_video(p, frames(16 if big else 1, 128 if big else 16))),
     "frame folder": ("frames", lambda p, big: write_video(p, frames(16 if big else 1, 128 if big else 16))),
-    "score report": ("r.score.json", lambda p, big: _write_text(p, json.dumps({"x": "y" * (500000 if big else 10)}))),
-    "chart png": ("r.score.png", lambda p, big: _write_png(p, frames(1, 512 if big else 8)[0])),
+    "score report": ("r.score.json", lambda p, big: write_text(p, json.dumps({"x": "y" * (500000 if big else 10)}))),
+    "chart png": ("r.score.png", lambda p, big: write_png(p, frames(1, 512 if big else 8)[0])),
 }
 
 
