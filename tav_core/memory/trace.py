@@ -261,9 +261,15 @@ def plan_tuning(modules: list[nn.Module], unet_fn: Callable, trained: dict[str, 
         return sum(saved.values())
 
     resident = _keys(p for m in modules for p in m.parameters()) | trained_keys
-    counter = FlopCounterMode(display=False, custom_mapping=FLOPS) if count_flops else nullcontext()
-    with counter:  # a first step makes AdamW's state; the flop counter's module tracking keeps activations alive,
-        step(counting=False)  # so memory is traced in a second one
+    if count_flops:
+        counter = FlopCounterMode(display=False, custom_mapping=FLOPS)
+        with counter:  # a first step makes AdamW's state; the flop counter's module tracking keeps activations
+            step(counting=False)  # alive, so memory is traced in a second one
+    else:  # AdamW's state as a first step leaves it, without the step (half the planning time)
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor) and v.ndim]
     with AllocationPeak() as tracker:
         saved = step(counting=True)
