@@ -1,7 +1,8 @@
 """Attention paths per shape on the CPU: torch's fused ``scaled_dot_product_attention`` against the plain
 ``softmax(q k^T / sqrt(d)) v`` in matmuls, forward and backward, one thread, the two alternated.
 
-    python -m bench.attention                 # the shapes of SD1.5 at 512x512, 24 frames, and of the tiny test models
+    python -m bench.attention       # SD1.5's shapes at 512x512 (latent sides 64 to 8), the small and tiny models'
+    python -m bench.attention --forward-only
 
 Shapes are (batch x heads, queries, keys, head dim) as the UNet calls them; batches are cut to a few thousand rows
 where the real ones are larger (time is linear in the batch; the ratio is what counts). The engine's choice
@@ -15,20 +16,23 @@ import sys
 import time
 
 SHAPES = [  # (kind, batch x heads, queries, keys, head dim)
-    ("temporal, SD1.5 512px 24f", 4096 * 8 // 16, 24, 24, 40),
-    ("temporal, SD1.5 512px 8f", 4096 * 8 // 16, 8, 8, 40),
-    ("temporal, SD1.5 64px latent side 32", 1024 * 8 // 4, 24, 24, 80),
-    ("temporal, SD1.5 deepest", 64 * 8, 24, 24, 160),
+    ("temporal, SD1.5 24f, side 64", 4096 * 8 // 16, 24, 24, 40),
+    ("temporal, SD1.5 8f, side 64", 4096 * 8 // 16, 8, 8, 40),
+    ("temporal, SD1.5 16f, side 64", 4096 * 8 // 16, 16, 16, 40),
+    ("temporal, SD1.5 32f, side 64", 4096 * 8 // 16, 32, 32, 40),
+    ("temporal, SD1.5 48f, side 64", 4096 * 8 // 16, 48, 48, 40),
+    ("temporal, SD1.5 24f, side 32", 1024 * 8 // 4, 24, 24, 80),
+    ("temporal, SD1.5 24f, side 8", 64 * 8, 24, 24, 160),
     ("temporal, tiny test model", 256 * 2, 8, 8, 8),
-    ("temporal, small bench model", 256 * 8, 8, 8, 16),
-    ("sparse-causal, SD1.5 512px", 2, 4096, 8192, 40),
+    ("temporal, small model 8f", 256 * 8, 8, 8, 16),
+    ("sparse-causal, SD1.5 side 64", 2, 4096, 8192, 40),
     ("sparse-causal, SD1.5 side 32", 8 * 2, 1024, 2048, 80),
     ("sparse-causal, SD1.5 side 16", 8 * 8, 256, 512, 160),
-    ("cross, SD1.5 512px", 8, 4096, 77, 40),
+    ("cross, SD1.5 side 64", 8, 4096, 77, 40),
     ("cross, SD1.5 side 16", 8 * 8, 256, 77, 160),
     ("sparse-causal, tiny test model", 8 * 2, 256, 512, 8),
-    ("sparse-causal, small bench model 128px", 8 * 8, 256, 512, 8),
-    ("cross, small bench model 128px", 8 * 8, 256, 77, 8),
+    ("sparse-causal, small model 128px", 8 * 8, 256, 512, 8),
+    ("cross, small model 128px", 8 * 8, 256, 77, 8),
 ]
 
 

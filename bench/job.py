@@ -58,15 +58,16 @@ class Job:
 
 
 class Clock:
-    """Seconds per stage, summed over repeats."""
+    """Seconds and calls per stage, summed over repeats."""
 
     def __init__(self):
-        self.seconds = {}
+        self.seconds, self.calls = {}, {}
 
     def __call__(self, stage: str, fn, *args, **kwargs):
         start = time.perf_counter()
         out = fn(*args, **kwargs)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+        self.calls[stage] = self.calls.get(stage, 0) + 1
         return out
 
 
@@ -113,7 +114,7 @@ def measure(job: Job) -> dict:
     start = time.perf_counter()
     (reference_job if reference else engine_job)(pipe, video, job, clock)
     return {**asdict(job), "steps": job.steps, "validation_every": job.validation_every, "ddim_steps": job.ddim_steps,
-            "seconds": clock.seconds, "total_s": time.perf_counter() - start}
+            "seconds": clock.seconds, "calls": clock.calls, "total_s": time.perf_counter() - start}
 
 
 def summary(rows: list[dict]) -> dict:

@@ -33,3 +33,29 @@ def test_bench_editing_reports_every_feature_against_its_plain_counterpart(tmp_p
                          "attention control", "control + local blend"}
     assert all(r["seconds"] > 0 and r["time_ratio"] > 0 for r in rows.values())
     assert rows["control + local blend"]["blend_maps_bytes"] > 0 and rows["attention control"].get("blend_maps_bytes", 0) == 0
+
+
+def test_bench_job_runs_each_recipe_as_its_code_does(tmp_path):
+    """The reference's job tunes step by step, and every validation_steps inverts and samples its four prompts;
+    then one edit. This engine's: encode once, tune, invert, edit, decode."""
+    out = subprocess.run([sys.executable, "-m", "bench.job", "--frames", "2", "--size", "32", "--scale", "0.02",
+                          "--rounds", "1", "--name", "pytest-job"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path = ROOT / "bench" / "results" / "pytest-job.json"
+    report = json.loads(path.read_text())
+    path.unlink()
+    rows = {r["recipe"]: r for r in report["rows"]}
+    reference, engine = rows["reference"], rows["engine"]
+    assert (reference["steps"], reference["validation_every"], reference["ddim_steps"]) == (10, 2, 1)
+    assert reference["calls"] == {"tune": 10, "invert": 5, "validation": 20, "edit": 1}
+    assert engine["calls"] == {"encode": 1, "tune": 1, "invert": 1, "edit": 1, "decode": 1}
+    assert set(report["summary"]["speedup"]) == {"tune", "invert", "edit", "total_s"}
+    assert all(v > 0 for r in rows.values() for v in r["seconds"].values())
+
+
+def test_bench_attention_times_both_paths_and_names_the_engines_choice():
+    from bench.attention import measure
+    for keys, path in ((24, "plain"), (8, "fused")):
+        row = measure(("temporal", 4, keys, keys, 8), 1, True)
+        assert row["fused_ms"] > 0 and row["plain_ms"] > 0 and row["engine_takes"] == path
