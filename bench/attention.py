@@ -4,8 +4,9 @@
     python -m bench.attention       # SD1.5's shapes at 512x512 (latent sides 64 to 8), the small and tiny models'
     python -m bench.attention --forward-only
 
-Shapes are (batch x heads, queries, keys, head dim) as the UNet calls them; batches are cut to a few thousand rows
-where the real ones are larger (time is linear in the batch; the ratio is what counts). The engine's choice
+Shapes are (batch x heads, queries, keys, head dim) as the UNet calls them, laid out as its projections give them
+(views of (batch, tokens, heads x dim)); batches are cut to a few thousand rows where the real ones are larger
+(time is linear in the batch; the ratio is what counts). The engine's choice
 (``tav_core.model.attention.plain_is_faster``) is printed beside each measured ratio.
 """
 
@@ -14,6 +15,11 @@ import os
 import statistics
 import sys
 import time
+
+import torch
+import torch.nn.functional as F
+
+from tav_core.model.attention import plain_attention, plain_is_faster
 
 SHAPES = [  # (kind, batch x heads, queries, keys, head dim)
     ("temporal, SD1.5 24f, side 64", 4096 * 8 // 16, 24, 24, 40),
@@ -25,6 +31,8 @@ SHAPES = [  # (kind, batch x heads, queries, keys, head dim)
     ("temporal, SD1.5 24f, side 8", 64 * 8, 24, 24, 160),
     ("temporal, tiny test model", 256 * 2, 8, 8, 8),
     ("temporal, small model 8f", 256 * 8, 8, 8, 16),
+    ("temporal, tiny test model 24f", 256 * 2, 24, 24, 8),
+    ("temporal, small model 24f", 256 * 8, 24, 24, 16),
     ("sparse-causal, SD1.5 side 64", 2, 4096, 8192, 40),
     ("sparse-causal, SD1.5 side 32", 8 * 2, 1024, 2048, 80),
     ("sparse-causal, SD1.5 side 16", 8 * 8, 256, 512, 160),
@@ -36,32 +44,23 @@ SHAPES = [  # (kind, batch x heads, queries, keys, head dim)
 ]
 
 
-def _plain(q, k, v):
-    import torch
-    return torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1) @ v
-
-
 def _time(fn, q, k, v, backward: bool) -> float:
-    for t in (q, k, v):
-        t.grad = None
     start = time.perf_counter()
     out = fn(q, k, v)
     if backward:
-        out.sum().backward()
+        torch.autograd.grad(out.sum(), (q, k, v))
     return time.perf_counter() - start
 
 
 def measure(shape, repeats: int, backward: bool) -> dict:
-    import torch
-    import torch.nn.functional as F
-
-    from tav_core.model.attention import plain_is_faster
     kind, batch, queries, keys, dim = shape
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(batch, n, dim, generator=g).requires_grad_(backward) for n in (queries, keys, keys))
+    heads = 2 if batch % 2 == 0 else 1  # laid out as the UNet's projections give them: (b, n, h d) -> (b, h, n, d)
+    q, k, v = (torch.randn(batch // heads, n, heads * dim, generator=g).requires_grad_(backward)
+               .unflatten(-1, (heads, dim)).transpose(1, 2) for n in (queries, keys, keys))
     times = {"fused": [], "plain": []}
     for _ in range(repeats + 1):  # the first round warms both up and is dropped
-        for name, fn in (("fused", F.scaled_dot_product_attention), ("plain", _plain)):
+        for name, fn in (("fused", F.scaled_dot_product_attention), ("plain", plain_attention)):
             times[name].append(_time(fn, q, k, v, backward))
     fused, plain = (statistics.median(times[n][1:]) for n in ("fused", "plain"))
     return {"kind": kind, "batch": batch, "queries": queries, "keys": keys, "dim": dim, "fused_ms": fused * 1e3,
@@ -75,8 +74,6 @@ def main(argv=None) -> int:
     p.add_argument("--forward-only", action="store_true", help="inference (inversion, sampling) instead of tuning")
     p.add_argument("--name", default="attention-cpu")
     args = p.parse_args(argv)
-    import torch
-
     from bench import save_results
     torch.set_num_threads(1)
     rows = []

@@ -16,8 +16,10 @@ This engine's job: the clip encoded once (tuning draws a posterior sample from i
 checkpointing (the memory plan needs none here), inversion, one edit, its decode.
 Neither side counts loading the model or writing files (the reference's GIFs and saved pipeline).
 
-All counts scale together (``--scale``: 500 tuning steps, validation every 100, 50 inversion and 50 sampling steps at
-1), so the total's ratio is the config's; a stage's seconds over the scale estimate it at full counts.
+The counts scale together (``--scale``: 500 tuning steps, validation every 100, 50 inversion and 50 sampling steps
+at 1): the number of validations and of sampled videos stays the config's, so each video's decoding is counted as
+often as at full counts. Each job at the config's counts is estimated from its stages: tuning, inversion and
+sampling over the scale, encoding and decoding as measured.
 """
 
 import argparse
@@ -85,8 +87,9 @@ def reference_job(pipe, video, job: Job, clock: Clock) -> None:
 
     from bench.baseline import BaselineTuner, reference_attention
 
-    def sample_and_decode(noise, prompt):
-        pipe.decode(pipe.sample(noise, prompt, guidance_scale=12.5, steps=job.ddim_steps))
+    def sample(stage, noise, prompt):
+        clock(f"{stage} decode" if stage == "validation" else "decode", pipe.decode,
+              clock(stage, pipe.sample, noise, prompt, guidance_scale=12.5, steps=job.ddim_steps))
 
     pixels = torch.from_numpy(video).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     with reference_attention(pipe.c.unet):
@@ -97,9 +100,9 @@ def reference_job(pipe, video, job: Job, clock: Clock) -> None:
                 with torch.no_grad():
                     noise = clock("invert", pipe.invert, tuner.latents.detach(), job.ddim_steps)
                     for prompt in VALIDATION_PROMPTS:
-                        clock("validation", sample_and_decode, noise, prompt)
+                        sample("validation", noise, prompt)
         with torch.no_grad():
-            clock("edit", sample_and_decode, noise, EDIT)
+            sample("edit", noise, EDIT)
 
 
 def measure(job: Job) -> dict:
@@ -117,16 +120,23 @@ def measure(job: Job) -> dict:
             "seconds": clock.seconds, "calls": clock.calls, "total_s": time.perf_counter() - start}
 
 
-def summary(rows: list[dict]) -> dict:
-    """Per recipe the median seconds of each stage and of the total over the rounds; the ratios reference/engine."""
-    import statistics
+STAGES = ["encode", "tune", "invert", "validation", "validation decode", "edit", "decode"]
+SCALED = ("tune", "invert", "validation", "edit")  # their counts or steps scale; encoding and decoding do not
 
-    def median(recipe, key):
-        values = [r["seconds"].get(key, 0.0) if key != "total_s" else r["total_s"] for r in rows if r["recipe"] == recipe]
-        return statistics.median(values)
-    stages = ["encode", "tune", "validation", "invert", "edit", "decode", "total_s"]
-    out = {recipe: {s: median(recipe, s) for s in stages} for recipe in ("reference", "engine")}
-    out["speedup"] = {s: out["reference"][s] / out["engine"][s] for s in ("tune", "invert", "edit", "total_s")}
+
+def summary(rows: list[dict], scale: float) -> dict:
+    """Per recipe the median seconds of each stage and of the total over the rounds, the ratios reference/engine, and
+    both jobs at the config's counts: the scaled stages' seconds over the scale, the rest as they are."""
+    import statistics
+    out = {}
+    for recipe in ("reference", "engine"):
+        runs = [r for r in rows if r["recipe"] == recipe]
+        out[recipe] = {s: statistics.median(r["seconds"].get(s, 0.0) for r in runs) for s in STAGES}
+        out[recipe]["total_s"] = statistics.median(r["total_s"] for r in runs)
+        out[recipe]["full_counts_s"] = sum(v / scale if s in SCALED else v for s, v in out[recipe].items()
+                                           if s in STAGES)
+    out["speedup"] = {s: out["reference"][s] / out["engine"][s]
+                      for s in ("tune", "invert", "edit", "decode", "total_s", "full_counts_s")}
     return out
 
 
@@ -150,7 +160,7 @@ def main(argv=None) -> int:
             print(f"{recipe:9} total {r['total_s']:7.1f} s  " +
                   "  ".join(f"{k} {v:.1f}" for k, v in r["seconds"].items()), flush=True)
     report = {"command": " ".join(["python -m bench.job", *(argv or sys.argv[1:])]), "threads": 1,
-              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows, "summary": summary(rows)}
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows, "summary": summary(rows, args.scale)}
     s = report["summary"]
     print("\n" + "  ".join(f"{k} {v:.2f}x" for k, v in s["speedup"].items()))
     save_results(args.name, report)

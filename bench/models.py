@@ -63,3 +63,16 @@ def bench_motion_module(size: str, seed: int = 0):
                             use_motion_mid_block=True, conv_in_channels=None)
     return _module(adapter.eval(), "v2", 32)
 
+
+def save_tiny_clip(folder) -> None:
+    """A tiny random CLIP (vision and text towers, projection to 16 dims) saved as a transformers folder, for
+    ``tuneavideo score``; its logit scale is OpenAI's (ln 100), as V2VBench's text alignment multiplies by it."""
+    import math
+
+    from transformers import CLIPConfig, CLIPModel
+    torch.manual_seed(0)
+    tower = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+    config = CLIPConfig(text_config=dict(tower, vocab_size=49408, max_position_embeddings=77),
+                        vision_config=dict(tower, image_size=32, patch_size=8), projection_dim=16,
+                        logit_scale_init_value=math.log(100))
+    CLIPModel(config).save_pretrained(folder)

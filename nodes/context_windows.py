@@ -37,6 +37,12 @@ class HostWindows:
                                 "dim 0; set dim to 0 in Context Windows (Manual)")
         self.handler, self.model_options = handler, model_options or {}
 
+    def __repr__(self) -> str:
+        """What decides the windows (a plan kept on disk is keyed by it): the handler's schedule and settings."""
+        h = self.handler
+        return (f"HostWindows({h.context_schedule.name}, length={h.context_length}, overlap={h.context_overlap}, "
+                f"stride={h.context_stride}, closed_loop={h.closed_loop}, fuse={h.fuse_method.name})")
+
     @property
     def length(self) -> int:
         return self.handler.context_length

@@ -16,7 +16,7 @@ from ..tav_core.loading.motion import motion_config, planned_module
 from ..tav_core.memory.cache import cached_plan, files_version
 from ..tav_core.memory.duration import LONG, duration_text, measured_rate, predicted_seconds
 from ..tav_core.memory.fit import fit, window_options
-from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, as_on_cuda, cast, plan_tuning, planning
+from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, as_on_device, cast, plan_tuning, planning
 from ..tav_core.model.frames import FrameContext
 from ..tav_core.model.inflation import Inflation, TemporalLayers
 from ..tav_core.precision import HALF, PRECISIONS, autocast
@@ -37,8 +37,8 @@ def fake_unet(model, settings: Settings):
     """Inside ``planning()``: ComfyUI's UNet class of the MODEL's config on fake tensors, with the video hooks and
     fp32 temporal layers like the MODEL's (its motion module's architecture, if it has one): (unet, hooks, layers,
     unet_fn). Attention is planned unchunked (an upper bound:
-    ``host.patched_for_planning``), and the host's free-memory queries see plenty of memory. For a GPU the norms
-    compute as CUDA's autocast runs them (``as_on_cuda``)."""
+    ``host.patched_for_planning``), and the host's free-memory queries see plenty of memory. Off the CPU the layers
+    compute as there (``as_on_device``: the fused temporal attention, on CUDA float32 norms under autocast)."""
     config = {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("dtype", "device", "operations")}
     dtype, compute = settings.weights_dtype, model.model.manual_cast_dtype or settings.weights_dtype
     adm = adm_width(model)
@@ -50,8 +50,7 @@ def fake_unet(model, settings: Settings):
         hooks = Inflation(unet, FrameContext())
         planned = planned_module(motion_config(motion), torch.float32) if motion is not None else None
         layers = cast(TemporalLayers(unet, frame_attention, planned, group_norm), torch.float32)
-        if model.load_device.type == "cuda":  # its autocast runs the norms in float32, and autograd keeps that
-            as_on_cuda([unet, layers])
+        as_on_device([unet, layers], model.load_device.type)
 
         def unet_fn(x, t, c):
             with autocast("cpu", settings.mixed_precision):
@@ -67,23 +66,25 @@ def _shapes(model, settings: Settings) -> tuple[tuple, tuple]:
 
 
 def planned_model(model) -> dict:
-    """What of a MODEL shapes its plans (the key of the plans kept on disk, ``tav_core.memory.cache``): its UNet's
-    config and dtypes, conditioning widths, temporal layers (a motion module's architecture) and load device."""
+    """What of a MODEL and the host shapes its plans (the key of the plans kept on disk, ``tav_core.memory.cache``):
+    its UNet's config, dtypes and prediction, conditioning widths, temporal layers (a motion module's architecture),
+    load device, and the attention ComfyUI chose at start-up (its flags and what is installed)."""
     own = temporal_layers(model)
     return {"unet": {k: v for k, v in model.model.model_config.unet_config.items() if k not in ("device", "operations")},
             "class": type(model.model).__name__, "weights": model.model.get_dtype(),
-            "manual_cast": model.model.manual_cast_dtype, "adm": adm_width(model), "context_rows": context_rows(model),
+            "manual_cast": model.model.manual_cast_dtype, "prediction": model.model.model_type.name,
+            "adm": adm_width(model), "context_rows": context_rows(model),
             "temporal": own and [own.motion_module and motion_config(own.motion_module), own.frame_attention,
                                  own.group_norm],
-            "load_device": model.load_device.type}
+            "load_device": model.load_device.type, "attention": host.attention.optimized_attention.__name__}
 
 
 @cache
 def planning_code() -> str:
-    """The version of the code a node's plan traces beyond the engine's: these nodes' and the host's UNet, attention
-    and layer modules."""
-    hosts = (host.openaimodel, host.attention, host.ops)
-    return files_version([*Path(__file__).parent.glob("*.py"), *map(inspect.getsourcefile, hosts)])
+    """The version of the code a node's plan traces beyond the engine's: these nodes' and the host's model modules
+    (``comfy/ldm/modules``: UNet, attention, their blocks) and layers (``comfy/ops.py``)."""
+    modules = Path(inspect.getfile(host.openaimodel)).parents[1]
+    return files_version([*Path(__file__).parent.glob("*.py"), *modules.rglob("*.py"), inspect.getfile(host.ops)])
 
 
 def plan_comfy_tuning(model, settings: Settings, count_flops: bool = True) -> Plan:

@@ -59,18 +59,9 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def clip_folder(tmp_path_factory):
-    """A tiny random CLIP (vision and text towers, projection to 16 dims) saved as a transformers folder; its logit
-    scale is OpenAI's (ln 100), as V2VBench's text alignment multiplies by it."""
-    import math
-
-    from transformers import CLIPConfig, CLIPModel
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                         num_attention_heads=4, vocab_size=49408, max_position_embeddings=77),
-                        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                           num_attention_heads=4, image_size=32, patch_size=8), projection_dim=16,
-                        logit_scale_init_value=math.log(100))
+    """A tiny random CLIP saved as a transformers folder (``bench.models.save_tiny_clip``)."""
+    from bench.models import save_tiny_clip
     folder = tmp_path_factory.mktemp("clip")
-    CLIPModel(config).save_pretrained(folder)
+    save_tiny_clip(folder)
     return folder
 

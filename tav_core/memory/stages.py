@@ -29,7 +29,7 @@ from ..model.conditioning import context_tokens
 from ..model.inflation import inflate
 from ..sampling.windows import Passes
 from .cache import architecture, cached_plan
-from .trace import AllocationPeak, Plan, Settings, as_on_cuda, cast, frozen_bytes, plan_pipeline, planning
+from .trace import AllocationPeak, Plan, Settings, as_on_device, cast, frozen_bytes, plan_pipeline, planning
 
 STAGES = ("encode", "tune", "invert", "sample", "null_text", "p2p", "decode")
 STAGE_NAMES = {"encode": "VAE encode", "tune": "tuning", "invert": "DDIM inversion", "sample": "CFG sampling",
@@ -54,8 +54,7 @@ def fake_pipeline(configs: ModelConfigs, settings: Settings, device_type: str = 
                       settings.gradient_checkpointing, settings.mixed_precision, motion_module=motion)
     if settings.vae_tiling:
         vae.enable_tiling()
-    if device_type == "cuda":
-        as_on_cuda([pipe.c.unet, vae, *pipe.c.text_encoders])
+    as_on_device([pipe.c.unet, vae, *pipe.c.text_encoders], device_type)
     return pipe
 
 

@@ -8,8 +8,9 @@ resident (weights by dtype, trained tensors, AdamW's two moments) is counted fro
 Fake CPU tensors stand in for CUDA ones (autograd cannot run on fake CUDA tensors without a GPU): autocast follows
 CPU's op lists, except that a plan for CUDA runs GroupNorm and LayerNorm in float32 as CUDA's autocast does
 (``as_on_cuda``), and attention is CPU flash attention, which like the GPU's flash and memory-efficient kernels keeps
-memory linear in the tokens (the CPU's plain path for 16-32 frames of temporal attention is CUDA's fused kernel
-there). The total is what CUDA would have allocated; the CUDA context (~0.3-0.5 GB) and the
+memory linear in the tokens; a plan for the CPU traces the CPU's plain path where it runs (the temporal attention
+of 16-24 frames in inference, ``tav_core.model.attention.plain_is_faster``), a plan for a GPU the fused kernel
+(``as_on_device``). The total is what CUDA would have allocated; the CUDA context (~0.3-0.5 GB) and the
 allocator's fragmentation come on top.
 """
 
@@ -111,7 +112,7 @@ class AllocationPeak(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.live, self.current, self.peak = {}, 0, 0
+        self.live, self.current, self.peak = {}, 0, 0  # (``current`` may count freed storages: read ``in_use``)
         self.scan_at = 4096  # a scan for freed storages at latest when this many are tracked
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -124,8 +125,8 @@ class AllocationPeak(TorchDispatchMode):
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
-                key = storage._cdata
-                if key not in inputs and not self._tracks(key):
+                key = storage._cdata  # (a storage tracked here keeps its address: its weak reference holds it)
+                if key not in inputs and key not in self.live:
                     new[key] = (StorageWeakRef(storage), storage.nbytes())
         added = sum(n for _, n in new.values())
         # ``current`` may still count storages freed since the last scan: only where that could matter (a new
@@ -136,14 +137,6 @@ class AllocationPeak(TorchDispatchMode):
         self.current += added
         self.peak = max(self.peak, self.current)
         return out
-
-    def _tracks(self, key: int) -> bool:
-        """Whether the storage at ``key`` is counted (a freed one whose address was reused is dropped now)."""
-        entry = self.live.get(key)
-        if entry is not None and entry[0].expired():
-            self.current -= self.live.pop(key)[1]
-            return False
-        return entry is not None
 
     def _forget_freed(self) -> None:
         for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
@@ -182,19 +175,30 @@ def _float32_norm(norm: nn.Module):
     return forward
 
 
+def as_on_device(modules, device_type: str) -> None:
+    """Make these (fake) modules compute as on ``device_type`` where CPU fake tensors would differ: off the CPU the
+    temporal attention takes the fused kernel (its CPU plain path keeps the attention weights), and on CUDA the norms
+    run in float32 under autocast (``as_on_cuda``)."""
+    if device_type == "cpu":
+        return
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, TemporalAttention):
+                layer.attention = F.scaled_dot_product_attention
+    if device_type == "cuda":
+        as_on_cuda(modules)
+
+
 def as_on_cuda(modules) -> None:
     """Make these (fake) modules' GroupNorm and LayerNorm layers compute under autocast as on CUDA: CUDA's autocast
     runs them in float32 (its fp32 list), CPU's in the input's half precision, and autograd keeps their float32
     results. Measured on an H200 (SD1.5, 8 frames of 512x512, fp16 autocast): the tensors a tuning step saves came to
     11526 MB, 9916 as CPU autocast plans it, 11526 so (docs/benchmarks.md). A forward set on each layer, so gradient
-    checkpointing's recompute runs it too. The temporal attention takes CUDA's fused kernel (its CPU plain path
-    keeps the attention weights)."""
+    checkpointing's recompute runs it too."""
     for module in modules:
-        for layer in module.modules():
-            if isinstance(layer, (nn.GroupNorm, nn.LayerNorm)):
-                layer.forward = _float32_norm(layer)
-            elif isinstance(layer, TemporalAttention):
-                layer.attention = F.scaled_dot_product_attention
+        for norm in module.modules():
+            if isinstance(norm, (nn.GroupNorm, nn.LayerNorm)):
+                norm.forward = _float32_norm(norm)
 
 
 @contextmanager
@@ -265,7 +269,8 @@ def plan_tuning(modules: list[nn.Module], unet_fn: Callable, trained: dict[str, 
         counter = FlopCounterMode(display=False, custom_mapping=FLOPS)
         with counter:  # a first step makes AdamW's state; the flop counter's module tracking keeps activations
             step(counting=False)  # alive, so memory is traced in a second one
-    else:  # AdamW's state as a first step leaves it, without the step (half the planning time)
+    else:  # AdamW's state as a first step leaves it (every tuned tensor gets a gradient), without the step (half
+        # the planning time)
         for p in params:
             p.grad = torch.zeros_like(p)
         optimizer.step()
@@ -316,7 +321,7 @@ def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple
     ``settings.weights_dtype``, tuned tensors in fp32, as ``TuneAVideo`` keeps them. ``resident_configs``:
     (build, config) of the other modules on the device (VAE, text encoder): ``build(config)`` makes one.
     ``motion``: the motion module's (``tav_core.loading.motion.motion_config``) as the temporal layers; ``device_type``:
-    where it runs ("cuda": autocast runs norms in float32, ``as_on_cuda``)."""
+    where it runs (``as_on_device``: on a GPU fused attention; on CUDA float32 norms under autocast)."""
 
     with planning():
         unet = cast(UNet2DConditionModel.from_config(unet_config), settings.weights_dtype)
@@ -346,7 +351,6 @@ def plan_pipeline(unet_config: dict, settings: Settings, resident_configs: tuple
             context, added = unet_inputs(context.to(settings.weights_dtype), x, pooled_width(unet.config))
             return unet(x, t, encoder_hidden_states=context, added_cond_kwargs=added).sample
         modules = [unet, *others] + ([module.adapter] if module is not None else [])
-        if device_type == "cuda":
-            as_on_cuda(modules)
+        as_on_device(modules, device_type)
         return plan_tuning(modules, unet_fn, trained, inflation.video, latent_shape, context_shape, settings,
                            count_flops=count_flops)

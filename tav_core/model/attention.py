@@ -76,14 +76,17 @@ def sparse_causal_window(x: torch.Tensor, window, layer, first_only: bool = Fals
     return rearrange(out, "b f n c -> (b f) n c")
 
 
-PLAIN_KEYS = (16, 32)  # key counts where the plain path is faster on this project's CPU (bench.attention)
+PLAIN_KEYS, PLAIN_HEAD_WIDTH = (16, 24), 40  # where the plain path was faster on this project's CPU
 
 
 def plain_is_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether ``plain_attention`` beats the fused kernel for this call: float32 on the CPU with 16-32 keys, the
-    temporal attention of 16-32 frames (measured there 1.0-1.4x with backward, 1.1-1.5x without; at 8 frames, tiny
-    heads and long sequences the fused kernel wins: ``python -m bench.attention``)."""
-    return q.device.type == "cpu" and q.dtype == torch.float32 and PLAIN_KEYS[0] <= k.shape[-2] <= PLAIN_KEYS[1]
+    """Whether ``plain_attention`` beats the fused kernel for this call, as measured on this project's CPU (``python
+    -m bench.attention``, inputs laid out as the UNet's projections give them): in float32 on the CPU without
+    gradients, 16-24 keys in heads up to 40 wide, the temporal attention of 16-24 frames at SD1.5's largest latent
+    side and of the small models (1.15-1.6x). With gradients (tuning), at 8 frames or 32 and beyond, in wider heads
+    and over long sequences the fused kernel is as fast or faster."""
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] <= PLAIN_HEAD_WIDTH
+            and PLAIN_KEYS[0] <= k.shape[-2] <= PLAIN_KEYS[1] and not (torch.is_grad_enabled() and q.requires_grad))
 
 
 def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from support import ROOT
 
 
@@ -41,21 +43,47 @@ def test_bench_job_runs_each_recipe_as_its_code_does(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench.job", "--frames", "2", "--size", "32", "--scale", "0.02",
                           "--rounds", "1", "--name", "pytest-job"], cwd=ROOT, capture_output=True, text=True,
                          timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
     path = ROOT / "bench" / "results" / "pytest-job.json"
-    report = json.loads(path.read_text())
-    path.unlink()
+    try:
+        assert out.returncode == 0, out.stderr[-2000:]
+        report = json.loads(path.read_text())
+    finally:
+        path.unlink(missing_ok=True)
     rows = {r["recipe"]: r for r in report["rows"]}
     reference, engine = rows["reference"], rows["engine"]
     assert (reference["steps"], reference["validation_every"], reference["ddim_steps"]) == (10, 2, 1)
-    assert reference["calls"] == {"tune": 10, "invert": 5, "validation": 20, "edit": 1}
+    assert reference["calls"] == {"tune": 10, "invert": 5, "validation": 20, "validation decode": 20, "edit": 1,
+                                  "decode": 1}
     assert engine["calls"] == {"encode": 1, "tune": 1, "invert": 1, "edit": 1, "decode": 1}
-    assert set(report["summary"]["speedup"]) == {"tune", "invert", "edit", "total_s"}
+    assert set(report["summary"]["speedup"]) == {"tune", "invert", "edit", "decode", "total_s", "full_counts_s"}
+    reference_total = report["summary"]["reference"]
+    assert reference_total["full_counts_s"] == pytest.approx(
+        sum(v * (50 if s in ("tune", "invert", "validation", "edit") else 1) for s, v in reference_total.items()
+            if s not in ("total_s", "full_counts_s")))
     assert all(v > 0 for r in rows.values() for v in r["seconds"].values())
 
 
 def test_bench_attention_times_both_paths_and_names_the_engines_choice():
     from bench.attention import measure
-    for keys, path in ((24, "plain"), (8, "fused")):
-        row = measure(("temporal", 4, keys, keys, 8), 1, True)
+    for keys, backward, path in ((24, False, "plain"), (24, True, "fused"), (8, False, "fused")):
+        row = measure(("temporal", 4, keys, keys, 8), 1, backward)
         assert row["fused_ms"] > 0 and row["plain_ms"] > 0 and row["engine_takes"] == path
+
+
+def test_bench_startup_reports_each_command_and_its_imports():
+    """Each command's lines and end, and its imports as ``-X importtime`` gives them: torch in every command, diffusers
+    in run's and not in score's (tests/cli/test_startup.py checks the module sets themselves)."""
+    out = subprocess.run([sys.executable, "-m", "bench.startup", "--rounds", "1", "--name", "pytest-startup"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    path = ROOT / "bench" / "results" / "pytest-startup.json"
+    try:
+        assert out.returncode == 0, out.stderr[-2000:]
+        rows = {r["command"]: r for r in json.loads(path.read_text())["rows"]}
+    finally:
+        path.unlink(missing_ok=True)
+    assert list(rows) == ["import torch", "run", "tune", "edit", "score"]
+    for name, row in rows.items():
+        assert row["imports_s"] > 0 and row["packages_s"]["torch"] > 0 and row["top_imports"], row
+        if name != "import torch":
+            assert row["second_line_s"] is not None and row["end_s"] >= row["second_line_s"]
+    assert rows["score"]["packages_s"]["diffusers"] == 0 and rows["run"]["packages_s"]["diffusers"] > 0

@@ -1,6 +1,6 @@
 """The nodes' plans, kept on disk in the folder argv[1]: plans One-Shot Tune's step (with and without FLOPs) and
 DDIM Invert's, Null-Text Invert's and Video KSampler's of the test checkpoint, then the sampler's at another clip
-length and for a CUDA load device, and prints JSON: the stages actually traced and every plan's total."""
+length, in the host's context windows of two lengths and for a CUDA load device, and prints JSON: the stages actually traced and every plan's total."""
 
 import json
 import os
@@ -17,8 +17,10 @@ from in_process import CHECKPOINT, import_pack  # noqa: E402
 import_pack()
 import comfy.sd  # noqa: E402
 from tav_pack.nodes import memory_plan  # noqa: E402
+from tav_pack.nodes.context_windows import HostWindows  # noqa: E402
 from tav_pack.nodes.video_model import inflate_model  # noqa: E402
 from tav_pack.tav_core.memory.trace import Settings  # noqa: E402
+from tav_pack.tav_core.sampling.windows import ContextWindows  # noqa: E402
 
 traced = []
 trace_tuning, trace_stage = memory_plan._trace_tuning, memory_plan._trace_stage
@@ -31,6 +33,10 @@ totals = {f"tune {flops}": memory_plan.plan_comfy_tuning(model, settings, flops)
 totals.update({stage: memory_plan.plan_comfy_stage(model, stage, settings).total
                for stage in ("invert", "null_text", "sample")})
 totals["sample, 6 frames"] = memory_plan.plan_comfy_stage(model, "sample", replace(settings, frames=6)).total
+for length in (2, 3):  # the host's context windows (a fresh handler each time, as each node call makes)
+    handler = memory_plan.with_context_windows(model, ContextWindows(length, 1)).model_options["context_handler"]
+    windowed = replace(settings, windows=HostWindows(handler))
+    totals[f"sample, windows of {length}"] = memory_plan.plan_comfy_stage(model, "sample", windowed).total
 model.load_device = torch.device("cuda")  # (only read by the plan: nothing runs)
 totals["sample, cuda"] = memory_plan.plan_comfy_stage(model, "sample", settings).total
 print(json.dumps({"traced": traced, "totals": totals}))

@@ -95,10 +95,10 @@ def test_one_shot_tune_in_comfyui_reproduces_across_inflations_and_processes(tes
 
 
 def test_node_plans_are_kept_on_disk_for_the_next_run(test_models, tmp_path):
-    """A second process plans nothing: every plan is read back from disk, equal; another clip length or load
-    device is planned afresh (and kept) in the first."""
+    """A second process plans nothing: every plan is read back from disk, equal; another clip length, context
+    windows or load device is planned afresh (and kept) in the first."""
     first = run_in_comfyui("node_plan_cache.py", tmp_path)
-    assert first["traced"] == ["tune False", "tune True", "invert", "null_text", "sample", "sample", "sample"]
-    assert len(list((tmp_path / "plans").glob("*.json"))) == 7
+    assert first["traced"] == ["tune False", "tune True", "invert", "null_text"] + ["sample"] * 5
+    assert len(list((tmp_path / "plans").glob("*.json"))) == 9
     again = run_in_comfyui("node_plan_cache.py", tmp_path)
     assert again == {"traced": [], "totals": first["totals"]}

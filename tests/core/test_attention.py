@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from support import max_abs, nudge, within
-from tav_core.memory.trace import as_on_cuda
+from tav_core.memory.trace import as_on_device
 from tav_core.model import attention as attention_module
 from tav_core.model.attention import (TemporalAttention, attend, clip_group_norm_in, clip_group_norm_out,
                                       plain_attention, plain_is_faster, temporal_residual)
@@ -103,22 +103,29 @@ def test_group_norm_takes_statistics_over_whole_clip():
     assert max_abs(got, per_frame) > 1e4 * floor  # frames scaled 1x to 6x: per-frame statistics move it by 1.9
 
 
-@pytest.mark.parametrize("frames, path", [(8, "fused"), (24, "plain"), (48, "fused")])
-def test_attention_path_per_shape_computes_the_same(frames, path):
-    """``attend`` takes the plain path for 16-32 keys in float32 on the CPU (faster there: bench.attention), the fused
-    kernel elsewhere; either way it is softmax(q k^T / sqrt(d)) v, gradients too, to float32 rounding."""
+@pytest.mark.parametrize("frames, grad, path", [(8, False, "fused"), (24, False, "plain"), (48, False, "fused"),
+                                               (24, True, "fused")])
+def test_attention_path_per_shape_computes_the_same(frames, grad, path):
+    """``attend`` takes the plain path for 16-24 keys in heads up to 40 wide, float32 on the CPU, without gradients
+    (faster there: bench.attention), the fused kernel elsewhere; either way it is softmax(q k^T / sqrt(d)) v,
+    gradients too, to float32 rounding."""
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(32, 2, frames, 40, generator=g).requires_grad_() for _ in range(3))
+    q, k, v = (torch.randn(32, 2, frames, 40, generator=g).requires_grad_(grad) for _ in range(3))
     assert plain_is_faster(q, k) == (path == "plain")
     assert not plain_is_faster(q.bfloat16(), k.bfloat16())  # half precision keeps the fused kernel's accumulation
+    assert not plain_is_faster(torch.zeros(2, 24, 80), torch.zeros(2, 24, 80))  # wider heads: fused
     weights = torch.randn(32, 2, frames, 40, generator=g)
 
     def run(fn, *inputs):
-        out = fn(*inputs)
-        return (out, *torch.autograd.grad((out * weights.to(out.dtype)).sum(), inputs))
-    got = run(attend, q, k, v)
-    exact = run(plain_attention, *(t.detach().double().requires_grad_() for t in (q, k, v)))
-    nudged = run(torch.nn.functional.scaled_dot_product_attention, nudge(q.detach()).requires_grad_(), k, v)
+        with torch.enable_grad():  # the gradients of either path, taken apart from the choice made above
+            inputs = [t.detach().requires_grad_() for t in inputs]
+            out = fn(*inputs)
+            return (out, *torch.autograd.grad((out * weights.to(out.dtype)).sum(), inputs))
+    choice = attend(q.detach(), k.detach(), v.detach()) if not grad else attend(q, k, v)
+    got = run(plain_attention if path == "plain" else torch.nn.functional.scaled_dot_product_attention, q, k, v)
+    assert torch.equal(choice.detach(), got[0].detach())  # (the path taken is the one checked)
+    exact = run(plain_attention, *(t.detach().double() for t in (q, k, v)))
+    nudged = run(torch.nn.functional.scaled_dot_product_attention, nudge(q.detach()), k, v)
     for name, a, b, c in zip(("out", "dq", "dk", "dv"), got, exact, nudged):
         assert within(max_abs(a.double(), b), max_abs(c.double(), b), 20, f"{path} {name} vs float64")
 
@@ -127,9 +134,14 @@ def test_temporal_attention_takes_the_path_per_shape(monkeypatch):
     calls = []
     monkeypatch.setattr(attention_module, "plain_attention", lambda *a: calls.append(a) or plain_attention(*a))
     attn = TemporalAttention(16, 2, 8)
-    for frames in (8, 24):
-        attn(torch.randn(5, frames, 16))
-    assert [q.shape[-2] for q, _, _ in calls] == [24]
-    as_on_cuda([attn])  # a CUDA plan runs CUDA's fused kernel
-    attn(torch.randn(5, 24, 16))
-    assert len(calls) == 1
+    with torch.no_grad():  # inference: 16-24 frames
+        for frames in (8, 16, 24, 32):
+            attn(torch.randn(5, frames, 16))
+    attn(torch.randn(5, 24, 16))  # tuning (its query projection takes gradients): fused
+    assert [q.shape[-2] for q, _, _ in calls] == [16, 24]
+    for device_type in ("cuda", "mps"):  # a plan for a GPU runs its fused kernel
+        gpu = TemporalAttention(16, 2, 8)
+        as_on_device([gpu], device_type)
+        with torch.no_grad():
+            gpu(torch.randn(5, 24, 16))
+    assert len(calls) == 2

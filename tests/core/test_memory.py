@@ -26,7 +26,7 @@ def test_allocation_peak_counts_new_storages_until_they_are_freed():
         b = torch.empty(500, dtype=torch.float64)   # + 4000: the peak
         del a, view
         c = torch.empty(10)                         # a is gone: 4000 + 40
-    assert (tracker.peak, tracker.current) == (8000, 4040)
+    assert (tracker.peak, tracker.in_use) == (8000, 4040)
     assert b.numel() + c.numel() == 510
 
 
