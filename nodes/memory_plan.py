@@ -76,7 +76,7 @@ def planned_model(model) -> dict:
             "adm": adm_width(model), "context_rows": context_rows(model),
             "temporal": own and [own.motion_module and motion_config(own.motion_module), own.frame_attention,
                                  own.group_norm],
-            "load_device": model.load_device.type, "attention": host.attention.optimized_attention.__name__}
+            "load_device": model.load_device.type, "attention": getattr(host.attention.optimized_attention, "__name__", "")}
 
 
 @cache
