@@ -144,7 +144,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=24)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--scale", type=float, default=0.04, help="the steps' share of the config's (1: 500 tuning steps; validations stay five)")
+    p.add_argument("--scale", type=float, default=0.04,
+                   help="the steps' share of the config's (1: 500 tuning steps; validations stay five)")
     p.add_argument("--rounds", type=int, default=2, help="jobs per recipe, alternated")
     p.add_argument("--name", default="job-cpu")
     p.add_argument("--child", help=argparse.SUPPRESS)
