@@ -9,6 +9,7 @@ worth is live at once: a clip of many windows is planned from traces of three an
 per-window peak, the clip-sized tensors growing linearly), so planning costs the same at any length.
 """
 
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 
@@ -29,6 +30,7 @@ from ..model.conditioning import context_tokens
 from ..model.inflation import inflate
 from ..sampling.windows import Passes
 from .cache import architecture, cached_plan
+from .replay import ReplayedPasses
 from .trace import AllocationPeak, Plan, Settings, as_on_device, cast, frozen_bytes, plan_pipeline, planning
 
 STAGES = ("encode", "tune", "invert", "sample", "null_text", "p2p", "decode")
@@ -67,7 +69,8 @@ def plan_stage(configs: ModelConfigs, stage: str, settings: Settings, device_typ
                        lambda: _traced(configs, stage, settings, device_type))
 
 
-def _traced(configs: ModelConfigs, stage: str, settings: Settings, device_type: str) -> Plan:
+def _traced(configs: ModelConfigs, stage: str, settings: Settings, device_type: str, replay: bool = True) -> Plan:
+    """The plan traced (``replay``: a UNet pass of a kind traced before replayed, ``tav_core.memory.replay``)."""
     if stage == "tune":
         return plan_pipeline(configs.unet, settings, resident_modules(configs), count_flops=False, motion=configs.motion,
                              device_type=device_type)
@@ -84,7 +87,8 @@ def _traced(configs: ModelConfigs, stage: str, settings: Settings, device_type: 
             if stage == "decode" and device_type == "cpu":
                 held += 2 * settings.frames * settings.height * settings.width * 3  # uint8 frames, and joined
         else:
-            peak = _clip_peak(lambda frames: _unet_step(pipe, stage, replace(settings, frames=frames)), settings)
+            with ReplayedPasses(pipe) if replay else nullcontext():
+                peak = _clip_peak(lambda frames: _unet_step(pipe, stage, replace(settings, frames=frames)), settings)
             held = clip  # the latents the stage starts from
             if stage == "null_text":  # the trace kept two inverted latents and one embedding; a run keeps them all
                 embedding = context_tokens(pipe.c.unet.config) * pipe.c.unet.config.cross_attention_dim * 4

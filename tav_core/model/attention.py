@@ -71,8 +71,9 @@ def sparse_causal_window(x: torch.Tensor, window, layer, first_only: bool = Fals
     if not first_only:
         out = torch.cat([out, frames[:, previous]], dim=2)
     for p, frame in enumerate(window.indices):
-        for j, k in enumerate(keys):
-            window.anchors.store(layer, k, frame, x[j, p])
+        if window.anchors.needed(frame):
+            for j, k in enumerate(keys):
+                window.anchors.store(layer, k, frame, x[j, p])
     return rearrange(out, "b f n c -> (b f) n c")
 
 

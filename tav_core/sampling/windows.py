@@ -102,8 +102,12 @@ class AnchorCache:
             self.missing += 1
         return row
 
+    def needed(self, frame: int) -> bool:
+        """Whether a window still to run takes this frame's rows."""
+        return self.uses[frame] > 0
+
     def store(self, layer, clip, frame: int, row: torch.Tensor) -> None:
-        if self.uses[frame] > 0:
+        if self.needed(frame):
             self.rows[layer, clip, frame] = row.detach().clone()  # a view would keep the whole window's keys
 
     def done(self, window: list[int]) -> None:

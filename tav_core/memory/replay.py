@@ -1,0 +1,189 @@
+"""Repeated UNet passes in a plan replayed instead of traced again.
+
+A clip planned in frame windows runs the same UNet pass many times: the same window shape in every window of the
+inversion, of the conditional and the unconditional pass, of the three- and the four-window clip. Each fake pass
+costs about a second of tracing; what it does to memory is the same every time it meets the same state. So the
+first pass of each kind is traced and recorded (its peak above what was live at its start, its output, the anchor
+rows it kept for later windows, for a pass with gradients what autograd keeps and the backward's peak), and a later
+pass of the same kind allocates the same tensors and reports the same peak to the tracker, without running. The
+plan stays exact (``tests/core/test_memory.py`` compares plans with and without replay byte for byte).
+
+A pass's kind: its inputs' shapes, strides, dtypes and which need gradients, grad mode and autocast, the frames it
+runs as, for a window the anchor rows it finds and keeps (relative to its first frame; frame 0 absolute), and an
+attention controller's state (its blend maps, chunks, step). A pass that kept anything else, and a pass with
+gradients whose backward did not run or where a UNet weight needs a gradient, is always traced.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from ..model.inflation import transformer_blocks
+from ..sampling.windows import outside_frames
+from .trace import AllocationPeak
+
+
+def _meta(t: torch.Tensor) -> tuple:
+    return tuple(t.shape), t.stride(), t.dtype
+
+
+def _empty(meta: tuple) -> torch.Tensor:
+    shape, stride, dtype = meta
+    return torch.empty_strided(shape, stride, dtype=dtype)
+
+
+@dataclass
+class Recorded:
+    """What one traced pass did to memory, in bytes relative to what was live when it started."""
+    peak: int                    # the forward's peak
+    output: tuple                # the output sample's (shape, stride, dtype)
+    rows: list                   # (layer, clip, frame offset, meta) of the anchor rows it kept
+    rebuild: Callable            # the UNet's output around a sample
+    replayable: bool = True
+    saved: int = 0               # with gradients: what autograd keeps from forward to backward
+    grads: list = field(default_factory=list)  # metas of the inputs' gradients
+    backward_peak: int | None = None           # above what was live when the backward reached the UNet
+
+    @property
+    def complete(self) -> bool:
+        return self.replayable and (not self.grads or self.backward_peak is not None)
+
+
+class _Replayed(torch.autograd.Function):
+    """A recorded pass with gradients: its output, what autograd kept (one block of bytes, freed by the backward)
+    and the backward's peak, then the inputs' gradients."""
+
+    @staticmethod
+    def forward(ctx, recorded, tracker, *inputs):
+        ctx.recorded, ctx.tracker = recorded, tracker
+        ctx.kept = torch.empty(recorded.saved, dtype=torch.uint8)
+        return _empty(recorded.output)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.tracker.reach(ctx.recorded.backward_peak)
+        del ctx.kept
+        return (None, None, *[_empty(meta) for meta in ctx.recorded.grads])
+
+
+class ReplayedPasses:
+    """Inside: ``pipe``'s UNet replays the passes it has traced before (while an ``AllocationPeak`` is tracking)."""
+
+    def __init__(self, pipe):
+        self.unet, self.context = pipe.c.unet, pipe.inflation.context
+        self.forward = type(self.unet).forward.__get__(self.unet)
+        self.memo: dict[tuple, Recorded] = {}
+        self.backwards: dict[tuple, Recorded] = {}  # by kind without the anchor rows kept (``_without_kept``)
+        self.traced = self.replayed = 0
+
+    def __enter__(self):
+        self.unet.forward = self._forward
+        return self
+
+    def __exit__(self, *exc):
+        del self.unet.forward
+
+    def _forward(self, *args, **kwargs):
+        tracker = AllocationPeak.active[-1] if AllocationPeak.active else None
+        if tracker is None:
+            return self.forward(*args, **kwargs)
+        leaves, spec = tree_flatten((args, kwargs))
+        needs_grad = [isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled() for t in leaves]
+        key = self._kind(leaves, args[0].shape[0])
+        recorded = self.memo.get(key)
+        if recorded is not None and recorded.complete:
+            self.replayed += 1
+            return self._replay(recorded, tracker, [t for t, g in zip(leaves, needs_grad) if g])
+        self.traced += 1
+        # inputs taking gradients enter as views of their own, so the backward's end is this pass's
+        leaves = [t.view_as(t) if g else t for t, g in zip(leaves, needs_grad)]
+        args, kwargs = tree_unflatten(leaves, spec)
+        out, self.memo[key] = self._record(tracker, [t for t, g in zip(leaves, needs_grad) if g], args, kwargs,
+                                           _without_kept(key))
+        return out
+
+    def _kind(self, leaves: list, batch: int) -> tuple:
+        tensors = tuple(_meta(t) + (t.requires_grad,) if isinstance(t, torch.Tensor) else repr(t) for t in leaves)
+        window, anchors = self.context.window, None
+        if window is not None:
+            start, clips = window.indices[0], window.clip_keys(batch // len(window.indices))
+            rows = {(k[1], k[2]) for k in window.anchors.rows}
+            found = tuple(sorted((f if f == 0 else f - start, all((c, f) in rows for c in clips))
+                                 for f in outside_frames(window.indices)))
+            kept = tuple(i - start for i in window.indices if window.anchors.needed(i))
+            anchors = (tuple(i - start for i in window.indices), start == 0, found, kept, tuple(clips))
+        autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+        return tensors, torch.is_grad_enabled(), autocast, self.context.num_frames, anchors, self._controller()
+
+    def _controller(self):
+        """The state of the attention controller routing this UNet's attention (a Prompt-to-Prompt edit), if any."""
+        processor = next((b.attn1.processor for _, b in transformer_blocks(self.unet)), None)
+        control = getattr(processor, "controller", None)
+        if control is None:
+            return None
+        return tuple(sorted(control.maps)), tuple(control.chunks), control.step
+
+    def _record(self, tracker: AllocationPeak, inputs: list, args, kwargs, backward_kind: tuple):
+        window = self.context.window
+        before = {k: id(v) for k, v in window.anchors.rows.items()} if window is not None else {}
+        start, outer = tracker.in_use, tracker.peak
+        tracker.peak = start
+        out = self.forward(*args, **kwargs)
+        peak = tracker.peak - start
+        tracker.peak = max(outer, tracker.peak)
+        sample = out.sample if hasattr(out, "sample") else out[0]
+        new = [(k, v) for k, v in (window.anchors.rows.items() if window is not None else ()) if before.get(k) != id(v)]
+        rows = [(layer, clip, frame - window.indices[0], _meta(v)) for (layer, clip, frame), v in new]
+        extra = tracker.in_use - start - sum(t.untyped_storage().nbytes() for t in [sample, *(v for _, v in new)])
+        rebuild = (lambda s: (s,)) if isinstance(out, tuple) else (lambda s, cls=type(out): cls(sample=s))
+        recorded = Recorded(peak, _meta(sample), rows, rebuild, replayable=extra == 0)
+        if inputs:  # what the pass kept beyond its output is autograd's, unless weights take gradients or a
+            # controller keeps maps
+            recorded.saved, recorded.grads = extra, [_meta(t) for t in inputs]
+            recorded.replayable = (extra >= 0 and sample.requires_grad and self._controller() is None
+                                   and not any(p.requires_grad for p in self.unet.parameters()))
+            measured = self.backwards.get(backward_kind)
+            if recorded.replayable and measured is not None and measured.backward_peak is not None:
+                # a backward of this kind ran before: the traced graph goes, a replayed backward stands for it
+                recorded.backward_peak = measured.backward_peak
+                del out, sample
+                return recorded.rebuild(_Replayed.apply(recorded, tracker, *inputs)), recorded
+            if recorded.replayable:
+                self.backwards[backward_kind] = recorded
+                _measure_backward(recorded, tracker, sample, inputs)
+        return out, recorded
+
+    def _replay(self, recorded: Recorded, tracker: AllocationPeak, inputs: list):
+        tracker.reach(recorded.peak)
+        sample = _Replayed.apply(recorded, tracker, *inputs) if inputs else _empty(recorded.output)
+        window = self.context.window
+        for layer, clip, offset, meta in recorded.rows:
+            window.anchors.rows[layer, clip, window.indices[0] + offset] = _empty(meta)
+        return recorded.rebuild(sample)
+
+
+def _measure_backward(recorded: Recorded, tracker: AllocationPeak, sample: torch.Tensor, inputs: list) -> None:
+    """Record the backward's peak through the UNet: from the output's gradient to the last input's."""
+    state = {"pending": len(inputs)}
+
+    def begin(grad):
+        state["start"], state["outer"] = tracker.in_use, tracker.peak
+        tracker.peak = state["start"]
+
+    def end(grad):
+        state["pending"] -= 1
+        if state["pending"] == 0 and "start" in state:
+            recorded.backward_peak = tracker.peak - state["start"]
+            tracker.peak = max(state["outer"], tracker.peak)
+    sample.register_hook(begin)
+    for t in inputs:
+        t.register_hook(end)
+
+
+def _without_kept(kind: tuple) -> tuple:
+    """A pass's kind as its backward sees it: the anchor rows a window keeps are detached copies, outside the graph,
+    so windows that differ only in them run the same backward."""
+    tensors, grad, autocast, frames, anchors, controller = kind
+    return tensors, grad, autocast, frames, anchors and anchors[:3] + anchors[4:], controller
