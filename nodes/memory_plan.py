@@ -16,6 +16,7 @@ from ..tav_core.loading.motion import motion_config, planned_module
 from ..tav_core.memory.cache import cached_plan, files_version
 from ..tav_core.memory.duration import LONG, duration_text, measured_rate, predicted_seconds
 from ..tav_core.memory.fit import fit, window_options
+from ..tav_core.memory.replay import ReplayedPasses
 from ..tav_core.memory.trace import AllocationPeak, Plan, Settings, as_on_device, cast, plan_tuning, planning
 from ..tav_core.model.frames import FrameContext
 from ..tav_core.model.inflation import Inflation, TemporalLayers
@@ -118,7 +119,8 @@ def plan_comfy_stage(model, stage: str, settings: Settings) -> Plan:
                        lambda: _trace_stage(model, stage, settings), planning_code())
 
 
-def _trace_stage(model, stage: str, settings: Settings) -> Plan:
+def _trace_stage(model, stage: str, settings: Settings, replay: bool = True) -> Plan:
+    """The plan traced (``replay``: a UNet pass of a kind traced before replayed, ``tav_core.memory.replay``)."""
     alphas = alphas_cumprod(model).tolist()  # real numbers, read before the fake tensors
     prediction = PREDICTION[model.model.model_type]
     with fake_unet(model, settings) as (unet, hooks, layers, unet_fn):
@@ -132,7 +134,8 @@ def _trace_stage(model, stage: str, settings: Settings) -> Plan:
         sigmas = torch.tensor([14.6, 0.03])
         copies = "all" if settings.clone_frozen_weights else "inference"
         checkpointing = checkpointed(unet) if stage == "null_text" and settings.gradient_checkpointing else nullcontext()
-        with trainable_weights(unet, {}, copies), checkpointing, layers.video(hooks, frames), \
+        replayed = ReplayedPasses(unet, hooks.context) if replay else nullcontext()
+        with trainable_weights(unet, {}, copies), checkpointing, layers.video(hooks, frames), replayed, \
                 AllocationPeak() as tracker:
             cond = context.expand(rows, -1, -1)
             if stage == "invert":

@@ -29,6 +29,10 @@ def _meta(t: torch.Tensor) -> tuple:
     return tuple(t.shape), t.stride(), t.dtype
 
 
+def _same(sample: torch.Tensor) -> torch.Tensor:
+    return sample
+
+
 def _empty(meta: tuple) -> torch.Tensor:
     shape, stride, dtype = meta
     return torch.empty_strided(shape, stride, dtype=dtype)
@@ -69,10 +73,11 @@ class _Replayed(torch.autograd.Function):
 
 
 class ReplayedPasses:
-    """Inside: ``pipe``'s UNet replays the passes it has traced before (while an ``AllocationPeak`` is tracking)."""
+    """Inside: ``unet`` (diffusers' or ComfyUI's, inflated with the hooks of ``context``, a ``FrameContext``) replays
+    the passes it has traced before, while an ``AllocationPeak`` is tracking."""
 
-    def __init__(self, pipe):
-        self.unet, self.context = pipe.c.unet, pipe.inflation.context
+    def __init__(self, unet, context):
+        self.unet, self.context = unet, context
         self.forward = type(self.unet).forward.__get__(self.unet)
         self.memo: dict[tuple, Recorded] = {}
         self.backwards: dict[tuple, Recorded] = {}  # by kind without the anchor rows kept (``_without_kept``)
@@ -119,7 +124,7 @@ class ReplayedPasses:
 
     def _controller(self):
         """The state of the attention controller routing this UNet's attention (a Prompt-to-Prompt edit), if any."""
-        processor = next((b.attn1.processor for _, b in transformer_blocks(self.unet)), None)
+        processor = next((getattr(b.attn1, "processor", None) for _, b in transformer_blocks(self.unet)), None)
         control = getattr(processor, "controller", None)
         if control is None:
             return None
@@ -127,17 +132,21 @@ class ReplayedPasses:
 
     def _record(self, tracker: AllocationPeak, inputs: list, args, kwargs, backward_kind: tuple):
         window = self.context.window
-        before = {k: id(v) for k, v in window.anchors.rows.items()} if window is not None else {}
+        rows_now = window.anchors.rows if window is not None else {}
+        before = {k: (id(v), v.untyped_storage().nbytes()) for k, v in rows_now.items()}
         start, outer = tracker.in_use, tracker.peak
         tracker.peak = start
         out = self.forward(*args, **kwargs)
         peak = tracker.peak - start
         tracker.peak = max(outer, tracker.peak)
-        sample = out.sample if hasattr(out, "sample") else out[0]
-        new = [(k, v) for k, v in (window.anchors.rows.items() if window is not None else ()) if before.get(k) != id(v)]
+        sample = out if isinstance(out, torch.Tensor) else out.sample if hasattr(out, "sample") else out[0]
+        new = [(k, v) for k, v in rows_now.items() if before.get(k, (None,))[0] != id(v)]
         rows = [(layer, clip, frame - window.indices[0], _meta(v)) for (layer, clip, frame), v in new]
-        extra = tracker.in_use - start - sum(t.untyped_storage().nbytes() for t in [sample, *(v for _, v in new)])
-        rebuild = (lambda s: (s,)) if isinstance(out, tuple) else (lambda s, cls=type(out): cls(sample=s))
+        replaced = sum(n for k, (i, n) in before.items() if id(rows_now.get(k)) != i)  # (a row kept again frees the old)
+        extra = (tracker.in_use - start + replaced
+                 - sum(t.untyped_storage().nbytes() for t in [sample, *(v for _, v in new)]))
+        rebuild = (_same if isinstance(out, torch.Tensor) else (lambda s: (s,)) if isinstance(out, tuple)
+                   else (lambda s, cls=type(out): cls(sample=s)))
         recorded = Recorded(peak, _meta(sample), rows, rebuild, replayable=extra == 0)
         if inputs:  # what the pass kept beyond its output is autograd's, unless weights take gradients or a
             # controller keeps maps

@@ -9,6 +9,19 @@ import pytest
 from support import ROOT
 
 
+def bench_report(module: str, *args: str, timeout: int) -> dict:
+    """Run ``python -m module *args`` with a result name of its own and return its JSON report (the file removed)."""
+    name = "pytest-" + module.split(".")[-1]
+    out = subprocess.run([sys.executable, "-m", module, *args, "--name", name], cwd=ROOT, capture_output=True,
+                         text=True, timeout=timeout)
+    path = ROOT / "bench" / "results" / f"{name}.json"
+    try:
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(path.read_text())
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def test_bench_compare_writes_json_with_all_measurements(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench.run", "--frames", "2", "--size", "64", "--steps", "1",
                           "--ddim-steps", "2", "--compare", "--name", "pytest-smoke"],
@@ -73,17 +86,20 @@ def test_bench_attention_times_both_paths_and_names_the_engines_choice():
 def test_bench_startup_reports_each_command_and_its_imports():
     """Each command's lines and end, and its imports as ``-X importtime`` gives them: torch in every command, diffusers
     in run's and not in score's (tests/cli/test_startup.py checks the module sets themselves)."""
-    out = subprocess.run([sys.executable, "-m", "bench.startup", "--rounds", "1", "--name", "pytest-startup"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    path = ROOT / "bench" / "results" / "pytest-startup.json"
-    try:
-        assert out.returncode == 0, out.stderr[-2000:]
-        rows = {r["command"]: r for r in json.loads(path.read_text())["rows"]}
-    finally:
-        path.unlink(missing_ok=True)
+    rows = {r["command"]: r for r in bench_report("bench.startup", "--rounds", "1", timeout=1800)["rows"]}
     assert list(rows) == ["import torch", "run", "tune", "edit", "score"]
     for name, row in rows.items():
         assert row["imports_s"] > 0 and row["packages_s"]["torch"] > 0 and row["top_imports"], row
         if name != "import torch":
             assert row["second_line_s"] is not None and row["end_s"] >= row["second_line_s"]
     assert rows["score"]["packages_s"]["diffusers"] == 0 and rows["run"]["packages_s"]["diffusers"] > 0
+
+
+def test_bench_plan_time_times_each_first_plan_and_checks_replay_against_tracing():
+    """A windowed stage is timed with and without replayed passes, and the bench compares the two plans (it exits
+    with an error where they differ); a stage without windows is timed once."""
+    report = bench_report("bench.plan_time", "--frames", "40", "--size", "64", "--model", "tiny", "--stages", "null_text",
+                          timeout=1200)
+    rows = {r["small_gpu"]: r for r in report["rows"]}
+    assert rows[True]["seconds"] > 0 and rows[True]["seconds_without_replay"] > 0
+    assert rows[False]["seconds"] > 0 and "seconds_without_replay" not in rows[False]

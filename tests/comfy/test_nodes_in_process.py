@@ -96,9 +96,15 @@ def test_one_shot_tune_in_comfyui_reproduces_across_inflations_and_processes(tes
 
 def test_node_plans_are_kept_on_disk_for_the_next_run(test_models, tmp_path):
     """A second process plans nothing: every plan is read back from disk, equal; another clip length, context
-    windows or load device is planned afresh (and kept) in the first."""
+    windows or load device is planned afresh (and kept) in the first. Plans in windows with and without replayed
+    passes are equal."""
     first = run_in_comfyui("node_plan_cache.py", tmp_path)
     assert first["traced"] == ["tune False", "tune True", "invert", "null_text"] + ["sample"] * 5
     assert len(list((tmp_path / "plans").glob("*.json"))) == 9
+    # on ComfyUI's UNet too, replayed passes plan what traced ones do (7 windows of 2: windows 3 to 5 are alike)
+    for stage in ("invert", "null_text", "sample"):
+        assert first["totals"][f"{stage} in windows, replay"] == first["totals"][f"{stage} in windows, traced"]
+    assert [traced + replayed for traced, replayed in first["replays"]] == [7, 21, 7, 1]  # (the last: on CUDA)
+    assert all(replayed >= 2 for _, replayed in first["replays"][:3]), first["replays"]
     again = run_in_comfyui("node_plan_cache.py", tmp_path)
-    assert again == {"traced": [], "totals": first["totals"]}
+    assert again["traced"] == [] and again["totals"] == first["totals"]
