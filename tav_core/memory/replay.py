@@ -6,7 +6,7 @@ costs about a second of tracing; what it does to memory is the same every time i
 first pass of each kind is traced and recorded (its peak above what was live at its start, its output, the anchor
 rows it kept for later windows, for a pass with gradients what autograd keeps and the backward's peak), and a later
 pass of the same kind allocates the same tensors and reports the same peak to the tracker, without running. The
-plan stays exact (``tests/core/test_memory.py`` compares plans with and without replay byte for byte).
+plan stays exact (``tests/core/test_plan_replay.py`` compares plans with and without replay byte for byte).
 
 A pass's kind: its inputs' shapes, strides, dtypes and which need gradients, grad mode and autocast, the frames it
 runs as, for a window the anchor rows it finds and keeps (relative to its first frame; frame 0 absolute), and an

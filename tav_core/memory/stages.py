@@ -6,7 +6,8 @@ sampler, the inversion or the null-text optimisation, over the stage's frame win
 what the step allocates over what stays loaded (UNet with its tuned tensors, VAE, text encoder); ``held`` is what
 the stage keeps for the whole clip (latents, the null-text trajectory). With windows only two to three windows'
 worth is live at once: a clip of many windows is planned from traces of three and four windows (the same
-per-window peak, the clip-sized tensors growing linearly), so planning costs the same at any length.
+per-window peak, the clip-sized tensors growing linearly), so planning costs the same at any length; and within
+those, a UNet pass of a kind already traced is replayed (``tav_core.memory.replay``).
 """
 
 from contextlib import nullcontext
