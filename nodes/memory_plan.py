@@ -134,7 +134,7 @@ def _trace_stage(model, stage: str, settings: Settings, replay: bool = True) -> 
         sigmas = torch.tensor([14.6, 0.03])
         copies = "all" if settings.clone_frozen_weights else "inference"
         checkpointing = checkpointed(unet) if stage == "null_text" and settings.gradient_checkpointing else nullcontext()
-        replayed = ReplayedPasses(unet, hooks.context) if replay else nullcontext()
+        replayed = ReplayedPasses(unet, hooks.context, [layers]) if replay else nullcontext()
         with trainable_weights(unet, {}, copies), checkpointing, layers.video(hooks, frames), replayed, \
                 AllocationPeak() as tracker:
             cond = context.expand(rows, -1, -1)

@@ -10,14 +10,16 @@ plan stays exact (``tests/core/test_plan_replay.py`` compares plans with and wit
 
 A pass's kind: its inputs' shapes, strides, dtypes and which need gradients, grad mode and autocast, the frames it
 runs as, for a window the anchor rows it finds and keeps (relative to its first frame; frame 0 absolute), and an
-attention controller's state (its blend maps, chunks, step). A pass that kept anything else, and a pass with
+attention controller's state (its blend maps, chunks, which controls the step runs). A pass that kept anything else, and a pass with
 gradients whose backward did not run or where a UNet weight needs a gradient, is always traced.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..model.inflation import transformer_blocks
@@ -46,13 +48,14 @@ class Recorded:
     rows: list                   # (layer, clip, frame offset, meta) of the anchor rows it kept
     rebuild: Callable            # the UNet's output around a sample
     replayable: bool = True
-    saved: int = 0               # with gradients: what autograd keeps from forward to backward
+    with_grad: bool = False      # inputs take gradients through it
+    saved: int = 0               # what autograd keeps from forward to backward
     grads: list = field(default_factory=list)  # metas of the inputs' gradients
     backward_peak: int | None = None           # above what was live when the backward reached the UNet
 
     @property
     def complete(self) -> bool:
-        return self.replayable and (not self.grads or self.backward_peak is not None)
+        return self.replayable and (not self.with_grad or self.backward_peak is not None)
 
 
 class _Replayed(torch.autograd.Function):
@@ -76,8 +79,9 @@ class ReplayedPasses:
     """Inside: ``unet`` (diffusers' or ComfyUI's, inflated with the hooks of ``context``, a ``FrameContext``) replays
     the passes it has traced before, while an ``AllocationPeak`` is tracking."""
 
-    def __init__(self, unet, context):
+    def __init__(self, unet, context, weights=()):
         self.unet, self.context = unet, context
+        self.weights = (unet, *weights)  # modules whose weights must take no gradient for a backward to be replayed
         self.forward = type(self.unet).forward.__get__(self.unet)
         self.memo: dict[tuple, Recorded] = {}
         self.backwards: dict[tuple, Recorded] = {}  # by kind without the anchor rows kept (``_without_kept``)
@@ -92,7 +96,7 @@ class ReplayedPasses:
 
     def _forward(self, *args, **kwargs):
         tracker = AllocationPeak.active[-1] if AllocationPeak.active else None
-        if tracker is None:
+        if tracker is None or not isinstance(args[0], FakeTensor):  # (a measurement on real tensors runs for real)
             return self.forward(*args, **kwargs)
         leaves, spec = tree_flatten((args, kwargs))
         needs_grad = [isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled() for t in leaves]
@@ -128,7 +132,10 @@ class ReplayedPasses:
         control = getattr(processor, "controller", None)
         if control is None:
             return None
-        return tuple(sorted(control.maps)), tuple(control.chunks), control.step
+        steps = control.step < control.cross_stop, control.step < control.self_stop, control.step >= control.blend_from
+        blend = control.blend_tokens and tuple(map(tuple, control.blend_tokens))
+        return (tuple(sorted(control.maps)), tuple(control.chunks), steps, control.mode, blend,
+                control.control.self_control, control.control.self_max_pixels)
 
     def _record(self, tracker: AllocationPeak, inputs: list, args, kwargs, backward_kind: tuple):
         window = self.context.window
@@ -150,13 +157,13 @@ class ReplayedPasses:
         recorded = Recorded(peak, _meta(sample), rows, rebuild, replayable=extra == 0)
         if inputs:  # what the pass kept beyond its output is autograd's, unless weights take gradients or a
             # controller keeps maps
-            recorded.saved, recorded.grads = extra, [_meta(t) for t in inputs]
+            recorded.with_grad, recorded.saved = True, extra
             recorded.replayable = (extra >= 0 and sample.requires_grad and self._controller() is None
-                                   and not any(p.requires_grad for p in self.unet.parameters()))
+                                   and not any(p.requires_grad for m in self.weights for p in m.parameters()))
             measured = self.backwards.get(backward_kind)
             if recorded.replayable and measured is not None and measured.backward_peak is not None:
                 # a backward of this kind ran before: the traced graph goes, a replayed backward stands for it
-                recorded.backward_peak = measured.backward_peak
+                recorded.grads, recorded.backward_peak = measured.grads, measured.backward_peak
                 del out, sample
                 return recorded.rebuild(_Replayed.apply(recorded, tracker, *inputs)), recorded
             if recorded.replayable:
@@ -166,7 +173,7 @@ class ReplayedPasses:
 
     def _replay(self, recorded: Recorded, tracker: AllocationPeak, inputs: list):
         tracker.reach(recorded.peak)
-        sample = _Replayed.apply(recorded, tracker, *inputs) if inputs else _empty(recorded.output)
+        sample = _Replayed.apply(recorded, tracker, *inputs) if recorded.with_grad else _empty(recorded.output)
         window = self.context.window
         for layer, clip, offset, meta in recorded.rows:
             window.anchors.rows[layer, clip, window.indices[0] + offset] = _empty(meta)
@@ -174,21 +181,26 @@ class ReplayedPasses:
 
 
 def _measure_backward(recorded: Recorded, tracker: AllocationPeak, sample: torch.Tensor, inputs: list) -> None:
-    """Record the backward's peak through the UNet: from the output's gradient to the last input's."""
-    state = {"pending": len(inputs)}
+    """Record the backward's peak through the UNet, from the output's gradient to the last input's, and the layout
+    of each input's gradient. The tracker's peak is back to the whole trace's at the end of that backward whatever
+    happens (a backward that gives some input no gradient leaves the pass unrecorded: it is traced each time)."""
+    state = {"grads": [None] * len(inputs)}
 
     def begin(grad):
         state["start"], state["outer"] = tracker.in_use, tracker.peak
         tracker.peak = state["start"]
+        torch.autograd.Variable._execution_engine.queue_callback(finish)
 
-    def end(grad):
-        state["pending"] -= 1
-        if state["pending"] == 0 and "start" in state:
-            recorded.backward_peak = tracker.peak - state["start"]
-            tracker.peak = max(state["outer"], tracker.peak)
+    def end(i, grad):
+        state["grads"][i] = _meta(grad)
+
+    def finish():
+        if all(g is not None for g in state["grads"]):
+            recorded.grads, recorded.backward_peak = state["grads"], tracker.peak - state["start"]
+        tracker.peak = max(state["outer"], tracker.peak)
     sample.register_hook(begin)
-    for t in inputs:
-        t.register_hook(end)
+    for i, t in enumerate(inputs):
+        t.register_hook(partial(end, i))
 
 
 def _without_kept(kind: tuple) -> tuple:

@@ -88,7 +88,8 @@ def _traced(configs: ModelConfigs, stage: str, settings: Settings, device_type: 
             if stage == "decode" and device_type == "cpu":
                 held += 2 * settings.frames * settings.height * settings.width * 3  # uint8 frames, and joined
         else:
-            with ReplayedPasses(pipe.c.unet, pipe.inflation.context) if replay else nullcontext():
+            motion = [pipe.inflation.motion.adapter] if pipe.inflation.motion else []
+            with ReplayedPasses(pipe.c.unet, pipe.inflation.context, motion) if replay else nullcontext():
                 peak = _clip_peak(lambda frames: _unet_step(pipe, stage, replace(settings, frames=frames)), settings)
             held = clip  # the latents the stage starts from
             if stage == "null_text":  # the trace kept two inverted latents and one embedding; a run keeps them all

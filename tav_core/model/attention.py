@@ -70,8 +70,9 @@ def sparse_causal_window(x: torch.Tensor, window, layer, first_only: bool = Fals
     out = frames[:, [anchor] * f]
     if not first_only:
         out = torch.cat([out, frames[:, previous]], dim=2)
+    recompute = torch._C._current_graph_task_id() != -1  # gradient checkpointing's, in the backward: rows are kept
     for p, frame in enumerate(window.indices):
-        if window.anchors.needed(frame):
+        if window.anchors.needed(frame) and not recompute:
             for j, k in enumerate(keys):
                 window.anchors.store(layer, k, frame, x[j, p])
     return rearrange(out, "b f n c -> (b f) n c")

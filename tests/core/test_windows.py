@@ -140,3 +140,27 @@ def test_every_editing_stage_runs_in_windows(pipe, latents):
     print(f"local blend over windows: {outside.float().mean():.0%} of the latents outside the mask")
     assert torch.isfinite(edited).all() and outside.any() and not outside.all()
     assert torch.equal(edited[outside], source[outside])  # local blend: outside its mask the edit is the source
+
+
+def test_gradient_checkpointing_recomputes_a_window_without_keeping_its_rows_again(pipe, latents):
+    """With gradient checkpointing, null-text's backward re-runs each window's forward: the rows later windows take
+    are kept by the forward alone (the recompute finds them kept), and the null text is the one without
+    checkpointing (the same computation; the tolerance is float32's)."""
+    windows = Passes(windows=ContextWindows(4, 1))
+    plain = null_text_invert(pipe, latents, S, 2, inner_steps=2, passes=windows)
+    in_backward = []
+    store = AnchorCache.store
+
+    def spy(self, *args):
+        in_backward.append(torch._C._current_graph_task_id() != -1)
+        return store(self, *args)
+    pipe.c.unet.enable_gradient_checkpointing()
+    try:
+        with patch.object(AnchorCache, "store", spy):
+            checkpointed = null_text_invert(pipe, latents, S, 2, inner_steps=2, passes=windows)
+    finally:
+        pipe.c.unet.disable_gradient_checkpointing()
+    assert in_backward and not any(in_backward)
+    print(f"null text with and without checkpointing: {(checkpointed.embeddings - plain.embeddings).abs().max():.1e}")
+    torch.testing.assert_close(checkpointed.embeddings, plain.embeddings)
+    torch.testing.assert_close(checkpointed.noise, plain.noise)
