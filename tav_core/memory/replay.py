@@ -9,9 +9,10 @@ pass of the same kind allocates the same tensors and reports the same peak to th
 plan stays exact (``tests/core/test_plan_replay.py`` compares plans with and without replay byte for byte).
 
 A pass's kind: its inputs' shapes, strides, dtypes and which need gradients, grad mode and autocast, the frames it
-runs as, for a window the anchor rows it finds and keeps (relative to its first frame; frame 0 absolute), and an
-attention controller's state (its blend maps, chunks, which controls the step runs). A pass that kept anything else, and a pass with
-gradients whose backward did not run or where a UNet weight needs a gradient, is always traced.
+runs as, for a window the anchor rows it finds, keeps and keeps again (relative to its first frame; frame 0
+absolute), and an attention controller's state (its blend maps, chunks, which controls the step runs). A pass that
+kept anything else, and a pass with gradients whose backward did not run or where a planned weight needs a gradient,
+is always traced.
 """
 
 from collections.abc import Callable
@@ -122,7 +123,8 @@ class ReplayedPasses:
             found = tuple(sorted((f if f == 0 else f - start, all((c, f) in rows for c in clips))
                                  for f in outside_frames(window.indices)))
             kept = tuple(i - start for i in window.indices if window.anchors.needed(i))
-            anchors = (tuple(i - start for i in window.indices), start == 0, found, kept, tuple(clips))
+            again = tuple(i for i in kept if all((c, start + i) in rows for c in clips))  # (the old rows are freed)
+            anchors = (tuple(i - start for i in window.indices), start == 0, found, kept, again, tuple(clips))
         autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
         return tensors, torch.is_grad_enabled(), autocast, self.context.num_frames, anchors, self._controller()
 
@@ -207,4 +209,4 @@ def _without_kept(kind: tuple) -> tuple:
     """A pass's kind as its backward sees it: the anchor rows a window keeps are detached copies, outside the graph,
     so windows that differ only in them run the same backward."""
     tensors, grad, autocast, frames, anchors, controller = kind
-    return tensors, grad, autocast, frames, anchors and anchors[:3] + anchors[4:], controller
+    return tensors, grad, autocast, frames, anchors and anchors[:3] + anchors[5:], controller
