@@ -3,6 +3,7 @@ the inflated MODEL, through the host's own patch points (attn1/attn2 replace pat
 LoRAs, tuned weights and ControlNet still compose. The engine's maths is tav_core's."""
 
 import copy
+from contextlib import nullcontext
 
 import torch
 
@@ -15,7 +16,7 @@ from ..tav_core.memory.usage import measured
 from ..tav_core.sampling.denoiser import DiscreteDenoiser
 from ..tav_core.sampling.windows import Windowed
 from . import host
-from .autograd import autograd_unet
+from .autograd import autograd_unet, frozen
 from .conditioning import packed_conditioning
 from .context_windows import HostWindows
 from .memory_plan import fit_comfy_stage
@@ -107,7 +108,9 @@ class NullTextInvert(io.ComfyNode):
             cond, uncond = (packed_conditioning(model, c[0], samples).clone().to(device, torch.float32)
                             for c in (positive, negative))
             tokens = negative[0][0].shape[1]  # the null text; SDXL's ADM rows after them stay the negative's
-            with video(frames), measured(device, "inversion") as usage:
+            # only the null text takes gradients: the temporal layers neither compute nor keep any
+            with video(frames), (frozen(layers) if layers is not None else nullcontext()), \
+                    measured(device, "inversion") as usage:
                 noise, embeddings = null_text_inversion(denoiser, latents, sigmas.clone().to(device), cond, uncond,
                                                         cfg, inner_steps, callback=progress, tokens=tokens)
             embeddings = embeddings[:, :tokens]

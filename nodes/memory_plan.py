@@ -26,7 +26,7 @@ from ..tav_core.sampling.denoiser import DiscreteDenoiser, guided
 from ..tav_core.sampling.windows import ContextWindows, Windowed
 from ..tav_core.tuning.tune import TuneConfig
 from . import host
-from .autograd import checkpointed, trainable_weights
+from .autograd import checkpointed, frozen, trainable_weights
 from .conditioning import adm_width, call_unet, context_rows
 from .context_windows import HostWindows
 from .tuned_weights import trainable
@@ -135,8 +135,9 @@ def _trace_stage(model, stage: str, settings: Settings, replay: bool = True) -> 
         copies = "all" if settings.clone_frozen_weights else "inference"
         checkpointing = checkpointed(unet) if stage == "null_text" and settings.gradient_checkpointing else nullcontext()
         replayed = ReplayedPasses(unet, hooks.context, [layers]) if replay else nullcontext()
-        with trainable_weights(unet, {}, copies), checkpointing, layers.video(hooks, frames), replayed, \
-                AllocationPeak() as tracker:
+        # as the nodes run: only the null text takes gradients
+        with frozen(unet), frozen(layers), trainable_weights(unet, {}, copies), checkpointing, \
+                layers.video(hooks, frames), replayed, AllocationPeak() as tracker:
             cond = context.expand(rows, -1, -1)
             if stage == "invert":
                 invert_ddim(lambda x, s: fn(x, s, cond), x, sigmas.flip(0))
