@@ -83,6 +83,8 @@ class ReplayedPasses:
     def __init__(self, unet, context, weights=()):
         self.unet, self.context = unet, context
         self.weights = (unet, *weights)  # modules whose weights must take no gradient for a backward to be replayed
+        blocks = transformer_blocks(unet)
+        self.first_attention = blocks[0][1].attn1 if blocks else None  # where an attention controller shows
         self.forward = type(self.unet).forward.__get__(self.unet)
         self.memo: dict[tuple, Recorded] = {}
         self.backwards: dict[tuple, Recorded] = {}  # by kind without the anchor rows kept (``_without_kept``)
@@ -130,8 +132,7 @@ class ReplayedPasses:
 
     def _controller(self):
         """The state of the attention controller routing this UNet's attention (a Prompt-to-Prompt edit), if any."""
-        processor = next((getattr(b.attn1, "processor", None) for _, b in transformer_blocks(self.unet)), None)
-        control = getattr(processor, "controller", None)
+        control = getattr(getattr(self.first_attention, "processor", None), "controller", None)
         if control is None:
             return None
         steps = control.step < control.cross_stop, control.step < control.self_stop, control.step >= control.blend_from
