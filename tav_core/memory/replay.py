@@ -18,6 +18,7 @@ is always traced.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
@@ -57,6 +58,16 @@ class Recorded:
     @property
     def complete(self) -> bool:
         return self.replayable and (not self.with_grad or self.backward_peak is not None)
+
+
+class WindowKind(NamedTuple):
+    """What of a window shapes its pass, relative to its first frame (frame 0 absolute)."""
+    frames: tuple        # the window's frames
+    starts_clip: bool    # it holds frame 0
+    found: tuple         # (frame, whether an earlier window kept its rows) of the anchor and previous frames outside
+    kept: tuple          # its frames whose rows it keeps for later windows
+    again: tuple         # of those, the frames whose rows were kept before (replaced, the old ones freed)
+    clips: tuple         # the clips in the batch
 
 
 class _Replayed(torch.autograd.Function):
@@ -126,7 +137,7 @@ class ReplayedPasses:
                                  for f in outside_frames(window.indices)))
             kept = tuple(i - start for i in window.indices if window.anchors.needed(i))
             again = tuple(i for i in kept if all((c, start + i) in rows for c in clips))  # (the old rows are freed)
-            anchors = (tuple(i - start for i in window.indices), start == 0, found, kept, again, tuple(clips))
+            anchors = WindowKind(tuple(i - start for i in window.indices), start == 0, found, kept, again, tuple(clips))
         autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
         return tensors, torch.is_grad_enabled(), autocast, self.context.num_frames, anchors, self._controller()
 
@@ -210,4 +221,4 @@ def _without_kept(kind: tuple) -> tuple:
     """A pass's kind as its backward sees it: the anchor rows a window keeps are detached copies, outside the graph,
     so windows that differ only in them run the same backward."""
     tensors, grad, autocast, frames, anchors, controller = kind
-    return tensors, grad, autocast, frames, anchors and anchors[:3] + anchors[5:], controller
+    return tensors, grad, autocast, frames, anchors and anchors._replace(kept=None, again=None), controller
